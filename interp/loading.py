@@ -1,0 +1,309 @@
+"""Model loading: any supported HF causal LM (hub name, local dir, PEFT adapter, or a loaded
+module) wrapped in a TransformerLens 4 ``TransformerBridge``.
+
+The bridge keeps raw HF numerics and fires ``blocks.{l}.mlp.hook_post`` etc. even inside HF
+``generate``. A base model plus a DPO adapter share one set of base weights: toggle the adapter
+with :func:`adapter_disabled` or compare :class:`ModelView` objects instead of loading twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from interp.architecture import FAMILIES, UnsupportedArchitectureError, hf_model_of, spec_for_model_type
+
+DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
+
+Quantization = Literal["4bit", "8bit"]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """Neither a local directory nor a cached hub checkpoint was found."""
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"dtype {dtype!r} not understood; use one of {sorted(table)}")
+    return table[dtype]
+
+
+def default_device() -> str:
+    """Return ``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _is_adapter_dir(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _load_config(name_or_path: str, revision: str | None) -> Any:
+    """Load an HF config from a local dir or the local HF cache; a clear error otherwise."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
+        return AutoConfig.from_pretrained(str(path))
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        try:
+            return AutoConfig.from_pretrained(name_or_path, revision=revision)
+        except (OSError, ValueError) as e:
+            last = e
+    else:
+        last = None
+    raise ModelNotFoundError(
+        f"model {name_or_path!r} is neither a local directory nor in the Hugging Face cache "
+        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and could not be downloaded. "
+        f"Provide weights with `huggingface-cli download {name_or_path}` on a machine with hub access "
+        "(then copy the cache or set HF_HOME), or pass a local path (--model /path/to/model). "
+        "Use --model default for the embedded offline model."
+    ) from last
+
+
+def _quant_config(quantization: Quantization | None) -> Any:
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        # QLoRA recipe: NF4 + double quantization + bf16 compute (not the reference's bare fp4).
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
+
+
+def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
+                  device: str | None = None, quantization: Quantization | None = None,
+                  revision: str | None = None) -> tuple[PreTrainedModel, Any]:
+    """Return ``(hf_model, tokenizer)`` for a supported causal LM, after checking its family."""
+    name = str(name_or_path)
+    if name in DEFAULT_MODEL_NAMES:
+        from interp.default_model import default_model_dir
+
+        name = str(default_model_dir())
+    device = device or default_device()
+    config = _load_config(name, revision)
+    spec_for_model_type(getattr(config, "model_type", "?"), where=name)
+    kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
+    qc = _quant_config(quantization)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+        kwargs["device_map"] = {"": device}
+    kwargs["dtype"] = _resolve_dtype(dtype, device)
+    local = Path(name).expanduser().exists()
+    model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
+    if qc is None:
+        model = model.to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _reloadable_tokenizer(tokenizer: Any) -> Any:
+    """Return a tokenizer that TransformerLens can re-open by path (it reloads it to fix BOS).
+
+    Tokenizers built in memory have no ``name_or_path`` on disk; they are saved once under the
+    cache (keyed by their content hash) and reloaded from there.
+    """
+    if tokenizer is None:
+        return None
+    name = str(tokenizer.init_kwargs.get("name_or_path") or "")
+    if name and (Path(name).exists() or not Path(name).is_absolute()):
+        return tokenizer
+    import tempfile
+
+    from interp.artifacts import stable_hash
+    from interp.paths import cache_dir
+
+    with tempfile.TemporaryDirectory(prefix="xdetox-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        key = stable_hash(json.loads((Path(tmp) / "tokenizer.json").read_text()))
+        target = cache_dir("tokenizers") / key
+        if not (target / "tokenizer.json").is_file():
+            tokenizer.save_pretrained(target)
+    reloaded = AutoTokenizer.from_pretrained(str(target))
+    reloaded.padding_side = tokenizer.padding_side
+    return reloaded
+
+
+def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | None = None) -> Any:
+    """Wrap an HF causal LM (possibly with injected LoRA layers) in a ``TransformerBridge``."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    config = hf_model.config
+    spec = spec_for_model_type(getattr(config, "model_type", "?"), where=model_id or type(hf_model).__name__)
+    archs = getattr(config, "architectures", None) or [type(hf_model).__name__]
+    if hasattr(config, "_attn_implementation"):
+        config._attn_implementation = "eager"
+    tokenizer = _reloadable_tokenizer(tokenizer)
+    bridge = build_bridge_from_module(hf_model, archs[0], hf_config=config, tokenizer=tokenizer,
+                                      model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
+    bridge.xdetox_model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
+    bridge.xdetox_peft = None
+    return bridge
+
+
+def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str | os.PathLike[str] | None = None,
+               merge_adapter: bool = False, dtype: str | torch.dtype | None = None, device: str | None = None,
+               quantization: Quantization | None = None, revision: str | None = None,
+               tokenizer: Any = None) -> Any:
+    """Return a ``TransformerBridge`` over a supported HF causal LM.
+
+    ``name_or_path`` is a hub name (read from the HF cache), a local directory, a PEFT adapter
+    directory (its base is read from ``adapter_config.json``), an already-loaded HF model, or
+    ``"default"`` for the embedded offline model. With ``adapter`` (or an adapter directory) the
+    LoRA weights are injected into the single base model; ``merge_adapter=True`` folds them in.
+    """
+    peft_model = None
+    if isinstance(name_or_path, nn.Module):
+        hf_model = hf_model_of(name_or_path)
+        model_id = getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+        if tokenizer is None and model_id and Path(model_id).exists():
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if adapter is None and hasattr(name_or_path, "peft_config"):
+            peft_model = name_or_path
+    else:
+        name = str(name_or_path)
+        path = Path(name).expanduser()
+        if path.is_dir() and _is_adapter_dir(path):
+            if adapter is not None:
+                raise ValueError(f"{path} is a PEFT adapter directory; pass the base model with adapter={path}")
+            adapter = path
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ValueError(f"{path / 'adapter_config.json'}: field base_model_name_or_path is empty; "
+                                 "pass the base model explicitly with --model BASE --adapter DIR")
+            name = base
+        hf_model, tok = load_hf_model(name, dtype=dtype, device=device, quantization=quantization, revision=revision)
+        tokenizer = tokenizer or tok
+        model_id = name
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter_path = Path(adapter).expanduser()
+        if not _is_adapter_dir(adapter_path):
+            raise FileNotFoundError(f"{adapter_path}: no adapter_config.json; expected a PEFT adapter directory "
+                                    "(as written by `xdetox dpo train` with a LoRA preset)")
+        peft_model = PeftModel.from_pretrained(hf_model, str(adapter_path), adapter_name="default")
+        model_id = f"{model_id}+{adapter_path}"
+        if merge_adapter:
+            if quantization is not None:
+                raise ValueError("cannot merge an adapter into a quantized base in place; run "
+                                 "`xdetox dpo merge` (it merges into a full-precision copy)")
+            hf_model = peft_model.merge_and_unload()
+            peft_model = None
+        else:
+            hf_model = peft_model.base_model.model
+    hf_model.eval()
+    bridge = wrap_bridge(hf_model, tokenizer, model_id=model_id)
+    bridge.xdetox_peft = peft_model
+    return bridge
+
+
+@contextlib.contextmanager
+def adapter_disabled(model: Any) -> Iterator[Any]:
+    """Run the base model of an adapter-carrying bridge (no-op for a plain model)."""
+    peft_model = getattr(model, "xdetox_peft", None)
+    if peft_model is None:
+        yield model
+        return
+    with peft_model.disable_adapter():
+        yield model
+
+
+@dataclass
+class ModelView:
+    """A model together with whether its PEFT adapter is active, so base and tuned models can
+    be compared while sharing one copy of the base weights."""
+
+    model: Any
+    adapter_enabled: bool = True
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Any]:
+        """Yield the underlying model in this view's adapter state."""
+        if self.adapter_enabled:
+            yield self.model
+        else:
+            with adapter_disabled(self.model) as m:
+                yield m
+
+
+@contextlib.contextmanager
+def activate(model: Any) -> Iterator[Any]:
+    """Yield a usable model for ``model``, which may be a bridge, HF model or :class:`ModelView`."""
+    if isinstance(model, ModelView):
+        with model.active() as m:
+            yield m
+    else:
+        yield model
+
+
+def base_and_tuned(model: Any) -> tuple[ModelView, ModelView]:
+    """Return (base view, tuned view) of an adapter-carrying bridge, sharing weights."""
+    if getattr(model, "xdetox_peft", None) is None:
+        raise ValueError("model carries no PEFT adapter; load it with load_model(base, adapter=DIR)")
+    return ModelView(model, adapter_enabled=False), ModelView(model, adapter_enabled=True)
+
+
+def model_id(model: Any) -> str:
+    """Return the recorded id (name/path[+adapter]) of a loaded model."""
+    if isinstance(model, ModelView):
+        return model_id(model.model) + ("" if model.adapter_enabled else " (adapter disabled)")
+    mid = getattr(model, "xdetox_model_id", None)
+    if mid:
+        return str(mid)
+    hf = hf_model_of(model)
+    return getattr(hf.config, "_name_or_path", "") or type(hf).__name__
+
+
+@torch.no_grad()
+def model_fingerprint(model: Any) -> str:
+    """Return a short hash of the config and a sample of every parameter (cheap, weight-sensitive)."""
+    m = model.model if isinstance(model, ModelView) else model
+    hf = hf_model_of(m)
+    h = hashlib.sha256(json.dumps(hf.config.to_diff_dict(), sort_keys=True, default=str).encode())
+    for name, p in sorted(hf.named_parameters(), key=lambda kv: kv[0]):
+        flat = p.detach().reshape(-1)
+        sample = torch.cat([flat[:64], flat[-64:]]).float().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.numpy().tobytes())
+        h.update(f"{float(flat.float().sum()):.6e}".encode())
+    if isinstance(model, ModelView):
+        h.update(str(model.adapter_enabled).encode())
+    return h.hexdigest()[:16]
+
+
+def supported_families_text() -> str:
+    """Return one line per supported family, for help texts and errors."""
+    return "\n".join(f"{s.family}: model_type {'/'.join(s.model_types)} (e.g. {s.example})" for s in FAMILIES.values())
+
+
+__all__ = [
+    "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
+    "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
+    "default_device", "DEFAULT_MODEL_NAMES",
+]

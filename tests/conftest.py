@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny models of each family, the real data root, an isolated cache."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny_models import FAMILIES, make_model, make_tokenizer, save_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real offline data (../shared/data or $XDETOX_DATA)."""
+    from interp.paths import data_root as resolve
+
+    return resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """save_pretrained directories of a tiny model per family."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {f: save_tiny(f, root / f) for f in FAMILIES}
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param

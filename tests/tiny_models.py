@@ -1,0 +1,74 @@
+"""Tiny random-init models of every family the paper uses, built from configs (no hub access).
+
+Used across the suite: ``make_tokenizer()`` trains a small byte-level BPE in well under a second,
+``make_model(family)`` builds GPT-2 (mGPT), BLOOM, Llama or Cohere (Aya) with that vocabulary,
+and ``save_tiny(family, dir)`` writes a ``save_pretrained`` directory that ``load_model`` reads.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers as T
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+FAMILIES = ("gpt2", "bloom", "llama", "cohere")
+
+TINY_TEXT = [
+    "the quick brown fox jumps over the lazy dog", "I want to go home now", "you are a stupid idiot",
+    "Je veux aller à la maison", "Yo quiero comer", "我想回家", "Ich will nach Hause", "Я хочу домой",
+    "私は家に帰りたい", "나는 집에 가고 싶다", "أريد أن أذهب", "मैं घर जाना चाहता हूँ", "this is a nice day",
+    "what the hell is wrong with you", "Chcę iść do domu", "Jag vill gå hem", "Ik wil naar huis",
+]
+
+
+def make_tokenizer(vocab_size: int = 320) -> T.PreTrainedTokenizerFast:
+    """Return a small byte-level BPE tokenizer with bos/eos/pad tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TINY_TEXT * 4, trainer)
+    return T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                     pad_token="<pad>", unk_token=None)
+
+
+def make_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: int = 32, d_mlp: int = 64) -> T.PretrainedConfig:
+    """Return a tiny config of ``family``."""
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    if family == "gpt2":
+        return T.GPT2Config(n_embd=d_model, n_layer=n_layers, n_head=2, n_positions=128, n_inner=d_mlp, **common)
+    if family == "bloom":  # BLOOM's MLP is 4 * hidden by construction
+        return T.BloomConfig(hidden_size=d_model, n_layer=n_layers, n_head=2, **common)
+    if family == "llama":
+        return T.LlamaConfig(hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, **common)
+    if family == "cohere":
+        return T.CohereConfig(hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
+                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                              logit_scale=0.0625, **common)
+    raise ValueError(family)
+
+
+def make_model(family: str, vocab_size: int = 320, *, seed: int = 0, **kw) -> T.PreTrainedModel:
+    """Return a tiny random-init causal LM of ``family`` in eval mode (eager attention)."""
+    torch.manual_seed(seed)
+    cfg = make_config(family, vocab_size, **kw)
+    model = T.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    # Random-init biases/norms are trivial; perturb them so tests exercise every term.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def save_tiny(family: str, directory: Path, *, seed: int = 0) -> Path:
+    """Write a tiny model + tokenizer of ``family`` with ``save_pretrained`` and return the dir."""
+    tok = make_tokenizer()
+    model = make_model(family, len(tok), seed=seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
