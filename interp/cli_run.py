@@ -1,9 +1,57 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox run``: the whole study as named, cached, resumable stages."""
 from __future__ import annotations
 
 import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    from interp.pipeline import STAGES
+
+    p = sub.add_parser("run", help="run the whole study (model, probe, neurons, DPO, evaluation, analysis, report)",
+                       description="Run the study's stages in order: " + ", ".join(STAGES) + ". Finished stages "
+                                   "are cached under RUN_DIR/stages and skipped on rerun; interrupted ones resume.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", default=None, help="demo (default), smoke or paper")
+    src.add_argument("--config", default=None, help="YAML config file (see interp/presets/*.yaml)")
+    p.add_argument("--run-dir", default=None, help="output directory (default runs/<preset or config name>)")
+    p.add_argument("--model", default=None, help="override model.name: HF name, local dir, adapter dir or 'default'")
+    p.add_argument("--adapter", default=None, help="override model.adapter")
+    p.add_argument("--data-root", default=None, help="data root (flag > $XDETOX_DATA > ../shared/data)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set evaluation.n_prompts=50 --set evaluation.scorer=lexicon")
+    p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE", help="rerun from this stage on")
+    p.add_argument("--only", action="append", default=[], metavar="STAGE", help="run only this stage (repeatable)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun this stage even if cached")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from interp.configio import ConfigError
+    from interp.pipeline import run_pipeline
+    from interp.run_config import load_run_config
+
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v
+    if args.model:
+        overrides["model.name"] = args.model
+    if args.adapter:
+        overrides["model.adapter"] = args.adapter
+    if args.data_root:
+        overrides["data_root"] = args.data_root
+    preset = args.preset if (args.preset or args.config) else "demo"
+    cfg = load_run_config(preset=preset if not args.config else None, config=args.config, overrides=overrides)
+    name = preset if not args.config else Path(args.config).stem
+    run_dir = Path(args.run_dir or f"runs/{name}")
+    report, summary = run_pipeline(cfg, run_dir, only=args.only, from_stage=args.from_stage, force=args.force,
+                                   progress=not args.no_progress)
+    if report.is_file():
+        print(f"report:  {report.resolve()}")
+        print(f"summary: {summary.resolve()}")
+    return 0

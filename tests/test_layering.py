@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_LAYER = {"cli.py", "pipeline.py", "quality.py"}
+APP_LAYER = {"cli.py", "pipeline.py", "pipeline_report.py", "quality.py"}
 
 
 def _imports(path: Path) -> set[str]:

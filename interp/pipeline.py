@@ -1,0 +1,468 @@
+"""The whole study as named, cached, resumable stages (app layer: ties interp, probes, detox_train).
+
+Each stage writes into ``RUN_DIR/stages/NAME/`` and finishes by writing ``stage.json`` with the
+hash of its inputs (its config section plus the keys of the stages it reads). A rerun skips a
+stage whose ``stage.json`` matches; an interrupted stage reruns and its long steps (model build,
+DPO, generation, scoring) resume from their own checkpoints. ``summary.json`` holds no
+timestamps, so an interrupted-then-resumed run ends with the same summary as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from interp.artifacts import read_json, stable_hash, write_json, write_manifest
+from interp.configio import ConfigError, config_to_dict
+from interp.run_config import RunConfig
+
+STAGES: tuple[str, ...] = (
+    "model", "probe", "neurons", "dpo", "generate", "score", "metrics",
+    "key_activations", "intervention", "retrieval", "correlation", "report",
+)
+
+# Which earlier stages each stage reads (its cache key includes theirs).
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "model": (),
+    "probe": ("model",),
+    "neurons": ("model", "probe"),
+    "dpo": ("model",),
+    "generate": ("model", "dpo"),
+    "score": ("generate",),
+    "metrics": ("score", "model"),
+    "key_activations": ("model", "dpo", "neurons"),
+    "intervention": ("model", "neurons"),
+    "retrieval": ("model",),
+    "correlation": ("neurons", "probe", "key_activations", "retrieval", "metrics"),
+    "report": ("model", "probe", "neurons", "dpo", "metrics", "key_activations", "intervention",
+               "retrieval", "correlation", "score"),
+}
+
+# The config sections each stage depends on.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("model",), "probe": ("probe",), "neurons": ("neurons",), "dpo": ("dpo",),
+    "generate": ("evaluation",), "score": ("evaluation",), "metrics": ("evaluation",),
+    "key_activations": ("key_activations",), "intervention": ("intervention", "evaluation"),
+    "retrieval": ("retrieval",), "correlation": ("correlation",), "report": (),
+}
+
+
+class UnknownStageError(ConfigError):
+    """A stage name given to --from/--only/--force does not exist."""
+
+
+def check_stage(name: str) -> str:
+    """Return ``name`` if it is a stage, else raise an error listing the stages."""
+    if name not in STAGES:
+        raise UnknownStageError(f"unknown stage {name!r}; stages in order: {', '.join(STAGES)}")
+    return name
+
+
+@dataclass
+class StageResult:
+    """What a stage left behind: its key, a one-line summary and its outputs (relative paths)."""
+
+    name: str
+    key: str
+    summary: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+
+class Pipeline:
+    """Runs the study's stages in order over one run directory."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log = log
+        self.results: dict[str, StageResult] = {}
+        self._models: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+    def stage_dir(self, name: str) -> Path:
+        d = self.run_dir / "stages" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def stage_key(self, name: str) -> str:
+        cfg = config_to_dict(self.config)
+        parts = {s: cfg[s] for s in SECTIONS[name]}
+        parts["languages"] = cfg["languages"]
+        parts["seed"] = cfg["seed"]
+        parts["deps"] = {d: self._key_of(d) for d in DEPENDS[name]}
+        return stable_hash({"stage": name, **parts})
+
+    def _key_of(self, name: str) -> str:
+        if name in self.results:
+            return self.results[name].key
+        marker = self.run_dir / "stages" / name / "stage.json"
+        if marker.is_file():
+            return str(read_json(marker)["key"])
+        return self.stage_key(name)
+
+    def _done(self, name: str, key: str) -> StageResult | None:
+        marker = self.run_dir / "stages" / name / "stage.json"
+        if not marker.is_file():
+            return None
+        data = read_json(marker)
+        if data.get("key") != key:
+            return None
+        return StageResult(name, key, data["summary"], data.get("outputs", {}), skipped=True)
+
+    def output(self, stage: str, name: str) -> Path:
+        """Return the path of output ``name`` of a finished ``stage``."""
+        res = self.results.get(stage) or self._done(stage, self._key_of(stage))
+        if res is None or name not in res.outputs:
+            raise RuntimeError(f"stage {stage!r} has not produced {name!r}; run it first (xdetox run --only {stage})")
+        return self.run_dir / res.outputs[name]
+
+    # ------------------------------------------------------------------ running
+    def run(self, *, only: list[str] | None = None, from_stage: str | None = None,
+            force: list[str] | None = None) -> StageResult:
+        """Run the stages (all, or ``only``, or from ``from_stage`` on) and return the report stage's result."""
+        only = [check_stage(s) for s in (only or [])]
+        force = {check_stage(s) for s in (force or [])}
+        if from_stage is not None:
+            start = STAGES.index(check_stage(from_stage))
+            force |= set(STAGES[start:])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
+                       model_id=self.config.model.name, extra={"stages": list(STAGES)})
+        last: StageResult | None = None
+        for name in STAGES:
+            if only and name not in only:
+                continue
+            key = self.stage_key(name)
+            done = None if name in force else self._done(name, key)
+            if done is not None:
+                self.results[name] = done
+                self.log(f"[{name}] cached: {done.summary}")
+                last = done
+                continue
+            t0 = time.perf_counter()
+            fn = getattr(self, f"stage_{name}")
+            summary, outputs = fn(self.stage_dir(name))
+            res = StageResult(name, key, summary, outputs)
+            write_json(self.stage_dir(name) / "stage.json",
+                       {"key": key, "summary": summary, "outputs": outputs})
+            self.results[name] = res
+            self.log(f"[{name}] {summary} ({time.perf_counter() - t0:.1f}s)")
+            last = res
+        assert last is not None, "no stage selected"
+        return last
+
+    # ------------------------------------------------------------------ shared inputs
+    @property
+    def data_root(self) -> Path:
+        from interp.paths import data_root
+
+        return data_root(self.config.data_root)
+
+    def rel(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
+
+    def rtplx(self) -> list[Any]:
+        if "rtplx" not in self._cache:
+            from interp.data import load_rtplx
+
+            self._cache["rtplx"] = load_rtplx(self.data_root, self.config.languages)
+        return self._cache["rtplx"]
+
+    def eval_prompts(self, n: int | None, split: str = "eval", salt: str = "eval") -> dict[str, list[Any]]:
+        """Return ``n`` RTP-LX prompts per language, a deterministic spread over the chosen split."""
+        from interp.data import rtplx_split
+
+        prompts = self.rtplx() if split == "all" else rtplx_split(self.rtplx(), "eval")
+        out: dict[str, list[Any]] = {}
+        for lang in self.config.languages:
+            items = [p for p in prompts if p.lang == lang]
+            items.sort(key=lambda p: hashlib.sha256(f"{salt}:{self.config.seed}:{p.id}".encode()).hexdigest())
+            out[lang] = items if n is None else items[:n]
+            if not out[lang]:
+                raise ValueError(f"no RTP-LX prompts for language {lang!r} in split {split!r}")
+        return out
+
+    def model_path(self) -> str:
+        return str(read_json(self.output("model", "model_info"))["path"])
+
+    def base_model(self) -> Any:
+        if "base" not in self._models:
+            from interp.loading import load_model
+
+            m = self.config.model
+            self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
+        return self._models["base"]
+
+    def tuned_model(self) -> Any:
+        """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
+        if "tuned" not in self._models:
+            from interp.loading import ModelView, load_model
+
+            out = self.output("dpo", "model_dir")
+            m = self.config.model
+            if (out / "adapter_config.json").is_file():
+                bridge = load_model(self.model_path(), adapter=out, dtype=m.dtype, device=m.device)
+                self._models["base"] = ModelView(bridge, adapter_enabled=False)
+                self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
+            else:
+                self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
+        return self._models["tuned"]
+
+    def probe(self) -> Any:
+        from probes import ToxicityProbe
+
+        return ToxicityProbe.load(self.output("probe", "probe"))
+
+    def neurons(self) -> Any:
+        from interp.neurons import ToxicNeurons
+
+        return ToxicNeurons.from_json(self.output("neurons", "neurons"))
+
+    def scorer(self) -> Any:
+        if "scorer" not in self._cache:
+            from detox_train.evaluate import get_scorer
+
+            ev = self.config.evaluation
+            self._cache["scorer"] = get_scorer(ev.scorer, **ev.scorer_options)
+        return self._cache["scorer"]
+
+    # ------------------------------------------------------------------ stages
+    def stage_model(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.loading import DEFAULT_MODEL_NAMES, load_model, model_fingerprint
+
+        m = self.config.model
+        if m.name in DEFAULT_MODEL_NAMES:
+            from interp.default_model import default_model_dir
+
+            path = str(default_model_dir(m.default_preset, self.config.data_root, progress=self.progress))
+        else:
+            path = m.name
+        bridge = load_model(path, adapter=m.adapter, dtype=m.dtype, device=m.device)
+        from interp.architecture import get_adapter
+
+        a = get_adapter(bridge)
+        info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
+                "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
+        write_json(d / "model_info.json", info)
+        self._models["base"] = bridge
+        return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
+                {"model_info": self.rel(d / "model_info.json")})
+
+    def stage_probe(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from probes import train_probe, transfer_report
+
+        c = self.config.probe
+        bridge = self.base_model()
+        probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
+                                     jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
+                                     pooling=c.pooling, max_examples=c.max_examples, seed=self.config.seed,
+                                     random_init_baseline=True)
+        probe_path = d / "probe.safetensors"
+        probe.save(probe_path)
+        write_json(d / "probe_metrics.json", metrics)
+        prompts = [p for ps in self.eval_prompts(c.transfer_prompts, "all", salt="transfer").values() for p in ps]
+        transfer = transfer_report(bridge, probe, prompts)
+        transfer.to_csv(d / "probe_transfer.csv", index=False)
+        acc = metrics.get("test", metrics).get("accuracy", float("nan"))
+        base = metrics.get("random_init", {}).get("test", {}).get("accuracy", float("nan"))
+        return (f"probe test accuracy {acc:.3f} (random-init model {base:.3f}); transfer AUC mean "
+                f"{transfer['auc'].mean():.3f} over {len(transfer)} languages",
+                {"probe": self.rel(probe_path), "metrics": self.rel(d / "probe_metrics.json"),
+                 "transfer": self.rel(d / "probe_transfer.csv")})
+
+    def stage_neurons(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.data import load_lexicons
+        from interp.neurons import find_toxic_neurons
+        from interp.vocab import project_to_vocab
+
+        c = self.config.neurons
+        en = [p for p in self.eval_prompts(None, "eval", salt="filter")["en"] if (p.toxicity or 0) >= 3.0]
+        filter_prompts = [p.text for p in en[: c.filter_prompts]]
+        neurons = find_toxic_neurons(self.base_model(), self.probe(), top_k=c.top_k, filter_prompts=filter_prompts,
+                                     n_new_tokens=c.n_new_tokens, progress=self.progress)
+        neurons.to_json(d / "neurons.json")
+        kept = neurons.kept()
+        chosen = kept if len(kept) else neurons
+        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root))
+        proj.table.to_csv(d / "vocab_table.csv", index=False)
+        proj.language_mass.to_csv(d / "value_language_mass.csv", index=False)
+        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter",
+                {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
+                 "value_mass": self.rel(d / "value_language_mass.csv")})
+
+    def stage_dpo(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from detox_train import DPOTrainConfig, train_dpo
+
+        c = self.config.dpo
+        cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
+                                    seed=self.config.seed, data_root=self.config.data_root, **c.overrides)
+        out = Path(train_dpo(cfg))
+        log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
+        delta = log.get("heldout_lm_loss_change")
+        extra = f"; held-out LM loss change {delta:+.3f} nats" if isinstance(delta, (int, float)) else ""
+        return (f"DPO ({c.preset}) saved to {self.rel(out)}{extra}", {"model_dir": self.rel(out)})
+
+    def stage_generate(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from detox_train.evaluate import generate
+
+        ev = self.config.evaluation
+        prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
+        counts = {}
+        for tag, model in (("before", self.base_model()), ("after", self.tuned_model())):
+            samples = generate(model, prompts, k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
+                               top_p=ev.top_p, seed=self.config.seed, out_path=d / f"samples_{tag}.jsonl",
+                               batch_size=ev.batch_size, progress=self.progress)
+            counts[tag] = len(samples)
+        return (f"{counts['before']} + {counts['after']} samples for {len(prompts)} prompts "
+                f"in {len(self.config.languages)} languages",
+                {"before": self.rel(d / "samples_before.jsonl"), "after": self.rel(d / "samples_after.jsonl")})
+
+    def stage_score(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from detox_train.evaluate import score_samples
+
+        scorer = self.scorer()
+        failed = 0
+        for tag in ("before", "after"):
+            scored = score_samples(self.output("generate", tag), scorer, d / f"scored_{tag}.jsonl",
+                                   progress=self.progress)
+            failed += sum(1 for s in scored if getattr(s, "failed", False))
+        write_json(d / "scorer.json", {"id": scorer.id, "version": scorer.version})
+        return (f"scored with {scorer.id} {scorer.version}; {failed} failed items",
+                {"before": self.rel(d / "scored_before.jsonl"), "after": self.rel(d / "scored_after.jsonl"),
+                 "scorer": self.rel(d / "scorer.json")})
+
+    def stage_metrics(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from detox_train.evaluate import compare_tables, language_metrics, load_scored
+
+        ev = self.config.evaluation
+        judge = self.base_model() if ev.perplexity else None
+        tables = {}
+        for tag in ("before", "after"):
+            scored = load_scored(self.output("score", tag))
+            tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)
+            tables[tag].to_csv(d / f"metrics_{tag}.csv", index=False)
+        cmp = compare_tables(tables["before"], tables["after"])
+        cmp.to_csv(d / "metrics_compare.csv", index=False)
+        write_json(d / "metrics_compare.json", cmp.to_dict(orient="records"))
+        b, a = tables["before"], tables["after"]
+        return (f"mean EMT {b['emt'].mean():.3f} -> {a['emt'].mean():.3f}, ToxProb {b['toxprob'].mean():.3f} -> "
+                f"{a['toxprob'].mean():.3f} over {len(b)} languages",
+                {"before": self.rel(d / "metrics_before.csv"), "after": self.rel(d / "metrics_after.csv"),
+                 "compare": self.rel(d / "metrics_compare.csv")})
+
+    def _group_neurons(self) -> Any:
+        neurons = self.neurons()
+        kept = neurons.kept()
+        return kept if len(kept) else neurons
+
+    def stage_key_activations(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.key_activations import key_activations
+
+        c = self.config.key_activations
+        prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="keys").items()}
+        tuned = self.tuned_model()
+        res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
+                              n_new_tokens=c.n_new_tokens, seed=self.config.seed)
+        res.summary.to_csv(d / "key_activations.csv", index=False)
+        res.per_neuron.to_csv(d / "key_activations_per_neuron.csv", index=False)
+        res.ratio_to_english.to_csv(d / "key_ratio.csv", index=False)
+        s = res.summary
+        pre, post = s[s["model"] == "base"]["mean"].mean(), s[s["model"] == "dpo"]["mean"].mean()
+        return (f"mean toxic-neuron activation over languages {pre:+.4f} (base) -> {post:+.4f} (DPO)",
+                {"summary": self.rel(d / "key_activations.csv"), "per_neuron": self.rel(d / "key_activations_per_neuron.csv"),
+                 "ratio": self.rel(d / "key_ratio.csv")})
+
+    def stage_intervention(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.interventions import intervention_sweep
+
+        c = self.config.intervention
+        if not c.enabled:
+            pd.DataFrame(columns=["offset", "lang", "mean_toxicity", "n"]).to_csv(d / "sweep.csv", index=False)
+            return "intervention sweep disabled", {"sweep": self.rel(d / "sweep.csv")}
+        scorer = self.scorer()
+
+        def score_fn(texts: list[str], lang: str) -> list[float]:
+            res = scorer.score(texts, [lang] * len(texts))
+            return [float("nan") if r.failed else float(r.score) for r in res]
+
+        prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="sweep").items()}
+        df = intervention_sweep(self.base_model(), self._group_neurons(), prompts, offsets=tuple(c.offsets),
+                                score_fn=score_fn, k=c.k, max_new_tokens=c.max_new_tokens, seed=self.config.seed)
+        df.to_csv(d / "sweep.csv", index=False)
+        by = df.groupby("offset")["mean_toxicity"].mean()
+        return (f"mean toxicity {by.iloc[0]:.3f} at offset {by.index[0]:g} -> {by.loc[by.index.min()]:.3f} at "
+                f"offset {by.index.min():g}", {"sweep": self.rel(d / "sweep.csv")})
+
+    def stage_retrieval(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.retrieval import bilingual_retrieval
+
+        c = self.config.retrieval
+        parallel = self.parallel_texts(c.parallel, c.n_sentences)
+        layers = tuple(c.layer_range) if c.layer_range else None
+        res = bilingual_retrieval(self.base_model(), parallel, pivot="en", layers=layers)
+        res.per_language.to_csv(d / "retrieval.csv", index=False)
+        res.per_layer.to_csv(d / "retrieval_per_layer.csv", index=False)
+        return (f"top-1 retrieval accuracy (en<->X, mean over layers) {res.per_language['retrieval_acc'].mean():.3f} "
+                f"on {c.parallel}", {"per_language": self.rel(d / "retrieval.csv"),
+                                     "per_layer": self.rel(d / "retrieval_per_layer.csv")})
+
+    def parallel_texts(self, kind: str, n: int | None) -> dict[str, list[str]]:
+        """Return parallel sentences per language (same order in every language)."""
+        from interp import data
+
+        langs = self.config.languages
+        if kind == "translated-200":
+            t = data.load_translated_200(self.data_root, langs)
+            out = {lang: [p.text for p in t[lang]] for lang in langs}
+        elif kind == "gettext":
+            out = data.gettext_parallel(langs)
+        else:
+            aligned, _ = data.align_by_index(self.rtplx())
+            idx = sorted(i for i, row in aligned.items() if all(l in row for l in langs))
+            out = {lang: [aligned[i][lang].text for i in idx] for lang in langs}
+        return {lang: texts[:n] if n else texts for lang, texts in out.items()}
+
+    def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.multilinguality import dual_multilinguality
+        from interp.stats import correlate
+
+        value = pd.read_csv(self.output("neurons", "value_mass"))
+        key = pd.read_csv(self.output("key_activations", "ratio"))
+        auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
+        auc = auc.rename(columns={"probe_auc": "auc"})
+        retr = pd.read_csv(self.output("retrieval", "per_language"))[["lang", "retrieval_acc"]]
+        signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
+        signals.to_csv(d / "dual_multilinguality.csv", index=False)
+        cmp = pd.read_csv(self.output("metrics", "compare"))
+        stats = correlate(signals, cmp, n_boot=self.config.correlation.n_boot, n_perm=self.config.correlation.n_perm,
+                          seed=self.config.seed)
+        stats.to_csv(d / "correlation.csv", index=False)
+        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_change_pct")]
+        r = float(row["pearson_r"].iloc[0]) if len(row) else float("nan")
+        return (f"retrieval vs %EMT change: Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
+                {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
+
+    def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
+        from interp.pipeline_report import build_report
+
+        html, summary = build_report(self, d)
+        return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
+
+
+def run_pipeline(config: RunConfig, run_dir: str | Path, *, only: list[str] | None = None,
+                 from_stage: str | None = None, force: list[str] | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Run the study and return the paths of report.html and summary.json."""
+    pipe = Pipeline(config, run_dir, progress=progress, log=log)
+    pipe.run(only=only, from_stage=from_stage, force=force)
+    return pipe.run_dir / "report.html", pipe.run_dir / "summary.json"

@@ -1,0 +1,158 @@
+"""The study's configuration: one dataclass per pipeline stage, presets as YAML files.
+
+Presets (``interp/presets/*.yaml``) are named configs, not branches in code: ``demo`` (the
+embedded default model, all 17 languages, modest sizes), ``smoke`` (CI, minutes) and ``paper``
+(mGPT with the paper's hyperparameters, for GPU users with the weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from interp.configio import ConfigError, config_from_dict, load_config
+from interp.languages import LANGUAGES, normalize_languages
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelStageConfig:
+    name: str = field(default="default", metadata={"help": "HF name/path, adapter dir, or 'default' (embedded model)"})
+    default_preset: str = field(default="default", metadata={"help": "recipe of the embedded model when name is 'default'"})
+    adapter: str | None = field(default=None, metadata={"help": "optional PEFT adapter on top of the model"})
+    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or auto"})
+    device: str | None = field(default=None, metadata={"help": "cpu/cuda; default cuda if available"})
+
+
+@dataclass
+class ProbeStageConfig:
+    dataset: Literal["paradetox", "davidson", "jigsaw"] = field(default="paradetox", metadata={"help": "English probe data"})
+    jigsaw_path: str | None = field(default=None, metadata={"help": "Kaggle Jigsaw train.csv when dataset=jigsaw"})
+    solver: Literal["paper", "logreg"] = field(default="paper", metadata={"help": "paper: torch BCE/Adam; logreg: sklearn"})
+    max_examples: int | None = field(default=4000, metadata={"help": "cap on training texts (None = all)"})
+    pooling: Literal["mean", "last", "max"] = field(default="mean", metadata={"help": "sentence pooling"})
+    layer: int | None = field(default=None, metadata={"help": "residual layer; None = final layer after the final norm"})
+    transfer_prompts: int = field(default=200, metadata={"help": "RTP-LX prompts per language for the transfer AUC"})
+
+
+@dataclass
+class NeuronStageConfig:
+    top_k: int = field(default=100, metadata={"help": "value vectors kept by cosine with the probe (paper: 100)"})
+    filter_prompts: int = field(default=100, metadata={"help": "English toxic prompts for the activation filter"})
+    n_new_tokens: int = field(default=20, metadata={"help": "greedy steps for the activation filter"})
+    vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector (paper appendix: 30)"})
+
+
+@dataclass
+class DPOStageConfig:
+    preset: str = field(default="cpu-demo", metadata={"help": "detox_train preset: paper-full, paper-qlora, lora, cpu-demo"})
+    overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "DPOTrainConfig fields to override"})
+
+
+@dataclass
+class EvalStageConfig:
+    prompt_split: Literal["eval", "all"] = field(default="eval", metadata={"help": "RTP-LX prompts: held-out eval split or all"})
+    n_prompts: int | None = field(default=20, metadata={"help": "prompts per language (None = all in the split)"})
+    k: int = field(default=5, metadata={"help": "samples per prompt (paper: 25)"})
+    max_new_tokens: int = field(default=20, metadata={"help": "tokens per continuation (paper: 20)"})
+    temperature: float = field(default=0.9, metadata={"help": "sampling temperature (paper: 0.9)"})
+    top_p: float = field(default=0.8, metadata={"help": "nucleus sampling (paper: 0.8)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    scorer: str = field(default="e5", metadata={"help": "toxicity scorer: e5, lexicon, perspective, hf"})
+    scorer_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options for the scorer"})
+    perplexity: bool = field(default=True, metadata={"help": "conditional PPL of continuations under the base model"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for metric CIs"})
+
+
+@dataclass
+class KeyActivationStageConfig:
+    n_prompts: int = field(default=20, metadata={"help": "prompts per language"})
+    n_new_tokens: int = field(default=20, metadata={"help": "greedy steps (paper: 20)"})
+
+
+@dataclass
+class InterventionStageConfig:
+    enabled: bool = field(default=True, metadata={"help": "run the Fig. 2 offset sweep"})
+    offsets: list[float] = field(default_factory=lambda: [0.0, -1.0, -2.0, -3.0, -4.0, -5.0],
+                                 metadata={"help": "activation offsets added to the kept neurons"})
+    n_prompts: int = field(default=5, metadata={"help": "prompts per language"})
+    k: int = field(default=2, metadata={"help": "samples per prompt"})
+    max_new_tokens: int = field(default=20, metadata={"help": "tokens per continuation"})
+
+
+@dataclass
+class RetrievalStageConfig:
+    parallel: Literal["translated-200", "gettext", "rtplx"] = field(default="translated-200",
+                                                                    metadata={"help": "parallel set"})
+    n_sentences: int | None = field(default=200, metadata={"help": "sentences per language (None = all)"})
+    layer_range: list[int] | None = field(default=None, metadata={"help": "[lo, hi] layers to average; None = all"})
+
+
+@dataclass
+class CorrelationStageConfig:
+    n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples over languages"})
+    n_perm: int = field(default=5000, metadata={"help": "permutations for p-values"})
+
+
+@dataclass
+class RunConfig:
+    """The whole study: model, probe, neurons, DPO, evaluation, analysis, report."""
+
+    languages: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={"help": "ISO codes"})
+    seed: int = field(default=0, metadata={"help": "global seed"})
+    data_root: str | None = field(default=None, metadata={"help": "data root (flag > $XDETOX_DATA > ../shared/data)"})
+    model: ModelStageConfig = field(default_factory=ModelStageConfig)
+    probe: ProbeStageConfig = field(default_factory=ProbeStageConfig)
+    neurons: NeuronStageConfig = field(default_factory=NeuronStageConfig)
+    dpo: DPOStageConfig = field(default_factory=DPOStageConfig)
+    evaluation: EvalStageConfig = field(default_factory=EvalStageConfig)
+    key_activations: KeyActivationStageConfig = field(default_factory=KeyActivationStageConfig)
+    intervention: InterventionStageConfig = field(default_factory=InterventionStageConfig)
+    retrieval: RetrievalStageConfig = field(default_factory=RetrievalStageConfig)
+    correlation: CorrelationStageConfig = field(default_factory=CorrelationStageConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            self.languages = normalize_languages(self.languages, where="languages")
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if "en" not in self.languages:
+            raise ConfigError("languages: must include 'en' (the DPO and probe language, and the retrieval pivot)")
+
+
+def preset_names() -> list[str]:
+    """Return the names of the shipped presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_run_config(*, preset: str | None = None, config: str | Path | None = None,
+                    overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Return a RunConfig from a preset name or a YAML file, with dotted-key overrides applied."""
+    if (preset is None) == (config is None):
+        raise ConfigError("give exactly one of --preset NAME or --config FILE")
+    if preset is not None:
+        path = PRESET_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(preset_names())}")
+    else:
+        path = Path(config)  # type: ignore[arg-type]
+    import yaml
+
+    cfg = load_config(RunConfig, path)
+    if not overrides:
+        return cfg
+    from interp.configio import config_to_dict
+
+    data = config_to_dict(cfg)
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config key {dotted!r} (no section {p!r})")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    return config_from_dict(RunConfig, data)
