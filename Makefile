@@ -13,6 +13,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,perspective,quant,notebooks]"
 	touch $(STAMP)
 
+# Headless Chromium renders report.html in the report test (and kaleido's static export).
+CHROMIUM_STAMP := $(VENV)/.chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM_STAMP): $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: could not install chromium; the report screenshot test will skip with a reason"
+	touch $@
+
 install: $(STAMP)
 
 ## The main job: the whole pipeline on the embedded default model; writes report.html + summary.json.
@@ -20,7 +28,7 @@ demo: $(STAMP)
 	$(VENV)/bin/xdetox run --preset demo --run-dir $(RUN_DIR)
 
 ## The test suite (CI runs exactly this through .ci/run). Exit code 5 (no tests collected) counts as failure.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 smoke: $(STAMP)
