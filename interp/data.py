@@ -26,7 +26,6 @@ filtering with ``heldout_texts`` still removes every exact evaluation text.
 from __future__ import annotations
 
 import csv
-import gettext as _gettext
 import hashlib
 import html
 import io
@@ -34,6 +33,7 @@ import json
 import math
 import re
 import statistics
+import struct
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -734,17 +734,40 @@ def load_lexicons(root: str | Path | None = None, languages: Iterable[str] | Non
 
 
 def _mo_catalog(path: Path) -> dict[str, str]:
-    """Return {msgid: msgstr} of singular messages in a .mo file (message context stripped)."""
+    """Return {msgid: msgstr} of singular messages in a .mo file (message context stripped).
+
+    Parsed by hand rather than with ``gettext.GNUTranslations`` because that falls back to ASCII
+    when a catalog has no charset header; a broken catalog yields an empty dict.
+    """
     try:
-        with path.open("rb") as f:
-            cat = _gettext.GNUTranslations(f)._catalog  # the parsed table; no public accessor exists
-    except (OSError, UnicodeDecodeError, ValueError, IndexError):  # a broken catalog is skipped
+        buf = path.read_bytes()
+        magic = struct.unpack("<I", buf[:4])[0]
+        end = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else None
+        if end is None:
+            return {}
+        _, n, koff, voff = struct.unpack(end + "4I", buf[4:20])
+        pairs = []
+        for i in range(n):
+            klen, kpos = struct.unpack(end + "2I", buf[koff + 8 * i:koff + 8 * i + 8])
+            vlen, vpos = struct.unpack(end + "2I", buf[voff + 8 * i:voff + 8 * i + 8])
+            pairs.append((buf[kpos:kpos + klen], buf[vpos:vpos + vlen]))
+    except (OSError, struct.error):
         return {}
+    charset = "utf-8"
+    for k, v in pairs:
+        if k == b"":
+            m = re.search(rb"charset=([-\w]+)", v)
+            if m:
+                charset = m.group(1).decode("ascii")
     out: dict[str, str] = {}
-    for k, v in cat.items():
-        if not isinstance(k, str) or not k or not isinstance(v, str):
-            continue  # plural forms are keyed by (msgid, n)
-        out[k.split("\x04", 1)[-1]] = v
+    for k, v in pairs:
+        if not k or b"\0" in k:
+            continue  # header, or a plural entry (msgid NUL msgid_plural)
+        try:
+            msgid, msgstr = k.decode(charset), v.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            continue
+        out[msgid.split("\x04", 1)[-1]] = msgstr
     return out
 
 
