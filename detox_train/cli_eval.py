@@ -1,9 +1,144 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox eval generate | score | metrics``: a thin shell over :mod:`detox_train.evaluate`."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+from interp.cli_common import add_data_root_arg, add_model_args
+
+
+def eval_prompts(data_root: str | None, languages: list[str] | None, n_prompts: int | None,
+                 split: str = "eval") -> list[Any]:
+    """Return the first ``n_prompts`` RTP-LX prompts of ``split`` per language (by Index)."""
+    from interp.data import load_rtplx, rtplx_split
+    from interp.languages import normalize_languages
+
+    langs = normalize_languages(languages, where="--languages")
+    prompts = sorted(rtplx_split(load_rtplx(data_root, langs), split, root=data_root),
+                     key=lambda p: (langs.index(p.lang), p.index if p.index is not None else -1))
+    if n_prompts is not None:
+        count: dict[str, int] = {}
+        keep = []
+        for p in prompts:
+            count[p.lang] = count.get(p.lang, 0) + 1
+            if count[p.lang] <= n_prompts:
+                keep.append(p)
+        prompts = keep
+    return prompts
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from interp.cli_common import load_model_from_args
+
+    from .evaluate import generate
+
+    prompts = eval_prompts(args.data_root, args.languages, args.n_prompts, args.split)
+    model = load_model_from_args(args)
+    samples = generate(model, prompts, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_p=args.top_p, seed=args.seed, out_path=Path(args.out), batch_size=args.batch_size,
+                       backend=args.backend)
+    print(f"{len(samples)} samples for {len(prompts)} prompts -> {args.out}")
+    return 0
+
+
+def _scorer_from_args(args: argparse.Namespace) -> Any:
+    from .evaluate import get_scorer
+
+    if args.scorer == "perspective":
+        return get_scorer("perspective", qps=args.qps, attributes=args.attributes.split(","),
+                          **({"base_url": args.perspective_url} if args.perspective_url else {}))
+    if args.scorer == "hf":
+        if not args.hf_model:
+            raise ValueError("--scorer hf needs --hf-model DIR (a local sequence-classification checkpoint)")
+        return get_scorer("hf", path=args.hf_model, toxic_label=args.toxic_label, activation=args.activation)
+    if args.scorer == "e5":
+        return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
+    return get_scorer("lexicon", data_root=args.data_root)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from interp.paths import cache_dir
+
+    from .evaluate import score_samples
+
+    scorer = _scorer_from_args(args)
+    cache = None if args.no_cache else (args.cache or cache_dir("scores") / "scores.sqlite")
+    scored = score_samples(args.samples, scorer, args.out, cache=cache, batch_size=args.batch_size)
+    n_failed = sum(s.failed for s in scored)
+    print(f"{len(scored)} scored ({n_failed} failed) by {scored[0].scorer if scored else args.scorer} -> {args.out}")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from .evaluate import Judge, compare_tables, language_metrics, read_scored, write_table
+
+    judge = None
+    if args.judge:
+        from interp.data import load_rtplx
+        from interp.loading import load_model
+
+        model = load_model(args.judge, dtype=args.dtype, device=args.device)
+        judge = Judge.from_prompts(model, load_rtplx(args.data_root))
+    out = Path(args.out)
+    after = language_metrics(read_scored(args.scored), judge=judge, n_boot=args.n_boot, seed=args.seed)
+    paths = write_table(after, out / "metrics", inputs={"scored": args.scored}, seed=args.seed)
+    if args.before:
+        before = language_metrics(read_scored(args.before), judge=judge, n_boot=args.n_boot, seed=args.seed)
+        write_table(before, out / "metrics_before", inputs={"scored": args.before}, seed=args.seed)
+        paths = write_table(compare_tables(before, after), out / "comparison",
+                            inputs={"before": args.before, "after": args.scored})
+    print(after.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"tables -> {out}")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    """Add the ``eval`` group: ``generate``, ``score``, ``metrics``."""
+    p = sub.add_parser("eval", help="multilingual evaluation: sample, score toxicity, compute metrics")
+    g = p.add_subparsers(dest="eval_command", required=True, metavar="STEP")
+
+    gen = g.add_parser("generate", help="sample K continuations per RTP-LX evaluation prompt (resumable JSONL)")
+    add_model_args(gen)
+    add_data_root_arg(gen)
+    gen.add_argument("--languages", nargs="+", default=None, help="language codes (default: all 17)")
+    gen.add_argument("--n-prompts", type=int, default=None, help="prompts per language (default: all)")
+    gen.add_argument("--split", default="eval", choices=["eval", "train"], help="RTP-LX split (default eval)")
+    gen.add_argument("--k", type=int, default=25, help="continuations per prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=20)
+    gen.add_argument("--temperature", type=float, default=0.9)
+    gen.add_argument("--top-p", type=float, default=0.8)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    gen.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    gen.add_argument("--out", required=True, help="samples JSONL (resumed if it exists)")
+    gen.set_defaults(func=_generate)
+
+    sc = g.add_parser("score", help="score a samples JSONL with a toxicity scorer (resumable, cached)")
+    add_data_root_arg(sc)
+    sc.add_argument("--samples", required=True, help="samples JSONL from `xdetox eval generate`")
+    sc.add_argument("--scorer", default="e5", choices=["e5", "lexicon", "perspective", "hf"])
+    sc.add_argument("--out", required=True, help="scored JSONL (resumed if it exists)")
+    sc.add_argument("--cache", default=None, help="SQLite score cache (default: <xdetox cache>/scores/scores.sqlite)")
+    sc.add_argument("--no-cache", action="store_true", help="do not use a score cache")
+    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--qps", type=float, default=1.0, help="perspective: requests per second")
+    sc.add_argument("--attributes", default="TOXICITY", help="perspective: comma-separated attributes")
+    sc.add_argument("--perspective-url", default=None, help="perspective: analyze endpoint (for proxies/tests)")
+    sc.add_argument("--hf-model", default=None, help="hf: local sequence-classification model directory")
+    sc.add_argument("--toxic-label", default=None, help="hf: index or name of the toxic label")
+    sc.add_argument("--activation", default="softmax", choices=["softmax", "sigmoid"])
+    sc.add_argument("--e5-head", default=None, help="e5: head folder (default: build/reuse the cached one)")
+    sc.set_defaults(func=_score)
+
+    me = g.add_parser("metrics", help="per-language EMT/ToxProb/AvgTox (+CIs), PPL, distinct-n; before/after")
+    add_data_root_arg(me)
+    me.add_argument("--scored", required=True, help="scored JSONL (after)")
+    me.add_argument("--before", default=None, help="scored JSONL of the base model, for a before/after table")
+    me.add_argument("--out", required=True, help="output folder for CSV/JSON tables")
+    me.add_argument("--judge", default=None, help="judge causal LM for conditional perplexity (default: skip PPL)")
+    me.add_argument("--dtype", default="auto")
+    me.add_argument("--device", default=None)
+    me.add_argument("--n-boot", type=int, default=1000)
+    me.add_argument("--seed", type=int, default=0)
+    me.set_defaults(func=_metrics)

@@ -1,0 +1,291 @@
+"""Batched, resumable sampling of k continuations per prompt, streamed to JSONL.
+
+Determinism regardless of batch composition: every (prompt, sample) row draws its token from its
+own counter-based random stream (seeded by ``seed``, the prompt id and the sample index), so a
+row's continuation does not depend on which other rows share its batch. The draw itself is an
+inverse-CDF sample from the temperature + top-p distribution, done inside a logits processor
+that leaves HF ``generate`` (KV cache, ``num_return_sequences``, left padding) to do the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, write_json
+from interp.languages import normalize_language
+
+Backend = Literal["hf", "vllm"]
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled continuation of one prompt."""
+
+    prompt_id: str
+    lang: str
+    sample_index: int
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings recorded in the manifest next to the samples JSONL."""
+
+    k: int = dataclasses.field(default=25, metadata={"help": "continuations per prompt"})
+    max_new_tokens: int = dataclasses.field(default=20, metadata={"help": "new tokens per continuation"})
+    temperature: float = dataclasses.field(default=0.9, metadata={"help": "sampling temperature"})
+    top_p: float = dataclasses.field(default=0.8, metadata={"help": "nucleus sampling mass"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "base seed; per-row seeds derive from it"})
+    backend: str = dataclasses.field(default="hf", metadata={"help": "hf (transformers generate) or vllm"})
+
+
+# ----------------------------------------------------------------------------- seeding
+def row_seed(seed: int, prompt_id: str, sample_index: int) -> int:
+    """Return the 63-bit seed of one (prompt, sample) row, independent of batching."""
+    h = hashlib.sha256(f"{seed}\x00{prompt_id}\x00{sample_index}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
+    """Return one U[0,1) draw per row for decoding step ``step`` (counter-based, batch-free)."""
+    with np.errstate(over="ignore"):
+        x = _splitmix64(seeds.astype(np.uint64) ^ _splitmix64(np.full_like(seeds, step, dtype=np.uint64)))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class RowSeededSampler:
+    """HF logits processor that samples each row from its own random stream.
+
+    It applies temperature and top-p (same rule as ``TopPLogitsWarper``), draws the token by
+    inverse CDF with the row's uniform, and returns logits that are 0 at that token and -inf
+    elsewhere, so greedy decoding in ``generate`` picks exactly the sampled token.
+    """
+
+    def __init__(self, seeds: Sequence[int], prompt_len: int, temperature: float, top_p: float) -> None:
+        self.seeds = np.asarray(seeds, dtype=np.uint64)
+        self.prompt_len = prompt_len
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Int[torch.Tensor, "batch pos"],
+                 scores: Float[torch.Tensor, "batch vocab"]) -> Float[torch.Tensor, "batch vocab"]:
+        step = input_ids.shape[1] - self.prompt_len
+        logits = scores.float() / self.temperature
+        sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=False)
+        probs_sorted = sorted_logits.softmax(dim=-1)
+        cum = probs_sorted.cumsum(dim=-1)
+        # Same nucleus as TopPLogitsWarper: drop the low tail whose mass is <= 1 - top_p, keep >= 1.
+        remove = cum <= (1 - self.top_p)
+        remove[..., -1:] = False
+        probs_sorted = probs_sorted.masked_fill(remove, 0.0)
+        cdf = probs_sorted.cumsum(dim=-1)
+        u = torch.from_numpy(row_uniforms(self.seeds, step)).to(cdf.device, dtype=cdf.dtype)
+        target = u * cdf[:, -1]
+        pos = torch.searchsorted(cdf, target.unsqueeze(-1), right=True).clamp_max(cdf.shape[-1] - 1)
+        # A zero-probability slot can only be hit at its boundary; move forward to a kept token.
+        kept = ~remove
+        pos = torch.where(kept.gather(-1, pos), pos, kept.float().argmax(dim=-1, keepdim=True))
+        token = sorted_idx.gather(-1, pos)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, token, 0.0)
+        return out
+
+
+# ----------------------------------------------------------------------------- model plumbing
+def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """Return (hf_model, tokenizer) behind a bridge, ModelView or HF model."""
+    from interp.architecture import hf_model_of
+    from interp.loading import ModelView
+
+    inner = model.model if isinstance(model, ModelView) else model
+    hf = hf_model_of(inner)
+    tok = tokenizer or getattr(inner, "tokenizer", None)
+    if tok is None:
+        raise ValueError("no tokenizer: pass tokenizer= with a plain HF model (a TransformerBridge carries one)")
+    if tok.pad_token is None:  # left padding needs a pad id; eos is the usual stand-in
+        tok.pad_token = tok.eos_token
+    return hf, tok
+
+
+def _model_id(model: Any) -> str:
+    from interp.loading import model_id
+
+    try:
+        return model_id(model)
+    except TypeError:
+        return type(model).__name__
+
+
+def _validate(prompts: Sequence[Any]) -> list[Any]:
+    if not prompts:
+        raise ValueError("no prompts to generate from: the prompt list is empty (check --languages / --n-prompts)")
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        pid = getattr(p, "id", None)
+        if not pid:
+            raise ValueError(f"prompt #{i}: missing id; prompts must be interp.data.Prompt records")
+        if pid in seen:
+            raise ValueError(f"prompt {pid}: duplicate prompt id (each prompt must appear once)")
+        seen.add(pid)
+        normalize_language(p.lang, where=f"prompt {pid} field lang")
+        if not isinstance(p.text, str) or not p.text.strip():
+            raise ValueError(f"prompt {pid}: empty prompt text; drop it or fix the data file")
+    return list(prompts)
+
+
+def _manifest_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name + ".manifest.json")
+
+
+def _check_manifest(out_path: Path, settings: GenerationSettings, mid: str) -> None:
+    """Refuse to resume a file written with other settings (it would mix two experiments)."""
+    mpath = _manifest_path(out_path)
+    if not mpath.exists() or not out_path.exists():
+        return
+    old = read_json(mpath)
+    if old.get("config") != dataclasses.asdict(settings) or old.get("model_id") != mid:
+        raise ValueError(f"{out_path}: existing samples were generated with other settings or model "
+                         f"(see {mpath}); use a new --out file or delete the old one")
+
+
+# ----------------------------------------------------------------------------- generation
+def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings
+                 ) -> list[Sample]:
+    from transformers import GenerationConfig
+
+    device = next(hf.parameters()).device
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok([p.text for p in batch], return_tensors="pt", padding=True).to(device)
+    finally:
+        tok.padding_side = old_side
+    seeds = [row_seed(s.seed, p.id, j) for p in batch for j in range(s.k)]
+    sampler = RowSeededSampler(seeds, enc["input_ids"].shape[1], s.temperature, s.top_p)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    # Each prompt repeated k times = what num_return_sequences does inside generate (greedy mode
+    # refuses that flag, and our processor has already done the sampling).
+    enc = {key: v.repeat_interleave(s.k, dim=0) for key, v in enc.items()}
+    cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=s.max_new_tokens,
+                           pad_token_id=pad_id, eos_token_id=tok.eos_token_id,
+                           bos_token_id=tok.bos_token_id)
+    from transformers import LogitsProcessorList
+
+    with torch.no_grad():
+        out = hf.generate(**enc, generation_config=cfg, logits_processor=LogitsProcessorList([sampler]))
+    new = out[:, enc["input_ids"].shape[1]:].cpu()
+    samples: list[Sample] = []
+    for r in range(new.shape[0]):
+        p, j = batch[r // s.k], r % s.k
+        if j not in todo[p.id]:
+            continue
+        ids = new[r].tolist()
+        if tok.eos_token_id is not None and tok.eos_token_id in ids:
+            ids = ids[:ids.index(tok.eos_token_id)]
+        samples.append(Sample(p.id, normalize_language(p.lang), j, tok.decode(ids, skip_special_tokens=True), len(ids)))
+    return samples
+
+
+def _generate_vllm(model: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings) -> list[Sample]:
+    """vLLM backend: one request per prompt with its own seed (optional dependency)."""
+    try:
+        from vllm import SamplingParams
+    except ImportError as e:  # pragma: no cover - optional
+        raise ImportError("backend='vllm' needs vLLM: pip install 'xdetox[vllm]' (or use backend='hf')") from e
+    params = [SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                             seed=row_seed(s.seed, p.id, 0) & 0x7FFFFFFF) for p in batch]
+    outs = model.generate([p.text for p in batch], params, use_tqdm=False)  # pragma: no cover
+    samples = []
+    for p, o in zip(batch, outs):  # pragma: no cover
+        for j, c in enumerate(o.outputs):
+            if j in todo[p.id]:
+                samples.append(Sample(p.id, normalize_language(p.lang), j, c.text, len(c.token_ids)))
+    return samples
+
+
+def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens: int = 20,
+             temperature: float = 0.9, top_p: float = 0.8, seed: int = 0, out_path: str | os.PathLike[str],
+             batch_size: int = 8, backend: Backend = "hf", progress: bool = True, tokenizer: Any = None
+             ) -> list[Sample]:
+    """Return k sampled continuations per prompt, streamed to ``out_path`` (JSONL) and resumable.
+
+    ``model`` is a TransformerBridge, a :class:`interp.loading.ModelView`, or an HF causal LM
+    (then pass ``tokenizer``); for ``backend="vllm"`` a ``vllm.LLM``. Prompts already complete in
+    ``out_path`` are skipped; missing (prompt, sample) rows are generated and appended, so a
+    rerun after a crash never duplicates or drops a line. Returns all samples of ``prompts``
+    (old and new) ordered by prompt then sample index.
+    """
+    from tqdm.auto import tqdm
+
+    prompts = _validate(prompts)
+    if k < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"k, max_new_tokens and batch_size must be >= 1 (got {k}, {max_new_tokens}, {batch_size})")
+    if not 0 < top_p <= 1 or temperature <= 0:
+        raise ValueError(f"need 0 < top_p <= 1 and temperature > 0 (got top_p={top_p}, temperature={temperature})")
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    out_path = Path(out_path)
+    settings = GenerationSettings(k, max_new_tokens, temperature, top_p, seed, backend)
+    mid = _model_id(model) if backend == "hf" else str(getattr(model, "model_id", "vllm"))
+    _check_manifest(out_path, settings, mid)
+    write_json(_manifest_path(out_path), make_manifest(
+        kind="eval-samples", config=settings, seed=seed, model_id=mid,
+        extra={"n_prompts": len(prompts), "languages": sorted({normalize_language(p.lang) for p in prompts})}))
+
+    with JsonlAppender(out_path) as app:
+        done: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in app.records():
+            done.setdefault((r["prompt_id"], int(r["sample_index"])), r)
+        todo = {p.id: [j for j in range(k) if (p.id, j) not in done] for p in prompts}
+        pending = [p for p in prompts if todo[p.id]]
+        if pending and backend == "hf":
+            from interp.loading import activate
+
+            hf, tok = _resolve_model(model, tokenizer)
+        bar = tqdm(total=len(pending), desc="generate", unit="prompt", disable=not progress or not pending)
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            if backend == "hf":
+                with activate(model):  # a ModelView toggles its adapter for the call
+                    new = _generate_hf(hf, tok, batch, todo, settings)
+            else:
+                new = _generate_vllm(model, batch, todo, settings)
+            app.write_many(dataclasses.asdict(x) for x in new)
+            for x in new:
+                done[(x.prompt_id, x.sample_index)] = dataclasses.asdict(x)
+            bar.update(len(batch))
+        bar.close()
+    return [Sample(**{f: done[(p.id, j)][f] for f in Sample.__dataclass_fields__}) for p in prompts for j in range(k)]
+
+
+def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
+    """Return the samples stored in a JSONL written by :func:`generate`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no samples file; write one with `xdetox eval generate --out {path}`")
+    out = []
+    for n, r in enumerate(read_jsonl(path), 1):
+        try:
+            out.append(Sample(str(r["prompt_id"]), normalize_language(r["lang"], where=f"{path}:{n}"),
+                              int(r["sample_index"]), str(r["text"]), int(r.get("n_tokens", 0))))
+        except KeyError as e:
+            raise ValueError(f"{path}:{n}: missing field {e.args[0]!r} (expected prompt_id, lang, sample_index, text)") from e
+    return out

@@ -1,0 +1,157 @@
+"""Perspective API (commentanalyzer) client: token-bucket rate limit, retries with backoff,
+3,000-byte truncation on a UTF-8 boundary, language mapping, and an API key that is read from
+``$PERSPECTIVE_API_KEY`` only and never logged, stored or shown in errors/reprs.
+
+The key travels in the ``X-Goog-Api-Key`` header (not the URL) so that no URL, log line or
+exception message can carry it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from .base import ScoreResult, check_batch
+
+DEFAULT_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+KEY_ENV = "PERSPECTIVE_API_KEY"
+MAX_TEXT_BYTES = 3000
+
+
+class PerspectiveKeyError(ValueError):
+    """The API key is missing."""
+
+
+def truncate_utf8(text: str, max_bytes: int = MAX_TEXT_BYTES) -> tuple[str, bool]:
+    """Return (text cut to at most ``max_bytes`` UTF-8 bytes on a character boundary, was_cut)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text, False
+    return raw[:max_bytes].decode("utf-8", errors="ignore"), True
+
+
+def perspective_language(lang: str) -> str:
+    """Return Perspective's code for one of our language codes (zh-Hans/zh_CN -> zh)."""
+    from interp.languages import PERSPECTIVE_CODES, normalize_language
+
+    code = normalize_language(lang)
+    return PERSPECTIVE_CODES.get(code, code)
+
+
+class TokenBucket:
+    """Token bucket of capacity ``burst`` refilled at ``rate`` tokens/s; ``acquire`` blocks."""
+
+    def __init__(self, rate: float, burst: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError(f"qps must be > 0, got {rate}")
+        self.rate, self.burst = float(rate), float(burst)
+        self._clock, self._sleep = clock, sleep
+        self._tokens, self._t = self.burst, clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
+            self._t = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+class PerspectiveScorer:
+    """Scores texts with Perspective; ``score`` is the first requested attribute's summary score."""
+
+    id = "perspective"
+
+    def __init__(self, *, attributes: Sequence[str] = ("TOXICITY",), qps: float = 1.0,
+                 base_url: str = DEFAULT_URL, timeout: float = 10.0, max_retries: int = 6,
+                 backoff: float = 1.0, max_backoff: float = 60.0, max_bytes: int = MAX_TEXT_BYTES) -> None:
+        key = os.environ.get(KEY_ENV, "").strip()
+        if not key:
+            raise PerspectiveKeyError(
+                f"the Perspective scorer needs an API key in the environment variable {KEY_ENV}: run "
+                f"`export {KEY_ENV}=<your key>` (keys: https://developers.perspectiveapi.com/s/docs-get-started), "
+                "or use the offline scorer (--scorer e5)")
+        if not attributes:
+            raise ValueError("attributes must name at least one Perspective attribute, e.g. TOXICITY")
+        self.__key = key  # name-mangled and never part of repr/vars dumps we write
+        self.attributes = tuple(a.upper() for a in attributes)
+        self.base_url, self.timeout, self.max_retries = base_url, float(timeout), int(max_retries)
+        self.backoff, self.max_backoff, self.max_bytes = float(backoff), float(max_backoff), int(max_bytes)
+        self.bucket = TokenBucket(qps)
+        self.version = "v1alpha1:" + "+".join(self.attributes)
+        self.n_requests = 0
+        import httpx
+
+        self._client = httpx.Client(timeout=httpx.Timeout(self.timeout))
+
+    def __repr__(self) -> str:
+        return (f"PerspectiveScorer(attributes={list(self.attributes)}, qps={self.bucket.rate}, "
+                f"base_url={self.base_url!r}, key=<from ${KEY_ENV}>)")
+
+    def __getstate__(self) -> Any:
+        raise TypeError("PerspectiveScorer holds a secret and cannot be pickled")
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- one request with retries
+    def _score_one(self, text: str, lang: str) -> ScoreResult:
+        import httpx
+
+        key = f"{self.id}@{self.version}"
+        text, cut = truncate_utf8(text, self.max_bytes)
+        body = {"comment": {"text": text}, "languages": [perspective_language(lang)],
+                "requestedAttributes": {a: {} for a in self.attributes}, "doNotStore": True}
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            self.bucket.acquire()
+            self.n_requests += 1
+            try:
+                r = self._client.post(self.base_url, json=body, headers={"X-Goog-Api-Key": self.__key})
+            except httpx.TimeoutException:
+                last = f"timeout after {self.timeout:g}s"
+                continue
+            except httpx.TransportError as e:  # connection reset/refused, protocol errors
+                last = f"connection error ({type(e).__name__})"
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                last = f"HTTP {r.status_code}"
+                retry_after = r.headers.get("retry-after")
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    time.sleep(min(self.max_backoff, float(retry_after)))
+                continue
+            if r.status_code != 200:  # 400 (e.g. unsupported language), 403: retrying cannot help
+                return ScoreResult.fail(f"HTTP {r.status_code}: {_error_message(r)}", key)
+            try:
+                data = r.json()
+                value = float(data["attributeScores"][self.attributes[0]]["summaryScore"]["value"])
+            except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+                last = f"malformed response ({type(e).__name__})"
+                continue
+            if not 0.0 <= value <= 1.0:
+                last = f"score {value} outside [0, 1]"
+                continue
+            return ScoreResult.ok(value, key, truncated=cut)
+        return ScoreResult.fail(f"gave up after {self.max_retries + 1} attempts: {last}", key)
+
+    def score(self, texts: list[str], langs: list[str]) -> list[ScoreResult]:
+        """Return one result per text; items that keep failing are marked failed, never 0."""
+        langs = check_batch(texts, langs)
+        return [self._score_one(t, lang) for t, lang in zip(texts, langs)]
+
+
+def _error_message(r: Any) -> str:
+    """Return the server's error message (bounded), without echoing request details."""
+    try:
+        msg = str(r.json().get("error", {}).get("message", ""))
+    except (ValueError, AttributeError):
+        msg = ""
+    return (msg or r.reason_phrase or "error")[:200]
