@@ -12,7 +12,7 @@ from typing import Literal
 import pandas as pd
 
 from interp.languages import normalize_language
-from interp.stats import CorrelationInputError, align_languages
+from interp.stats import CorrelationInputError, align_languages, drop_aggregate_rows
 
 SIGNAL_COLUMNS: tuple[str, ...] = ("value_mass", "lexicon_hits", "key_ratio", "probe_auc", "retrieval_acc")
 
@@ -30,6 +30,7 @@ def _prepare(df: pd.DataFrame, name: str, columns: dict[str, str], optional: dic
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise MultilingualityInputError(f"{name}: missing column(s) {missing} (columns are {list(df.columns)})")
+    df = drop_aggregate_rows(df)
     langs = [normalize_language(str(x), where=f"{name} row {i} column 'lang'") for i, x in enumerate(df["lang"])]
     dup = sorted({lang for lang in langs if langs.count(lang) > 1})
     if dup:

@@ -22,6 +22,8 @@ DEFAULT_OUTCOMES: tuple[str, ...] = ("emt_change_pct", "toxprob_change")
 SMALL_N: int = 8
 #: Fewer languages than this and no correlation is computed.
 MIN_N: int = 3
+#: ``lang`` values of macro-average rows (``compare_tables`` appends ``all``): not languages, skipped.
+AGGREGATE_ROWS: frozenset[str] = frozenset({"all", "mean", "avg", "average"})
 
 STAT_COLUMNS: tuple[str, ...] = (
     "signal", "outcome", "n", "languages", "pearson_r", "pearson_p", "spearman_rho", "spearman_p",
@@ -40,6 +42,7 @@ def _lang_indexed(df: pd.DataFrame, name: str) -> pd.DataFrame:
         raise CorrelationInputError(f"{name}: expected a pandas DataFrame with a 'lang' column, got {type(df).__name__}")
     if "lang" not in df.columns:
         raise CorrelationInputError(f"{name}: no 'lang' column (columns are {list(df.columns)})")
+    df = drop_aggregate_rows(df)
     langs = [normalize_language(str(x), where=f"{name} row {i} column 'lang'") for i, x in enumerate(df["lang"])]
     dup = sorted({lang for lang in langs if langs.count(lang) > 1})
     if dup:
@@ -47,6 +50,12 @@ def _lang_indexed(df: pd.DataFrame, name: str) -> pd.DataFrame:
     out = df.drop(columns=["lang"]).copy()
     out.index = pd.Index(langs, name="lang")
     return out
+
+
+def drop_aggregate_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Return ``df`` without macro-average rows (``lang`` in :data:`AGGREGATE_ROWS`)."""
+    keep = ~df["lang"].astype(str).str.strip().str.lower().isin(AGGREGATE_ROWS)
+    return df[keep.to_numpy()]
 
 
 def align_languages(tables: dict[str, pd.DataFrame], *, how: Literal["exact", "inner"] = "exact") -> list[str]:
@@ -221,4 +230,5 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
 
 
 __all__ = ["correlate", "bootstrap_ci", "permutation_pvalue", "align_languages", "CorrelationInputError",
+           "drop_aggregate_rows", "AGGREGATE_ROWS",
            "DEFAULT_OUTCOMES", "SMALL_N", "MIN_N"]

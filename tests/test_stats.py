@@ -122,6 +122,13 @@ def test_language_codes_normalised_and_unknown_rejected() -> None:
         correlate(signals, drops)
 
 
+def test_macro_average_row_of_compare_tables_is_skipped() -> None:
+    signals, drops = _tables()
+    with_all = pd.concat([drops, pd.DataFrame([{"lang": "all", "emt_change_pct": -50.0, "toxprob_change": -0.4}])])
+    pd.testing.assert_frame_equal(correlate(signals, with_all, n_boot=30, n_perm=30),
+                                  correlate(signals, drops, n_boot=30, n_perm=30))
+
+
 def test_constant_signal_gives_nan_with_warning() -> None:
     signals, drops = _tables()
     signals["flat"] = 1.0
