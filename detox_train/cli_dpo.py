@@ -1,9 +1,118 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox dpo train | merge``: a thin shell over :func:`detox_train.train_dpo` and :func:`merge_adapter`.
+
+Also runnable as ``python -m detox_train.cli_dpo train ...`` so that ``accelerate launch -m
+detox_train.cli_dpo train ...`` starts one training process per device.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+import yaml
+
+# Flags that map one-to-one onto DPOTrainConfig fields (the help text comes from the dataclass).
+_FLAG_FIELDS = ("model", "method", "pairs", "pplm_path", "data_root", "max_pairs", "learning_rate", "batch_size",
+                "beta", "sft_weight", "max_steps", "num_epochs", "eval_steps", "seed", "output_dir", "device",
+                "precision", "report_to")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from detox_train.config import DPOTrainConfig
+
+    overrides: dict[str, Any] = {}
+    for f in _FLAG_FIELDS:
+        v = getattr(args, f, None)
+        if v is not None:
+            overrides[f] = v
+    for item in args.set or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. --set lora_r=16)")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = yaml.safe_load(v)
+    if args.config:
+        return DPOTrainConfig.from_yaml(args.config, **overrides)
+    return DPOTrainConfig.preset(args.preset, **overrides)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from detox_train.dpo import train_dpo
+
+    cfg = _config_from_args(args)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    out = train_dpo(cfg, resume=args.resume)
+    print(out)
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from detox_train.merge import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, base=args.base, dtype=args.dtype, overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Add the ``dpo train`` flags (preset/config file, common fields, --set KEY=VALUE, --resume)."""
+    from detox_train.config import DPOTrainConfig, config_fields_help, preset_names
+
+    helps = config_fields_help()
+    p.add_argument("--preset", default="paper-full", choices=preset_names(),
+                   help="named configuration to start from (default: paper-full)")
+    p.add_argument("--config", default=None,
+                   help="YAML file with DPOTrainConfig keys (a 'preset: NAME' key starts from that preset)")
+    for f in _FLAG_FIELDS:
+        kind = type(getattr(DPOTrainConfig(), f))
+        typ = kind if kind in (int, float) else str
+        if f in ("max_pairs",):
+            typ = int
+        p.add_argument(f"--{f.replace('_', '-')}", dest=f, type=typ, default=None, help=helps[f])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set lora_r=16 --set early_stopping_patience=null")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint in the output directory")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dpo", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    """Add ``xdetox dpo train|merge``."""
+    p = sub.add_parser("dpo", help="DPO / LoRA / QLoRA preference tuning (TRL) and adapter merging")
+    dsub = p.add_subparsers(dest="dpo_command", required=True, metavar="ACTION")
+    t = dsub.add_parser("train", help="train with DPO; writes the model or adapter, manifest.json and "
+                                      "training_log.json to --output-dir (works under accelerate launch)")
+    add_train_args(t)
+    t.set_defaults(func=_run_train)
+    m = dsub.add_parser("merge", help="merge a LoRA/QLoRA adapter into a full-precision copy of its base")
+    m.add_argument("adapter", help="adapter directory written by `xdetox dpo train`")
+    m.add_argument("--out", required=True, help="directory for the merged model")
+    m.add_argument("--base", default=None, help="base model (default: the adapter's base_model_name_or_path)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="precision of the merge")
+    m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    m.add_argument("--debug", action="store_true", help="show tracebacks")
+    m.set_defaults(func=_run_merge)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dpo train|merge`` directly (entry point for ``accelerate launch -m detox_train.cli_dpo``)."""
+    parser = argparse.ArgumentParser(prog="detox_train.cli_dpo")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] != "dpo":
+        argv = ["dpo", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+        if args.debug:
+            raise
+        print(f"detox_train.cli_dpo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""DPO training on TRL's ``DPOTrainer``: full fine-tuning, LoRA or QLoRA, with resume and a run manifest.
+
+TRL provides the loss (sigmoid DPO, summed response log-probs, optional SFT term) and the loop;
+this module only prepares data, the model and the adapter, and records what happened:
+
+* ``manifest.json``: config, seed, data hash and counts, versions, git sha;
+* ``training_log.json``: DPO reward margins/accuracies at every eval plus the held-out LM loss on
+  neutral text (and its change from the start), so degeneration is visible;
+* the model (or adapter) via ``save_pretrained`` plus the tokenizer.
+
+The same entry point runs under ``accelerate launch`` (the Trainer reads the distributed setup
+from the environment); only the main process writes the manifest and logs.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+
+from detox_train.config import DPOTrainConfig
+from detox_train.pairs import (FilterReport, filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs, pplm_pairs,
+                               read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
+from interp.artifacts import read_json, stable_hash, write_json, write_manifest
+from interp.data import PreferencePair
+
+log = logging.getLogger(__name__)
+
+TRAINING_LOG = "training_log.json"
+PAIRS_FILE = "pairs.jsonl"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class NoTrainableParametersError(ValueError):
+    """The model has nothing to train (e.g. LoRA targets matched no module)."""
+
+
+# ----------------------------------------------------------------------------- devices & precision
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(config: DPOTrainConfig) -> str:
+    """Return the device of this process: config.device, else this rank's GPU, else cpu."""
+    if config.device:
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} requested but no GPU is visible; use device: cpu")
+        return config.device
+    if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true"):
+        return f"cuda:{_local_rank()}"
+    return "cpu"
+
+
+def use_bf16(config: DPOTrainConfig, device: str) -> bool:
+    """Return whether to train in bf16 mixed precision (never on CPU unless asked; never fp16)."""
+    if config.precision == "fp32":
+        return False
+    on_gpu = device.startswith("cuda")
+    if config.precision == "bf16":
+        if on_gpu and not torch.cuda.is_bf16_supported():
+            raise ValueError("precision bf16 requested but this GPU does not support bf16; use precision: fp32")
+        return True
+    return on_gpu and torch.cuda.is_bf16_supported()
+
+
+# ----------------------------------------------------------------------------- data
+def _data_root(config: DPOTrainConfig) -> Path:
+    from interp.paths import data_root
+
+    return data_root(config.data_root)
+
+
+def resolve_scorer(name: str) -> Callable[[list[str]], list[float]]:
+    """Return the toxicity scorer ``name`` from the evaluation module as ``texts -> scores``."""
+    try:
+        from detox_train.evaluate import scorers as sc  # the evaluation issue's module
+    except ImportError as e:
+        raise ValueError(f"pairs='onpolicy' needs a scorer, but detox_train.evaluate.scorers is not available "
+                         f"({e}); pass score_fn= to train_dpo or use another pairs source") from e
+    getter = getattr(sc, "get_scorer", None)
+    if getter is None:
+        raise ValueError("detox_train.evaluate.scorers has no get_scorer(name); pass score_fn= to train_dpo")
+    scorer = getter(name)
+    if hasattr(scorer, "score"):
+        return lambda texts: [float(s) for s in scorer.score(texts)]
+    return scorer
+
+
+def build_pairs(config: DPOTrainConfig, *, model: Any = None, tokenizer: Any = None,
+                score_fn: Callable[[list[str]], list[float]] | None = None) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """Return (pairs, info) for ``config.pairs``; info has the source and, for PPLM, the stripped-prefix count."""
+    src = config.pairs
+    info: dict[str, Any] = {"source": src}
+    if src == "paradetox":
+        pairs = paradetox_pairs(_data_root(config), prompt=config.paradetox_prompt)
+    elif src == "pplm":
+        pairs, n_stripped = pplm_pairs(str(config.pplm_path))
+        info.update(path=str(config.pplm_path), n_prefix_stripped=n_stripped)
+    elif src == "onpolicy":
+        if model is None or tokenizer is None:
+            raise ValueError("pairs='onpolicy' samples from the model being trained; pass model and tokenizer")
+        from interp.data import load_rtplx, rtplx_split
+
+        prompts = rtplx_split(load_rtplx(_data_root(config), ["en"]), "train", root=_data_root(config))
+        prompts = subsample(prompts, config.onpolicy_prompts, config.seed)
+        fn = score_fn or resolve_scorer(config.onpolicy_scorer)
+        pairs = onpolicy_pairs(model, tokenizer, prompts, fn, k=config.onpolicy_k, seed=config.seed)
+        info.update(n_prompts=len(prompts), k=config.onpolicy_k,
+                    scorer=config.onpolicy_scorer if score_fn is None else getattr(score_fn, "__name__", "custom"))
+    else:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise ValueError(f"pairs={src!r} is neither 'paradetox', 'pplm', 'onpolicy' nor an existing JSONL file")
+        pairs = read_pairs_jsonl(path)
+        info.update(path=str(path))
+    return pairs, info
+
+
+def prepare_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, config: DPOTrainConfig
+                  ) -> tuple[list[PreferencePair], list[PreferencePair], FilterReport]:
+    """Return (train, eval, filter report): validated, subsampled, token-filtered and split pairs."""
+    pairs = validate_pairs(list(pairs), where=f"pairs ({config.pairs})")
+    pairs = subsample(pairs, config.max_pairs, config.seed)
+    kept, report = filter_pairs_by_tokens(pairs, tokenizer, config.max_length, config.max_prompt_length,
+                                          drop=config.drop_long)
+    if not kept:
+        raise ValueError(f"all {report.n_in} pairs exceed the token limits (max_prompt_length="
+                         f"{config.max_prompt_length}, max_length={config.max_length}); raise them")
+    train, evals = split_pairs(kept, config.eval_fraction, config.seed)
+    return train, evals, report
+
+
+def _start_token(tokenizer: Any) -> str:
+    tok = tokenizer.bos_token or tokenizer.eos_token
+    if tok is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token; give the pairs a non-empty prompt")
+    return tok
+
+
+def to_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
+    """Return a ``datasets.Dataset`` with prompt/chosen/rejected columns for TRL.
+
+    An empty prompt becomes the tokenizer's BOS (or EOS) token, so the first completion token is
+    predicted from a start token and scored like the rest (TRL never scores position 0).
+    """
+    from datasets import Dataset
+
+    start = _start_token(tokenizer)
+    return Dataset.from_dict({
+        "prompt": [p.prompt if p.prompt else start for p in pairs],
+        "chosen": [p.chosen for p in pairs],
+        "rejected": [p.rejected for p in pairs],
+    })
+
+
+def heldout_neutral_texts(config: DPOTrainConfig, eval_pairs: Sequence[PreferencePair]) -> list[str]:
+    """Return the neutral texts for the held-out LM loss (never trained on), at most config.heldout_texts."""
+    src = config.heldout_source
+    if src == "eval_chosen":
+        texts = [p.prompt + p.chosen for p in eval_pairs]
+        if not texts:
+            raise ValueError("heldout_source='eval_chosen' needs eval pairs; set eval_fraction > 0 or "
+                             "heldout_source: gettext")
+    elif src == "gettext":
+        from interp.data import gettext_parallel
+
+        texts = gettext_parallel(["en"]).get("en", [])
+        if not texts:
+            raise ValueError("heldout_source='gettext': no English gettext strings found under /usr/share/locale; "
+                             "use heldout_source: eval_chosen or a text file")
+        texts = subsample(texts, config.heldout_texts, config.seed + 1)
+    else:
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise ValueError(f"heldout_source={src!r}: not 'eval_chosen', 'gettext' or an existing text file")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"{path}: held-out text file is empty (one text per line)")
+    return list(texts[: config.heldout_texts])
+
+
+@torch.no_grad()
+def lm_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16,
+            max_length: int = 256) -> float:
+    """Return the mean next-token NLL (nats/token, token-weighted) of ``texts`` after a start token."""
+    was_training = model.training
+    model.eval()
+    device = next(p for p in model.parameters()).device
+    start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i:i + batch_size]), add_special_tokens=False, truncation=True,
+                            max_length=max_length - 1)
+            rows = [[start_id] + ids for ids in enc["input_ids"]]
+            width = max(len(r) for r in rows)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):  # right padding: positions are unchanged for every model family
+                ids[j, :len(r)] = torch.tensor(r)
+                mask[j, :len(r)] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            logits: Float[torch.Tensor, "batch pos vocab"] = model(input_ids=ids, attention_mask=mask).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            tgt = ids[:, 1:]
+            nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            m = mask[:, 1:].bool()
+            total += float(nll[m].sum())
+            count += int(m.sum())
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------- callbacks
+def _make_heldout_callback(texts: list[str], tokenizer: Any, max_length: int) -> Any:
+    from transformers import TrainerCallback
+
+    class HeldoutLMLossCallback(TrainerCallback):
+        """Adds ``heldout_lm_loss`` (and its change since step 0) to the log history at every eval."""
+
+        def _record(self, state: Any, model: Any) -> None:
+            loss = lm_loss(model, tokenizer, texts, max_length=max_length)
+            base = next((r["heldout_lm_loss"] for r in state.log_history
+                         if "heldout_lm_loss" in r and r.get("step") == 0), loss)
+            state.log_history.append({"step": state.global_step, "epoch": state.epoch or 0.0,
+                                      "heldout_lm_loss": loss, "heldout_lm_loss_delta": loss - base})
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            # On resume, the step-0 baseline comes back with the checkpoint's log history.
+            if texts and not any("heldout_lm_loss" in r for r in state.log_history):
+                self._record(state, model)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            if texts:
+                self._record(state, model)
+            if state.is_world_process_zero:
+                write_json(Path(args.output_dir) / TRAINING_LOG, training_log(state.log_history))
+
+    return HeldoutLMLossCallback()
+
+
+def training_log(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return {"evals": [...], "train": [...]}: eval records merged by step, train logs as they are."""
+    evals: dict[int, dict[str, Any]] = {}
+    train: list[dict[str, Any]] = []
+    for rec in history:
+        step = int(rec.get("step", 0))
+        if "heldout_lm_loss" in rec or any(k.startswith("eval_") for k in rec):
+            evals.setdefault(step, {"step": step}).update(rec)
+        elif "loss" in rec or "train_loss" in rec:
+            train.append(dict(rec))
+    return {"evals": [evals[s] for s in sorted(evals)], "train": train}
+
+
+# ----------------------------------------------------------------------------- model
+def _load_model(config: DPOTrainConfig, device: str) -> tuple[Any, Any]:
+    from interp.loading import load_hf_model
+
+    quant = "4bit" if config.method == "qlora" else None
+    # Weights stay fp32 (bf16 runs use autocast); the QLoRA base is NF4 with bf16 compute.
+    model, tok = load_hf_model(config.model, dtype="float32", device=device, quantization=quant)
+    if quant is not None and device == "cpu":
+        _disable_bnb_cpu_packing(model)
+    return model, tok
+
+
+def _disable_bnb_cpu_packing(model: Any) -> None:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights.
+
+    On AVX512-bf16 CPUs, bitsandbytes 0.50 repacks a Linear4bit's weights in place on the first
+    no-grad eval forward. That fails for layers narrower than the quantization block (64) and
+    changes the weight layout in the middle of a training run (evals run between train steps).
+    """
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"):
+            mod.support_avx512bf16_for_cpu = False
+
+
+def lora_config(config: DPOTrainConfig, model: Any) -> Any:
+    """Return the PEFT LoraConfig; targets come from the architecture adapter unless the config names them."""
+    from peft import LoraConfig
+
+    from interp.architecture import get_adapter
+
+    targets = (list(config.lora_target_modules) if config.lora_target_modules is not None
+               else get_adapter(model).lora_target_modules())
+    if not targets:
+        raise NoTrainableParametersError("lora_target_modules is empty: LoRA would train no parameters; "
+                                         "leave it null (all linear layers) or name modules")
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if len(missing) == len(targets):
+        raise NoTrainableParametersError(
+            f"lora_target_modules {targets} match no module of {type(model).__name__}, so nothing would be "
+            f"trained; leave it null to use the architecture's linear layers")
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM", bias="none")
+
+
+def count_trainable(model: Any) -> int:
+    """Return the number of parameters with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """Return the checkpoint folder with the highest step in ``output_dir`` (complete ones only), or None."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    found = []
+    for c in d.iterdir():
+        m = _CKPT.match(c.name)
+        # A checkpoint is complete once trainer_state.json is written (the Trainer writes it last).
+        if m and c.is_dir() and (c / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), c))
+    return max(found)[1] if found else None
+
+
+def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
+    """Return TRL's ``DPOConfig`` for ``config`` (paper schedule: linear warmup, then constant)."""
+    from trl import DPOConfig
+
+    eval_on = has_eval and config.eval_steps > 0
+    save_steps = config.save_steps or (config.eval_steps if eval_on else 50)
+    loss_type, loss_weights = (["sigmoid", "sft"], [1.0, config.sft_weight]) if config.sft_weight > 0 else (["sigmoid"], None)
+    early = eval_on and config.early_stopping_patience is not None
+    return DPOConfig(
+        output_dir=config.output_dir,
+        seed=config.seed, data_seed=config.seed,
+        optim=config.optimizer, learning_rate=config.learning_rate,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=config.warmup_steps,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.num_epochs, max_steps=config.max_steps,
+        beta=config.beta, loss_type=loss_type, loss_weights=loss_weights,
+        max_length=config.max_length,
+        eval_strategy="steps" if eval_on else "no", eval_steps=config.eval_steps if eval_on else None,
+        save_strategy="steps", save_steps=save_steps, save_total_limit=config.save_total_limit,
+        # Early stopping keeps the best checkpoint by eval loss (the paper's criterion).
+        load_best_model_at_end=early and save_steps % config.eval_steps == 0,
+        metric_for_best_model="eval_loss" if early else None, greater_is_better=False if early else None,
+        logging_steps=config.logging_steps, report_to=config.report_to,
+        bf16=use_bf16(config, device), fp16=False, use_cpu=device == "cpu",
+        gradient_checkpointing=config.gradient_checkpointing,
+        disable_tqdm=False, dataloader_num_workers=0, remove_unused_columns=False,
+        save_only_model=False,
+    )
+
+
+# ----------------------------------------------------------------------------- entry point
+def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None = None, resume: bool = False,
+              callbacks: Sequence[Any] = (), score_fn: Callable[[list[str]], list[float]] | None = None) -> Path:
+    """Return the output directory after DPO training per ``config`` (model/adapter, manifest, training log).
+
+    ``pairs`` overrides ``config.pairs`` (e.g. on-policy pairs built by the pipeline). With
+    ``resume=True`` training continues from the last complete checkpoint in ``config.output_dir``;
+    without it an output directory that already holds checkpoints is refused.
+    """
+    from transformers import EarlyStoppingCallback, set_seed
+    from trl import DPOTrainer
+
+    out = Path(config.output_dir)
+    ckpt = last_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{out} already holds checkpoints (last: {ckpt.name}); pass resume=True (--resume) to "
+                         "continue that run, or choose a new output_dir")
+    if resume and ckpt is None:
+        log.warning("resume requested but %s has no checkpoint: starting from scratch", out)
+
+    set_seed(config.seed)
+    device = resolve_device(config)
+    model, tokenizer = _load_model(config, device)
+    if pairs is None:
+        pairs, info = build_pairs(config, model=model, tokenizer=tokenizer, score_fn=score_fn)
+    else:
+        info = {"source": "given"}
+    train_pairs, eval_pairs, report = prepare_pairs(pairs, tokenizer, config)
+    heldout = heldout_neutral_texts(config, eval_pairs)
+
+    peft_cfg = None
+    if config.method in ("lora", "qlora"):
+        peft_cfg = lora_config(config, model)
+        if config.method == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    ref_model = None
+    if peft_cfg is None:
+        # An explicit frozen copy: TRL would otherwise reload the reference from the model's path.
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    args = dpo_args(config, device, has_eval=bool(eval_pairs))
+    cbs = [_make_heldout_callback(heldout, tokenizer, config.max_length), *callbacks]
+    if args.metric_for_best_model is not None:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=int(config.early_stopping_patience or 0)))
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
+                         train_dataset=to_dataset(train_pairs, tokenizer),
+                         eval_dataset=to_dataset(eval_pairs, tokenizer) if eval_pairs else None,
+                         processing_class=tokenizer, peft_config=peft_cfg, callbacks=cbs)
+    n_train = count_trainable(trainer.model)
+    if n_train == 0:
+        raise NoTrainableParametersError(
+            f"model {config.model!r} ({config.method}) has no trainable parameters; unfreeze weights or fix "
+            "lora_target_modules")
+
+    data_hash = stable_hash([[p.id, p.prompt, p.chosen, p.rejected] for p in train_pairs + eval_pairs])
+    main = trainer.is_world_process_zero()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_pairs_jsonl(out / PAIRS_FILE, train_pairs + eval_pairs)
+
+    trainer.train(resume_from_checkpoint=str(ckpt) if (resume and ckpt is not None) else None)
+    # Make the last record describe the final weights (max_steps need not be a multiple of eval_steps).
+    last = max((int(r.get("step", -1)) for r in trainer.state.log_history if "heldout_lm_loss" in r), default=-1)
+    if last != trainer.state.global_step:
+        if eval_pairs:
+            trainer.evaluate()
+        else:
+            cbs[0]._record(trainer.state, trainer.model)
+
+    trainer.save_model(str(out))
+    if main:
+        tokenizer.save_pretrained(str(out))
+        # The Trainer pickles its arguments next to the model; the manifest holds the config instead.
+        (out / "training_args.bin").unlink(missing_ok=True)
+        tlog = training_log(trainer.state.log_history)
+        write_json(out / TRAINING_LOG, tlog)
+        evals = [e for e in tlog["evals"] if "heldout_lm_loss" in e]
+        write_manifest(
+            out, kind="dpo", config=config, seed=config.seed, model_id=config.model,
+            inputs={"pairs": info, "data_hash": data_hash, "pairs_file": PAIRS_FILE},
+            extra={
+                "method": config.method,
+                "n_pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "in": report.n_in,
+                            "dropped_prompt_too_long": report.n_prompt_too_long,
+                            "dropped_too_long": report.n_too_long},
+                "trainable_parameters": n_train,
+                "global_step": trainer.state.global_step,
+                "resumed_from": ckpt.name if (resume and ckpt is not None) else None,
+                "world_size": trainer.args.world_size,
+                "heldout": {"source": config.heldout_source, "n_texts": len(heldout),
+                            "lm_loss_start": evals[0]["heldout_lm_loss"] if evals else None,
+                            "lm_loss_end": evals[-1]["heldout_lm_loss"] if evals else None},
+                "adapter": peft_cfg is not None,
+                "base_model": str(getattr(trainer.model.config, "_name_or_path", config.model)),
+            })
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def read_training_log(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the training log of a finished run."""
+    return read_json(Path(run_dir) / TRAINING_LOG)
+
+
+__all__ = ["train_dpo", "build_pairs", "prepare_pairs", "to_dataset", "heldout_neutral_texts", "lm_loss",
+           "lora_config", "last_checkpoint", "dpo_args", "training_log", "read_training_log", "resolve_device",
+           "use_bf16", "NoTrainableParametersError", "count_trainable"]

@@ -1,0 +1,303 @@
+"""Preference-pair builders for DPO: PPLM JSONL, ParaDetox, on-policy samples; token-length filter; JSONL I/O.
+
+Every builder returns ``list[interp.data.PreferencePair]`` whose ``source``/``meta`` say where each
+pair came from (file and line, ParaDetox row, or prompt id and score gap).
+
+ParaDetox choice: the toxic sentence and its neutral paraphrase are both *complete sentences*, not
+continuations, so by default the prompt is empty (``prompt=""``) and the whole sentence is the
+completion. The trainer then puts the tokenizer's BOS/EOS token in front so that every token of the
+sentence is scored (see :func:`detox_train.dpo.train_dpo`). A shared prefix can be given instead
+(e.g. ``prompt="Comment:"``); it is the same for chosen and rejected, so it only sets the context.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.artifacts import write_jsonl
+from interp.data import DataFormatError, PreferencePair
+
+log = logging.getLogger(__name__)
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
+# ----------------------------------------------------------------------------- builders
+def pplm_pairs(path: str | os.PathLike[str]) -> tuple[list[PreferencePair], int]:
+    """Return (pairs, number whose continuations repeated the prompt and were stripped) from the paper's JSONL."""
+    from interp.data import load_pplm_pairs
+
+    pairs, n_stripped = load_pplm_pairs(path)
+    if not pairs:
+        raise DataFormatError(path, "no pairs in the file", hint="expected JSON lines with prompt_text, "
+                              "unpert_gen_text and pert_gen_text")
+    log.info("pplm pairs: %d read, %d had the prompt repeated at the start and were stripped",
+             len(pairs), n_stripped)
+    return pairs, n_stripped
+
+
+def paradetox_pairs(root: str | os.PathLike[str] | None = None, *, prompt: str = "",
+                    all_neutrals: bool = False) -> list[PreferencePair]:
+    """Return ParaDetox pairs: chosen = a neutral paraphrase, rejected = the toxic original.
+
+    ``prompt`` is shared by every pair (empty by default, see the module docstring). With
+    ``all_neutrals`` each paraphrase makes its own pair; otherwise the first one is used. Rows
+    whose paraphrase equals the toxic text are skipped (they carry no preference).
+    """
+    from interp.data import load_paradetox
+
+    out: list[PreferencePair] = []
+    for row in load_paradetox(root):
+        neutrals = row.neutrals if all_neutrals else row.neutrals[:1]
+        for j, neutral in enumerate(neutrals):
+            if neutral.strip() == row.toxic.strip() or not neutral.strip():
+                continue
+            pid = row.id if not all_neutrals else f"{row.id}:{j}"
+            out.append(PreferencePair(id=pid, prompt=prompt, chosen=neutral, rejected=row.toxic,
+                                      source="paradetox", meta={"row": row.id, "neutral_index": j}))
+    return out
+
+
+def _prompt_id_text(p: Any, i: int) -> tuple[str, str]:
+    if isinstance(p, str):
+        return f"prompt:{i}", p
+    text = getattr(p, "text", None)
+    if not isinstance(text, str):
+        raise TypeError(f"prompts[{i}]: expected a str or a record with .text and .id, got {type(p).__name__}")
+    return str(getattr(p, "id", f"prompt:{i}")), text
+
+
+@torch.no_grad()
+def onpolicy_pairs(model: Any, tokenizer: Any, prompts: Sequence[Any],
+                   score_fn: Callable[[list[str]], list[float]], *, k: int = 4, max_new_tokens: int = 20,
+                   seed: int = 0, temperature: float = 0.9, top_p: float = 0.8,
+                   min_gap: float = 0.0) -> list[PreferencePair]:
+    """Return on-policy pairs: per prompt, the least toxic of ``k`` samples (chosen) vs the most toxic (rejected).
+
+    ``score_fn`` maps texts to toxicity scores (higher = more toxic), e.g. any scorer of the
+    evaluation module. Prompts whose best and worst scores differ by ``<= min_gap`` (ties) or whose
+    two samples are identical are skipped. ``meta`` records both scores and the gap. Sampling is
+    seeded per prompt (``seed + i``), so the same inputs give the same pairs.
+    """
+    from tqdm.auto import tqdm
+
+    from interp.architecture import hf_model_of
+
+    if k < 2:
+        raise ValueError(f"onpolicy_pairs: k must be >= 2 to form a pair, got {k}")
+    hf = hf_model_of(model)
+    device = next(hf.parameters()).device
+    was_training = hf.training
+    hf.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[PreferencePair] = []
+    n_ties = 0
+    try:
+        for i, p in enumerate(tqdm(prompts, desc="on-policy pairs", leave=False)):
+            pid, text = _prompt_id_text(p, i)
+            enc = tokenizer(text, return_tensors="pt")
+            ids = enc["input_ids"]
+            if ids.shape[1] == 0:  # an empty prompt: start from the BOS/EOS token
+                ids = torch.tensor([[tokenizer.bos_token_id or tokenizer.eos_token_id]])
+            ids = ids.to(device)
+            torch.manual_seed(seed + i)
+            gen = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                              num_return_sequences=k, pad_token_id=pad_id)
+            conts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+            scores = [float(s) for s in score_fn(list(conts))]
+            if len(scores) != len(conts):
+                raise ValueError(f"score_fn returned {len(scores)} scores for {len(conts)} texts")
+            lo = min(range(k), key=lambda j: scores[j])
+            hi = max(range(k), key=lambda j: scores[j])
+            gap = scores[hi] - scores[lo]
+            if gap <= min_gap or conts[lo] == conts[hi]:
+                n_ties += 1
+                continue
+            out.append(PreferencePair(
+                id=f"onpolicy:{pid}", prompt=text, chosen=conts[lo], rejected=conts[hi], source="onpolicy",
+                meta={"prompt_id": pid, "score_chosen": scores[lo], "score_rejected": scores[hi],
+                      "score_gap": gap, "k": k, "seed": seed + i}))
+    finally:
+        hf.train(was_training)
+    log.info("on-policy pairs: %d made, %d prompts skipped as ties", len(out), n_ties)
+    return out
+
+
+# ----------------------------------------------------------------------------- validation & filters
+def _where(p: PreferencePair) -> str:
+    meta = p.meta or {}
+    if "file" in meta and "line" in meta:
+        return f"{meta['file']}:{meta['line']} (pair {p.id})"
+    if "line" in meta:
+        return f"pair {p.id} (line {meta['line']})"
+    return f"pair {p.id}"
+
+
+def validate_pairs(pairs: Sequence[PreferencePair], *, where: str = "pairs") -> list[PreferencePair]:
+    """Return ``pairs`` after checking they are usable for DPO; raise a ValueError naming the first bad pair."""
+    if not pairs:
+        raise ValueError(f"{where}: no preference pairs; need at least one (prompt, chosen, rejected) record")
+    seen: set[str] = set()
+    for p in pairs:
+        for name in PAIR_FIELDS:
+            if not isinstance(getattr(p, name), str):
+                raise ValueError(f"{_where(p)}: field {name!r} must be a string")
+        if not p.chosen.strip() or not p.rejected.strip():
+            empty = "chosen" if not p.chosen.strip() else "rejected"
+            raise ValueError(f"{_where(p)}: field {empty!r} is empty; drop the pair or fill it in")
+        if p.chosen == p.rejected:
+            raise ValueError(f"{_where(p)}: chosen == rejected, so the pair carries no preference; "
+                             "drop it or fix the data")
+        if p.id in seen:
+            raise ValueError(f"{_where(p)}: duplicate pair id {p.id!r}; ids must be unique")
+        seen.add(p.id)
+    return list(pairs)
+
+
+@dataclass
+class FilterReport:
+    """How many pairs a token-length filter kept and why it dropped the rest."""
+
+    n_in: int
+    n_kept: int
+    n_prompt_too_long: int
+    n_too_long: int
+    max_length: int
+    max_prompt_length: int
+    dropped_ids: list[str] = field(default_factory=list)
+
+    @property
+    def n_dropped(self) -> int:
+        return self.n_in - self.n_kept
+
+
+def _n_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_length: int,
+                           max_prompt_length: int, *, drop: bool = True,
+                           ) -> tuple[list[PreferencePair], FilterReport]:
+    """Return (kept pairs, report): lengths are counted in TOKENS of ``tokenizer``, never characters.
+
+    A pair is dropped when its prompt has more than ``max_prompt_length`` tokens, or when prompt +
+    chosen or prompt + rejected (+1 for the EOS the trainer appends) exceeds ``max_length``. With
+    ``drop=False`` the first such pair raises a ValueError naming it instead.
+    """
+    pairs = list(pairs)
+    n_prompt = _n_tokens(tokenizer, [p.prompt for p in pairs])
+    n_full_c = _n_tokens(tokenizer, [p.prompt + p.chosen for p in pairs])
+    n_full_r = _n_tokens(tokenizer, [p.prompt + p.rejected for p in pairs])
+    kept: list[PreferencePair] = []
+    rep = FilterReport(len(pairs), 0, 0, 0, max_length, max_prompt_length)
+    for p, np_, nc, nr in zip(pairs, n_prompt, n_full_c, n_full_r):
+        if np_ > max_prompt_length:
+            if not drop:
+                raise ValueError(f"{_where(p)}: prompt has {np_} tokens, more than max_prompt_length="
+                                 f"{max_prompt_length}; shorten it, raise max_prompt_length, or set drop_long")
+            rep.n_prompt_too_long += 1
+            rep.dropped_ids.append(p.id)
+        elif max(nc, nr) + 1 > max_length:
+            if not drop:
+                raise ValueError(f"{_where(p)}: prompt + completion has {max(nc, nr) + 1} tokens (with EOS), "
+                                 f"more than max_length={max_length}; shorten it or raise max_length")
+            rep.n_too_long += 1
+            rep.dropped_ids.append(p.id)
+        else:
+            kept.append(p)
+    rep.n_kept = len(kept)
+    if rep.n_dropped:
+        log.info("token filter: kept %d of %d pairs (%d prompts > %d tokens, %d pairs > %d tokens)",
+                 rep.n_kept, rep.n_in, rep.n_prompt_too_long, max_prompt_length, rep.n_too_long, max_length)
+    return kept, rep
+
+
+def subsample(pairs: Sequence[PreferencePair], n: int | None, seed: int) -> list[PreferencePair]:
+    """Return at most ``n`` pairs: a seeded random subset in the original order (all when ``n`` is None)."""
+    if n is None or n >= len(pairs):
+        return list(pairs)
+    keep = sorted(random.Random(seed).sample(range(len(pairs)), n))
+    return [pairs[i] for i in keep]
+
+
+def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float, seed: int
+                ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Return (train, eval): a seeded split; eval gets round(fraction * n) pairs (>= 1 when fraction > 0)."""
+    n = len(pairs)
+    n_eval = 0 if eval_fraction <= 0 else max(1, round(eval_fraction * n))
+    if n_eval >= n:
+        raise ValueError(f"only {n} pairs: too few to hold out {eval_fraction:.0%} for evaluation and still train; "
+                         "add pairs or set eval_fraction: 0")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    eval_idx = set(order[:n_eval])
+    return ([p for i, p in enumerate(pairs) if i not in eval_idx], [p for i, p in enumerate(pairs) if i in eval_idx])
+
+
+# ----------------------------------------------------------------------------- JSONL I/O
+def pair_to_record(p: PreferencePair) -> dict[str, Any]:
+    """Return the JSON record of a pair."""
+    return {"id": p.id, "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "source": p.source,
+            "meta": dict(p.meta or {})}
+
+
+def write_pairs_jsonl(path: str | os.PathLike[str], pairs: Iterable[PreferencePair]) -> Path:
+    """Write pairs as JSONL (one record per line, atomically) and return the path."""
+    return write_jsonl(path, (pair_to_record(p) for p in pairs))
+
+
+def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[PreferencePair]:
+    """Return the pairs of a JSONL file with prompt/chosen/rejected (optional id, source, meta).
+
+    Errors name the file, line and field: a missing file, an empty file, invalid JSON, a missing or
+    non-string field, chosen == rejected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "pairs file not found", hint="write one with write_pairs_jsonl or "
+                              "`xdetox dpo train --save-pairs`")
+    out: list[PreferencePair] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(path, f"invalid JSON ({e.msg})", line=n) from e
+            if not isinstance(obj, dict):
+                raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
+            for name in PAIR_FIELDS:
+                if name not in obj:
+                    raise DataFormatError(path, "missing", line=n, field=name,
+                                          hint="each line needs prompt, chosen and rejected")
+                if not isinstance(obj[name], str):
+                    raise DataFormatError(path, f"must be a string, got {type(obj[name]).__name__}",
+                                          line=n, field=name)
+            if obj["chosen"] == obj["rejected"]:
+                raise DataFormatError(path, "chosen == rejected: the pair carries no preference", line=n,
+                                      field="chosen", hint="drop the line or fix it")
+            meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+            meta = {**meta, "file": str(path), "line": n}
+            out.append(PreferencePair(id=str(obj.get("id") or f"{path.stem}:{n}"), prompt=obj["prompt"],
+                                      chosen=obj["chosen"], rejected=obj["rejected"],
+                                      source=str(obj.get("source") or path.name), meta=meta))
+    if not out:
+        raise DataFormatError(path, "empty pairs file: no records", hint="each line must be a JSON object with "
+                              "prompt, chosen and rejected")
+    return out
+
+
+__all__ = ["pplm_pairs", "paradetox_pairs", "onpolicy_pairs", "validate_pairs", "filter_pairs_by_tokens",
+           "FilterReport", "subsample", "split_pairs", "write_pairs_jsonl", "read_pairs_jsonl", "pair_to_record"]
