@@ -103,7 +103,7 @@ def format_check(report: DataCheck) -> str:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    report = check_data(args.data_root)
+    report = check_data(args.data_root, locale_dir=args.locale_dir)
     print(format_check(report))
     if report.errors:
         print(f"xdetox data check: {len(report.errors)} data set(s) malformed or missing", file=sys.stderr)
@@ -119,4 +119,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "table of counts (RTP-LX rows and eval/train split, translated-200, "
                                       "lexicon sizes, gettext strings) plus English totals")
     add_data_root_arg(c)
+    c.add_argument("--locale-dir", default="/usr/share/locale",
+                   help="gettext catalog folder for the parallel-sentence count (default: /usr/share/locale)")
     c.set_defaults(func=_run_check)
