@@ -1,0 +1,158 @@
+"""``train_probe``: load an English toxicity data set, extract features once, fit and evaluate."""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from probes.features import Pooling, extract_features, feature_name
+from probes.metrics import probe_metrics
+from probes.probe import Solver, ToxicityProbe
+
+Dataset = Literal["paradetox", "davidson", "jigsaw"]
+DATASETS: tuple[str, ...] = ("paradetox", "davidson", "jigsaw")
+
+
+def load_probe_data(dataset: Dataset, *, data_root: str | os.PathLike[str] | None = None,
+                    jigsaw_path: str | os.PathLike[str] | None = None) -> list[Any]:
+    """Return the labelled English texts (``interp.data.LabeledText``) of ``dataset``."""
+    from interp import data
+
+    if dataset == "paradetox":
+        return data.paradetox_labeled(data_root)
+    if dataset == "davidson":
+        return data.load_davidson(data_root)
+    if dataset == "jigsaw":
+        if jigsaw_path is None:
+            raise ValueError("dataset 'jigsaw' needs jigsaw_path (--jigsaw-path): the Kaggle train.csv with "
+                             "comment_text and toxic columns; it is not in the offline data root")
+        return data.load_jigsaw(jigsaw_path)
+    raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+
+
+def group_of(record: Any) -> str:
+    """Return the group a record belongs to: paraphrases of one ParaDetox row share a group.
+
+    Splitting by group keeps a toxic sentence and its neutral paraphrases on the same side, so
+    the test set never holds a paraphrase of a training sentence.
+    """
+    rid = str(record.id)
+    if record.source == "paradetox" and ":" in rid:
+        return rid.rsplit(":", 1)[0]
+    return rid
+
+
+def _unit(key: str, seed: int) -> float:
+    """Return a deterministic number in [0, 1) from ``key`` and ``seed`` (order-independent split)."""
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def split_records(records: Sequence[Any], *, test_fraction: float = 0.2, seed: int = 99,
+                  max_examples: int | None = None) -> tuple[list[Any], list[Any]]:
+    """Return (train, test) records, split by group hash; ``max_examples`` keeps whole groups.
+
+    The split depends only on ids and seed, never on file order.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    groups: dict[str, list[Any]] = {}
+    for r in records:
+        groups.setdefault(group_of(r), []).append(r)
+    keys = sorted(groups, key=lambda g: _unit(g, seed))
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+        kept, n = [], 0
+        for g in keys:
+            if n >= max_examples:
+                break
+            kept.append(g)
+            n += len(groups[g])
+        keys = kept
+    train, test = [], []
+    for g in sorted(keys):
+        (test if _unit("test:" + g, seed) < test_fraction else train).extend(groups[g])
+    return train, test
+
+
+def _random_init_copy(model: Any, seed: int) -> Any:
+    """Return a freshly initialised HF model with ``model``'s config, dtype and device (seeded)."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.architecture import hf_model_of
+
+    hf = hf_model_of(model)
+    p = next(hf.parameters())
+    torch.manual_seed(seed)
+    fresh = AutoModelForCausalLM.from_config(hf.config, attn_implementation="eager", dtype=p.dtype)
+    return fresh.to(p.device).eval()
+
+
+def _fit_and_score(model: Any, train: list[Any], test: list[Any], *, solver: Solver, layer: int | None,
+                   pooling: Pooling, seed: int, tokenizer: Any, cache_dir: Any, progress: bool,
+                   batch_size: int) -> tuple[ToxicityProbe, dict[str, Any]]:
+    texts = [r.text for r in train] + [r.text for r in test]
+    X = extract_features(model, texts, layer=layer, pooling=pooling, batch_size=batch_size,
+                         cache_dir=cache_dir, progress=progress, tokenizer=tokenizer)
+    y = np.array([r.label for r in train] + [r.label for r in test], dtype=np.int64)
+    n_tr = len(train)
+    probe = ToxicityProbe(solver=solver, seed=seed).fit(X[:n_tr], y[:n_tr])
+    out: dict[str, Any] = {"train": probe_metrics(probe, X[:n_tr], y[:n_tr]),
+                           "test": probe_metrics(probe, X[n_tr:], y[n_tr:])}
+    if solver == "paper":
+        out["val"] = probe_metrics(probe, X[:n_tr][probe.val_idx_], y[:n_tr][probe.val_idx_])
+        out["best_epoch"] = probe.best_epoch_
+    return probe, out
+
+
+def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | os.PathLike[str] | None = None,
+                jigsaw_path: str | os.PathLike[str] | None = None, solver: Solver = "paper",
+                layer: int | None = None, pooling: Pooling = "mean", max_examples: int | None = None,
+                seed: int = 99, random_init_baseline: bool = False, test_fraction: float = 0.2,
+                batch_size: int = 32, cache_dir: str | os.PathLike[str] | None = None,
+                progress: bool = True) -> tuple[ToxicityProbe, dict[str, Any]]:
+    """Return (fitted probe, metrics) for an English toxicity probe on ``model``'s features.
+
+    Metrics hold ``train``, ``val`` (paper solver's validation split) and ``test`` (a held-out
+    ``test_fraction`` of the data, split by paraphrase group) each as accuracy/roc_auc/f1/n;
+    with ``random_init_baseline`` also ``random_init`` = the same recipe on a freshly
+    initialised model of the same config (seeded), showing how much is architecture alone.
+    """
+    from interp.artifacts import stable_hash
+    from interp.loading import model_fingerprint, model_id
+
+    records = load_probe_data(dataset, data_root=data_root, jigsaw_path=jigsaw_path)
+    if not records:
+        raise ValueError(f"dataset {dataset!r} holds no labelled texts")
+    train, test = split_records(records, test_fraction=test_fraction, seed=seed, max_examples=max_examples)
+    if not train or not test:
+        raise ValueError(f"split of {len(records)} texts left train={len(train)} test={len(test)}; "
+                         "raise max_examples or use a larger data set")
+    tokenizer = getattr(model, "tokenizer", None)
+    probe, metrics = _fit_and_score(model, train, test, solver=solver, layer=layer, pooling=pooling, seed=seed,
+                                    tokenizer=tokenizer, cache_dir=cache_dir, progress=progress,
+                                    batch_size=batch_size)
+    data_info = {"dataset": dataset, "n_texts": len(train) + len(test), "n_train": len(train),
+                 "n_test": len(test), "n_toxic": int(sum(r.label for r in train + test)),
+                 "test_fraction": test_fraction, "max_examples": max_examples, "split_seed": seed,
+                 "ids_hash": stable_hash(sorted(r.id for r in train + test))}
+    metrics = {"dataset": dataset, "feature": feature_name(layer, pooling), "solver": solver, **data_info,
+               **metrics}
+    if random_init_baseline:
+        fresh = _random_init_copy(model, seed)
+        _, base = _fit_and_score(fresh, train, test, solver=solver, layer=layer, pooling=pooling, seed=seed,
+                                 tokenizer=tokenizer, cache_dir=cache_dir, progress=progress,
+                                 batch_size=batch_size)
+        metrics["random_init"] = base
+        del fresh
+    probe.meta = {"model_id": model_id(model), "fingerprint": model_fingerprint(model), "layer": layer,
+                  "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
+                  "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
+    return probe, metrics
+
+
+__all__ = ["train_probe", "load_probe_data", "split_records", "group_of", "DATASETS"]

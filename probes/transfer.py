@@ -1,0 +1,60 @@
+"""Multilingual transfer: the English probe scored per language against RTP-LX human ratings."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from probes.features import extract_features
+from probes.probe import ToxicityProbe
+
+TRANSFER_COLUMNS = ("lang", "n", "n_toxic", "n_clean", "auc", "spearman", "n_rated")
+
+
+def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *, toxic_threshold: float = 3.0,
+                    clean_threshold: float = 1.34, batch_size: int = 32, cache_dir: Any = None,
+                    progress: bool = True, check: bool = True) -> pd.DataFrame:
+    """Return one row per language: ``lang, n, n_toxic, n_clean, auc, spearman, n_rated``.
+
+    Each prompt (``interp.data.Prompt``) with a human Toxicity rating is scored by the probe on
+    ``model``'s features (the probe's own layer and pooling). Ratings >= ``toxic_threshold``
+    count as toxic and <= ``clean_threshold`` as clean; ratings in between are dropped from the
+    AUC (``n`` = ``n_toxic + n_clean``). ``spearman`` correlates the probe score with the raw
+    rating over all ``n_rated`` rated prompts. AUC is NaN when a language lacks either class.
+    The table carries ids' aggregates only, never prompt text.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    if clean_threshold >= toxic_threshold:
+        raise ValueError(f"clean_threshold ({clean_threshold}) must be below toxic_threshold ({toxic_threshold})")
+    if check:
+        probe.check_model(model, strict=False, where="transfer_report")
+    rated = [p for p in prompts if p.toxicity is not None and not math.isnan(float(p.toxicity))]
+    if not rated:
+        raise ValueError(f"none of the {len(prompts)} prompts has a toxicity rating; transfer needs RTP-LX "
+                         "prompts (Prompt.toxicity 1-5)")
+    layer = probe.meta.get("layer")
+    pooling = probe.meta.get("pooling", "mean")
+    X = extract_features(model, [p.text for p in rated], layer=layer, pooling=pooling, batch_size=batch_size,
+                         cache_dir=cache_dir, progress=progress)
+    scores = probe.decision_function(X)
+    ratings = np.array([float(p.toxicity) for p in rated])
+    langs = np.array([p.lang for p in rated])
+    rows = []
+    for lang in sorted(set(langs.tolist())):
+        sel = langs == lang
+        s, r = scores[sel], ratings[sel]
+        toxic, clean = r >= toxic_threshold, r <= clean_threshold
+        keep = toxic | clean
+        y = toxic[keep].astype(int)
+        auc = float(roc_auc_score(y, s[keep])) if 0 < y.sum() < len(y) else math.nan
+        rho = float(spearmanr(s, r).statistic) if len(r) > 2 and np.ptp(r) > 0 else math.nan
+        rows.append({"lang": lang, "n": int(keep.sum()), "n_toxic": int(toxic.sum()), "n_clean": int(clean.sum()),
+                     "auc": auc, "spearman": rho, "n_rated": int(sel.sum())})
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+
+
+__all__ = ["transfer_report", "TRANSFER_COLUMNS"]
