@@ -1,0 +1,242 @@
+"""Neuron activations over greedy generation: KV-cached, batched, left-padded, hooks only where needed.
+
+The paper's reference re-runs the whole forward pass for every generated token, one prompt at a
+time. Here every prompt batch is encoded once (left padding, explicit position ids), decoded with
+the KV cache, and only the selected neuron columns of the needed layers are kept. The tests keep
+the slow algorithm as an oracle (fp32, atol 1e-5).
+
+Step ``t`` of ``n`` records the activation at the last position of the ``t``-th forward pass:
+step 0 is the last prompt token, step ``t > 0`` is the ``t``-th generated token. So ``n`` steps
+take ``n`` forward passes and produce ``n`` greedy tokens (the last one is never fed back).
+Decoding never stops at EOS, as in the reference: every prompt gets exactly ``n`` steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections import defaultdict
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from interp.architecture import _unwrap, get_adapter, hf_model_of
+from interp.loading import activate
+
+Neuron = tuple[int, int]
+
+
+class TokenizerMissingError(ValueError):
+    """The model carries no tokenizer."""
+
+
+def tokenizer_of(model: Any) -> Any:
+    """Return the tokenizer attached to a bridge (or ModelView), or raise a clear error."""
+    inner = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+    tok = getattr(inner, "tokenizer", None)
+    if tok is None:
+        raise TokenizerMissingError(
+            f"{type(inner).__name__} carries no tokenizer; load it with interp.load_model(...) or "
+            "interp.loading.wrap_bridge(hf_model, tokenizer)")
+    return tok
+
+
+def encode_prompts(model: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Return token ids per prompt, with BOS prepended exactly when the family expects one.
+
+    The tokenizer's own special-token behaviour differs between checkpoints (TransformerLens
+    re-opens tokenizers with BOS on), so ids are built without special tokens and BOS is added
+    from the adapter's ``spec.prepends_bos``: one rule for every analysis.
+    """
+    validate_prompts(prompts)
+    tok = tokenizer_of(model)
+    spec = get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec
+    bos = tok.bos_token_id
+    out: list[list[int]] = []
+    for i, p in enumerate(prompts):
+        ids = list(tok(p, add_special_tokens=False)["input_ids"])
+        if spec.prepends_bos and bos is not None:
+            ids = [bos] + ids
+        if not ids:
+            raise ValueError(f"prompt {i} ({p!r}) encodes to no tokens; drop empty prompts")
+        out.append(ids)
+    return out
+
+
+def validate_prompts(prompts: Sequence[str], *, where: str = "prompts") -> None:
+    """Raise a clear error for an empty prompt list or non-string prompts."""
+    if isinstance(prompts, str):
+        raise TypeError(f"{where}: expected a list of strings, got a single string; wrap it in a list")
+    if len(prompts) == 0:
+        raise ValueError(f"{where}: empty prompt list; pass at least one prompt")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"{where}[{i}]: expected str, got {type(p).__name__}")
+
+
+def validate_neurons(model: Any, neurons: Sequence[Neuron]) -> list[Neuron]:
+    """Return ``neurons`` as a list of int pairs, raising a clear error for out-of-range entries."""
+    a = get_adapter(model.model if hasattr(model, "adapter_enabled") else model)
+    out: list[Neuron] = []
+    if len(neurons) == 0:
+        raise ValueError("empty neuron list; pass at least one (layer, neuron) pair")
+    for j, n in enumerate(neurons):
+        try:
+            layer, idx = int(n[0]), int(n[1])
+        except (TypeError, ValueError, IndexError) as e:
+            raise TypeError(f"neurons[{j}] = {n!r}: expected a (layer, neuron) pair of ints") from e
+        if not 0 <= layer < a.n_layers:
+            raise IndexError(f"neurons[{j}] = ({layer}, {idx}): layer out of range, the model has "
+                             f"{a.n_layers} layers (0..{a.n_layers - 1})")
+        if not 0 <= idx < a.d_mlp:
+            raise IndexError(f"neurons[{j}] = ({layer}, {idx}): neuron out of range, the MLP has "
+                             f"d_mlp={a.d_mlp} units (0..{a.d_mlp - 1})")
+        out.append((layer, idx))
+    return out
+
+
+def group_by_layer(neurons: Sequence[Neuron]) -> dict[int, list[tuple[int, int]]]:
+    """Return ``{layer: [(position in neurons, unit), ...]}``."""
+    groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for j, (layer, idx) in enumerate(neurons):
+        groups[layer].append((j, idx))
+    return dict(groups)
+
+
+ActivationHook = Callable[[int, Tensor], Tensor | None]
+
+
+@contextlib.contextmanager
+def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[None]:
+    """Install ``fn(layer, act) -> new act | None`` on the activations of the given layers.
+
+    The hook is a forward pre-hook on the down projection (its input *is* the activation), so it
+    works the same for bridges, plain HF models and PEFT-wrapped layers, and composes after any
+    TransformerLens ``hook_post`` edit.
+    """
+    a = get_adapter(model)
+    handles = []
+    try:
+        for layer, fn in fns.items():
+            mod = _unwrap(a.out_proj(layer))
+
+            def pre(_m: nn.Module, args: tuple, kwargs: dict, _l: int = layer, _f: ActivationHook = fn):
+                new = _f(_l, args[0])
+                if new is None:
+                    return None
+                return (new, *args[1:]), kwargs
+
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _accepts_position_ids(hf: nn.Module) -> bool:
+    # Families with learned/rotary positions take position_ids; ALiBi ones derive them from the mask.
+    return "position_ids" in inspect.signature(hf.forward).parameters
+
+
+@torch.no_grad()
+def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int, *, batch_size: int = 16,
+                  on_step: Callable[[int, Tensor], None] | None = None,
+                  on_batch: Callable[[list[int]], None] | None = None,
+                  progress: bool = False, desc: str = "decoding") -> Int[Tensor, "n_prompts n_steps"]:
+    """Return the ``n_steps`` greedy tokens of every prompt, decoded with the KV cache.
+
+    Prompts are sorted by length and batched with left padding; ``on_batch(indices)`` is called
+    before each batch (indices into ``prompt_ids``) and ``on_step(step, _)`` after each forward.
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_new_tokens must be >= 1, got {n_steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    hf = hf_model_of(model)
+    device = next(hf.parameters()).device
+    pad_id = getattr(hf.config, "pad_token_id", None)
+    pad_id = 0 if pad_id is None else int(pad_id)
+    use_pos = _accepts_position_ids(hf)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    out = torch.empty(len(prompt_ids), n_steps, dtype=torch.long)
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    it: Any = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc=desc, leave=False)
+    for idx in it:
+        if on_batch is not None:
+            on_batch(idx)
+        seqs = [list(prompt_ids[i]) for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"attention_mask": mask, "use_cache": True}
+        if use_pos:
+            kwargs["position_ids"] = pos
+        res = hf(input_ids=ids, **kwargs)
+        past = res.past_key_values
+        for step in range(n_steps):
+            nxt = res.logits[:, -1].argmax(-1)
+            out[idx, step] = nxt.cpu()
+            if on_step is not None:
+                on_step(step, nxt)
+            if step == n_steps - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(len(idx), 1)], dim=1)
+            pos = pos[:, -1:] + 1
+            kwargs = {"attention_mask": mask, "use_cache": True, "past_key_values": past}
+            if use_pos:
+                kwargs["position_ids"] = pos
+            res = hf(input_ids=nxt[:, None], **kwargs)
+            past = res.past_key_values
+    return out
+
+
+@torch.no_grad()
+def collect_generation_activations(
+    model: Any, prompts: list[str], neurons: list[Neuron], *, n_new_tokens: int = 20, batch_size: int = 16,
+    return_tokens: bool = False, progress: bool = False,
+) -> Float[Tensor, "n_prompts n_steps n_neurons"] | tuple[Float[Tensor, "n_prompts n_steps n_neurons"],
+                                                           Int[Tensor, "n_prompts n_steps"]]:
+    """Return each neuron's activation at the last position of each greedy step (fp32, CPU).
+
+    Step 0 is the last prompt token, step t the t-th generated token (see the module doc). With
+    ``return_tokens`` also return the greedy token ids ``[n_prompts, n_new_tokens]``. ``model``
+    may be a bridge or a :class:`~interp.loading.ModelView`; each model follows its own
+    trajectory.
+    """
+    validate_prompts(prompts)
+    with activate(model) as m:
+        neurons = validate_neurons(m, neurons)
+        ids = encode_prompts(m, prompts)
+        groups = group_by_layer(neurons)
+        acts = torch.zeros(len(prompts), n_new_tokens, len(neurons), dtype=torch.float32)
+        state: dict[str, Any] = {"idx": None, "step": 0}
+        cols = {l: torch.tensor([u for _, u in g]) for l, g in groups.items()}
+        slots = {l: torch.tensor([j for j, _ in g]) for l, g in groups.items()}
+
+        def grab(layer: int, act: Tensor) -> None:
+            # Only the last position and the selected columns leave the device.
+            sel = act[:, -1, cols[layer].to(act.device)].float().cpu()
+            rows = torch.tensor(state["idx"])
+            acts[rows[:, None], state["step"], slots[layer][None, :]] = sel
+            return None
+
+        def on_batch(idx: list[int]) -> None:
+            state["idx"], state["step"] = idx, 0
+
+        def on_step(step: int, _: Tensor) -> None:
+            state["step"] = step + 1
+
+        with activation_hooks(m, {l: grab for l in groups}):
+            tokens = greedy_decode(m, ids, n_new_tokens, batch_size=batch_size, on_step=on_step,
+                                   on_batch=on_batch, progress=progress, desc="activations")
+    return (acts, tokens) if return_tokens else acts
+
+
+__all__ = ["collect_generation_activations", "greedy_decode", "encode_prompts", "activation_hooks",
+           "validate_neurons", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]
