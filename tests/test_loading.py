@@ -1,0 +1,157 @@
+"""Model loading: local dirs of every family, PEFT adapters sharing base weights, clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.architecture import UnsupportedArchitectureError
+from interp.loading import (ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model,
+                            model_fingerprint, model_id)
+from tiny_models import make_tokenizer
+
+IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 3]])
+
+
+def _hf_logits(directory: Path) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(str(directory), attn_implementation="eager").eval()
+    with torch.no_grad():
+        return m(IDS).logits
+
+
+def test_load_local_dir_matches_hf(tiny_dirs: dict[str, Path], family: str) -> None:
+    bridge = load_model(tiny_dirs[family], device="cpu", dtype="float32")
+    with torch.no_grad():
+        got = bridge(IDS, return_type="logits")
+        direct = bridge.original_model(IDS).logits
+    want = _hf_logits(tiny_dirs[family])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(direct, want, atol=1e-5, rtol=1e-5)
+    assert bridge.tokenizer is not None and model_id(bridge) == str(tiny_dirs[family])
+
+
+@pytest.fixture(scope="module")
+def llama_adapter(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter dir on the tiny Llama with non-zero lora_B (so tuned != base)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_dirs["llama"]), attn_implementation="eager")
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "up_proj"],
+                                                 task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("adapter") / "llama-lora"
+    peft_model.save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(tiny_dirs["llama"])
+    return out
+
+
+def _tuned_reference(tiny_dirs: dict[str, Path], adapter: Path) -> torch.Tensor:
+    """Tuned logits computed independently: base weights + B @ A * alpha/r folded by hand."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(str(tiny_dirs["llama"]), attn_implementation="eager").eval()
+    state = load_file(str(adapter / "adapter_model.safetensors"))
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    scale = cfg["lora_alpha"] / cfg["r"]
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for key, a in state.items():
+            if "lora_A" not in key:
+                continue
+            b = state[key.replace("lora_A", "lora_B")]
+            target = key.replace("base_model.model.", "").replace(".lora_A.weight", ".weight")
+            params[target].add_(scale * b @ a)
+        return m(IDS).logits
+
+
+def test_adapter_dir_tuned_and_base_share_weights(tiny_dirs: dict[str, Path], llama_adapter: Path) -> None:
+    base_logits = _hf_logits(tiny_dirs["llama"])
+    tuned_ref = _tuned_reference(tiny_dirs, llama_adapter)
+    assert not torch.allclose(base_logits, tuned_ref, atol=1e-3)
+
+    bridge = load_model(llama_adapter, device="cpu", dtype="float32")  # adapter dir: base read from config
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(IDS, return_type="logits"), tuned_ref, atol=1e-4, rtol=1e-4)
+        with adapter_disabled(bridge) as b:
+            torch.testing.assert_close(b(IDS, return_type="logits"), base_logits, atol=1e-5, rtol=1e-5)
+        # adapter is back on after the context
+        torch.testing.assert_close(bridge(IDS, return_type="logits"), tuned_ref, atol=1e-4, rtol=1e-4)
+        base_view, tuned_view = base_and_tuned(bridge)
+        with activate(base_view) as b:
+            torch.testing.assert_close(b(IDS, return_type="logits"), base_logits, atol=1e-5, rtol=1e-5)
+        with activate(tuned_view) as t:
+            torch.testing.assert_close(t(IDS, return_type="logits"), tuned_ref, atol=1e-4, rtol=1e-4)
+    # one copy of the base weights: both views are the same module, and every base parameter
+    # in the PEFT wrapper is the very tensor the bridge runs.
+    assert base_view.model is tuned_view.model is bridge
+    bridge_ptrs = {p.data_ptr() for p in bridge.original_model.parameters()}
+    base_params = [p for n, p in bridge.xdetox_peft.named_parameters() if "lora_" not in n]
+    assert base_params and all(p.data_ptr() in bridge_ptrs for p in base_params)
+    assert model_fingerprint(base_view) != model_fingerprint(tuned_view)
+
+
+def test_base_plus_adapter_argument(tiny_dirs: dict[str, Path], llama_adapter: Path) -> None:
+    bridge = load_model(tiny_dirs["llama"], adapter=llama_adapter, device="cpu", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(IDS, return_type="logits"), _tuned_reference(tiny_dirs, llama_adapter),
+                                   atol=1e-4, rtol=1e-4)
+    assert str(llama_adapter) in model_id(bridge)
+
+
+def test_merge_adapter(tiny_dirs: dict[str, Path], llama_adapter: Path) -> None:
+    merged = load_model(llama_adapter, merge_adapter=True, device="cpu", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(IDS, return_type="logits"), _tuned_reference(tiny_dirs, llama_adapter),
+                                   atol=1e-4, rtol=1e-4)
+    assert merged.xdetox_peft is None
+    assert not any("lora_" in n for n, _ in merged.original_model.named_parameters())
+    with pytest.raises(ValueError, match="no PEFT adapter"):
+        base_and_tuned(merged)
+
+
+def test_unknown_name_says_how_to_provide_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelNotFoundError) as e:
+        load_model("no-such-org/no-such-model-xyz", device="cpu")
+    msg = str(e.value)
+    assert "no-such-org/no-such-model-xyz" in msg and "huggingface-cli download" in msg and "local path" in msg
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_unsupported_architecture_lists_families(tmp_path: Path) -> None:
+    import transformers as T
+
+    tok = make_tokenizer()
+    cfg = T.GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    T.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path / "neox")
+    tok.save_pretrained(tmp_path / "neox")
+    with pytest.raises(UnsupportedArchitectureError) as e:
+        load_model(tmp_path / "neox", device="cpu")
+    msg = str(e.value)
+    assert "gpt_neox" in msg
+    for fam in ("gpt2", "bloom", "llama", "cohere"):
+        assert fam in msg.lower()
+
+
+def test_loaded_module_is_wrapped(tiny_dirs: dict[str, Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(tiny_dirs["gpt2"]), attn_implementation="eager").eval()
+    bridge = load_model(hf)
+    assert bridge.original_model is hf  # no copy
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(IDS, return_type="logits"), hf(IDS).logits, atol=1e-5, rtol=1e-5)
