@@ -1,0 +1,295 @@
+"""The paper's figures and tables as plotly figures: each a pure function from tables to ``go.Figure``.
+
+| function | paper | input columns |
+|---|---|---|
+| :func:`fig_toxicity_before_after` | Fig. 1 | lang, emt_before, emt_after, toxprob_before, toxprob_after |
+| :func:`fig_intervention_sweep` | Fig. 2 | offset, lang, mean_toxicity |
+| :func:`fig_key_activations` | Fig. 3 | model, lang, mean [, ci_lo, ci_hi] |
+| :func:`fig_retrieval_vs_drop` | Fig. 4 | (lang, retrieval_acc) and (lang, emt_change_pct) |
+| :func:`fig_value_vector_tokens` | Tables 3/4 | rank, layer, neuron, tokens [, langs] |
+| :func:`table_language_averages` + :func:`fig_table` | Table 2 | ``<m>_before``/``<m>_after`` per lang |
+| :func:`fig_retrieval_heatmap` | — | lang, layer, acc_mean |
+
+:func:`save_figure` always writes self-contained HTML (plotly.js inlined, works offline); PNG/PDF
+need kaleido and a Chromium (Debian package ``chromium``) and fail with a clear message otherwise.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from interp.artifacts import atomic_path, atomic_write_text
+from interp.languages import LANGUAGE_NAMES, LANGUAGES
+from interp.stats import AGGREGATE_ROWS, drop_aggregate_rows
+
+BEFORE_COLOR, AFTER_COLOR = "#d62728", "#1f77b4"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class FigureInputError(ValueError):
+    """A table handed to a figure function lacks columns or rows."""
+
+
+class StaticExportUnavailable(RuntimeError):
+    """PNG/PDF export needs kaleido and Chromium; HTML export always works."""
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise FigureInputError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise FigureInputError(f"{what}: missing column(s) {missing} (columns are {list(df.columns)})")
+    return df
+
+
+def _lang_order(langs: Iterable[str]) -> list[str]:
+    """Return languages in the paper's order, unknown codes last."""
+    langs = list(dict.fromkeys(str(x) for x in langs))
+    return sorted(langs, key=lambda x: (LANGUAGES.index(x) if x in LANGUAGES else len(LANGUAGES), x))
+
+
+def _is_fraction(values: pd.Series) -> bool:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(v)) and float(v.abs().max()) <= 1.0
+
+
+# ----------------------------------------------------------------------------- Fig. 1 and Table 2
+def fig_toxicity_before_after(metrics_compare_df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Return Fig. 1: per-language EMT and ToxProb before vs after DPO (grouped bars, two panels).
+
+    Takes :func:`detox_train.evaluate.metrics.compare_tables` output (its ``all`` row is dropped).
+    """
+    cols = ["lang", "emt_before", "emt_after", "toxprob_before", "toxprob_after"]
+    df = drop_aggregate_rows(_require(metrics_compare_df, cols, "fig_toxicity_before_after"))
+    if df.empty:
+        raise FigureInputError("fig_toxicity_before_after: no language rows")
+    df = df.set_index("lang").loc[_lang_order(df["lang"])].reset_index()
+    pct = _is_fraction(pd.concat([df["toxprob_before"], df["toxprob_after"]]))
+    scale = 100.0 if pct else 1.0
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Expected maximum toxicity (EMT)", "Toxicity probability (ToxProb, %)"))
+    for row, metric, s in ((1, "emt", 1.0), (2, "toxprob", scale)):
+        for when, color in (("before", BEFORE_COLOR), ("after", AFTER_COLOR)):
+            fig.add_trace(go.Bar(x=df["lang"], y=df[f"{metric}_{when}"] * s, name=f"{when} DPO",
+                                 marker_color=color, legendgroup=when, showlegend=row == 1,
+                                 hovertemplate=f"%{{x}} {metric} {when}: %{{y:.3f}}<extra></extra>"),
+                          row=row, col=1)
+    fig.update_layout(barmode="group", title=title or "Toxicity per language before and after English DPO",
+                      height=650, legend=dict(orientation="h", y=1.08))
+    return fig
+
+
+def table_language_averages(metrics_compare_df: pd.DataFrame) -> pd.DataFrame:
+    """Return Table 2: for each metric with ``_before``/``_after`` columns, its mean over languages.
+
+    Columns: metric, before, after, change (after - before), change_pct, n_languages. The
+    ``all`` row of ``compare_tables`` is ignored and the mean recomputed over language rows.
+    """
+    df = drop_aggregate_rows(_require(metrics_compare_df, ["lang"], "table_language_averages"))
+    metrics = [c[: -len("_before")] for c in df.columns if c.endswith("_before") and f"{c[:-7]}_after" in df.columns]
+    if not metrics:
+        raise FigureInputError(f"table_language_averages: no <metric>_before/<metric>_after column pairs "
+                               f"(columns are {list(df.columns)})")
+    if df.empty:
+        raise FigureInputError("table_language_averages: no language rows")
+    rows = []
+    for m in metrics:
+        b = pd.to_numeric(df[f"{m}_before"], errors="coerce").mean()
+        a = pd.to_numeric(df[f"{m}_after"], errors="coerce").mean()
+        rows.append({"metric": m, "before": b, "after": a, "change": a - b,
+                     "change_pct": 100.0 * (a - b) / b if b else np.nan, "n_languages": int(len(df))})
+    return pd.DataFrame(rows)
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return "–"
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def fig_table(df: pd.DataFrame, *, title: str | None = None, max_rows: int = 500) -> go.Figure:
+    """Return ``df`` drawn as a plotly table (numbers to 4 significant digits)."""
+    if not isinstance(df, pd.DataFrame):
+        raise FigureInputError(f"fig_table: expected a DataFrame, got {type(df).__name__}")
+    shown = df.head(max_rows)
+    cells = [[_fmt_cell(v) for v in shown[c]] for c in shown.columns]
+    fig = go.Figure(go.Table(header=dict(values=[str(c) for c in shown.columns], fill_color="#e8eef7", align="left"),
+                             cells=dict(values=cells, align="left")))
+    fig.update_layout(title=title, height=min(120 + 28 * (len(shown) + 1), 900), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+# ----------------------------------------------------------------------------- Fig. 2 and Fig. 3
+def fig_intervention_sweep(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Return Fig. 2: mean toxicity vs activation offset, one line per language plus their mean."""
+    df = _require(df, ["offset", "lang", "mean_toxicity"], "fig_intervention_sweep")
+    fig = go.Figure()
+    if df.empty:
+        fig.add_annotation(text="no intervention sweep in this run", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        fig.update_layout(title=title or "Intervention sweep (not run)")
+        return fig
+    for lang in _lang_order(df["lang"]):
+        d = df[df["lang"] == lang].sort_values("offset")
+        fig.add_trace(go.Scatter(x=d["offset"], y=d["mean_toxicity"], mode="lines+markers", name=lang,
+                                 line=dict(width=1), marker=dict(size=4), opacity=0.6))
+    mean = df.groupby("offset")["mean_toxicity"].mean().sort_index()
+    fig.add_trace(go.Scatter(x=mean.index, y=mean.to_numpy(), mode="lines+markers", name="mean over languages",
+                             line=dict(width=4, color="black")))
+    fig.update_layout(title=title or "Toxicity vs offset added to the toxic neurons' activations",
+                      xaxis_title="activation offset", yaxis_title="mean toxicity", height=500)
+    return fig
+
+
+def fig_key_activations(summary: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Return Fig. 3: mean toxic-neuron activation per language, one bar group per model (pre/post)."""
+    df = drop_aggregate_rows(_require(summary, ["model", "lang", "mean"], "fig_key_activations"))
+    has_ci = "ci_lo" in df.columns and "ci_hi" in df.columns
+    order = _lang_order(df["lang"])
+    fig = go.Figure()
+    palette = [BEFORE_COLOR, AFTER_COLOR, "#2ca02c", "#9467bd"]
+    for i, (model, d) in enumerate(df.groupby("model", sort=False)):
+        d = d.set_index("lang").reindex(order)
+        err = None
+        if has_ci:
+            err = dict(type="data", symmetric=False, array=(d["ci_hi"] - d["mean"]).to_numpy(),
+                       arrayminus=(d["mean"] - d["ci_lo"]).to_numpy())
+        fig.add_trace(go.Bar(x=order, y=d["mean"].to_numpy(), name=str(model), error_y=err,
+                             marker_color=palette[i % len(palette)]))
+    fig.update_layout(barmode="group", title=title or "Mean activation of the toxic neurons per prompt language",
+                      yaxis_title="mean activation", height=480)
+    return fig
+
+
+# ----------------------------------------------------------------------------- Fig. 4 and heatmap
+def fig_retrieval_vs_drop(per_language_retrieval: pd.DataFrame, drops: pd.DataFrame, *, x: str = "retrieval_acc",
+                          y: str = "emt_change_pct", exclude: Sequence[str] = ("en",),
+                          title: str | None = None) -> go.Figure:
+    """Return Fig. 4: retrieval (en, X) vs toxicity change in X, with the OLS line and Pearson r in the title."""
+    from scipy import stats as sps
+
+    r_df = drop_aggregate_rows(_require(per_language_retrieval, ["lang", x], "fig_retrieval_vs_drop(retrieval)"))
+    d_df = drop_aggregate_rows(_require(drops, ["lang", y], "fig_retrieval_vs_drop(drops)"))
+    m = r_df[["lang", x]].merge(d_df[["lang", y]], on="lang")
+    m = m[~m["lang"].isin(exclude)].dropna()
+    if m.empty:
+        raise FigureInputError(f"fig_retrieval_vs_drop: no language has both {x} and {y} "
+                               f"(retrieval langs {sorted(r_df['lang'])}, drop langs {sorted(d_df['lang'])})")
+    fig = go.Figure(go.Scatter(x=m[x], y=m[y], mode="markers+text", text=m["lang"], textposition="top center",
+                               marker=dict(size=10, color=AFTER_COLOR), name="languages",
+                               hovertext=[LANGUAGE_NAMES.get(lang, lang) for lang in m["lang"]]))
+    stat = f"n={len(m)}"
+    if len(m) >= 3 and m[x].nunique() > 1 and m[y].nunique() > 1:
+        r, p = sps.pearsonr(m[x], m[y])
+        slope, icpt = np.polyfit(m[x].to_numpy(float), m[y].to_numpy(float), 1)
+        xs = np.linspace(float(m[x].min()), float(m[x].max()), 50)
+        fig.add_trace(go.Scatter(x=xs, y=slope * xs + icpt, mode="lines", name="least-squares fit",
+                                 line=dict(color="black", dash="dash")))
+        stat = f"Pearson r = {r:.3f} (p = {p:.3g}, n = {len(m)})"
+    fig.update_layout(title=title or f"Bilingual retrieval vs toxicity change — {stat}",
+                      xaxis_title=x.replace("_", " "), yaxis_title=y.replace("_", " "), height=520)
+    return fig
+
+
+def fig_retrieval_heatmap(per_layer: pd.DataFrame, *, value: str = "acc_mean", title: str | None = None) -> go.Figure:
+    """Return a language x layer heatmap of retrieval (default: mean of both directions)."""
+    df = _require(per_layer, ["lang", "layer", value], "fig_retrieval_heatmap")
+    if df.empty:
+        raise FigureInputError("fig_retrieval_heatmap: empty per-layer table")
+    grid = df.pivot_table(index="lang", columns="layer", values=value, aggfunc="mean")
+    grid = grid.loc[_lang_order(grid.index)]
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=list(grid.index),
+                               colorscale="Viridis", colorbar=dict(title=value),
+                               hovertemplate="%{y} layer %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title or f"Bilingual retrieval per layer ({value}; layer 0 = embeddings)",
+                      xaxis_title="layer", yaxis_title="language", height=max(300, 40 + 26 * len(grid)))
+    return fig
+
+
+# ----------------------------------------------------------------------------- Tables 3/4
+def fig_value_vector_tokens(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Return the value-vector token table (paper Tables 3/4): rank, layer, neuron, top tokens, languages."""
+    df = _require(table, ["rank", "layer", "neuron", "tokens"], "fig_value_vector_tokens")
+    cols = ["rank", "layer", "neuron", "tokens"] + (["langs"] if "langs" in df.columns else [])
+    return fig_table(df[cols].sort_values("rank"), title=title or "Top tokens promoted by the toxic value vectors")
+
+
+# ----------------------------------------------------------------------------- export
+def find_chromium() -> str | None:
+    """Return the path of a Chromium/Chrome executable (``$BROWSER_PATH`` first), or None."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).is_file():
+        return env
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def static_export_problem() -> str | None:
+    """Return why PNG/PDF export cannot work here (None when kaleido and Chromium are present)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return ("static PNG/PDF export needs kaleido: pip install 'xdetox[figures]' (or pip install kaleido); "
+                "HTML export works without it")
+    if find_chromium() is None:
+        return ("static PNG/PDF export needs Chromium: apt-get install chromium (Debian/Ubuntu) or set "
+                "BROWSER_PATH to a Chrome/Chromium binary; HTML export works without it")
+    return None
+
+
+def figure_html(fig: go.Figure, *, include_plotlyjs: bool = True, div_id: str | None = None) -> str:
+    """Return ``fig`` as HTML; with ``include_plotlyjs`` a full offline page (plotly.js inlined, no CDN)."""
+    return fig.to_html(full_html=include_plotlyjs, include_plotlyjs=include_plotlyjs, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def save_figure(fig: go.Figure, path_without_ext: str | os.PathLike[str],
+                formats: Sequence[str] = ("html",)) -> list[Path]:
+    """Write ``fig`` as ``<path>.<fmt>`` for each format (html, png, pdf, svg) and return the paths.
+
+    HTML is self-contained (plotly.js inlined). Static formats raise
+    :class:`StaticExportUnavailable` naming what to install when kaleido or Chromium is missing;
+    the HTML (if requested) is written first either way.
+    """
+    base = Path(path_without_ext)
+    unknown = [f for f in formats if f not in ("html", "png", "pdf", "svg")]
+    if unknown:
+        raise ValueError(f"unknown figure format(s) {unknown}; use html, png, pdf or svg")
+    out: list[Path] = []
+    if "html" in formats:
+        out.append(atomic_write_text(base.with_suffix(".html"), figure_html(fig, div_id=base.name)))
+    static = [f for f in formats if f != "html"]
+    if static:
+        problem = static_export_problem()
+        if problem:
+            raise StaticExportUnavailable(problem)
+        chromium = find_chromium()
+        if chromium and not os.environ.get("BROWSER_PATH"):
+            os.environ["BROWSER_PATH"] = chromium  # kaleido's browser finder reads this
+        for fmt in static:
+            target = base.with_suffix(f".{fmt}")
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(fig.to_image(format=fmt))
+            out.append(target)
+    return out
+
+
+__all__ = ["fig_toxicity_before_after", "fig_intervention_sweep", "fig_key_activations", "fig_retrieval_vs_drop",
+           "fig_value_vector_tokens", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
+           "save_figure", "figure_html", "find_chromium", "static_export_problem", "FigureInputError",
+           "StaticExportUnavailable", "AGGREGATE_ROWS"]

@@ -1,0 +1,243 @@
+"""report.html (self-contained: every figure and table, the run manifest, the scorer identity) and
+summary.json.
+
+plotly.js is inlined once in the page head; a Content-Security-Policy forbids every network
+request, so the report opens offline and never phones home. RTP-LX prompt text must never
+appear (its authors ask that it stay off public pages): :func:`assert_no_prompt_text` checks
+a page against the prompts, and :func:`write_report` runs it when given ``forbidden_texts``.
+"""
+from __future__ import annotations
+
+import html as htmlmod
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from interp.artifacts import atomic_write_text, to_jsonable, write_json
+
+ReportItem = Union[go.Figure, pd.DataFrame, str]
+
+#: Content-Security-Policy of the page: inline code only, no network at all.
+CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+       "img-src data: blob:; font-src data:; connect-src 'none'")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:0 24px;color:#222}
+h1{margin-top:24px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:40px}
+nav ul{columns:2} table.xd{border-collapse:collapse;font-size:13px;margin:8px 0}
+table.xd th,table.xd td{border:1px solid #ddd;padding:3px 8px;text-align:right}
+table.xd th{background:#e8eef7} table.xd td:first-child,table.xd th:first-child{text-align:left}
+pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px} .note{color:#555}
+.figure{margin:12px 0 24px 0}
+"""
+
+# Collects uncaught errors into the DOM so a headless browser's --dump-dom shows them.
+_ERROR_PROBE = """
+window.__xdetoxErrors = [];
+function __xdetoxRecord(msg) {
+  window.__xdetoxErrors.push(msg);
+  var el = document.getElementById('js-errors');
+  if (el) { el.setAttribute('data-errors', String(window.__xdetoxErrors.length)); el.textContent = window.__xdetoxErrors.join('\\n'); }
+}
+window.addEventListener('error', function (e) { __xdetoxRecord('error: ' + String(e.message || e)); });
+// A blocked network request (the CSP forbids all) is a bug in the report too.
+document.addEventListener('securitypolicyviolation', function (e) { __xdetoxRecord('blocked: ' + e.blockedURI); });
+document.addEventListener('DOMContentLoaded', function () {
+  var el = document.getElementById('js-errors');
+  if (el && window.__xdetoxErrors.length) { el.setAttribute('data-errors', String(window.__xdetoxErrors.length)); el.textContent = window.__xdetoxErrors.join('\\n'); }
+});
+"""
+
+
+class PromptTextLeakError(ValueError):
+    """A report contains RTP-LX prompt text; only ids and aggregates may be published."""
+
+
+@dataclass
+class ReportSection:
+    """One report section: a title, an optional note, and figures / tables / paragraphs in order."""
+
+    title: str
+    items: list[ReportItem] = field(default_factory=list)
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------- prompt-text guard
+_JSON_ESC = re.compile(r"\\u([0-9a-fA-F]{4})")
+_WS = re.compile(r"\s+")
+
+
+def _normalize(text: str) -> str:
+    return _WS.sub(" ", text).strip().casefold()
+
+
+def _unescape_page(page: str) -> str:
+    """Return ``page`` with JSON ``\\uXXXX``/``\\/`` escapes and HTML entities decoded, whitespace collapsed."""
+    def repl(m: re.Match[str]) -> str:
+        return chr(int(m.group(1), 16))
+
+    text = _JSON_ESC.sub(repl, page)
+    # Surrogate pairs from JSON escapes: recombine, dropping unpaired halves.
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = text.replace("\\/", "/").replace('\\"', '"').replace("\\n", " ").replace("\\t", " ")
+    return _normalize(htmlmod.unescape(text))
+
+
+def _strip_plotlyjs(page: str) -> str:
+    """Return ``page`` without the inlined plotly.js bundle (library code, never data)."""
+    from plotly.offline import get_plotlyjs
+
+    return page.replace(get_plotlyjs(), "")
+
+
+def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *, min_chars: int = 20) -> None:
+    """Raise :class:`PromptTextLeakError` if any prompt (or its first ``min_chars`` characters) is in ``html``.
+
+    Matching ignores case, whitespace runs, HTML entities and JSON escapes, so text inside plotly
+    figure JSON and HTML tables is caught. ``texts`` may map ids to texts (the error then names
+    ids; it never repeats the text itself). Texts shorter than ``min_chars`` are not checked.
+    """
+    items = list(texts.items()) if isinstance(texts, Mapping) else [(f"#{i}", t) for i, t in enumerate(texts)]
+    page = _unescape_page(_strip_plotlyjs(html))
+    by_prefix: dict[str, list[str]] = {}
+    for key, t in items:
+        norm = _normalize(str(t))
+        if len(norm) >= min_chars:
+            by_prefix.setdefault(norm[:min_chars], []).append(key)
+    if not by_prefix:
+        return
+    hits: list[str] = []
+    # One pass over the page with fixed-width windows: cost ~ page length, not page x prompts.
+    found: set[str] = set()
+    for i in range(max(0, len(page) - min_chars + 1)):
+        window = page[i:i + min_chars]
+        if window in by_prefix and window not in found:
+            found.add(window)
+            hits.extend(by_prefix[window])
+    if hits:
+        shown = ", ".join(sorted(hits)[:10]) + (" ..." if len(hits) > 10 else "")
+        raise PromptTextLeakError(
+            f"the report contains the text of {len(hits)} RTP-LX prompt(s) ({shown}); publish only ids and "
+            "aggregates: remove prompt text from every table and figure before writing the report")
+
+
+# ----------------------------------------------------------------------------- rendering
+def _table_html(df: pd.DataFrame, max_rows: int = 400) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if v != v else (f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}")
+        return str(v)
+
+    shown = df.head(max_rows)
+    body = shown.to_html(index=False, escape=True, border=0, classes="xd", na_rep="–",
+                         formatters={c: fmt for c in shown.columns})
+    if len(df) > max_rows:
+        body += f'<p class="note">showing {max_rows} of {len(df)} rows</p>'
+    return body
+
+
+def _slug(title: str, used: set[str]) -> str:
+    base = "s-" + (re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section")
+    slug, n = base, 2
+    while slug in used:
+        slug, n = f"{base}-{n}", n + 1
+    used.add(slug)
+    return slug
+
+
+def _as_sections(sections: Sequence[ReportSection] | Mapping[str, ReportItem | Sequence[ReportItem]]
+                 ) -> list[ReportSection]:
+    if isinstance(sections, Mapping):
+        out = []
+        for title, items in sections.items():
+            if isinstance(items, (go.Figure, pd.DataFrame, str)):
+                items = [items]
+            out.append(ReportSection(str(title), list(items)))
+        return out
+    out = list(sections)
+    bad = [type(s).__name__ for s in out if not isinstance(s, ReportSection)]
+    if bad:
+        raise TypeError(f"sections must be ReportSection objects or a {{title: items}} dict, got {bad}")
+    return out
+
+
+def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, manifest: Mapping[str, Any],
+                  scorer_identity: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
+                  title: str = "xdetox report") -> str:
+    """Return the report page as one self-contained HTML string (plotly.js inlined once)."""
+    from plotly.offline import get_plotlyjs
+
+    secs = _as_sections(sections)
+    used: set[str] = set()
+    parts: list[str] = []
+    toc: list[str] = []
+    n_fig = 0
+    for sec in secs:
+        sid = _slug(sec.title, used)
+        toc.append(f'<li><a href="#{sid}">{htmlmod.escape(sec.title)}</a></li>')
+        parts.append(f'<section id="{sid}"><h2>{htmlmod.escape(sec.title)}</h2>')
+        if sec.note:
+            parts.append(f'<p class="note">{htmlmod.escape(sec.note)}</p>')
+        for item in sec.items:
+            if isinstance(item, go.Figure):
+                n_fig += 1
+                parts.append('<div class="figure">' + item.to_html(
+                    full_html=False, include_plotlyjs=False, div_id=f"xdetox-plot-{n_fig}",
+                    config={"displaylogo": False, "responsive": True}) + "</div>")
+            elif isinstance(item, pd.DataFrame):
+                parts.append(_table_html(item))
+            elif isinstance(item, str):
+                parts.append(f"<p>{htmlmod.escape(item)}</p>")
+            else:
+                raise TypeError(f"section {sec.title!r}: cannot render a {type(item).__name__}; "
+                                "use a plotly Figure, a DataFrame or a string")
+        parts.append("</section>")
+    meta = [("Scorer identity", scorer_identity), ("Run manifest", manifest)]
+    if summary is not None:
+        meta.insert(0, ("Summary", summary))
+    for name, obj in meta:
+        sid = _slug(name, used)
+        toc.append(f'<li><a href="#{sid}">{name}</a></li>')
+        text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, sort_keys=False)
+        parts.append(f'<section id="{sid}"><h2>{name}</h2><pre>{htmlmod.escape(text)}</pre></section>')
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{htmlmod.escape(title)}</title>", f"<style>{_STYLE}</style>",
+        f"<script>{_ERROR_PROBE}</script>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        "</head><body>", f"<h1>{htmlmod.escape(title)}</h1>",
+        f'<nav><ul>{"".join(toc)}</ul></nav>', *parts,
+        '<div id="js-errors" data-errors="0" hidden></div>', "</body></html>",
+    ])
+
+
+def write_report(out_dir: str | os.PathLike[str], *,
+                 sections: Sequence[ReportSection] | Mapping[str, Any], manifest: Mapping[str, Any],
+                 scorer_identity: Mapping[str, Any], summary: Mapping[str, Any],
+                 forbidden_texts: Iterable[str] | Mapping[str, str] | None = None,
+                 title: str = "xdetox report") -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.json`` into ``out_dir`` atomically and return both paths.
+
+    With ``forbidden_texts`` (the RTP-LX prompts) the page is checked by
+    :func:`assert_no_prompt_text` first and nothing is written if it leaks any.
+    """
+    page = render_report(sections, manifest=manifest, scorer_identity=scorer_identity, summary=summary, title=title)
+    if forbidden_texts is not None:
+        forbidden = dict(forbidden_texts) if isinstance(forbidden_texts, Mapping) else list(forbidden_texts)
+        assert_no_prompt_text(page, forbidden)
+        assert_no_prompt_text(json.dumps(to_jsonable(summary), ensure_ascii=False), forbidden)
+    out = Path(out_dir)
+    html_path = atomic_write_text(out / "report.html", page)
+    json_path = write_json(out / "summary.json", summary)
+    return html_path, json_path
+
+
+__all__ = ["write_report", "render_report", "ReportSection", "assert_no_prompt_text", "PromptTextLeakError", "CSP"]

@@ -1,0 +1,149 @@
+"""interp.figures: each figure is a pure function of its tables; values checked against the inputs."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from scipy import stats as sps
+
+from interp import figures as F
+
+LANGS = ["en", "ar", "cs", "de", "ja", "zh", "hi"]
+
+
+def synthetic_tables(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Tables shaped like the other stages' outputs (used by the report tests too)."""
+    rng = np.random.default_rng(seed)
+    before = pd.DataFrame({"lang": LANGS, "emt": rng.uniform(.4, .6, 7), "toxprob": rng.uniform(.3, .6, 7)})
+    after = pd.DataFrame({"lang": LANGS, "emt": rng.uniform(.1, .3, 7), "toxprob": rng.uniform(0, .2, 7)})
+    cmp = before.merge(after, on="lang", suffixes=("_before", "_after"))
+    for m in ("emt", "toxprob"):
+        cmp[f"{m}_change"] = cmp[f"{m}_after"] - cmp[f"{m}_before"]
+        cmp[f"{m}_change_pct"] = 100 * cmp[f"{m}_change"] / cmp[f"{m}_before"]
+    mean = cmp.drop(columns="lang").mean()
+    cmp = pd.concat([cmp, pd.DataFrame([{"lang": "all", **mean.to_dict()}])], ignore_index=True)
+    others = [lang for lang in LANGS if lang != "en"]
+    return {
+        "compare": cmp,
+        "retrieval": pd.DataFrame({"lang": others, "retrieval_acc": rng.uniform(.2, .9, 6)}),
+        "per_layer": pd.DataFrame([{"lang": lang, "layer": k, "acc_mean": rng.uniform(), "mean_paired_cosine": rng.uniform()}
+                                   for lang in others for k in range(4)]),
+        "sweep": pd.DataFrame([{"offset": o, "lang": lang, "mean_toxicity": .12 + .02 * o + rng.uniform(0, .01)}
+                               for o in range(-5, 1) for lang in LANGS]),
+        "keys": pd.DataFrame([{"model": m, "lang": lang, "mean": rng.normal(.05 if m == "base" else 0, .02),
+                               "ci_lo": -0.01, "ci_hi": 0.12} for m in ("base", "dpo") for lang in LANGS]),
+        "tokens": pd.DataFrame({"rank": [2, 1], "layer": [13, 14], "neuron": [7176, 5723],
+                                "tokens": [["femenino", "weib"], ["sex", "porn", "сексу"]], "langs": ["es,de", "en,ru"]}),
+    }
+
+
+def test_fig1_values_and_aggregate_row_dropped() -> None:
+    t = synthetic_tables()
+    fig = F.fig_toxicity_before_after(t["compare"])
+    assert isinstance(fig, go.Figure) and len(fig.data) == 4
+    emt_before = fig.data[0]
+    assert "all" not in list(emt_before.x) and list(emt_before.x)[0] == "ar"  # paper order, en 4th
+    cmp = t["compare"].set_index("lang")
+    assert dict(zip(emt_before.x, emt_before.y)) == pytest.approx(cmp["emt_before"].drop("all").to_dict())
+    tox_after = fig.data[3]
+    assert dict(zip(tox_after.x, tox_after.y))["ja"] == pytest.approx(100 * cmp.loc["ja", "toxprob_after"])
+
+
+def test_table2_matches_compare_tables_macro_row() -> None:
+    from detox_train.evaluate.metrics import COMPARED, compare_tables
+
+    rng = np.random.default_rng(1)
+    mk = lambda lo, hi: pd.DataFrame({"lang": LANGS, **{c: rng.uniform(lo, hi, 7) for c in COMPARED}})  # noqa: E731
+    cmp = compare_tables(mk(.4, .6), mk(.1, .3))
+    tab = F.table_language_averages(cmp).set_index("metric")
+    allrow = cmp.set_index("lang").loc["all"]
+    for m in ("emt", "toxprob"):
+        assert tab.loc[m, "before"] == pytest.approx(allrow[f"{m}_before"])
+        assert tab.loc[m, "after"] == pytest.approx(allrow[f"{m}_after"])
+        assert tab.loc[m, "change"] == pytest.approx(allrow[f"{m}_change"])
+    assert (tab["n_languages"] == 7).all()
+    assert isinstance(F.fig_table(tab.reset_index()), go.Figure)
+
+
+def test_fig2_sweep_mean_line_and_empty_sweep() -> None:
+    t = synthetic_tables()
+    fig = F.fig_intervention_sweep(t["sweep"])
+    mean = fig.data[-1]
+    assert mean.name == "mean over languages" and len(fig.data) == len(LANGS) + 1
+    assert list(mean.y) == pytest.approx(t["sweep"].groupby("offset")["mean_toxicity"].mean().to_list())
+    empty = F.fig_intervention_sweep(pd.DataFrame(columns=["offset", "lang", "mean_toxicity"]))
+    assert "not run" in empty.layout.title.text
+
+
+def test_fig3_key_activations_error_bars() -> None:
+    t = synthetic_tables()
+    fig = F.fig_key_activations(t["keys"])
+    assert [tr.name for tr in fig.data] == ["base", "dpo"]
+    k = t["keys"].set_index(["model", "lang"])
+    i = list(fig.data[0].x).index("de")
+    assert fig.data[0].y[i] == pytest.approx(k.loc[("base", "de"), "mean"])
+    assert fig.data[0].error_y.array[i] == pytest.approx(0.12 - k.loc[("base", "de"), "mean"])
+
+
+def test_fig4_regression_line_and_r_in_title() -> None:
+    t = synthetic_tables()
+    fig = F.fig_retrieval_vs_drop(t["retrieval"], t["compare"])
+    m = t["retrieval"].merge(t["compare"], on="lang")
+    r = sps.pearsonr(m["retrieval_acc"], m["emt_change_pct"]).statistic
+    assert f"Pearson r = {r:.3f}" in fig.layout.title.text and "n = 6" in fig.layout.title.text
+    fit = sps.linregress(m["retrieval_acc"], m["emt_change_pct"])
+    line = fig.data[1]
+    assert np.allclose(line.y, fit.slope * np.asarray(line.x) + fit.intercept)
+    assert "en" not in list(fig.data[0].text)
+
+
+def test_heatmap_grid_and_token_table() -> None:
+    t = synthetic_tables()
+    fig = F.fig_retrieval_heatmap(t["per_layer"])
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (6, 4) and list(fig.data[0].y) == ["ar", "cs", "de", "hi", "ja", "zh"]
+    pl = t["per_layer"].set_index(["lang", "layer"])["acc_mean"]
+    assert z[list(fig.data[0].y).index("ja"), 2] == pytest.approx(pl[("ja", 2)])
+    tok = F.fig_value_vector_tokens(t["tokens"])
+    cells = tok.data[0].cells.values
+    assert list(cells[0]) == ["1", "2"] and cells[3][0] == "sex, porn, сексу"
+
+
+def test_missing_columns_named() -> None:
+    t = synthetic_tables()
+    with pytest.raises(F.FigureInputError, match=r"missing column\(s\) \['toxprob_after'\]"):
+        F.fig_toxicity_before_after(t["compare"].drop(columns=["toxprob_after"]))
+    with pytest.raises(F.FigureInputError, match="no language has both"):
+        F.fig_retrieval_vs_drop(t["retrieval"].assign(lang="sv"), t["compare"])
+
+
+def test_save_figure_html_offline_and_static_message(tmp_path, monkeypatch) -> None:
+    fig = F.fig_key_activations(synthetic_tables()["keys"])
+    [html] = F.save_figure(fig, tmp_path / "fig3")
+    text = html.read_text(encoding="utf-8")
+    assert html.name == "fig3.html" and "plotly.js v" in text
+    assert not re.search(r"<script[^>]+src=", text)  # no CDN
+    monkeypatch.setattr(F, "static_export_problem", lambda: "static PNG/PDF export needs Chromium: apt-get install chromium")
+    (tmp_path / "fig3.html").unlink()
+    with pytest.raises(F.StaticExportUnavailable, match="apt-get install chromium"):
+        F.save_figure(fig, tmp_path / "fig3", formats=("html", "png"))
+    assert (tmp_path / "fig3.html").is_file()  # HTML still written
+    with pytest.raises(ValueError, match="unknown figure format"):
+        F.save_figure(fig, tmp_path / "x", formats=("gif",))
+
+
+def test_static_export_problem_names_what_is_missing(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_kaleido(name, *a, **k):
+        if name == "kaleido":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_kaleido)
+    assert "pip install" in F.static_export_problem() and "kaleido" in F.static_export_problem()
