@@ -1,0 +1,193 @@
+"""interp.report: self-contained report.html + summary.json, the prompt-text guard, and a real render
+in headless Chromium (screenshot non-blank, plots in the DOM, no JS errors)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interp import figures as F
+from interp.report import PromptTextLeakError, ReportSection, assert_no_prompt_text, render_report, write_report
+from test_figures import synthetic_tables
+
+MANIFEST = {"kind": "run", "model_id": "tiny-gpt2", "seed": 0, "versions": {"plotly": "x"}}
+SCORER = {"name": "lexicon-scorer", "version": "0.1", "languages": ["en", "de"]}
+SUMMARY = {"pearson_r_retrieval_emt": 0.61, "n_languages": 6}
+PROMPTS = {"rtplx:de:17": "Diese Aussage über Menschen & <Gruppen> ist völlig", "rtplx:ja:3": "彼らはいつも同じことを言っているけれども本当は"}
+
+
+def _sections() -> list[ReportSection]:
+    t = synthetic_tables()
+    return [
+        ReportSection("Toxicity before and after DPO", [F.fig_toxicity_before_after(t["compare"]),
+                                                        F.table_language_averages(t["compare"])]),
+        ReportSection("Intervention sweep", [F.fig_intervention_sweep(t["sweep"])]),
+        ReportSection("Key activations", [F.fig_key_activations(t["keys"])], note="pre vs post DPO"),
+        ReportSection("Retrieval", [F.fig_retrieval_vs_drop(t["retrieval"], t["compare"]),
+                                    F.fig_retrieval_heatmap(t["per_layer"])]),
+        ReportSection("Value vectors", [F.fig_value_vector_tokens(t["tokens"]), "Tokens are subword pieces."]),
+    ]
+
+
+N_FIGS = 6
+
+
+def test_report_self_contained(tmp_path) -> None:
+    html_path, json_path = write_report(tmp_path, sections=_sections(), manifest=MANIFEST, scorer_identity=SCORER,
+                                        summary=SUMMARY, forbidden_texts=PROMPTS)
+    page = html_path.read_text(encoding="utf-8")
+    assert page.count("* plotly.js v") == 1  # the bundle, inlined exactly once
+    assert not re.search(r"<(script|img|iframe)[^>]+src=|<link[^>]+href=", page)  # no external requests
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert page.count('class="plotly-graph-div"') == N_FIGS
+    assert "lexicon-scorer" in page and "tiny-gpt2" in page and "Tokens are subword pieces." in page
+    assert json.loads(json_path.read_text()) == SUMMARY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "summary.json"]  # no temp files
+    # Same inputs, same page (no random div ids).
+    again = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY)
+    assert again == page
+
+
+def test_dict_sections_and_bad_items() -> None:
+    t = synthetic_tables()
+    page = render_report({"Retrieval": F.fig_retrieval_heatmap(t["per_layer"]), "Table": t["retrieval"]},
+                         manifest={}, scorer_identity={})
+    assert page.count('class="plotly-graph-div"') == 1 and "<table" in page
+    with pytest.raises(TypeError, match="cannot render a int"):
+        render_report({"x": [3]}, manifest={}, scorer_identity={})
+
+
+@pytest.mark.parametrize("where", ["table", "figure_title", "truncated_label", "summary"])
+def test_prompt_text_guard_trips(tmp_path, where: str) -> None:
+    t = synthetic_tables()
+    text = PROMPTS["rtplx:de:17"]
+    summary = dict(SUMMARY)
+    sections = _sections()[:1]
+    if where == "table":
+        sections.append(ReportSection("Leaky table", [pd.DataFrame({"id": ["rtplx:de:17"], "prompt": [text]})]))
+    elif where == "figure_title":
+        sections.append(ReportSection("Leaky figure", [F.fig_retrieval_heatmap(t["per_layer"], title=text)]))
+    elif where == "truncated_label":
+        fig = F.fig_key_activations(t["keys"])
+        fig.data[0].x = [text[:30] + "…"] + list(fig.data[0].x[1:])
+        sections.append(ReportSection("Leaky label", [fig]))
+    else:
+        summary["example"] = text
+    with pytest.raises(PromptTextLeakError, match=r"1 RTP-LX prompt\(s\) \(rtplx:de:17\)") as e:
+        write_report(tmp_path, sections=sections, manifest=MANIFEST, scorer_identity=SCORER, summary=summary,
+                     forbidden_texts=PROMPTS)
+    assert text not in str(e.value)  # the error itself never repeats the prompt
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_guard_catches_json_escaped_non_ascii_and_ignores_short_texts() -> None:
+    ja = PROMPTS["rtplx:ja:3"]
+    page = render_report({"x": F.fig_table(pd.DataFrame({"a": [ja]}))}, manifest={}, scorer_identity={})
+    with pytest.raises(PromptTextLeakError, match="#0"):
+        assert_no_prompt_text(page, [ja])
+    assert_no_prompt_text(page, ["short"])  # below min_chars: not checked
+
+
+def test_guard_no_false_positive_on_real_translated_200(data_root) -> None:
+    from interp.data import load_translated_200
+
+    texts = [p.text for ps in load_translated_200(data_root, ["en", "de", "zh"]).values() for p in ps]
+    page = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY)
+    assert_no_prompt_text(page, texts)
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+CHROMIUM = F.find_chromium()
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--hide-scrollbars", "--virtual-time-budget=15000"]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); report rendering not checked")
+
+
+def _chromium(tmp: Path, page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # a fresh user-data-dir per run
+    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    shutil.rmtree(profile, ignore_errors=True)
+    return res
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    """Decode an 8-bit RGB/RGBA PNG with zlib (no Pillow needed) and return [h, w, channels]."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, w = 8, b"", 0
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and ctype in (2, 6), f"unsupported PNG depth {depth} / colour type {ctype}"
+            ch = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + w * ch)
+    out = np.zeros((h, w * ch), dtype=np.uint8)
+    prev = np.zeros(w * ch, dtype=np.int32)
+    for y in range(h):
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 255
+        elif f == 1:  # Sub: cumulative sum per channel
+            cur = (np.cumsum(line.reshape(w, ch), axis=0) & 255).reshape(-1)
+        else:  # Average / Paeth depend on the pixel to the left: go pixel by pixel
+            cur = np.zeros_like(line)
+            for x in range(w * ch):
+                a = cur[x - ch] if x >= ch else 0
+                b, c = prev[x], (prev[x - ch] if x >= ch else 0)
+                if f == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[x] = (line[x] + pred) & 255
+        out[y], prev = cur, cur
+    return out.reshape(h, w, ch)
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(tmp_path) -> None:
+    html_path, _ = write_report(tmp_path / "run", sections=_sections(), manifest=MANIFEST, scorer_identity=SCORER,
+                                summary=SUMMARY)
+    dom = _chromium(tmp_path, html_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="js-errors" data-errors="0"' in dom.stdout, re.findall(r'id="js-errors".{0,500}', dom.stdout)
+    # Each plot div now holds a rendered plotly SVG.
+    plots = re.findall(r'<div id="xdetox-plot-\d+" class="plotly-graph-div[^"]*".*?class="main-svg"', dom.stdout, re.S)
+    assert len(plots) == N_FIGS and dom.stdout.count('class="plot-container plotly"') == N_FIGS
+    shot = tmp_path / "shot.png"
+    res = _chromium(tmp_path, html_path, f"--screenshot={shot}", "--window-size=900,700")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    px = _png_pixels(shot)[..., :3]
+    colours = np.unique(px.reshape(-1, 3), axis=0)
+    assert len(colours) > 50, f"screenshot looks blank: {len(colours)} distinct colours"
+    assert (np.abs(px.astype(int) - [214, 39, 40]).sum(-1) < 30).sum() > 500  # Fig. 1's red bars are drawn
+
+
+@needs_chromium
+def test_headless_check_catches_js_errors_and_blocked_requests(tmp_path) -> None:
+    """The probe the render test relies on does fire: a thrown error and a blocked fetch are recorded."""
+    page = render_report({"Table": pd.DataFrame({"a": [1]})}, manifest={}, scorer_identity={})
+    bad = page.replace("</body>", '<img src="http://192.0.2.1/x.png"><script>throw new Error("boom")</script></body>')
+    path = tmp_path / "bad.html"
+    path.write_text(bad, encoding="utf-8")
+    dom = _chromium(tmp_path, path, "--dump-dom").stdout
+    assert 'data-errors="2"' in dom and "boom" in dom and "blocked: http://192.0.2.1/x.png" in dom
