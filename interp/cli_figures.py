@@ -1,9 +1,137 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox figures NAME``: draw a paper figure from a run directory or from table files (a thin shell
+over :mod:`interp.figures`)."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A named figure: its function and the run-dir tables it reads, as (stage, output, default file)."""
+
+    help: str
+    inputs: tuple[tuple[str, str, str], ...]
+    draw: Callable[..., object]
+
+
+def _specs() -> dict[str, FigureSpec]:
+    from interp import figures as F
+
+    compare = ("metrics", "compare", "metrics_compare.csv")
+    return {
+        "toxicity": FigureSpec("Fig. 1: per-language EMT/ToxProb before vs after", (compare,), F.fig_toxicity_before_after),
+        "sweep": FigureSpec("Fig. 2: toxicity vs neuron activation offset", (("intervention", "sweep", "sweep.csv"),),
+                            F.fig_intervention_sweep),
+        "key-activations": FigureSpec("Fig. 3: toxic-neuron activations per language, pre vs post DPO",
+                                      (("key_activations", "summary", "key_activations.csv"),), F.fig_key_activations),
+        "retrieval-vs-drop": FigureSpec("Fig. 4: retrieval (en, X) vs %EMT change, with r",
+                                        (("retrieval", "per_language", "retrieval.csv"), compare), F.fig_retrieval_vs_drop),
+        "retrieval-heatmap": FigureSpec("retrieval accuracy per language and layer",
+                                        (("retrieval", "per_layer", "retrieval_per_layer.csv"),), F.fig_retrieval_heatmap),
+        "value-tokens": FigureSpec("Tables 3/4: top tokens of the toxic value vectors",
+                                   (("neurons", "vocab_table", "vocab_table.csv"),), F.fig_value_vector_tokens),
+        "table2": FigureSpec("Table 2: averages over languages before/after", (compare,),
+                             lambda df: F.fig_table(F.table_language_averages(df), title="Averages over languages")),
+    }
+
+
+FIGURE_NAMES = ("toxicity", "sweep", "key-activations", "retrieval-vs-drop", "retrieval-heatmap", "value-tokens", "table2")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Return a table from CSV, JSONL or JSON (a list of records, or ``{"rows": [...]}``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: table file not found")
+    if p.suffix == ".csv":
+        return pd.read_csv(p)
+    if p.suffix == ".jsonl":
+        from interp.artifacts import read_jsonl
+
+        return pd.DataFrame(list(read_jsonl(p)))
+    if p.suffix == ".json":
+        from interp.artifacts import read_json
+
+        obj = read_json(p)
+        rows = obj.get("rows") if isinstance(obj, dict) else obj
+        if not isinstance(rows, list):
+            raise ValueError(f"{p}: expected a JSON list of records or an object with a 'rows' list")
+        return pd.DataFrame(rows)
+    raise ValueError(f"{p}: unsupported table format {p.suffix!r}; use .csv, .jsonl or .json")
+
+
+def run_dir_table(run_dir: Path, stage: str, output: str, default_file: str) -> Path:
+    """Return the path of a stage output in a ``xdetox run`` directory (stage.json first, then the default name)."""
+    stage_dir = run_dir / "stages" / stage
+    marker = stage_dir / "stage.json"
+    if marker.is_file():
+        rel = (json.loads(marker.read_text(encoding="utf-8")).get("outputs") or {}).get(output)
+        if rel and (run_dir / rel).is_file():
+            return run_dir / rel
+    if (stage_dir / default_file).is_file():
+        return stage_dir / default_file
+    raise FileNotFoundError(f"{run_dir}: stage {stage!r} has no output {output!r} ({stage_dir / default_file}); "
+                            f"run it first (xdetox run --run-dir {run_dir} --only {stage}) or pass --table FILE")
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from interp.figures import StaticExportUnavailable, save_figure
+
+    specs = _specs()
+    names = list(FIGURE_NAMES) if args.name == "all" else [args.name]
+    if args.table and len(names) > 1:
+        raise ValueError("--table goes with one figure NAME, not 'all'")
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is None and not args.table:
+        raise ValueError("give --run-dir DIR (an `xdetox run` directory) or --table FILE for each input")
+    out_dir = Path(args.out_dir) if args.out_dir else (run_dir / "figures" if run_dir else Path("."))
+    rc = 0
+    for name in names:
+        spec = specs[name]
+        if args.table:
+            if len(args.table) != len(spec.inputs):
+                wanted = ", ".join(f"{s}/{o}" for s, o, _ in spec.inputs)
+                raise ValueError(f"figure {name!r} takes {len(spec.inputs)} table(s) ({wanted}); got {len(args.table)}")
+            paths = [Path(t) for t in args.table]
+        else:
+            try:
+                paths = [run_dir_table(run_dir, *i) for i in spec.inputs]
+            except FileNotFoundError as e:
+                if args.name != "all":
+                    raise
+                print(f"skip {name}: {e}", file=sys.stderr)
+                continue
+        fig = spec.draw(*[read_table(p) for p in paths])
+        try:
+            written = save_figure(fig, out_dir / name.replace("-", "_"), formats=tuple(args.format))
+        except StaticExportUnavailable as e:
+            print(f"xdetox figures: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        for w in written:
+            print(w)
+    return rc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("figures", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    """Add ``xdetox figures NAME``."""
+    listing = "; ".join(f"{n}: {s.help}" for n, s in _specs().items())
+    p = sub.add_parser("figures", help="draw a paper figure (plotly HTML; PNG/PDF with kaleido + Chromium)",
+                       description=f"Figures: {listing}; all: every figure the run has tables for.")
+    p.add_argument("name", choices=[*FIGURE_NAMES, "all"], metavar="NAME",
+                   help=f"one of {', '.join(FIGURE_NAMES)}, or all")
+    p.add_argument("--run-dir", default=None, help="an `xdetox run` directory; tables are read from its stages/")
+    p.add_argument("--table", action="append", default=None, metavar="FILE",
+                   help="input table (.csv/.jsonl/.json) instead of --run-dir; repeat in input order "
+                        "(retrieval-vs-drop: retrieval per-language table, then metrics compare table)")
+    p.add_argument("--out-dir", default=None, help="where to write (default: RUN_DIR/figures or .)")
+    p.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "pdf", "svg"],
+                   help="output formats (html always works offline; png/pdf/svg need kaleido and Chromium)")
+    p.set_defaults(func=_cmd)

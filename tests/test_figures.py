@@ -1,6 +1,7 @@
 """interp.figures: each figure is a pure function of its tables; values checked against the inputs."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -147,3 +148,39 @@ def test_static_export_problem_names_what_is_missing(monkeypatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_kaleido)
     assert "pip install" in F.static_export_problem() and "kaleido" in F.static_export_problem()
+
+
+def _figures_cli(argv: list[str]) -> int:
+    import argparse
+
+    from interp.cli_figures import register
+
+    parser = argparse.ArgumentParser(prog="xdetox")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_from_run_dir_and_table_files(tmp_path, capsys) -> None:
+    t = synthetic_tables()
+    run = tmp_path / "run"
+    files = {("metrics", "metrics_compare.csv"): t["compare"], ("retrieval", "retrieval.csv"): t["retrieval"],
+             ("retrieval", "retrieval_per_layer.csv"): t["per_layer"], ("key_activations", "key_activations.csv"): t["keys"]}
+    for (stage, name), df in files.items():
+        (run / "stages" / stage).mkdir(parents=True, exist_ok=True)
+        df.to_csv(run / "stages" / stage / name, index=False)
+    assert _figures_cli(["figures", "all", "--run-dir", str(run)]) == 0
+    made = sorted(p.name for p in (run / "figures").iterdir())
+    assert made == ["key_activations.html", "retrieval_heatmap.html", "retrieval_vs_drop.html", "table2.html",
+                    "toxicity.html"]
+    assert "skip sweep" in capsys.readouterr().err
+    # From explicit table files (JSONL and CSV), in input order.
+    jl = tmp_path / "ret.jsonl"
+    jl.write_text("".join(json.dumps(r) + "\n" for r in t["retrieval"].to_dict("records")))
+    assert _figures_cli(["figures", "retrieval-vs-drop", "--table", str(jl), "--table",
+                         str(run / "stages/metrics/metrics_compare.csv"), "--out-dir", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "retrieval_vs_drop.html").is_file()
+    with pytest.raises(ValueError, match=r"takes 2 table\(s\)"):
+        _figures_cli(["figures", "retrieval-vs-drop", "--table", str(jl)])
+    with pytest.raises(FileNotFoundError, match="stage 'intervention' has no output 'sweep'"):
+        _figures_cli(["figures", "sweep", "--run-dir", str(run)])
