@@ -1,0 +1,116 @@
+"""Stage 5 / paper Fig. 3: key-side multilinguality of the toxic neurons.
+
+For every model (e.g. base and DPO views of one bridge) and language, the neuron group's mean
+activation over ``n_new_tokens`` greedy steps on that language's prompts (each model follows its
+own greedy trajectory), with bootstrap confidence intervals over prompts, per-neuron detail, and
+the key-side multilinguality per language: the first model's activation on X relative to English.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from interp.activations import collect_generation_activations, validate_prompts
+from interp.languages import normalize_language
+
+
+@dataclass
+class KeyActivations:
+    """Result of :func:`key_activations` (tables are pandas DataFrames)."""
+
+    summary: Any        # model, lang, mean, ci_lo, ci_hi, n_prompts
+    per_neuron: Any     # model, lang, layer, neuron, mean
+    ratio_to_english: Any  # lang, ratio (first model)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def figure(self) -> Any:
+        """Return a plotly grouped bar chart: mean activation per language per model, with CIs."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for name, df in self.summary.groupby("model", sort=False):
+            fig.add_bar(name=str(name), x=df["lang"], y=df["mean"],
+                        error_y=dict(type="data", symmetric=False, array=df["ci_hi"] - df["mean"],
+                                     arrayminus=df["mean"] - df["ci_lo"]))
+        fig.update_layout(barmode="group", title="Mean activation of toxic neurons per language",
+                          xaxis_title="language", yaxis_title="mean activation")
+        return fig
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the three tables and the metadata atomically as JSON (with a manifest)."""
+        from interp.artifacts import make_manifest, write_json
+
+        return write_json(path, {
+            "format": "xdetox-key-activations/1", "meta": self.meta,
+            "manifest": make_manifest(kind="key-activations", config=self.meta, seed=self.meta.get("seed")),
+            "summary": self.summary.to_dict(orient="records"),
+            "per_neuron": self.per_neuron.to_dict(orient="records"),
+            "ratio_to_english": self.ratio_to_english.to_dict(orient="records")})
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Return the percentile bootstrap CI of the mean of ``values`` (resampling entries)."""
+    if len(values) == 1 or n_boot < 1:
+        m = float(values.mean())
+        return m, m
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def key_activations(
+    models: dict[str, Any], neurons: Sequence[tuple[int, int]], prompts_by_language: dict[str, list[str]], *,
+    n_new_tokens: int = 20, batch_size: int = 16, n_boot: int = 1000, seed: int = 0, progress: bool = True,
+) -> KeyActivations:
+    """Return per-language mean activations of the neuron group for each model (paper Fig. 3).
+
+    A prompt's value is the mean over its steps and the neurons; the language mean is the mean of
+    those, and its CI is a percentile bootstrap over prompts. ``ratio_to_english`` divides the first
+    model's language means by its English mean (NaN when English is absent or its mean is <= 0,
+    since a ratio to a non-positive baseline has no "relative strength" meaning).
+    """
+    import pandas as pd
+
+    if not models:
+        raise ValueError("models is empty; pass e.g. {'base': base_view, 'dpo': tuned_view}")
+    if not prompts_by_language:
+        raise ValueError("prompts_by_language is empty; pass {lang: [prompts]}")
+    langs: dict[str, list[str]] = {}
+    for lang, prompts in prompts_by_language.items():
+        code = normalize_language(lang, where="prompts_by_language")
+        validate_prompts(prompts, where=f"prompts_by_language[{lang!r}]")
+        langs[code] = list(prompts)
+    neurons = [(int(l), int(i)) for l, i in neurons]
+    summary, detail = [], []
+    jobs = [(name, lang) for name in models for lang in langs]
+    it: Any = jobs
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(jobs, desc="key activations", leave=False)
+    for j, (name, lang) in enumerate(it):
+        acts = collect_generation_activations(models[name], langs[lang], neurons, n_new_tokens=n_new_tokens,
+                                              batch_size=batch_size)
+        per_prompt = acts.mean(dim=(1, 2)).double().numpy()
+        lo, hi = bootstrap_ci(per_prompt, n_boot, seed + j)
+        summary.append({"model": name, "lang": lang, "mean": float(per_prompt.mean()), "ci_lo": lo, "ci_hi": hi,
+                        "n_prompts": len(per_prompt)})
+        per_neuron = acts.mean(dim=(0, 1))
+        detail += [{"model": name, "lang": lang, "layer": l, "neuron": i, "mean": float(m)}
+                   for (l, i), m in zip(neurons, per_neuron.tolist())]
+    summary_df = pd.DataFrame(summary, columns=["model", "lang", "mean", "ci_lo", "ci_hi", "n_prompts"])
+    first = summary_df[summary_df.model == next(iter(models))].set_index("lang")["mean"]
+    en = float(first.get("en", float("nan")))
+    ratio = [{"lang": lang, "ratio": float(first[lang] / en) if en > 0 else float("nan")} for lang in first.index]
+    meta = {"models": list(models), "neurons": neurons, "n_new_tokens": n_new_tokens, "n_boot": n_boot,
+            "seed": seed, "n_prompts": {k: len(v) for k, v in langs.items()}}
+    return KeyActivations(summary_df, pd.DataFrame(detail, columns=["model", "lang", "layer", "neuron", "mean"]),
+                          pd.DataFrame(ratio, columns=["lang", "ratio"]), meta)
+
+
+__all__ = ["key_activations", "KeyActivations", "bootstrap_ci"]

@@ -1,0 +1,84 @@
+"""key_activations (paper Fig. 3): per-language group means vs the oracle, CIs, ratio, figure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp.key_activations import bootstrap_ci, key_activations
+from interp.languages import UnknownLanguageError
+from interp.loading import ModelView, wrap_bridge
+from test_activations import oracle
+from tiny_models import make_model, make_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+PROMPTS = {"en": ["I want to", "you are a stupid", "hello"], "fr": ["Je veux", "la maison"], "zh": ["我想"]}
+
+
+def test_summary_matches_oracle_and_ratio(tmp_path) -> None:
+    b1 = wrap_bridge(make_model("gpt2", 320, seed=0), make_tokenizer())
+    b2 = wrap_bridge(make_model("gpt2", 320, seed=1), make_tokenizer())
+    neurons = [(0, 3), (1, 8), (1, 20)]
+    res = key_activations({"base": b1, "dpo": b2}, neurons, PROMPTS, n_new_tokens=4, n_boot=200, progress=False)
+    assert list(res.summary.columns) == ["model", "lang", "mean", "ci_lo", "ci_hi", "n_prompts"]
+    assert len(res.summary) == 6 and len(res.per_neuron) == 18
+    for name, bridge in (("base", b1), ("dpo", b2)):
+        for lang, prompts in PROMPTS.items():
+            ref, _ = oracle(bridge, prompts, neurons, 4)
+            row = res.summary[(res.summary.model == name) & (res.summary.lang == lang)].iloc[0]
+            assert row["mean"] == pytest.approx(float(ref.mean()), abs=1e-5)
+            assert row.ci_lo <= row["mean"] + 1e-9 <= row.ci_hi + 2e-9
+            assert row.n_prompts == len(prompts)
+            per = res.per_neuron[(res.per_neuron.model == name) & (res.per_neuron.lang == lang)]
+            np.testing.assert_allclose(per["mean"].to_numpy(), ref.mean(dim=(0, 1)).numpy(), atol=1e-5)
+    base = res.summary[res.summary.model == "base"].set_index("lang")["mean"]
+    ratio = res.ratio_to_english.set_index("lang")["ratio"]
+    if base["en"] > 0:
+        assert ratio["fr"] == pytest.approx(base["fr"] / base["en"])
+    else:
+        assert np.isnan(ratio["fr"])
+    html = res.figure().to_html(include_plotlyjs=False)
+    assert "Mean activation" in html
+    assert res.to_json(tmp_path / "k.json").is_file()
+
+
+def test_model_views_share_weights() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(make_model("llama", 320), LoraConfig(r=2, target_modules=["up_proj"], lora_alpha=8))
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    bridge = wrap_bridge(pm.base_model.model, make_tokenizer())
+    bridge.xdetox_peft = pm
+    res = key_activations({"base": ModelView(bridge, False), "dpo": ModelView(bridge, True)}, [(1, 2)],
+                          {"en": ["hello", "I want"]}, n_new_tokens=3, n_boot=50, progress=False)
+    m = res.summary.set_index("model")["mean"]
+    assert abs(m["base"] - m["dpo"]) > 1e-4
+
+
+def test_bootstrap_ci_is_seeded_and_covers_mean() -> None:
+    x = np.random.default_rng(0).normal(size=50)
+    assert bootstrap_ci(x, 500, 1) == bootstrap_ci(x, 500, 1)
+    lo, hi = bootstrap_ci(x, 500, 1)
+    assert lo < x.mean() < hi
+
+
+def test_bad_inputs() -> None:
+    b = wrap_bridge(make_model("gpt2", 320), make_tokenizer())
+    with pytest.raises(UnknownLanguageError, match="klingon"):
+        key_activations({"m": b}, [(0, 1)], {"klingon": ["x"]}, progress=False)
+    with pytest.raises(ValueError, match="empty prompt list"):
+        key_activations({"m": b}, [(0, 1)], {"en": []}, progress=False)
+    with pytest.raises(IndexError, match="neuron out of range"):
+        key_activations({"m": b}, [(0, 640)], {"en": ["hi"]}, progress=False)
+    with pytest.raises(ValueError, match="models is empty"):
+        key_activations({}, [(0, 1)], {"en": ["hi"]}, progress=False)
