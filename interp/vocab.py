@@ -1,0 +1,173 @@
+"""Vocabulary projection of value vectors (paper stage 2): which tokens each toxic neuron promotes.
+
+``W_U @ v_i`` with no final norm (as in the paper and Lee et al.; the unembedding bias is left out
+too, since it shifts every vector's scores by the same amount). The top-k tokens are decoded one
+by one, byte-safely: a byte-level piece that is only part of a UTF-8 character shows as ``�``
+rather than failing. Each token gets a script/language tag (:mod:`interp.scripts`) and lexicon
+hits (:mod:`interp.lexicon`). Value-side multilinguality: the share of each vector's top-k tokens
+in each language (a token with several candidate languages splits its share evenly; ``und``
+tokens count for no language).
+"""
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from interp.activations import tokenizer_of, validate_neurons
+from interp.architecture import get_adapter
+from interp.languages import LANGUAGES
+from interp.loading import activate
+from interp.scripts import UNDETERMINED, tag_token
+
+REPLACEMENT = "\ufffd"
+
+
+def decode_token(tokenizer: Any, token_id: int) -> tuple[str, str]:
+    """Return (decoded text, raw vocabulary piece) of one token; never raises on partial UTF-8."""
+    try:
+        raw = tokenizer.convert_ids_to_tokens(int(token_id))
+    except Exception:  # noqa: BLE001 - some tokenizers raise on unknown ids; show the id instead
+        raw = None
+    raw = str(raw) if raw is not None else f"<id {token_id}>"
+    try:
+        text = tokenizer.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    except Exception:  # noqa: BLE001 - a decoder that cannot render a lone piece: fall back to the raw piece
+        text = raw
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return text, raw
+
+
+@dataclass
+class VocabProjection:
+    """Top-k tokens per value vector with language tags and value-side multilinguality.
+
+    ``table``: layer, neuron, rank, token_id, token, raw, score, script, lang, languages, toxic,
+    toxic_langs. ``language_mass``: one row per language (lang, value_mass, lexicon_hits): the mean
+    over vectors of the share of top-k tokens in that language, and the mean number of top-k
+    tokens that are lexicon hits of that language. ``per_vector``: layer, neuron, one column per
+    language (its share), ``und``, n_languages, effective_languages, n_toxic, top_tokens.
+    """
+
+    table: Any
+    language_mass: Any
+    per_vector: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def token_table(self, n: int | None = None) -> Any:
+        """Return the paper-style table: one row per vector, its top tokens in order."""
+        import pandas as pd
+
+        rows = []
+        for (layer, neuron), df in self.table.groupby(["layer", "neuron"], sort=False):
+            df = df.sort_values("rank").head(n or len(df))
+            rows.append({"neuron": f"({layer}, {neuron})", "tokens": ", ".join(df["token"].map(_visible))})
+        return pd.DataFrame(rows, columns=["neuron", "tokens"])
+
+    def figure(self, n: int | None = 10) -> Any:
+        """Return the token table as a plotly table figure."""
+        import plotly.graph_objects as go
+
+        t = self.token_table(n)
+        fig = go.Figure(go.Table(header=dict(values=["Value vector (layer, neuron)", f"Top-{n or self.meta['k']} tokens"],
+                                             align="left"),
+                                 cells=dict(values=[t["neuron"], t["tokens"]], align="left")))
+        fig.update_layout(title="Tokens promoted by toxic value vectors (W_U v, no final norm)")
+        return fig
+
+    def to_html(self, n: int | None = 10) -> str:
+        """Return the token table as a standalone HTML fragment (escaped, no JavaScript)."""
+        t = self.token_table(n)
+        body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>"
+                       for a, b in zip(t["neuron"], t["tokens"]))
+        return ("<table class='xdetox-vocab'><thead><tr><th>Value vector (layer, neuron)</th>"
+                f"<th>Top tokens</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def _visible(token: str) -> str:
+    # Leading/trailing spaces carry meaning in subword pieces; show them instead of losing them.
+    return repr(token)[1:-1] if token.strip() != token or not token else token
+
+
+def _neuron_list(neurons: Any) -> list[tuple[int, int]]:
+    if hasattr(neurons, "layers_neurons"):
+        return list(neurons.layers_neurons())
+    return [(int(l), int(i)) for l, i in neurons]
+
+
+def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
+    from interp.lexicon import Lexicon, default_lexicon
+
+    if lexicons is not None:
+        return Lexicon(lexicons), "given"
+    try:
+        return default_lexicon(), "LDNOOBW (data root)"
+    except (OSError, ValueError) as e:
+        return None, f"none ({e})"
+
+
+@torch.no_grad()
+def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k: int = 30,
+                     lexicons: dict[str, list[str]] | None = None) -> VocabProjection:
+    """Return the top-``k`` tokens of ``W_U v`` for each neuron's value vector, tagged by language.
+
+    ``neurons`` is a list of (layer, neuron) pairs or a :class:`~interp.neurons.ToxicNeurons`;
+    ``lexicons`` is ``{lang: [words]}`` (default: the LDNOOBW lists of the data root, if present).
+    """
+    import pandas as pd
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    pairs = _neuron_list(neurons)
+    with activate(model) as m:
+        pairs = validate_neurons(m, pairs)
+        a = get_adapter(m)
+        tok = tokenizer_of(m)
+        layers = sorted({l for l, _ in pairs})
+        V = a.value_vectors(layers)
+        vecs = torch.stack([V[layers.index(l), i] for l, i in pairs])
+        W_U = a.unembed_matrix().to(vecs.device)
+        scores = vecs @ W_U
+    kk = min(k, scores.shape[-1])
+    top = torch.topk(scores, kk, dim=-1)
+    lex, lex_source = _lexicon(lexicons)
+    cache: dict[int, tuple[str, str, Any]] = {}
+    rows, per_vector = [], []
+    for (layer, neuron), ids, vals in zip(pairs, top.indices.tolist(), top.values.tolist()):
+        share = {lang: 0.0 for lang in (*LANGUAGES, UNDETERMINED)}
+        hits = {lang: 0 for lang in LANGUAGES}
+        for rank, (tid, s) in enumerate(zip(ids, vals), start=1):
+            if tid not in cache:
+                text, raw = decode_token(tok, tid)
+                cache[tid] = (text, raw, tag_token(text, lex))
+            text, raw, tag = cache[tid]
+            langs = tag.languages or (UNDETERMINED,)
+            for lang in langs:
+                share[lang] += 1.0 / (kk * len(langs))
+            for lang in tag.toxic_languages:
+                hits[lang] += 1
+            rows.append({"layer": layer, "neuron": neuron, "rank": rank, "token_id": tid, "token": text, "raw": raw,
+                         "score": float(s), "script": tag.script, "lang": tag.lang,
+                         "languages": ",".join(tag.languages), "toxic": bool(tag.toxic_languages),
+                         "toxic_langs": ",".join(tag.toxic_languages)})
+        known = {l: v for l, v in share.items() if l != UNDETERMINED and v > 0}
+        total = sum(known.values())
+        entropy = -sum((v / total) * math.log(v / total) for v in known.values()) if total else 0.0
+        per_vector.append({"layer": layer, "neuron": neuron, **share, "n_languages": len(known),
+                           "effective_languages": math.exp(entropy) if total else 0.0,
+                           "n_toxic": sum(1 for r in rows[-kk:] if r["toxic"]),
+                           "top_tokens": " | ".join(r["token"] for r in rows[-min(kk, 10):]),
+                           **{f"hits_{l}": hits[l] for l in LANGUAGES}})
+    table = pd.DataFrame(rows)
+    pv = pd.DataFrame(per_vector)
+    mass = pd.DataFrame({"lang": list(LANGUAGES), "value_mass": [float(pv[l].mean()) for l in LANGUAGES],
+                         "lexicon_hits": [float(pv[f"hits_{l}"].mean()) for l in LANGUAGES]})
+    meta = {"k": kk, "n_vectors": len(pairs), "lexicon": lex_source, "final_norm": False, "unembed_bias": False}
+    return VocabProjection(table, mass, pv, meta)
+
+
+__all__ = ["project_to_vocab", "VocabProjection", "decode_token"]
