@@ -184,3 +184,12 @@ def test_cli_from_run_dir_and_table_files(tmp_path, capsys) -> None:
         _figures_cli(["figures", "retrieval-vs-drop", "--table", str(jl)])
     with pytest.raises(FileNotFoundError, match="stage 'intervention' has no output 'sweep'"):
         _figures_cli(["figures", "sweep", "--run-dir", str(run)])
+
+
+@pytest.mark.skipif(F.static_export_problem() is not None,
+                    reason=f"static export unavailable here: {F.static_export_problem()}")
+def test_static_png_export_with_kaleido_and_chromium(tmp_path) -> None:
+    fig = F.fig_key_activations(synthetic_tables()["keys"])
+    paths = F.save_figure(fig, tmp_path / "fig3", formats=("png",))
+    assert [p.name for p in paths] == ["fig3.png"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
