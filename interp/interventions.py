@@ -83,6 +83,14 @@ class NeuronIntervention:
         cols = cols.to(act.device)
         vals = vals.to(device=act.device, dtype=act.dtype)
         out = act.clone()
+        if len(set(cols.tolist())) == len(cols):  # the common case, vectorised (AurA edits thousands)
+            if self.mode == "add":
+                out[..., cols] = out[..., cols] + vals
+            elif self.mode == "scale":
+                out[..., cols] = out[..., cols] * vals
+            else:
+                out[..., cols] = vals.expand_as(out[..., cols])
+            return out
         # Repeated neurons compose in order, like applying the edits one after another.
         for c, v in zip(cols.tolist(), vals):
             if self.mode == "add":

@@ -24,7 +24,7 @@ class KeyActivations:
 
     summary: Any        # model, lang, mean, ci_lo, ci_hi, n_prompts
     per_neuron: Any     # model, lang, layer, neuron, mean
-    ratio_to_english: Any  # lang, ratio (first model)
+    ratio_to_english: Any  # lang, ratio, key_ratio (= ratio; first model)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def figure(self) -> Any:
@@ -107,10 +107,12 @@ def key_activations(
     first = summary_df[summary_df.model == next(iter(models))].set_index("lang")["mean"]
     en = float(first.get("en", float("nan")))
     ratio = [{"lang": lang, "ratio": float(first[lang] / en) if en > 0 else float("nan")} for lang in first.index]
+    for r in ratio:  # the same number under the name interp.multilinguality.dual_multilinguality reads
+        r["key_ratio"] = r["ratio"]
     meta = {"models": list(models), "neurons": neurons, "n_new_tokens": n_new_tokens, "n_boot": n_boot,
             "seed": seed, "n_prompts": {k: len(v) for k, v in langs.items()}}
     return KeyActivations(summary_df, pd.DataFrame(detail, columns=["model", "lang", "layer", "neuron", "mean"]),
-                          pd.DataFrame(ratio, columns=["lang", "ratio"]), meta)
+                          pd.DataFrame(ratio, columns=["lang", "ratio", "key_ratio"]), meta)
 
 
 __all__ = ["key_activations", "KeyActivations", "bootstrap_ci"]
