@@ -171,7 +171,8 @@ def heldout_neutral_texts(config: DPOTrainConfig, eval_pairs: Sequence[Preferenc
     elif src == "gettext":
         from interp.data import gettext_parallel
 
-        texts = gettext_parallel(["en"]).get("en", [])
+        # English msgids that have a German translation: real UI sentences, never toxic, never trained on.
+        texts = gettext_parallel(["en", "de"]).get("en", [])
         if not texts:
             raise ValueError("heldout_source='gettext': no English gettext strings found under /usr/share/locale; "
                              "use heldout_source: eval_chosen or a text file")
