@@ -1,9 +1,213 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox neurons find | project | activations | intervene``: a thin shell over the neuron library.
+
+Prompt texts from RTP-LX are never printed or written; only ids, counts and aggregates are.
+"""
 from __future__ import annotations
 
 import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+from interp.cli_common import add_data_root_arg, add_model_args, load_model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("neurons", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    """Add the ``neurons`` command group."""
+    p = sub.add_parser("neurons", help="toxic MLP neurons: find, project to vocabulary, key activations, intervene")
+    ns = p.add_subparsers(dest="neurons_command", required=True, metavar="ACTION")
+
+    f = ns.add_parser("find", help="rank value vectors by cosine to the probe; optional activation filter")
+    add_model_args(f)
+    add_data_root_arg(f)
+    f.add_argument("--probe", required=True, help="probe directory or .safetensors (tensor 'direction' or 'weight')")
+    f.add_argument("--top-k", type=int, default=100, help="number of candidates (paper: 100)")
+    f.add_argument("--filter-rtplx", type=int, default=0, metavar="N",
+                   help="activation filter on N toxic English RTP-LX prompts (train split; 0 = no filter)")
+    f.add_argument("--filter-file", default=None, help="activation filter on prompts from a text file (one per line)")
+    f.add_argument("--n-new-tokens", type=int, default=20, help="greedy steps of the activation filter (paper: 20)")
+    f.add_argument("--keep", choices=("positive_mean", "all"), default="positive_mean", help="filter rule")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--seed", type=int, default=0, help="seed for sampling filter prompts")
+    f.add_argument("--out", required=True, help="output JSON table")
+    f.set_defaults(func=cmd_find)
+
+    pr = ns.add_parser("project", help="top-k tokens of W_U v per value vector, with language tags")
+    add_model_args(pr)
+    add_data_root_arg(pr)
+    pr.add_argument("--neurons", required=True, help="JSON table from `xdetox neurons find`")
+    pr.add_argument("--all", action="store_true", help="use every candidate, not only the kept ones")
+    pr.add_argument("--k", type=int, default=30, help="tokens per vector (paper: 5 main text, 30 appendix)")
+    pr.add_argument("--out-dir", required=True, help="writes vocab_table.csv, value_language_mass.csv, tokens.html")
+    pr.set_defaults(func=cmd_project)
+
+    a = ns.add_parser("activations", help="key activations per language (paper Fig. 3); base vs --adapter")
+    add_model_args(a)
+    add_data_root_arg(a)
+    a.add_argument("--neurons", required=True, help="JSON table from `xdetox neurons find` (kept rows)")
+    a.add_argument("--languages", nargs="+", default=None, help="RTP-LX languages (default all 17)")
+    a.add_argument("--max-prompts", type=int, default=50, help="RTP-LX eval-split prompts per language (seeded)")
+    a.add_argument("--n-new-tokens", type=int, default=20)
+    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--n-boot", type=int, default=1000)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out-dir", required=True, help="writes key_activations*.csv, key_ratio.csv, figure HTML")
+    a.set_defaults(func=cmd_activations)
+
+    i = ns.add_parser("intervene", help="greedy continuations with neuron activations edited (paper Table 5)")
+    add_model_args(i)
+    i.add_argument("--neurons", default=None, help="JSON table from `xdetox neurons find` (kept rows)")
+    i.add_argument("--neuron", action="append", default=[], metavar="L:I", help="a neuron (repeatable)")
+    i.add_argument("--mode", choices=("add", "scale", "set"), default="add")
+    i.add_argument("--value", type=float, default=5.0, help="paper Table 5: +5")
+    i.add_argument("--positions", choices=("all", "generated"), default="all")
+    i.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
+    i.add_argument("--max-new-tokens", type=int, default=10)
+    i.set_defaults(func=cmd_intervene)
+
+
+def load_probe_direction(path: str | Path) -> Any:
+    """Return the direction tensor in a probe directory or safetensors file (``direction``/``weight``)."""
+    from interp.artifacts import load_tensors
+
+    path = Path(path)
+    file = path / "probe.safetensors" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path}: expected probe.safetensors (from `xdetox probe train`), "
+                                    f"found {[p.name for p in found]}")
+        file = found[0]
+    tensors, _ = load_tensors(file)
+    for key in ("direction", "weight"):
+        if key in tensors:
+            return tensors[key].float().reshape(-1) if tensors[key].dim() == 2 and 1 in tensors[key].shape \
+                else tensors[key].float()
+    raise ValueError(f"{file}: no tensor named 'direction' or 'weight' (has {sorted(tensors)}); "
+                     "pass a probe written by `xdetox probe train`")
+
+
+def _lines(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such prompt file (one prompt per line)")
+    return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from interp.neurons import find_toxic_neurons
+
+    direction = load_probe_direction(args.probe)
+    prompts: list[str] | None = None
+    if args.filter_file:
+        prompts = _lines(args.filter_file)
+    elif args.filter_rtplx:
+        from interp.data import load_rtplx, rtplx_split
+
+        pool = [p for p in rtplx_split(load_rtplx(args.data_root, ["en"]), "train", root=args.data_root)
+                if (p.toxicity or 0) >= 3.0]
+        pool = random.Random(args.seed).sample(pool, min(args.filter_rtplx, len(pool)))
+        prompts = [p.text for p in pool]
+    model = load_model_from_args(args)
+    table = find_toxic_neurons(model, direction, top_k=args.top_k, filter_prompts=prompts,
+                               n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size)
+    table.meta["probe"]["path"] = str(args.probe)
+    out = table.to_json(args.out)
+    kept = table.kept()
+    print(f"{len(kept)} of {len(table)} candidates kept -> {out}")
+    print(table.to_frame().head(10).to_string(index=False))
+    return 0
+
+
+def _table_neurons(path: str, use_all: bool = False) -> list[tuple[int, int]]:
+    from interp.neurons import ToxicNeurons
+
+    table = ToxicNeurons.from_json(path)
+    chosen = table if use_all else table.kept()
+    if not len(chosen):
+        raise ValueError(f"{path}: no kept neurons; pass --all to use every candidate")
+    return chosen.layers_neurons()
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from interp.artifacts import atomic_write_text, write_manifest
+    from interp.loading import model_id
+    from interp.vocab import project_to_vocab
+
+    neurons = _table_neurons(args.neurons, args.all)
+    model = load_model_from_args(args)
+    lexicons = None
+    try:
+        from interp.data import load_lexicons
+
+        lexicons = load_lexicons(args.data_root)
+    except (OSError, ValueError) as e:
+        print(f"xdetox: warning: no lexicons ({e}); tokens get script tags only")
+    proj = project_to_vocab(model, neurons, k=args.k, lexicons=lexicons)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "vocab_table.csv", proj.table.to_csv(index=False))
+    atomic_write_text(out / "value_language_mass.csv", proj.language_mass.to_csv(index=False))
+    atomic_write_text(out / "value_per_vector.csv", proj.per_vector.to_csv(index=False))
+    atomic_write_text(out / "tokens.html", proj.to_html())
+    write_manifest(out, kind="vocab-projection", model_id=model_id(model), config={"k": args.k, **proj.meta},
+                   inputs={"neurons": args.neurons})
+    print(proj.token_table(10).to_string(index=False))
+    return 0
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from interp.artifacts import atomic_write_text, write_manifest
+    from interp.data import load_rtplx, rtplx_split
+    from interp.key_activations import key_activations
+    from interp.languages import normalize_languages
+    from interp.loading import base_and_tuned
+
+    neurons = _table_neurons(args.neurons)
+    langs = normalize_languages(args.languages, where="--languages")
+    prompts_all = rtplx_split(load_rtplx(args.data_root, langs), "eval", root=args.data_root)
+    prompts: dict[str, list[str]] = {}
+    ids: dict[str, list[str]] = {}
+    for lang in langs:
+        ps = [p for p in prompts_all if p.lang == lang]
+        ps = random.Random(f"{args.seed}:{lang}").sample(ps, min(args.max_prompts, len(ps)))
+        if ps:
+            prompts[lang], ids[lang] = [p.text for p in ps], [p.id for p in ps]
+    model = load_model_from_args(args)
+    models = dict(zip(("base", "dpo"), base_and_tuned(model))) if args.adapter else {"model": model}
+    res = key_activations(models, neurons, prompts, n_new_tokens=args.n_new_tokens, batch_size=args.batch_size,
+                          n_boot=args.n_boot, seed=args.seed)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "key_activations.csv", res.summary.to_csv(index=False))
+    atomic_write_text(out / "key_activations_per_neuron.csv", res.per_neuron.to_csv(index=False))
+    atomic_write_text(out / "key_ratio.csv", res.ratio_to_english.to_csv(index=False))
+    atomic_write_text(out / "key_activations.html", res.figure().to_html(include_plotlyjs="cdn"))
+    write_manifest(out, kind="key-activations", seed=args.seed, config=res.meta, inputs={"prompt_ids": ids})
+    print(res.summary.to_string(index=False))
+    return 0
+
+
+def _parse_neuron(text: str) -> tuple[int, int]:
+    try:
+        layer, idx = text.split(":")
+        return int(layer), int(idx)
+    except ValueError:
+        raise ValueError(f"--neuron {text!r}: expected LAYER:INDEX, e.g. 14:5723") from None
+
+
+def cmd_intervene(args: argparse.Namespace) -> int:
+    from interp.interventions import NeuronIntervention, generate_with_intervention
+
+    neurons = [_parse_neuron(n) for n in args.neuron]
+    if args.neurons:
+        neurons += _table_neurons(args.neurons)
+    if not neurons:
+        raise ValueError("no neurons: pass --neurons TABLE.json or --neuron LAYER:INDEX")
+    model = load_model_from_args(args)
+    iv = NeuronIntervention(neurons, args.mode, args.value, args.positions)
+    before = generate_with_intervention(model, args.prompt, None, args.max_new_tokens)
+    after = generate_with_intervention(model, args.prompt, iv, args.max_new_tokens)
+    for prompt, b, a in zip(args.prompt, before, after):
+        print(f"{prompt!r}\n  plain:        {b!r}\n  intervention: {a!r}")
+    return 0
