@@ -147,7 +147,8 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
 
     Index 0 is the embedding output and index l the output of block l, as HF
     ``output_hidden_states`` reports them (the last one after the final norm). Pooling is over
-    non-pad tokens only. ``model`` is a bridge, HF model or :class:`~interp.loading.ModelView`.
+    non-pad tokens only; texts are truncated to ``max_length`` tokens (capped at the model's
+    ``max_position_embeddings``). ``model`` is a bridge, HF model or :class:`~interp.loading.ModelView`.
     Results are cached under ``cache_dir("retrieval")`` keyed by the model fingerprint, the
     texts and ``max_length``; batching is internal.
     """
@@ -161,6 +162,10 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     with activate(model) as m:
         tok = _tokenizer_of(m, tokenizer)
+        # Never feed more positions than the model has (learned position tables index out of range).
+        limit = getattr(hf_model_of(m).config, "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > 0:
+            max_length = limit if max_length is None else min(max_length, limit)
         path = None
         if cache:
             key = stable_hash({"texts": texts, "max_length": max_length,

@@ -118,6 +118,12 @@ def test_bilingual_retrieval_tiny_model_real_data(tiny_gpt2, data_root, tmp_path
     assert back.layers == res.layers
 
 
+def test_long_texts_truncated_to_model_positions(tiny_gpt2) -> None:
+    long = ["the quick brown fox jumps over the lazy dog " * 40, "I want to go home now"]
+    reps = layer_representations(tiny_gpt2, long, progress=False, cache=False)  # 128 positions, far more tokens
+    assert torch.isfinite(reps).all()
+
+
 def test_bilingual_retrieval_bad_inputs(tiny_gpt2) -> None:
     with pytest.raises(ValueError, match="differ in length"):
         bilingual_retrieval(tiny_gpt2, {"en": ["a b", "c d"], "de": ["x y"]}, progress=False)
