@@ -219,8 +219,34 @@ def fig_retrieval_heatmap(per_layer: pd.DataFrame, *, value: str = "acc_mean", t
 
 
 # ----------------------------------------------------------------------------- Tables 3/4
-def fig_value_vector_tokens(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Return the value-vector token table (paper Tables 3/4): rank, layer, neuron, top tokens, languages."""
+def value_token_rows(table: pd.DataFrame, *, k: int | None = None) -> pd.DataFrame:
+    """Return one row per value vector (rank, layer, neuron, tokens, langs) from the long vocab table.
+
+    The long form (``interp.vocab`` ``VocabProjection.table``: layer, neuron, rank, token
+    [, languages]) has one row per (vector, token rank); vectors keep their order of appearance
+    and their tokens are joined in rank order (top ``k`` when given).
+    """
+    df = _require(table, ["layer", "neuron", "rank", "token"], "value_token_rows")
+    rows = []
+    for i, ((layer, neuron), d) in enumerate(df.groupby(["layer", "neuron"], sort=False), start=1):
+        d = d.sort_values("rank").head(k or len(d))
+        langs: list[str] = []
+        if "languages" in d.columns:
+            for cell in d["languages"].fillna("").astype(str):
+                langs += [x for x in cell.split(",") if x and x not in langs]
+        rows.append({"rank": i, "layer": int(layer), "neuron": int(neuron),
+                     "tokens": ", ".join(str(t) for t in d["token"]), "langs": ",".join(langs)})
+    return pd.DataFrame(rows, columns=["rank", "layer", "neuron", "tokens", "langs"])
+
+
+def fig_value_vector_tokens(table: pd.DataFrame, *, k: int | None = None, title: str | None = None) -> go.Figure:
+    """Return the value-vector token table (paper Tables 3/4): rank, layer, neuron, top tokens, languages.
+
+    Takes either one row per vector (rank, layer, neuron, tokens [, langs]) or the long vocab
+    table (layer, neuron, rank, token, ...; see :func:`value_token_rows`).
+    """
+    if isinstance(table, pd.DataFrame) and "tokens" not in table.columns and "token" in table.columns:
+        table = value_token_rows(table, k=k)
     df = _require(table, ["rank", "layer", "neuron", "tokens"], "fig_value_vector_tokens")
     cols = ["rank", "layer", "neuron", "tokens"] + (["langs"] if "langs" in df.columns else [])
     return fig_table(df[cols].sort_values("rank"), title=title or "Top tokens promoted by the toxic value vectors")
@@ -290,6 +316,6 @@ def save_figure(fig: go.Figure, path_without_ext: str | os.PathLike[str],
 
 
 __all__ = ["fig_toxicity_before_after", "fig_intervention_sweep", "fig_key_activations", "fig_retrieval_vs_drop",
-           "fig_value_vector_tokens", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
+           "fig_value_vector_tokens", "value_token_rows", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
            "save_figure", "figure_html", "find_chromium", "static_export_problem", "FigureInputError",
            "StaticExportUnavailable", "AGGREGATE_ROWS"]

@@ -113,6 +113,18 @@ def test_heatmap_grid_and_token_table() -> None:
     assert list(cells[0]) == ["1", "2"] and cells[3][0] == "sex, porn, сексу"
 
 
+def test_token_table_from_long_vocab_table() -> None:
+    long = pd.DataFrame({"layer": [14, 14, 14, 13, 13], "neuron": [5723] * 3 + [7176] * 2, "rank": [2, 1, 3, 1, 2],
+                         "token": ["porn", "sex", "seks", "femenino", "weib"],
+                         "languages": ["en", "en,fr", "pl", "es", "de"]})
+    rows = F.value_token_rows(long, k=2)
+    assert rows.to_dict("records") == [
+        {"rank": 1, "layer": 14, "neuron": 5723, "tokens": "sex, porn", "langs": "en,fr"},
+        {"rank": 2, "layer": 13, "neuron": 7176, "tokens": "femenino, weib", "langs": "es,de"}]
+    cells = F.fig_value_vector_tokens(long).data[0].cells.values
+    assert cells[3][0] == "sex, porn, seks"
+
+
 def test_missing_columns_named() -> None:
     t = synthetic_tables()
     with pytest.raises(F.FigureInputError, match=r"missing column\(s\) \['toxprob_after'\]"):
