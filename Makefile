@@ -10,14 +10,14 @@ RUN_DIR ?= runs/demo
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,perspective,quant,notebooks]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,perspective,quant,notebooks,figures]"
 	touch $(STAMP)
 
 # Headless Chromium renders report.html in the report test (and kaleido's static export).
 CHROMIUM_STAMP := $(VENV)/.chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(CHROMIUM_STAMP): $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
 	  || echo "note: could not install chromium; the report screenshot test will skip with a reason"
 	touch $@
 

@@ -418,19 +418,9 @@ class Pipeline:
 
     def parallel_texts(self, kind: str, n: int | None) -> dict[str, list[str]]:
         """Return parallel sentences per language (same order in every language)."""
-        from interp import data
+        from interp.retrieval import parallel_texts
 
-        langs = self.config.languages
-        if kind == "translated-200":
-            t = data.load_translated_200(self.data_root, langs)
-            out = {lang: [p.text for p in t[lang]] for lang in langs}
-        elif kind == "gettext":
-            out = data.gettext_parallel(langs)
-        else:
-            aligned, _ = data.align_by_index(self.rtplx())
-            idx = sorted(i for i, row in aligned.items() if all(l in row for l in langs))
-            out = {lang: [aligned[i][lang].text for i in idx] for lang in langs}
-        return {lang: texts[:n] if n else texts for lang, texts in out.items()}
+        return parallel_texts(kind, self.config.languages, root=self.data_root, limit=n)  # type: ignore[arg-type]
 
     def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.multilinguality import dual_multilinguality

@@ -83,7 +83,7 @@ class InterventionStageConfig:
 
 @dataclass
 class RetrievalStageConfig:
-    parallel: Literal["translated-200", "gettext", "rtplx"] = field(default="translated-200",
+    parallel: Literal["translated200", "gettext", "rtplx"] = field(default="translated200",
                                                                     metadata={"help": "parallel set"})
     n_sentences: int | None = field(default=200, metadata={"help": "sentences per language (None = all)"})
     layer_range: list[int] | None = field(default=None, metadata={"help": "[lo, hi] layers to average; None = all"})

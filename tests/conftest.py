@@ -37,3 +37,14 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One uninterrupted run of the smoke preset, shared by the pipeline and notebook tests."""
+    from interp.pipeline import run_pipeline
+    from interp.run_config import load_run_config
+
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    run_pipeline(load_run_config(preset="smoke"), run_dir, progress=False)
+    return run_dir

@@ -1,0 +1,129 @@
+"""Assemble report.html and summary.json from a finished run's stage outputs (app layer).
+
+Only ids and aggregates reach the report: every page is checked against the RTP-LX prompts
+before it is written. ``summary.json`` carries no timestamps or absolute paths, so the same
+config and seed give the same file, interrupted or not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from interp.artifacts import make_manifest, read_json
+
+if TYPE_CHECKING:
+    from interp.pipeline import Pipeline
+
+
+def _round(obj: Any, digits: int = 6) -> Any:
+    """Round floats so that summary.json is stable against last-bit noise."""
+    if isinstance(obj, float):
+        return None if not np.isfinite(obj) else round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v, digits) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return _round(obj.item(), digits)
+    return obj
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return _round(df.replace({np.nan: None}).to_dict(orient="records"))
+
+
+def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
+    """Write report.html and summary.json into the run directory and return their paths."""
+    from interp import figures as F
+    from interp.report import ReportSection, write_report
+
+    out = pipe.output
+    model_info = read_json(out("model", "model_info"))
+    probe_metrics = read_json(out("probe", "metrics"))
+    transfer = pd.read_csv(out("probe", "transfer"))
+    neurons = pipe.neurons()
+    vocab = pd.read_csv(out("neurons", "vocab_table"))
+    value_mass = pd.read_csv(out("neurons", "value_mass"))
+    cmp = pd.read_csv(out("metrics", "compare"))
+    keys = pd.read_csv(out("key_activations", "summary"))
+    sweep = pd.read_csv(out("intervention", "sweep"))
+    retr = pd.read_csv(out("retrieval", "per_language"))
+    retr_layers = pd.read_csv(out("retrieval", "per_layer"))
+    signals = pd.read_csv(out("correlation", "signals"))
+    corr = pd.read_csv(out("correlation", "correlation"))
+    scorer = read_json(out("score", "scorer"))
+    dpo_dir = out("dpo", "model_dir")
+    dpo_log = read_json(dpo_dir / "training_log.json") if (dpo_dir / "training_log.json").is_file() else {}
+    averages = F.table_language_averages(cmp)
+    neuron_frame = neurons.to_frame()
+    kept = neuron_frame[neuron_frame["kept"]] if "kept" in neuron_frame else neuron_frame
+    cfg = pipe.config
+
+    sections = [
+        ReportSection("Overview", [
+            f"Model: {Path(model_info['path']).name} ({model_info['family']}, {model_info['n_layers']} layers, "
+            f"d_model {model_info['d_model']}, d_mlp {model_info['d_mlp']}). Languages: {', '.join(cfg.languages)}. "
+            f"Toxicity scorer: {scorer['id']} {scorer['version']}. DPO preset: {cfg.dpo.preset}.",
+            "Prompts are shown by id only; RTP-LX text never appears in this report.",
+        ]),
+        ReportSection("Table 2: averages over languages, before and after English DPO",
+                      [F.fig_table(averages), averages]),
+        ReportSection("Fig. 1: toxicity per language before and after English DPO",
+                      [F.fig_toxicity_before_after(cmp), cmp]),
+        ReportSection("Stage 1: English toxicity probe", [
+            pd.DataFrame([{"split": k, **{m: v for m, v in val.items() if isinstance(v, (int, float))}}
+                          for k, val in _flatten_metrics(probe_metrics).items()]),
+            "Probe transfer: AUC of the English probe on RTP-LX prompts per language against human toxicity ratings.",
+            transfer]),
+        ReportSection("Stage 2: toxic value vectors (Tables 3/4)", [
+            f"{len(kept)} of {len(neuron_frame)} candidate value vectors pass the activation filter (mean > 0).",
+            F.fig_value_vector_tokens(vocab), kept.reset_index(drop=True), value_mass]),
+        ReportSection("Fig. 3: toxic-neuron key activations per language, base vs DPO", [F.fig_key_activations(keys), keys]),
+        ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [F.fig_intervention_sweep(sweep), sweep]
+                      if len(sweep) else ["The sweep was disabled in this run's config."]),
+        ReportSection("Bilingual retrieval (en <-> X)", [F.fig_retrieval_heatmap(retr_layers), retr]),
+        ReportSection("Fig. 4: retrieval vs toxicity change", [F.fig_retrieval_vs_drop(retr, cmp)]),
+        ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
+    ]
+    if dpo_log:
+        sections.append(ReportSection("DPO training log", [pd.DataFrame(dpo_log.get("history", []))
+                                                           if dpo_log.get("history") else str(_round(dpo_log))]))
+
+    summary = _round({
+        "languages": cfg.languages,
+        "seed": cfg.seed,
+        "model": {k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")},
+        "scorer": scorer,
+        "probe": _flatten_metrics(probe_metrics),
+        "probe_transfer": _records(transfer),
+        "neurons": {"candidates": int(len(neuron_frame)), "kept": int(len(kept)),
+                    "kept_layers": sorted({int(x) for x in kept["layer"]}) if len(kept) else []},
+        "table2": _records(averages),
+        "per_language": _records(cmp),
+        "key_activations": _records(keys),
+        "intervention_sweep": _records(sweep),
+        "retrieval": _records(retr),
+        "dual_multilinguality": _records(signals),
+        "correlation": _records(corr),
+    })
+    manifest = make_manifest(kind="xdetox-report", config=cfg, seed=cfg.seed, model_id=model_info["path"])
+    forbidden = {p.id: p.text for p in pipe.rtplx()}
+    return write_report(pipe.run_dir, sections=sections, manifest=manifest, scorer_identity=scorer,
+                        summary=summary, forbidden_texts=forbidden, title="xdetox: cross-lingual toxicity report")
+
+
+def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return {split: {metric: value}} from a probe-metrics dict of any nesting."""
+    flat: dict[str, dict[str, Any]] = {}
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    if scalars:
+        flat["all"] = scalars
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            inner = _flatten_metrics(v)
+            for sub, vals in inner.items():
+                flat[k if sub == "all" else f"{k}.{sub}"] = vals
+    return flat
