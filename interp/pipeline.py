@@ -360,10 +360,11 @@ class Pipeline:
                 {"before": self.rel(d / "metrics_before.csv"), "after": self.rel(d / "metrics_after.csv"),
                  "compare": self.rel(d / "metrics_compare.csv")})
 
-    def _group_neurons(self) -> Any:
+    def _group_neurons(self) -> list[tuple[int, int]]:
+        """Return the (layer, neuron) pairs analysed downstream: the kept ones, else all candidates."""
         neurons = self.neurons()
         kept = neurons.kept()
-        return kept if len(kept) else neurons
+        return (kept if len(kept) else neurons).layers_neurons()
 
     def stage_key_activations(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.key_activations import key_activations
@@ -372,7 +373,7 @@ class Pipeline:
         prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="keys").items()}
         tuned = self.tuned_model()
         res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
-                              n_new_tokens=c.n_new_tokens, seed=self.config.seed)
+                              n_new_tokens=c.n_new_tokens, seed=self.config.seed, progress=self.progress)
         res.summary.to_csv(d / "key_activations.csv", index=False)
         res.per_neuron.to_csv(d / "key_activations_per_neuron.csv", index=False)
         res.ratio_to_english.to_csv(d / "key_ratio.csv", index=False)
@@ -397,7 +398,8 @@ class Pipeline:
 
         prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="sweep").items()}
         df = intervention_sweep(self.base_model(), self._group_neurons(), prompts, offsets=tuple(c.offsets),
-                                score_fn=score_fn, k=c.k, max_new_tokens=c.max_new_tokens, seed=self.config.seed)
+                                score_fn=score_fn, max_new_tokens=c.max_new_tokens, seed=self.config.seed,
+                                progress=self.progress)
         df.to_csv(d / "sweep.csv", index=False)
         by = df.groupby("offset")["mean_toxicity"].mean()
         return (f"mean toxicity {by.iloc[0]:.3f} at offset {by.index[0]:g} -> {by.loc[by.index.min()]:.3f} at "

@@ -77,8 +77,7 @@ class InterventionStageConfig:
     offsets: list[float] = field(default_factory=lambda: [0.0, -1.0, -2.0, -3.0, -4.0, -5.0],
                                  metadata={"help": "activation offsets added to the kept neurons"})
     n_prompts: int = field(default=5, metadata={"help": "prompts per language"})
-    k: int = field(default=2, metadata={"help": "samples per prompt"})
-    max_new_tokens: int = field(default=20, metadata={"help": "tokens per continuation"})
+    max_new_tokens: int = field(default=20, metadata={"help": "greedy tokens per continuation"})
 
 
 @dataclass
