@@ -355,6 +355,8 @@ def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
         gradient_checkpointing=config.gradient_checkpointing,
         disable_tqdm=False, dataloader_num_workers=0, remove_unused_columns=False,
         save_only_model=False,
+        # Every trainable weight takes part in each forward (full model or all LoRA layers).
+        ddp_find_unused_parameters=False,
     )
 
 
