@@ -134,6 +134,45 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
             h.remove()
 
 
+def _has_user_hooks(hf: nn.Module) -> bool:
+    """Return whether any TransformerLens hook point under ``hf`` carries a hook right now."""
+    for mod in hf.modules():
+        if type(mod).__name__ == "HookPoint" and (mod._forward_hooks or mod._forward_pre_hooks):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def bare_modules(hf: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put the wrapped HF modules back in place of the TransformerBridge components.
+
+    The bridge's wrappers cost ~2x per forward on small models; decoding only needs the HF
+    numerics and our own torch hooks (which sit on the unwrapped modules). Skipped, so that
+    they keep firing, whenever a TransformerLens hook is active.
+    """
+    if _has_user_hooks(hf):
+        yield hf
+        return
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+
+    def visit(mod: nn.Module) -> None:
+        for name, child in list(mod._modules.items()):
+            if child is None:
+                continue
+            inner = _unwrap(child)
+            if inner is not child:
+                swaps.append((mod, name, child))
+                mod._modules[name] = inner
+            visit(inner)
+
+    try:
+        visit(hf)
+        yield hf
+    finally:
+        for mod, name, child in reversed(swaps):
+            mod._modules[name] = child
+
+
 def _accepts_position_ids(hf: nn.Module) -> bool:
     # Families with learned/rotary positions take position_ids; ALiBi ones derive them from the mask.
     return "position_ids" in inspect.signature(hf.forward).parameters
@@ -166,7 +205,16 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int,
         from tqdm.auto import tqdm
 
         it = tqdm(batches, desc=desc, leave=False)
-    for idx in it:
+    with bare_modules(hf):
+        _decode_batches(hf, prompt_ids, it, n_steps, out, device, pad_id, use_pos, on_step, on_batch)
+    return out
+
+
+def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches: Any, n_steps: int, out: Tensor,
+                    device: torch.device, pad_id: int, use_pos: bool,
+                    on_step: Callable[[int, Tensor], None] | None,
+                    on_batch: Callable[[list[int]], None] | None) -> None:
+    for idx in batches:
         if on_batch is not None:
             on_batch(idx)
         seqs = [list(prompt_ids[i]) for i in idx]
@@ -193,7 +241,6 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int,
                 kwargs["position_ids"] = pos
             res = hf(input_ids=nxt[:, None], **kwargs)
             past = res.past_key_values
-    return out
 
 
 @torch.no_grad()

@@ -107,3 +107,20 @@ def test_bad_inputs_have_clear_errors(bridge_of) -> None:
         collect_generation_activations(bridge, ["hi"], [(2, 0)])
     with pytest.raises(TypeError, match="single string"):
         collect_generation_activations(bridge, "hi", [(0, 1)])  # type: ignore[arg-type]
+
+
+def test_bridge_restored_and_transformerlens_hooks_still_fire(bridge_of) -> None:
+    from interp.interventions import NeuronIntervention, intervene
+
+    bridge = bridge_of("gpt2")
+    before = [type(m).__name__ for m in bridge.original_model.modules()]
+    neurons = [(1, 3), (1, 4)]
+    iv = NeuronIntervention([(0, 2)], "add", 50.0)
+    with intervene(bridge, iv):
+        want = collect_generation_activations(bridge, PROMPTS[:3], neurons, n_new_tokens=3)
+    with bridge.hooks(fwd_hooks=iv.hooks(bridge)):  # a TL hook: decoding must keep the bridge wrappers
+        got = collect_generation_activations(bridge, PROMPTS[:3], neurons, n_new_tokens=3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    plain = collect_generation_activations(bridge, PROMPTS[:3], neurons, n_new_tokens=3)
+    assert (plain - want).abs().max() > 1e-3
+    assert [type(m).__name__ for m in bridge.original_model.modules()] == before
