@@ -182,7 +182,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     atomic_write_text(out / "key_activations.csv", res.summary.to_csv(index=False))
     atomic_write_text(out / "key_activations_per_neuron.csv", res.per_neuron.to_csv(index=False))
     atomic_write_text(out / "key_ratio.csv", res.ratio_to_english.to_csv(index=False))
-    atomic_write_text(out / "key_activations.html", res.figure().to_html(include_plotlyjs="cdn"))
+    atomic_write_text(out / "key_activations.html", res.figure().to_html(include_plotlyjs=True))
     write_manifest(out, kind="key-activations", seed=args.seed, config=res.meta, inputs={"prompt_ids": ids})
     print(res.summary.to_string(index=False))
     return 0
