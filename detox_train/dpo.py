@@ -77,20 +77,24 @@ def _data_root(config: DPOTrainConfig) -> Path:
     return data_root(config.data_root)
 
 
-def resolve_scorer(name: str) -> Callable[[list[str]], list[float]]:
-    """Return the toxicity scorer ``name`` from the evaluation module as ``texts -> scores``."""
+def resolve_scorer(name: str, *, data_root: str | None = None) -> Callable[[list[str]], list[float]]:
+    """Return the evaluation module's scorer ``name`` as ``english texts -> toxicity scores``."""
     try:
-        from detox_train.evaluate import scorers as sc  # the evaluation issue's module
+        from detox_train.evaluate.scorers import get_scorer
     except ImportError as e:
         raise ValueError(f"pairs='onpolicy' needs a scorer, but detox_train.evaluate.scorers is not available "
                          f"({e}); pass score_fn= to train_dpo or use another pairs source") from e
-    getter = getattr(sc, "get_scorer", None)
-    if getter is None:
-        raise ValueError("detox_train.evaluate.scorers has no get_scorer(name); pass score_fn= to train_dpo")
-    scorer = getter(name)
-    if hasattr(scorer, "score"):
-        return lambda texts: [float(s) for s in scorer.score(texts)]
-    return scorer
+    scorer = get_scorer(name, data_root=data_root) if name == "lexicon" else get_scorer(name)
+
+    def score_en(texts: list[str]) -> list[float]:
+        results = scorer.score(list(texts), ["en"] * len(texts))
+        bad = next((r for r in results if r.failed), None)
+        if bad is not None:  # a failed score must never pass for "not toxic"
+            raise ValueError(f"scorer {name!r} failed on an on-policy sample: {bad.error}")
+        return [float(r.score) for r in results]
+
+    score_en.__name__ = f"{scorer.id}@{scorer.version}"
+    return score_en
 
 
 def build_pairs(config: DPOTrainConfig, *, model: Any = None, tokenizer: Any = None,
@@ -110,10 +114,10 @@ def build_pairs(config: DPOTrainConfig, *, model: Any = None, tokenizer: Any = N
 
         prompts = rtplx_split(load_rtplx(_data_root(config), ["en"]), "train", root=_data_root(config))
         prompts = subsample(prompts, config.onpolicy_prompts, config.seed)
-        fn = score_fn or resolve_scorer(config.onpolicy_scorer)
+        fn = score_fn or resolve_scorer(config.onpolicy_scorer, data_root=config.data_root)
         pairs = onpolicy_pairs(model, tokenizer, prompts, fn, k=config.onpolicy_k, seed=config.seed)
         info.update(n_prompts=len(prompts), k=config.onpolicy_k,
-                    scorer=config.onpolicy_scorer if score_fn is None else getattr(score_fn, "__name__", "custom"))
+                    scorer=getattr(fn, "__name__", "custom"))
     else:
         path = Path(src).expanduser()
         if not path.exists():

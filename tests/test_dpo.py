@@ -267,3 +267,21 @@ def test_bridge_applies_a_lora_on_the_joint_qkv_projection(gpt2_dir: Path, tmp_p
     with torch.no_grad():
         torch.testing.assert_close(hf_model_of(bridge)(input_ids=ids).logits, peft(input_ids=ids).logits,
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_onpolicy_source_samples_english_train_prompts(gpt2_dir: Path, tmp_path: Path, data_root: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from detox_train.dpo import build_pairs
+    from interp.data import is_eval_index
+
+    tok = AutoTokenizer.from_pretrained(str(gpt2_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(gpt2_dir))
+    cfg = tiny_config(gpt2_dir, tmp_path, pairs="onpolicy", onpolicy_prompts=2, onpolicy_k=2,
+                      data_root=str(data_root))
+    pairs, info = build_pairs(cfg, model=model, tokenizer=tok, score_fn=lambda ts: [float(len(t)) for t in ts])
+    assert info["n_prompts"] == 2 and info["k"] == 2
+    for p in pairs:
+        lang, index = p.meta["prompt_id"].split(":")[1:3]
+        assert lang == "en" and not is_eval_index(int(index))  # never an evaluation prompt
+        assert p.meta["score_gap"] > 0
