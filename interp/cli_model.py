@@ -1,9 +1,78 @@
-"""CLI group (placeholder until its issue lands)."""
+"""``xdetox model``: build the embedded default model and report its quality (a thin shell)."""
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+
+from interp.cli_common import add_data_root_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="(in development)")
-    p.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    """Add ``model build-default`` and ``model quality``."""
+    from interp.default_model import PRESET_ENV, RECIPES
+
+    p = sub.add_parser("model", help="the embedded offline default model: build it, check its quality")
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+
+    b = msub.add_parser("build-default", help="train (or resume) the default model into the cache")
+    b.add_argument("--preset", default="default", choices=sorted(RECIPES),
+                   help=f"recipe preset (default: 'default', or ${PRESET_ENV} when set)")
+    add_data_root_arg(b)
+    b.add_argument("--force", action="store_true", help="delete a cached build of this preset and rebuild")
+    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=cmd_build)
+
+    q = msub.add_parser("quality", help="print each quality criterion of the default model against its bar")
+    q.add_argument("--preset", default="default", choices=sorted(RECIPES), help="recipe preset to check")
+    q.add_argument("--model-dir", default=None, help="a built default-model directory (default: the preset's cache)")
+    add_data_root_arg(q)
+    q.add_argument("--probe-examples", type=int, default=6000, help="ParaDetox texts for the probe")
+    q.add_argument("--prompts", type=int, default=100, help="toxic English eval prompts to continue")
+    q.add_argument("--json", default=None, help="also write the criteria with details to this JSON file")
+    q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    q.set_defaults(func=cmd_quality)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build (or find) the preset's default model and print its directory and headline figures."""
+    from interp.artifacts import read_json
+    from interp.default_model import default_model_dir
+
+    if args.force:
+        target = default_model_dir(args.preset, args.data_root, build=False) if _built(args) else None
+        if target is not None:
+            shutil.rmtree(target)
+    directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
+    m = read_json(directory / "manifest.json")
+    print(directory)
+    print(f"steps {m['steps']}/{m['planned_steps']}, {m['tokens_trained']} tokens at {m['tokens_per_s']:.0f} tok/s, "
+          f"build {m['build_seconds']:.0f} s, stopped by {m['stopped_by']}, final val loss {m['final_val_loss']:.3f}")
+    return 0
+
+
+def _built(args: argparse.Namespace) -> bool:
+    from interp.default_model import default_model_dir
+
+    try:
+        default_model_dir(args.preset, args.data_root, build=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Print the quality criteria; exit 0 when all pass, 1 otherwise."""
+    from interp.artifacts import write_json
+    from interp.default_model import default_model_dir
+    from interp.quality import QualityConfig, format_report, quality_report
+
+    directory = args.model_dir or default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
+    cfg = QualityConfig(probe_examples=args.probe_examples, n_prompts=args.prompts)
+    criteria = quality_report(directory, args.data_root, cfg, progress=not args.no_progress)
+    print(f"default model: {directory}")
+    print(format_report(criteria))
+    if args.json:
+        write_json(args.json, [c.__dict__ for c in criteria])
+    print(json.dumps({"passed": sum(c.passed for c in criteria), "of": len(criteria)}))
+    return 0 if all(c.passed for c in criteria) else 1
