@@ -75,10 +75,18 @@ def validate_prompts(prompts: Sequence[str], *, where: str = "prompts") -> None:
             raise TypeError(f"{where}[{i}]: expected str, got {type(p).__name__}")
 
 
-def validate_neurons(model: Any, neurons: Sequence[Neuron]) -> list[Neuron]:
+def as_neuron_list(neurons: Any) -> list[Any]:
+    """Return ``neurons`` as a list of pairs; accepts pairs or a table with ``layers_neurons()``."""
+    if hasattr(neurons, "layers_neurons"):
+        return list(neurons.layers_neurons())
+    return list(neurons)
+
+
+def validate_neurons(model: Any, neurons: Sequence[Neuron] | Any) -> list[Neuron]:
     """Return ``neurons`` as a list of int pairs, raising a clear error for out-of-range entries."""
     a = get_adapter(model.model if hasattr(model, "adapter_enabled") else model)
     out: list[Neuron] = []
+    neurons = as_neuron_list(neurons)
     if len(neurons) == 0:
         raise ValueError("empty neuron list; pass at least one (layer, neuron) pair")
     for j, n in enumerate(neurons):
@@ -286,4 +294,4 @@ def collect_generation_activations(
 
 
 __all__ = ["collect_generation_activations", "greedy_decode", "encode_prompts", "activation_hooks",
-           "validate_neurons", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]
+           "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]

@@ -20,8 +20,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.activations import (activation_hooks, encode_prompts, greedy_decode, group_by_layer, tokenizer_of,
-                                validate_neurons, validate_prompts)
+from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, greedy_decode, group_by_layer,
+                                tokenizer_of, validate_neurons, validate_prompts)
 from interp.architecture import get_adapter
 from interp.loading import activate
 
@@ -44,7 +44,7 @@ class NeuronIntervention:
             raise ValueError(f"mode must be 'add', 'scale' or 'set', got {self.mode!r}")
         if self.positions not in ("all", "generated"):
             raise ValueError(f"positions must be 'all' or 'generated', got {self.positions!r}")
-        self.neurons = [(int(l), int(i)) for l, i in self.neurons]
+        self.neurons = [(int(l), int(i)) for l, i in as_neuron_list(self.neurons)]
         if not self.neurons:
             raise ValueError("NeuronIntervention needs at least one (layer, neuron) pair")
         vals = self.values()
@@ -154,7 +154,8 @@ def intervention_sweep(
     when every neuron's activation is shifted by each offset (paper Fig. 2).
 
     ``score_fn(texts, lang)`` scores continuations (any scorer); ``k`` caps the prompts per
-    language (a seeded sample, the same prompts for every offset).
+    language (a seeded sample, the same prompts for every offset). NaN scores (failed items) are
+    left out of the mean and of ``n``.
     """
     import pandas as pd
 
@@ -180,13 +181,14 @@ def intervention_sweep(
 
         it = tqdm(jobs, desc="intervention sweep", leave=False)
     for offset, lang in it:
-        iv = None if offset == 0 else NeuronIntervention(list(neurons), "add", float(offset), positions)
+        iv = None if offset == 0 else NeuronIntervention(as_neuron_list(neurons), "add", float(offset), positions)
         texts = generate_with_intervention(model, chosen[lang], iv, max_new_tokens, batch_size=batch_size)
         scores = [float(s) for s in score_fn(texts, lang)]
         if len(scores) != len(texts):
             raise ValueError(f"score_fn returned {len(scores)} scores for {len(texts)} texts ({lang})")
-        rows.append({"offset": float(offset), "lang": lang, "mean_toxicity": sum(scores) / len(scores),
-                     "n": len(scores)})
+        valid = [s for s in scores if s == s]  # a scorer marks failed items NaN: average the rest, count them
+        rows.append({"offset": float(offset), "lang": lang,
+                     "mean_toxicity": sum(valid) / len(valid) if valid else float("nan"), "n": len(valid)})
     return pd.DataFrame(rows, columns=["offset", "lang", "mean_toxicity", "n"])
 
 

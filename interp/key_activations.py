@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from interp.activations import collect_generation_activations, validate_prompts
+from interp.activations import as_neuron_list, collect_generation_activations, validate_prompts
 from interp.languages import normalize_language
 
 
@@ -85,7 +85,7 @@ def key_activations(
         code = normalize_language(lang, where="prompts_by_language")
         validate_prompts(prompts, where=f"prompts_by_language[{lang!r}]")
         langs[code] = list(prompts)
-    neurons = [(int(l), int(i)) for l, i in neurons]
+    neurons = [(int(l), int(i)) for l, i in as_neuron_list(neurons)]
     summary, detail = [], []
     jobs = [(name, lang) for name in models for lang in langs]
     it: Any = jobs

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from interp.activations import tokenizer_of, validate_neurons
+from interp.activations import as_neuron_list, tokenizer_of, validate_neurons
 from interp.architecture import get_adapter
 from interp.languages import LANGUAGES
 from interp.loading import activate
@@ -93,12 +93,6 @@ def _visible(token: str) -> str:
     return repr(token)[1:-1] if token.strip() != token or not token else token
 
 
-def _neuron_list(neurons: Any) -> list[tuple[int, int]]:
-    if hasattr(neurons, "layers_neurons"):
-        return list(neurons.layers_neurons())
-    return [(int(l), int(i)) for l, i in neurons]
-
-
 def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
     from interp.lexicon import Lexicon, default_lexicon
 
@@ -122,7 +116,7 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    pairs = _neuron_list(neurons)
+    pairs = as_neuron_list(neurons)
     with activate(model) as m:
         pairs = validate_neurons(m, pairs)
         a = get_adapter(m)

@@ -82,3 +82,19 @@ def test_bad_inputs() -> None:
         key_activations({"m": b}, [(0, 640)], {"en": ["hi"]}, progress=False)
     with pytest.raises(ValueError, match="models is empty"):
         key_activations({}, [(0, 1)], {"en": ["hi"]}, progress=False)
+
+
+def test_toxic_neuron_table_is_accepted_everywhere() -> None:
+    from interp.interventions import NeuronIntervention, intervention_sweep
+    from interp.neurons import find_toxic_neurons
+    from interp.vocab import project_to_vocab
+
+    b = wrap_bridge(make_model("gpt2", 320), make_tokenizer())
+    table = find_toxic_neurons(b, torch.randn(32), top_k=3, progress=False)
+    res = key_activations({"m": b}, table, {"en": ["hi"]}, n_new_tokens=2, n_boot=10, progress=False)
+    assert len(res.per_neuron) == 3
+    assert NeuronIntervention(table, "add", 1.0).neurons == table.layers_neurons()
+    assert len(project_to_vocab(b, table, k=3, lexicons={"en": ["hell"]}).table) == 9
+    df = intervention_sweep(b, table, {"en": ["hi"]}, offsets=(0, -1), score_fn=lambda t, l: [0.0] * len(t),
+                            max_new_tokens=2, progress=False)
+    assert len(df) == 2
