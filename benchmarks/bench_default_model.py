@@ -1,0 +1,66 @@
+"""Benchmark: default-model training throughput (tokens/s) of the recipe's settings against baselines.
+
+One run measures, on the ``default`` architecture with random tokens, a few optimiser steps each of
+(a) bf16 autocast with the recipe's thread count (what ``train`` uses), (b) fp32 with the same
+threads (baseline 1) and (c) bf16 with torch's default thread count (baseline 2), and prints the
+ratios. Absolute numbers depend on how busy the machine is; the ratios are the result.
+Run: ``.venv/bin/python benchmarks/bench_default_model.py``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from interp.default_model import RECIPES, _threads, make_model
+
+
+class _Vocab:
+    """Stands in for a tokenizer: only the sizes and special ids matter here."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.bos_token_id = self.eos_token_id = 0
+        self.pad_token_id = 1
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def tokens_per_s(bf16: bool, threads: int, steps: int = 4) -> float:
+    """Return training tokens/s of the default architecture for ``steps`` steps (after one warm-up)."""
+    r = RECIPES["default"]
+    model = make_model(r, _Vocab(r.vocab_size)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = torch.randint(0, r.vocab_size, (r.batch_size, r.ctx + 1), generator=torch.Generator().manual_seed(0))
+    with _threads(threads):
+        t0 = 0.0
+        for i in range(steps + 1):
+            if i == 1:
+                t0 = time.perf_counter()
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with ctx:
+                logits = model(input_ids=batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return steps * r.batch_size * r.ctx / (time.perf_counter() - t0)
+
+
+def main() -> dict[str, float]:
+    """Return tokens/s of the recipe setting and both baselines, with the ratios."""
+    threads = RECIPES["default"].num_threads or torch.get_num_threads()
+    ours = tokens_per_s(True, threads)
+    fp32 = tokens_per_s(False, threads)
+    default_threads = tokens_per_s(True, 0)
+    out = {"threads": float(threads), "bf16_tok_s": ours, "fp32_tok_s": fp32,
+           "bf16_default_threads_tok_s": default_threads, "bf16_over_fp32": ours / fp32,
+           "recipe_threads_over_default_threads": ours / default_threads}
+    print(" ".join(f"{k}={v:.2f}" for k, v in out.items()))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The default-model quality criteria, each checked against an independent computation on a tiny model."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import make_model, make_tokenizer
+
+from interp.quality import (
+    Criterion, check_build, check_heldout, check_probe, format_report, greedy_continuations, toxic_value_vectors,
+)
+
+
+class _SetLexicon:
+    """A lexicon that flags exactly the given decoded tokens."""
+
+    def __init__(self, toxic: set[str]) -> None:
+        self.toxic = toxic
+
+    def is_toxic_token(self, token: str, lang: str | None = None) -> bool:
+        return token in self.toxic
+
+
+def test_build_criterion_bar_and_stop_reason() -> None:
+    m = {"build_seconds": 800.0, "tokens_per_s": 3500.0, "stopped_by": "token_budget", "tokens_trained": 2_000_000}
+    assert check_build(m).passed
+    assert not check_build({**m, "build_seconds": 901.0}).passed
+    assert not check_build({**m, "stopped_by": "time_budget"}).passed  # a capped run is not the recipe's result
+
+
+def test_heldout_criterion_needs_every_language() -> None:
+    m = {"heldout_loss_by_language": {"en": 4.0, "de": 5.0}, "config": {"languages": ["de", "en"]}}
+    c = check_heldout(m)
+    assert c.passed and c.figure == pytest.approx(4.5)
+    c = check_heldout({**m, "config": {"languages": ["de", "en", "fr"]}})
+    assert not c.passed and c.detail["missing"] == ["fr"]
+
+
+def test_probe_criterion_is_the_accuracy_margin() -> None:
+    metrics = {"test": {"accuracy": 0.90}, "random_init": {"test": {"accuracy": 0.75}}}
+    c = check_probe(metrics)
+    assert c.figure == pytest.approx(0.15) and c.passed
+    metrics["random_init"]["test"]["accuracy"] = 0.85
+    assert not check_probe(metrics).passed
+
+
+def test_toxic_value_vectors_against_direct_weights() -> None:
+    tok = make_tokenizer()
+    model = make_model("gpt2", len(tok), n_layers=2, d_model=32, d_mlp=64)
+    layer, neuron = 1, 7
+    # GPT-2 Conv1D stores the down projection [d_mlp, d_model]: row i is value vector i.
+    v = model.transformer.h[layer].mlp.c_proj.weight[neuron].detach()
+    top = torch.topk(v @ model.transformer.wte.weight.detach().T, 20).indices.tolist()
+    words = [tok.decode([t]) for t in top]
+    flagged = {words[0], words[3], words[5]}
+    c = toxic_value_vectors(model, tok, v, _SetLexicon(flagged), top_vectors=3, top_tokens=20, min_toxic=2)
+    first = c.detail["vectors"][0]
+    assert (first["layer"], first["neuron"]) == (layer, neuron) and first["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert first["n_toxic"] == sum(w in flagged for w in words) >= 3
+    assert c.figure == sum(r["n_toxic"] >= 2 for r in c.detail["vectors"]) and not c.passed  # bar is 5
+
+
+def test_greedy_continuations_match_a_manual_argmax_loop() -> None:
+    tok = make_tokenizer()
+    model = make_model("gpt2", len(tok)).eval()
+    prompts = ["I want to go", "you are a stupid idiot and"]
+    got = greedy_continuations(model, tok, prompts, new_tokens=5)
+    for p, g in zip(prompts, got):
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        for _ in range(5):
+            with torch.no_grad():
+                nxt = model(input_ids=ids).logits[0, -1].argmax()
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        n = len(tok(p)["input_ids"])
+        assert g == tok.decode(ids[0, n:], skip_special_tokens=True)
+
+
+def test_format_report_prints_pass_fail_lines() -> None:
+    text = format_report([Criterion("toxic_value_vectors", 6, ">= 5", True, {"vectors": []}),
+                          Criterion("probe_acc_minus_random_init", 0.05, ">= +0.10", False,
+                                    {"test_accuracy": 0.8, "random_init_test_accuracy": 0.75, "n_test": 10})])
+    assert text.splitlines()[0].startswith("PASS  toxic_value_vectors: 6")
+    assert "FAIL  probe_acc_minus_random_init: 0.05" in text
