@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# "--model default" means the seconds-long smoke preset in tests (the real one trains ~15 min).
+os.environ.setdefault("XDETOX_DEFAULT_PRESET", "smoke")
 
 from tiny_models import FAMILIES, make_model, make_tokenizer, save_tiny  # noqa: E402
 
