@@ -24,6 +24,23 @@ class PerspectiveKeyError(ValueError):
     """The API key is missing."""
 
 
+class _Secret:
+    """Holds the API key; its repr/str never show it (so vars() or a traceback dump cannot leak it)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
 def truncate_utf8(text: str, max_bytes: int = MAX_TEXT_BYTES) -> tuple[str, bool]:
     """Return (text cut to at most ``max_bytes`` UTF-8 bytes on a character boundary, was_cut)."""
     raw = text.encode("utf-8")
@@ -79,7 +96,7 @@ class PerspectiveScorer:
                 "or use the offline scorer (--scorer e5)")
         if not attributes:
             raise ValueError("attributes must name at least one Perspective attribute, e.g. TOXICITY")
-        self.__key = key  # name-mangled and never part of repr/vars dumps we write
+        self._key = _Secret(key)
         self.attributes = tuple(a.upper() for a in attributes)
         self.base_url, self.timeout, self.max_retries = base_url, float(timeout), int(max_retries)
         self.backoff, self.max_backoff, self.max_bytes = float(backoff), float(max_backoff), int(max_bytes)
@@ -115,7 +132,7 @@ class PerspectiveScorer:
             self.bucket.acquire()
             self.n_requests += 1
             try:
-                r = self._client.post(self.base_url, json=body, headers={"X-Goog-Api-Key": self.__key})
+                r = self._client.post(self.base_url, json=body, headers={"X-Goog-Api-Key": self._key.reveal()})
             except httpx.TimeoutException:
                 last = f"timeout after {self.timeout:g}s"
                 continue
