@@ -145,7 +145,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
                      batch_size: int = 32, cache_dir: str | os.PathLike[str] | None = None,
                      progress: bool = True, tokenizer: Any = None, max_length: int = 512,
                      padding_side: Literal["right", "left"] | None = None,
-                     use_cache: bool = True) -> Float[Tensor, "n d_model"]:
+                     use_cache: bool = True, fingerprint: str | None = None) -> Float[Tensor, "n d_model"]:
     """Return pooled hidden states [n, d_model] (float32, CPU) for ``texts``, one row per text.
 
     ``layer=None`` is the final layer after the final norm (the paper's feature); ``layer=l`` is
@@ -154,14 +154,21 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     the tokenizer's own specials; BOS is prepended only for families that expect it (adapter
     ``spec.prepends_bos``). Results are cached under ``cache_dir`` (default: the xdetox cache)
     keyed by model fingerprint, text hash, layer, pooling and max_length; ``use_cache=False``
-    skips the cache.
+    skips the cache. A :class:`interp.loading.ModelView` runs in its adapter state.
     """
     from tqdm.auto import tqdm
 
     from interp.artifacts import load_tensors, save_tensors
-    from interp.loading import model_fingerprint, model_id
+    from interp.loading import ModelView, activate, model_fingerprint, model_id
     from interp.paths import cache_dir as default_cache_dir
 
+    if isinstance(model, ModelView):
+        fp = fingerprint or (model_fingerprint(model) if use_cache else None)
+        with activate(model) as inner:
+            return extract_features(inner, texts, layer=layer, pooling=pooling, batch_size=batch_size,
+                                    cache_dir=cache_dir, progress=progress, tokenizer=tokenizer,
+                                    max_length=max_length, padding_side=padding_side, use_cache=use_cache,
+                                    fingerprint=fp)
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     if len(texts) == 0:
@@ -187,7 +194,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
 
     path: Path | None = None
     if use_cache:
-        key = {"fingerprint": model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
+        key = {"fingerprint": fingerprint or model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
                "pooling": pooling, "max_length": max_length, "bos": adapter.spec.prepends_bos, "v": 1}
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)

@@ -304,9 +304,9 @@ class ToxicityProbe:
     def check_model(self, model: Any, *, strict: bool = True, where: str = "probe") -> None:
         """Raise :class:`ProbeMismatchError` when ``model`` is not the model this probe was trained on."""
         from interp.architecture import get_adapter
-        from interp.loading import model_fingerprint, model_id
+        from interp.loading import ModelView, model_fingerprint, model_id
 
-        d = get_adapter(model).d_model
+        d = get_adapter(model.model if isinstance(model, ModelView) else model).d_model
         if d != self.d_model:
             raise ProbeMismatchError(
                 f"{where}: probe has d_model={self.d_model} but model {model_id(model)} has d_model={d}; "

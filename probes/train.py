@@ -84,8 +84,9 @@ def _random_init_copy(model: Any, seed: int) -> Any:
     from transformers import AutoModelForCausalLM
 
     from interp.architecture import hf_model_of
+    from interp.loading import ModelView
 
-    hf = hf_model_of(model)
+    hf = hf_model_of(model.model if isinstance(model, ModelView) else model)
     p = next(hf.parameters())
     torch.manual_seed(seed)
     fresh = AutoModelForCausalLM.from_config(hf.config, attn_implementation="eager", dtype=p.dtype)

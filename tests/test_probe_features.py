@@ -126,3 +126,24 @@ def test_bad_inputs_have_clear_errors(tok) -> None:
         extract_features(hf, ["ok"], pooling="sum", **kw)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no tokenizer"):
         extract_features(hf, ["ok"], use_cache=False, progress=False)
+
+
+def test_model_views_of_one_adapter_model_are_cached_apart(tmp_path, tok) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from interp.loading import base_and_tuned, load_model
+
+    hf = make_model("llama", len(tok))
+    plain = extract_features(make_model("llama", len(tok)), TEXTS, tokenizer=tok, use_cache=False, progress=False)
+    pm = get_peft_model(hf, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], lora_alpha=4))
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    bridge = load_model(pm, tokenizer=tok)
+    base, tuned = base_and_tuned(bridge)
+    f_base = extract_features(base, TEXTS, cache_dir=tmp_path, progress=False)
+    f_tuned = extract_features(tuned, TEXTS, cache_dir=tmp_path, progress=False)
+    torch.testing.assert_close(f_base, plain, atol=1e-5, rtol=1e-4)  # adapter really disabled
+    assert (f_tuned - f_base).abs().max() > 1e-3
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    torch.testing.assert_close(extract_features(base, TEXTS, cache_dir=tmp_path, progress=False), f_base)

@@ -1,0 +1,177 @@
+"""Benchmark: probe feature extraction, as ratios measured in this one run.
+
+1. Throughput (real tokens/s) of ``extract_features`` against a bare HF forward (the full
+   CausalLM, a plain unwrapped copy of the same weights) over the *same* length-bucketed
+   batches, and against a per-sentence loop (tokenize, forward, mean-pool one text at a time).
+   Goals: >= 0.85x the bare forward, >= 5x the per-sentence loop. Rounds are interleaved and the
+   best of each is kept, so load from other processes hits all methods alike.
+2. Memory: peak RSS of a fresh subprocess extracting features of 1k vs 10k texts with a tiny
+   model (cache off). Goal: growth <= 10%.
+
+Texts are ParaDetox sentences (cycled). Run: ``.venv/bin/python benchmarks/bench_probes.py``
+(``--device cuda`` on a GPU machine; ``--threads N`` pins torch's CPU threads).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small GPT-2-shaped model: wide enough that, as with real LMs, weight traffic matters.
+N_LAYERS, D_MODEL = 2, 1024
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _texts(n: int) -> list[str]:
+    try:
+        from interp.data import paradetox_labeled
+
+        base = [r.text for r in paradetox_labeled()]
+    except (FileNotFoundError, ValueError):
+        from tiny_models import TINY_TEXT
+
+        base = TINY_TEXT
+    return [base[i % len(base)] + ("" if i < len(base) else f" {i}") for i in range(n)]
+
+
+def _bench_model(device: str):
+    from tiny_models import make_model, make_tokenizer
+
+    tok = make_tokenizer(vocab_size=2000)
+    hf = make_model("gpt2", len(tok), n_layers=N_LAYERS, d_model=D_MODEL, d_mlp=4 * D_MODEL).to(device)
+    return hf, tok
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def throughput(n_texts: int = 512, batch_size: int = 32, rounds: int = 2, device: str = "cpu") -> dict[str, float]:
+    """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
+    from interp.loading import wrap_bridge
+    from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
+
+    hf, tok = _bench_model(device)
+    plain = copy.deepcopy(hf)  # never wrapped: the bare HF baseline
+    bridge = wrap_bridge(hf, tok)
+    texts = _texts(n_texts)
+    # The same batches extract_features builds: chunked, length-sorted, padded.
+    batches = []
+    n_tokens = 0
+    for start in range(0, len(texts), batch_size * CHUNK_BATCHES):
+        seqs = _tokenize(tok, texts[start:start + batch_size * CHUNK_BATCHES], max_length=128, bos_id=None)
+        seqs.sort(key=len)
+        n_tokens += sum(len(s) for s in seqs)
+        batches += [_pad(seqs[i:i + batch_size], tok.pad_token_id, "right") for i in range(0, len(seqs), batch_size)]
+    loop_texts = texts[: max(64, n_texts // 8)]
+    loop_tokens = sum(len(s) for s in _tokenize(tok, loop_texts, max_length=128, bos_id=None))
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for ids, mask in batches:
+                plain(ids.to(device), attention_mask=mask.to(device))
+        _sync(device)
+
+    def ours_hf() -> None:
+        extract_features(plain, texts, tokenizer=tok, batch_size=batch_size, use_cache=False, progress=False)
+        _sync(device)
+
+    def ours_bridge() -> None:
+        extract_features(bridge, texts, batch_size=batch_size, use_cache=False, progress=False)
+        _sync(device)
+
+    def per_sentence() -> None:
+        with torch.inference_mode():
+            for t in loop_texts:
+                ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:128]], device=device)
+                plain.base_model(ids).last_hidden_state.mean(1).cpu()
+        _sync(device)
+
+    fns = {"bare_hf_forward": (bare, n_tokens), "extract_hf": (ours_hf, n_tokens),
+           "extract_bridge": (ours_bridge, n_tokens), "per_sentence_loop": (per_sentence, loop_tokens)}
+    best = {k: float("inf") for k in fns}
+    for fn, _ in fns.values():  # warm up
+        fn()
+    for _ in range(rounds):
+        for k, (fn, _) in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    tps = {k: fns[k][1] / best[k] for k in fns}
+    out = {f"{k}_tok_s": v for k, v in tps.items()}
+    out["ratio_extract_hf_vs_bare"] = tps["extract_hf"] / tps["bare_hf_forward"]
+    out["ratio_extract_bridge_vs_bare"] = tps["extract_bridge"] / tps["bare_hf_forward"]
+    out["ratio_extract_hf_vs_loop"] = tps["extract_hf"] / tps["per_sentence_loop"]
+    out["ratio_extract_bridge_vs_loop"] = tps["extract_bridge"] / tps["per_sentence_loop"]
+    out["n_tokens"] = n_tokens
+    return out
+
+
+def _rss_child(n: int) -> None:
+    """Child process: extract features of ``n`` texts with a tiny model; print peak RSS (KiB)."""
+    import resource
+
+    from probes.features import extract_features
+    from tiny_models import make_model, make_tokenizer
+
+    torch.set_num_threads(1)
+    tok = make_tokenizer()
+    hf = make_model("gpt2", len(tok))
+    texts = _texts(n)
+    extract_features(hf, texts[:64], tokenizer=tok, use_cache=False, progress=False)  # warm-up allocations
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    feats = extract_features(hf, texts, tokenizer=tok, use_cache=False, progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": n, "rss_before_kib": before, "peak_kib": peak, "rows": int(feats.shape[0])}))
+
+
+def memory(small: int = 1000, large: int = 10000) -> dict[str, float]:
+    """Return peak RSS of fresh processes for ``small`` and ``large`` texts, and the growth."""
+    res = {}
+    for n in (small, large):
+        proc = subprocess.run([sys.executable, __file__, "--rss-child", str(n)], capture_output=True, text=True,
+                              cwd=ROOT, check=True)
+        res[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+    growth = res[large]["peak_kib"] / res[small]["peak_kib"] - 1.0
+    return {f"peak_rss_{small}_mib": res[small]["peak_kib"] / 1024, f"peak_rss_{large}_mib": res[large]["peak_kib"] / 1024,
+            # what the extraction itself added on top of the process's earlier peak
+            f"extract_rss_delta_{small}_mib": (res[small]["peak_kib"] - res[small]["rss_before_kib"]) / 1024,
+            f"extract_rss_delta_{large}_mib": (res[large]["peak_kib"] - res[large]["rss_before_kib"]) / 1024,
+            "rss_growth": growth}
+
+
+def main() -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child is not None:
+        _rss_child(args.rss_child)
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {**throughput(n_texts=args.texts, device=args.device), **memory()}
+    goals = {"ratio_extract_hf_vs_bare": 0.85, "ratio_extract_bridge_vs_bare": 0.85,
+             "ratio_extract_hf_vs_loop": 5.0, "ratio_extract_bridge_vs_loop": 5.0}
+    for k, v in out.items():
+        mark = ""
+        if k in goals:
+            mark = "  ok" if v >= goals[k] else f"  BELOW goal {goals[k]}"
+        elif k == "rss_growth":
+            mark = "  ok" if v <= 0.10 else "  ABOVE goal 0.10"
+        print(f"{k}: {v:.3f}{mark}" if isinstance(v, float) else f"{k}: {v}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
