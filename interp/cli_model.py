@@ -37,28 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     """Build (or find) the preset's default model and print its directory and headline figures."""
     from interp.artifacts import read_json
-    from interp.default_model import default_model_dir
+    from interp.default_model import default_model_dir, resolve_preset
 
-    if args.force:
-        target = default_model_dir(args.preset, args.data_root, build=False) if _built(args) else None
-        if target is not None:
-            shutil.rmtree(target)
+    if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
+        shutil.rmtree(resolve_preset(args.preset)[2], ignore_errors=True)
     directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
     m = read_json(directory / "manifest.json")
     print(directory)
     print(f"steps {m['steps']}/{m['planned_steps']}, {m['tokens_trained']} tokens at {m['tokens_per_s']:.0f} tok/s, "
           f"build {m['build_seconds']:.0f} s, stopped by {m['stopped_by']}, final val loss {m['final_val_loss']:.3f}")
     return 0
-
-
-def _built(args: argparse.Namespace) -> bool:
-    from interp.default_model import default_model_dir
-
-    try:
-        default_model_dir(args.preset, args.data_root, build=False)
-        return True
-    except FileNotFoundError:
-        return False
 
 
 def cmd_quality(args: argparse.Namespace) -> int:

@@ -579,6 +579,14 @@ def _build_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def resolve_preset(preset: str = "default") -> tuple[str, DefaultModelRecipe, Path]:
+    """Return (preset name, recipe, cache directory), applying ``$XDETOX_DEFAULT_PRESET`` to ``default``."""
+    if preset == "default" and os.environ.get(PRESET_ENV):
+        preset = os.environ[PRESET_ENV]
+    recipe = get_recipe(preset)
+    return preset, recipe, cache_dir("default-model") / f"{preset}-{recipe_hash(recipe)}"
+
+
 def default_model_dir(preset: str = "default", data_root: str | os.PathLike[str] | None = None, *,
                       build: bool = True, progress: bool = True) -> Path:
     """Return the cached ``save_pretrained`` directory of ``preset``, building it on first use.
@@ -586,10 +594,7 @@ def default_model_dir(preset: str = "default", data_root: str | os.PathLike[str]
     ``preset="default"`` is overridden by ``$XDETOX_DEFAULT_PRESET`` when set (tests and CI use
     ``smoke``). With ``build=False`` a missing model is an error instead of a build.
     """
-    if preset == "default" and os.environ.get(PRESET_ENV):
-        preset = os.environ[PRESET_ENV]
-    recipe = get_recipe(preset)
-    directory = cache_dir("default-model") / f"{preset}-{recipe_hash(recipe)}"
+    preset, recipe, directory = resolve_preset(preset)
     if is_built(directory):
         return directory
     if not build:
@@ -605,5 +610,5 @@ __all__ = [
     "DefaultModelRecipe", "RECIPES", "Corpus", "TrainResult", "build_corpus", "train_tokenizer", "tokenize_stream",
     "make_model", "train", "lr_at", "batch_at", "to_blocks", "eval_loss", "lm_loss_by_language",
     "heldout_texts_by_language", "build_default_model", "default_model_dir", "recipe_hash", "get_recipe",
-    "is_built", "PRESET_ENV",
+    "is_built", "resolve_preset", "PRESET_ENV",
 ]
