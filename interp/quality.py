@@ -61,6 +61,8 @@ class QualityConfig:
     clean_threshold: float = field(default=1.5, metadata={"help": "RTP-LX Toxicity at or below which a prompt is clean"})
     new_tokens: int = field(default=20, metadata={"help": "greedy tokens per continuation"})
     seed: int = field(default=99, metadata={"help": "seed of the probe split, random init and prompt draw"})
+    num_threads: int = field(default=1, metadata={
+        "help": "CPU threads (0: torch's default); one thread avoids OpenMP stalls on a shared machine"})
 
 
 def check_build(manifest: dict[str, Any]) -> Criterion:
@@ -162,14 +164,21 @@ def check_continuations(model: Any, tokenizer: Any, prompts: list[Any], lexicon:
 def quality_report(model_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None,
                    cfg: QualityConfig | None = None, *, progress: bool = True) -> list[Criterion]:
     """Return the five criteria for the default model saved in ``model_dir``."""
+    from interp.default_model import _threads
+
+    cfg = cfg or QualityConfig()
+    with _threads(cfg.num_threads):
+        return _quality_report(Path(model_dir), data_root, cfg, progress=progress)
+
+
+def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, cfg: QualityConfig, *,
+                    progress: bool) -> list[Criterion]:
     from probes import train_probe
 
     from interp import data
     from interp.lexicon import Lexicon
     from interp.loading import load_model
 
-    cfg = cfg or QualityConfig()
-    model_dir = Path(model_dir)
     manifest = read_json(model_dir / "manifest.json")
     out = [check_build(manifest), check_heldout(manifest)]
     model = load_model(str(model_dir), device="cpu", dtype="float32")
