@@ -3,8 +3,9 @@
 1. Throughput (real tokens/s) of ``extract_features`` against a bare HF forward (the full
    CausalLM, a plain unwrapped copy of the same weights) over the *same* length-bucketed
    batches, and against a per-sentence loop (tokenize, forward, mean-pool one text at a time).
-   Goals: >= 0.85x the bare forward, >= 5x the per-sentence loop. Rounds are interleaved and the
-   best of each is kept, so load from other processes hits all methods alike.
+   Goals: >= 0.85x the bare forward, >= 5x the per-sentence loop. Rounds are interleaved and
+   ratios are paired within a round (median over rounds), so load from other processes hits
+   all methods alike.
 2. Memory: peak RSS of a fresh subprocess extracting features of 1k vs 10k texts with a tiny
    model (cache off). Goal: growth <= 10%.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -54,7 +56,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def throughput(n_texts: int = 512, batch_size: int = 32, rounds: int = 2, device: str = "cpu") -> dict[str, float]:
+def throughput(n_texts: int = 256, batch_size: int = 32, rounds: int = 5, device: str = "cpu") -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
     from interp.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
@@ -71,7 +73,7 @@ def throughput(n_texts: int = 512, batch_size: int = 32, rounds: int = 2, device
         seqs.sort(key=len)
         n_tokens += sum(len(s) for s in seqs)
         batches += [_pad(seqs[i:i + batch_size], tok.pad_token_id, "right") for i in range(0, len(seqs), batch_size)]
-    loop_texts = texts[: max(64, n_texts // 8)]
+    loop_texts = texts[: max(32, n_texts // 8)]
     loop_tokens = sum(len(s) for s in _tokenize(tok, loop_texts, max_length=128, bos_id=None))
 
     def bare() -> None:
@@ -97,20 +99,26 @@ def throughput(n_texts: int = 512, batch_size: int = 32, rounds: int = 2, device
 
     fns = {"bare_hf_forward": (bare, n_tokens), "extract_hf": (ours_hf, n_tokens),
            "extract_bridge": (ours_bridge, n_tokens), "per_sentence_loop": (per_sentence, loop_tokens)}
-    best = {k: float("inf") for k in fns}
     for fn, _ in fns.values():  # warm up
         fn()
-    for _ in range(rounds):
-        for k, (fn, _) in fns.items():
+    # Paired rounds: every method runs once per round (in a rotated order) and ratios are taken
+    # within the round, then the median over rounds; this cancels slow drifts in machine load.
+    names = list(fns)
+    tps_rounds: list[dict[str, float]] = []
+    for r in range(rounds):
+        tps_r = {}
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn, n_tok = fns[k]
             t0 = time.perf_counter()
             fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    tps = {k: fns[k][1] / best[k] for k in fns}
-    out = {f"{k}_tok_s": v for k, v in tps.items()}
-    out["ratio_extract_hf_vs_bare"] = tps["extract_hf"] / tps["bare_hf_forward"]
-    out["ratio_extract_bridge_vs_bare"] = tps["extract_bridge"] / tps["bare_hf_forward"]
-    out["ratio_extract_hf_vs_loop"] = tps["extract_hf"] / tps["per_sentence_loop"]
-    out["ratio_extract_bridge_vs_loop"] = tps["extract_bridge"] / tps["per_sentence_loop"]
+            tps_r[k] = n_tok / (time.perf_counter() - t0)
+        tps_rounds.append(tps_r)
+    med = lambda xs: float(statistics.median(xs))  # noqa: E731
+    out = {f"{k}_tok_s": med([t[k] for t in tps_rounds]) for k in names}
+    for ours in ("extract_hf", "extract_bridge"):
+        short = ours.removeprefix("extract_")
+        out[f"ratio_extract_{short}_vs_bare"] = med([t[ours] / t["bare_hf_forward"] for t in tps_rounds])
+        out[f"ratio_extract_{short}_vs_loop"] = med([t[ours] / t["per_sentence_loop"] for t in tps_rounds])
     out["n_tokens"] = n_tokens
     return out
 
@@ -152,7 +160,7 @@ def main() -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--texts", type=int, default=256)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child is not None:

@@ -103,6 +103,14 @@ class ToxicityProbe:
         return {"solver": self.solver, "lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
                 "val_fraction": self.val_fraction, "seed": self.seed}
 
+    def set_params(self, **params: Any) -> "ToxicityProbe":
+        """Set hyperparameters by name and return self (sklearn convention)."""
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise ValueError(f"unknown ToxicityProbe parameter {k!r}; valid: {sorted(self.get_params())}")
+            setattr(self, k, v)
+        return self
+
     def _check_params(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")

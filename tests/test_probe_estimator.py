@@ -93,6 +93,9 @@ def test_paper_defaults_and_determinism() -> None:
     c = ToxicityProbe(epochs=2, seed=1).fit(X, y)
     assert np.array_equal(a.coef_, b.coef_) and not np.array_equal(a.coef_, c.coef_)
     assert [h["epoch"] for h in a.history_] == [1, 2]
+    assert ToxicityProbe().set_params(lr=0.5).get_params()["lr"] == 0.5
+    with pytest.raises(ValueError, match="unknown ToxicityProbe parameter 'alpha'"):
+        ToxicityProbe().set_params(alpha=1.0)
 
 
 def test_logreg_is_class_balanced() -> None:
