@@ -49,3 +49,12 @@ def test_eval_cli_errors(tmp_path, capsys, monkeypatch) -> None:
     rc = main(["eval", "score", "--samples", str(tmp_path / "s.jsonl"), "--scorer", "lexicon",
                "--out", str(tmp_path / "o2.jsonl"), "--cache", str(bad)])
     assert rc == 2 and "corrupt score cache" in capsys.readouterr().err
+
+
+def test_evaluate_imports_without_trl() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, detox_train.evaluate, detox_train.cli_eval; print('trl' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -110,11 +110,16 @@ def _nll_token_by_token(model, tok, prompt: str, cont: str) -> tuple[float, int]
     return total, len(c)
 
 
-@pytest.mark.parametrize("fam", ["gpt2", "llama"])
-def test_conditional_ppl_matches_token_by_token(fam, tiny_tokenizer) -> None:
+@pytest.fixture(scope="module")
+def tiny_lms(tiny_tokenizer) -> dict:
     from tiny_models import make_model
 
-    model = make_model(fam, len(tiny_tokenizer))
+    return {fam: make_model(fam, len(tiny_tokenizer)) for fam in ("gpt2", "llama")}
+
+
+@pytest.mark.parametrize("fam", ["gpt2", "llama"])
+def test_conditional_ppl_matches_token_by_token(fam, tiny_tokenizer, tiny_lms) -> None:
+    model = tiny_lms[fam]
     prompts = ["I want to", "the quick brown fox jumps over", "Ich"]
     conts = [" go home now", " the lazy dog", " will nach Hause gehen"]
     got = conditional_perplexity(model, prompts, conts, tokenizer=tiny_tokenizer, batch_size=3)
@@ -127,10 +132,8 @@ def test_conditional_ppl_matches_token_by_token(fam, tiny_tokenizer) -> None:
     assert math.isnan(conditional_perplexity(model, ["x"], [""], tokenizer=tiny_tokenizer)[0])
 
 
-def test_language_metrics_with_judge(tiny_tokenizer) -> None:
-    from tiny_models import make_model
-
-    model = make_model("gpt2", len(tiny_tokenizer))
+def test_language_metrics_with_judge(tiny_tokenizer, tiny_lms) -> None:
+    model = tiny_lms["gpt2"]
     rows = [_s("A", 0, 0.1, " go home"), _s("A", 1, 0.2, " the dog"), _s("B", 0, 0.3, " now")]
     judge = Judge(model, {"A": "I want to", "B": "you are"}, tokenizer=tiny_tokenizer)
     r = language_metrics(rows, judge=judge, n_boot=10).iloc[0]

@@ -55,6 +55,11 @@ class HFClassifierScorer:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForSequenceClassification.from_pretrained(str(self.path)).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        # Right padding keeps position ids of real tokens at 0..n-1 for absolute-position models.
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label = _pick_label(self.model.config.id2label, toxic_label, str(self.path))
         self.activation, self.batch_size, self.max_length = activation, int(batch_size), int(max_length)
         weights = sorted(self.path.glob("*.safetensors")) or sorted(self.path.glob("*.bin"))
