@@ -47,6 +47,7 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
     if args.scorer == "perspective":
         return get_scorer("perspective", qps=args.qps, attributes=args.attributes.split(","),
+                          concurrency=args.concurrency,
                           **({"base_url": args.perspective_url} if args.perspective_url else {}))
     if args.scorer == "hf":
         if not args.hf_model:
@@ -123,6 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--no-cache", action="store_true", help="do not use a score cache")
     sc.add_argument("--batch-size", type=int, default=64)
     sc.add_argument("--qps", type=float, default=1.0, help="perspective: requests per second")
+    sc.add_argument("--concurrency", type=int, default=1,
+                    help="perspective: requests in flight (the --qps bucket still caps the rate)")
     sc.add_argument("--attributes", default="TOXICITY", help="perspective: comma-separated attributes")
     sc.add_argument("--perspective-url", default=None, help="perspective: analyze endpoint (for proxies/tests)")
     sc.add_argument("--hf-model", default=None, help="hf: local sequence-classification model directory")

@@ -125,3 +125,14 @@ def test_qps_is_respected(server) -> None:
     gaps = [b - a for a, b in zip(server.times, server.times[1:])]
     assert time.monotonic() - t0 >= 10 / 25 * 0.95
     assert min(gaps) > 0.02
+
+
+def test_concurrency_keeps_order_rate_and_fault_handling(server) -> None:
+    texts = [f"c{i}" for i in range(16)]
+    server.faults.extend(["429", "reset", "500"])
+    c = _client(server, qps=40.0, concurrency=4, max_retries=3)
+    res = c.score(texts, ["en"] * 16)
+    assert [r.score for r in res] == [pytest.approx(fake_score(t)) for t in texts]  # order kept
+    assert c.n_requests == server.n_requests == 19
+    span = server.times[-1] - server.times[0]
+    assert span >= 18 / 40 * 0.95  # the shared bucket still caps the rate
