@@ -342,13 +342,16 @@ class Pipeline:
                  "scorer": self.rel(d / "scorer.json")})
 
     def stage_metrics(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from detox_train.evaluate import compare_tables, language_metrics, load_scored
+        from detox_train.evaluate import Judge, compare_tables, language_metrics, read_scored
 
         ev = self.config.evaluation
-        judge = self.base_model() if ev.perplexity else None
+        judge = None
+        if ev.perplexity:  # conditional PPL of each continuation given its prompt, under the base model
+            prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
+            judge = Judge.from_prompts(self.base_model(), prompts)
         tables = {}
         for tag in ("before", "after"):
-            scored = load_scored(self.output("score", tag))
+            scored = read_scored(self.output("score", tag))
             tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)
             tables[tag].to_csv(d / f"metrics_{tag}.csv", index=False)
         cmp = compare_tables(tables["before"], tables["after"])
@@ -402,8 +405,9 @@ class Pipeline:
                                 progress=self.progress)
         df.to_csv(d / "sweep.csv", index=False)
         by = df.groupby("offset")["mean_toxicity"].mean()
-        return (f"mean toxicity {by.iloc[0]:.3f} at offset {by.index[0]:g} -> {by.loc[by.index.min()]:.3f} at "
-                f"offset {by.index.min():g}", {"sweep": self.rel(d / "sweep.csv")})
+        hi, lo = by.index.max(), by.index.min()
+        return (f"mean toxicity {by.loc[hi]:.3f} at offset {hi:g} -> {by.loc[lo]:.3f} at offset {lo:g}",
+                {"sweep": self.rel(d / "sweep.csv")})
 
     def stage_retrieval(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.retrieval import bilingual_retrieval
@@ -411,7 +415,7 @@ class Pipeline:
         c = self.config.retrieval
         parallel = self.parallel_texts(c.parallel, c.n_sentences)
         layers = tuple(c.layer_range) if c.layer_range else None
-        res = bilingual_retrieval(self.base_model(), parallel, pivot="en", layers=layers)
+        res = bilingual_retrieval(self.base_model(), parallel, pivot="en", layers=layers, progress=self.progress)
         res.per_language.to_csv(d / "retrieval.csv", index=False)
         res.per_layer.to_csv(d / "retrieval_per_layer.csv", index=False)
         return (f"top-1 retrieval accuracy (en<->X, mean over layers) {res.per_language['retrieval_acc'].mean():.3f} "
@@ -426,9 +430,10 @@ class Pipeline:
 
     def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.multilinguality import dual_multilinguality
-        from interp.stats import correlate
 
+        langs = self.config.languages
         value = pd.read_csv(self.output("neurons", "value_mass"))
+        value = value[value["lang"].isin(langs)]
         key = pd.read_csv(self.output("key_activations", "ratio"))
         auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
         auc = auc.rename(columns={"probe_auc": "auc"})
@@ -436,8 +441,8 @@ class Pipeline:
         signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
         signals.to_csv(d / "dual_multilinguality.csv", index=False)
         cmp = pd.read_csv(self.output("metrics", "compare"))
-        stats = correlate(signals, cmp, n_boot=self.config.correlation.n_boot, n_perm=self.config.correlation.n_perm,
-                          seed=self.config.seed)
+        stats = correlate_available(signals, cmp, n_boot=self.config.correlation.n_boot,
+                                    n_perm=self.config.correlation.n_perm, seed=self.config.seed)
         stats.to_csv(d / "correlation.csv", index=False)
         row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_change_pct")]
         r = float(row["pearson_r"].iloc[0]) if len(row) else float("nan")
@@ -449,6 +454,34 @@ class Pipeline:
 
         html, summary = build_report(self, d)
         return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
+
+
+def correlate_available(signals: pd.DataFrame, drops: pd.DataFrame, *, outcomes: tuple[str, ...] = (
+        "emt_change_pct", "toxprob_change"), **kwargs: Any) -> pd.DataFrame:
+    """Correlate every (signal, outcome) pair over the non-English languages where both are finite.
+
+    A pair with fewer than 3 such languages gets a row with ``n`` and a ``skipped`` reason instead of
+    statistics (e.g. %EMT change is undefined where EMT was 0 before DPO).
+    """
+    import numpy as np
+
+    from interp.stats import MIN_N, correlate
+
+    drops = drops[drops["lang"] != "all"].replace([np.inf, -np.inf], np.nan)
+    rows: list[pd.DataFrame] = []
+    for sig in [c for c in signals.columns if c != "lang" and pd.api.types.is_numeric_dtype(signals[c])]:
+        for out in outcomes:
+            if out not in drops.columns:
+                continue
+            both = signals[["lang", sig]].merge(drops[["lang", out]], on="lang").dropna()
+            both = both[both["lang"] != "en"]
+            if len(both) < MIN_N:
+                rows.append(pd.DataFrame([{"signal": sig, "outcome": out, "n": len(both),
+                                           "skipped": f"only {len(both)} languages with finite values"}]))
+                continue
+            res = correlate(both[["lang", sig]], both[["lang", out]], outcomes=[out], signal_columns=[sig], **kwargs)
+            rows.append(res.assign(skipped=""))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["signal", "outcome", "n", "skipped"])
 
 
 def run_pipeline(config: RunConfig, run_dir: str | Path, *, only: list[str] | None = None,

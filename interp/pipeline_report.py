@@ -35,6 +35,16 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return _round(df.replace({np.nan: None}).to_dict(orient="records"))
 
 
+def _figure_or_note(fn: Any, *args: Any) -> Any:
+    """Return ``fn(*args)``, or a sentence saying why the figure cannot be drawn from this run's data."""
+    from interp.figures import FigureInputError
+
+    try:
+        return fn(*args)
+    except FigureInputError as e:
+        return f"Figure not drawn: {e}"
+
+
 def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     """Write report.html and summary.json into the run directory and return their paths."""
     from interp import figures as F
@@ -72,7 +82,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         ReportSection("Table 2: averages over languages, before and after English DPO",
                       [F.fig_table(averages), averages]),
         ReportSection("Fig. 1: toxicity per language before and after English DPO",
-                      [F.fig_toxicity_before_after(cmp), cmp]),
+                      [_figure_or_note(F.fig_toxicity_before_after, cmp), cmp]),
         ReportSection("Stage 1: English toxicity probe", [
             pd.DataFrame([{"split": k, **{m: v for m, v in val.items() if isinstance(v, (int, float))}}
                           for k, val in _flatten_metrics(probe_metrics).items()]),
@@ -80,12 +90,12 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
             transfer]),
         ReportSection("Stage 2: toxic value vectors (Tables 3/4)", [
             f"{len(kept)} of {len(neuron_frame)} candidate value vectors pass the activation filter (mean > 0).",
-            F.fig_value_vector_tokens(vocab), kept.reset_index(drop=True), value_mass]),
-        ReportSection("Fig. 3: toxic-neuron key activations per language, base vs DPO", [F.fig_key_activations(keys), keys]),
-        ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [F.fig_intervention_sweep(sweep), sweep]
+            _figure_or_note(F.fig_value_vector_tokens, vocab), kept.reset_index(drop=True), value_mass]),
+        ReportSection("Fig. 3: toxic-neuron key activations per language, base vs DPO", [_figure_or_note(F.fig_key_activations, keys), keys]),
+        ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [_figure_or_note(F.fig_intervention_sweep, sweep), sweep]
                       if len(sweep) else ["The sweep was disabled in this run's config."]),
-        ReportSection("Bilingual retrieval (en <-> X)", [F.fig_retrieval_heatmap(retr_layers), retr]),
-        ReportSection("Fig. 4: retrieval vs toxicity change", [F.fig_retrieval_vs_drop(retr, cmp)]),
+        ReportSection("Bilingual retrieval (en <-> X)", [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
+        ReportSection("Fig. 4: retrieval vs toxicity change", [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
         ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
     ]
     if dpo_log:
