@@ -80,7 +80,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
             "Prompts are shown by id only; RTP-LX text never appears in this report.",
         ]),
         ReportSection("Table 2: averages over languages, before and after English DPO",
-                      [F.fig_table(averages), averages]),
+                      [averages]),
         ReportSection("Fig. 1: toxicity per language before and after English DPO",
                       [_figure_or_note(F.fig_toxicity_before_after, cmp), cmp]),
         ReportSection("Stage 1: English toxicity probe", [
