@@ -453,6 +453,9 @@ def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None 
                             "dropped_too_long": report.n_too_long},
                 "trainable_parameters": n_train,
                 "global_step": trainer.state.global_step,
+                # With early stopping the saved weights are the best checkpoint's, not the last step's.
+                "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+                if args.load_best_model_at_end and trainer.state.best_model_checkpoint else None,
                 "resumed_from": ckpt.name if (resume and ckpt is not None) else None,
                 "world_size": trainer.args.world_size,
                 "heldout": {"source": config.heldout_source, "n_texts": len(heldout),
