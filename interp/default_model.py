@@ -115,8 +115,9 @@ RECIPES: dict[str, DefaultModelRecipe] = {
         max_docs=1500, gettext_per_language=5, vocab_size=512, n_layer=2, n_head=2, d_model=64,
         d_mlp=128, ctx=64, batch_size=8, lr_peak=3e-3, token_budget=40_000, time_budget_s=120.0,
         eval_every=20, val_fraction=0.05, davidson_repeat=0, heldout_per_language=10),
-    # ~2M tokens: about 10 minutes at the ~3.5k tok/s of 2 idle cores (bf16, AMX); a busy
-    # machine gets ~1.2k tok/s on one thread (two threads stall each other there).
+    # ~2M tokens (about one epoch of the corpus). Measured on one thread, bf16: ~4.3k tok/s on
+    # a lightly loaded 2-core machine (~8 min), ~1.25k tok/s with ~8 other jobs on it (28 min);
+    # two threads stall each other on a busy machine (5x slower), hence num_threads=1.
     "default": DefaultModelRecipe(),
 }
 
