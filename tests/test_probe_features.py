@@ -68,12 +68,22 @@ def test_default_feature_is_after_the_final_norm(family: str, tok) -> None:
     assert (final - last_block).abs().max() > 1e-2, "final feature must differ from the pre-norm residual"
 
 
-def test_bridge_and_hf_model_give_the_same_features(tok) -> None:
-    hf = make_model("llama", len(tok))
+def test_bridge_and_hf_model_give_the_same_features(family: str, tok) -> None:
+    hf = make_model(family, len(tok))
     direct = extract_features(hf, TEXTS, tokenizer=tok, use_cache=False, progress=False)
-    bridge = wrap_bridge(make_model("llama", len(tok)), tok)
-    via_bridge = extract_features(bridge, TEXTS, use_cache=False, progress=False)
-    torch.testing.assert_close(via_bridge, direct, atol=1e-5, rtol=1e-4)
+    bridge = wrap_bridge(make_model(family, len(tok)), tok)
+    wrapped = {n for n, m in bridge.original_model.named_modules() if "_original_component" in m._modules}
+    for layer in (None, 0):
+        via_bridge = extract_features(bridge, TEXTS, layer=layer, use_cache=False, progress=False)
+        ref = direct if layer is None else extract_features(hf, TEXTS, tokenizer=tok, layer=0, use_cache=False,
+                                                            progress=False)
+        torch.testing.assert_close(via_bridge, ref, atol=1e-5, rtol=1e-4)
+    # the bridge's wrappers are back in place afterwards, and its hooks still fire
+    assert wrapped == {n for n, m in bridge.original_model.named_modules() if "_original_component" in m._modules}
+    seen = []
+    with bridge.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", lambda act, hook: seen.append(1) or act * 0)]):
+        ablated = extract_features(bridge, TEXTS, use_cache=False, progress=False)
+    assert seen and (ablated - direct).abs().max() > 1e-3  # a caller's hooks are honoured
 
 
 def test_pool_hidden_masks_by_hand() -> None:
