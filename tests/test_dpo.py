@@ -19,6 +19,15 @@ GOOD = [" go home now", " nice day", " aller à la maison", " fox jumps", " is w
 BAD = [" kill you idiot", " stupid idiot", " you are a stupid", " hell idiot", " hell stupid", " idiot you"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run ~50x faster on one thread when the CPU is shared (no OpenMP spin contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def toy_pairs(n: int = 32) -> list[PreferencePair]:
     return [PreferencePair(id=f"toy:{i}", prompt=PROMPTS[i % 6], chosen=GOOD[(i // 6) % 6], rejected=BAD[i % 6],
                            source="toy") for i in range(n)]
