@@ -373,8 +373,7 @@ def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None 
     ``resume=True`` training continues from the last complete checkpoint in ``config.output_dir``;
     without it an output directory that already holds checkpoints is refused.
     """
-    from transformers import EarlyStoppingCallback, set_seed
-    from trl import DPOTrainer
+    from transformers import set_seed
 
     out = Path(config.output_dir)
     ckpt = last_checkpoint(out)
@@ -386,6 +385,21 @@ def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None 
 
     set_seed(config.seed)
     device = resolve_device(config)
+    threads_before = torch.get_num_threads()
+    if device == "cpu" and config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _train(config, device, pairs=pairs, resume=resume, ckpt=ckpt, callbacks=callbacks, score_fn=score_fn)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePair] | None, resume: bool,
+           ckpt: Path | None, callbacks: Sequence[Any], score_fn: Callable[[list[str]], list[float]] | None) -> Path:
+    from transformers import EarlyStoppingCallback
+    from trl import DPOTrainer
+
+    out = Path(config.output_dir)
     model, tokenizer = _load_model(config, device)
     if pairs is None:
         pairs, info = build_pairs(config, model=model, tokenizer=tokenizer, score_fn=score_fn)
