@@ -59,10 +59,10 @@ class DefaultModelRecipe:
     rtplx_repeat_en: int = field(default=2, metadata={"help": "times each English RTP-LX training prompt appears"})
     rtplx_repeat_other: int = field(default=3, metadata={
         "help": "times each non-English RTP-LX training prompt appears (non-English toxic text is scarce)"})
-    paradetox_repeat: int = field(default=1, metadata={"help": "times each ParaDetox toxic sentence appears"})
+    paradetox_repeat: int = field(default=2, metadata={"help": "times each ParaDetox toxic sentence appears"})
     paradetox_neutrals: bool = field(default=True, metadata={"help": "also include ParaDetox neutral paraphrases"})
-    davidson_repeat: int = field(default=1, metadata={"help": "times each Davidson tweet appears (0: none)"})
-    gettext_per_language: int = field(default=150, metadata={
+    davidson_repeat: int = field(default=2, metadata={"help": "times each Davidson tweet appears (0: none)"})
+    gettext_per_language: int = field(default=50, metadata={
         "help": "gettext strings per language (keep small: command-line help text invites degeneration)"})
     max_docs: int = field(default=0, metadata={"help": "seeded cap on corpus documents after mixing (0: no cap)"})
     val_fraction: float = field(default=0.02, metadata={"help": "fraction of corpus documents held out for val loss"})
