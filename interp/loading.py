@@ -219,7 +219,51 @@ def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str
     hf_model.eval()
     bridge = wrap_bridge(hf_model, tokenizer, model_id=model_id)
     bridge.xdetox_peft = peft_model
+    if peft_model is not None:
+        if quantization is not None and _joint_qkv_bridges(bridge):
+            raise ValueError("this family's joint QKV projection is snapshotted by TransformerBridge and cannot "
+                             "follow a LoRA over a quantized base; merge first with `xdetox dpo merge` and load "
+                             "the merged directory")
+        _sync_joint_qkv(bridge, adapter_enabled=True)
     return bridge
+
+
+def _joint_qkv_bridges(bridge: Any) -> list[nn.Module]:
+    """Return the attention bridges that copy a joint QKV weight into separate q/k/v at wrap time."""
+    return [m for m in bridge.modules() if callable(getattr(m, "split_qkv_matrix", None))
+            and getattr(m, "original_component", None) is not None]
+
+
+@torch.no_grad()
+def _sync_joint_qkv(bridge: Any, *, adapter_enabled: bool) -> None:
+    """Re-split joint QKV weights so the bridge sees the adapter's current state.
+
+    TransformerBridge splits a joint QKV projection (GPT-2 ``c_attn``, BLOOM ``query_key_value``)
+    into q/k/v copies when it wraps the model, so a LoRA on that projection would be bypassed.
+    We fold the active adapter into the base weights, re-split, and unfold again; with the adapter
+    disabled we re-split the plain base weights (views, as TransformerLens makes them). Other
+    layers call the live PEFT modules. Costs one extra copy of the QKV weights while enabled.
+    """
+    peft_model = getattr(bridge, "xdetox_peft", None)
+    attn = _joint_qkv_bridges(bridge)
+    if peft_model is None or not attn:
+        return
+    merged = False
+    if adapter_enabled:
+        peft_model.merge_adapter()
+        merged = True
+    try:
+        for m in attn:
+            m.set_original_component(m.original_component)
+            if merged:  # the split slices are views of the base weight: keep the merged values
+                for part in (m.q, m.k, m.v):
+                    lin = part.original_component
+                    lin.weight = nn.Parameter(lin.weight.detach().clone(), requires_grad=False)
+                    if getattr(lin, "bias", None) is not None:
+                        lin.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
+    finally:
+        if merged:
+            peft_model.unmerge_adapter()
 
 
 @contextlib.contextmanager
@@ -230,7 +274,11 @@ def adapter_disabled(model: Any) -> Iterator[Any]:
         yield model
         return
     with peft_model.disable_adapter():
-        yield model
+        _sync_joint_qkv(model, adapter_enabled=False)
+        try:
+            yield model
+        finally:
+            _sync_joint_qkv(model, adapter_enabled=True)
 
 
 @dataclass

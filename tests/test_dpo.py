@@ -260,8 +260,6 @@ def test_cli_trains_from_a_pairs_file(gpt2_dir: Path, tmp_path: Path) -> None:
                  "--output-dir", str(tmp_path / "x")]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="foundation bug, reported: the TransformerBridge built by interp.load_model "
-                   "bypasses a LoRA on GPT-2's joint c_attn (qkv is split at wrap time); c_fc/c_proj are fine")
 def test_bridge_applies_a_lora_on_the_joint_qkv_projection(gpt2_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
@@ -294,3 +292,25 @@ def test_onpolicy_source_samples_english_train_prompts(gpt2_dir: Path, tmp_path:
         lang, index = p.meta["prompt_id"].split(":")[1:3]
         assert lang == "en" and not is_eval_index(int(index))  # never an evaluation prompt
         assert p.meta["score_gap"] > 0
+
+
+def test_bridge_base_view_of_a_joint_qkv_lora_matches_plain_base(gpt2_dir: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from interp.architecture import hf_model_of
+    from interp.loading import adapter_disabled, load_hf_model, load_model
+
+    model, _ = load_hf_model(gpt2_dir, device="cpu")
+    ids = torch.tensor([[0, 5, 9, 17]])
+    with torch.no_grad():
+        base_logits = model(input_ids=ids).logits.clone()
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn", "c_fc"], init_lora_weights=False)).eval()
+    peft.save_pretrained(str(tmp_path / "a"))
+    with torch.no_grad():
+        tuned_logits = peft(input_ids=ids).logits
+    bridge = load_model(str(gpt2_dir), adapter=tmp_path / "a", device="cpu")
+    with torch.no_grad():
+        with adapter_disabled(bridge):
+            torch.testing.assert_close(bridge(ids), base_logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(bridge(ids), tuned_logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(hf_model_of(bridge)(input_ids=ids).logits, tuned_logits, rtol=1e-4, atol=1e-4)

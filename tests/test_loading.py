@@ -155,3 +155,29 @@ def test_loaded_module_is_wrapped(tiny_dirs: dict[str, Path]) -> None:
     assert bridge.original_model is hf  # no copy
     with torch.no_grad():
         torch.testing.assert_close(bridge(IDS, return_type="logits"), hf(IDS).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fam", ["gpt2", "bloom", "llama", "cohere"])
+def test_lora_on_every_linear_layer_is_seen_by_the_bridge(fam: str, tiny_dirs, tmp_path) -> None:
+    """A LoRA on all linear layers (joint QKV included) gives PEFT's logits; the base view gives the base's."""
+    from peft import LoraConfig, get_peft_model
+
+    from interp.architecture import get_adapter
+    from interp.loading import adapter_disabled, load_hf_model, load_model
+
+    model, _ = load_hf_model(tiny_dirs[fam], device="cpu")
+    ids = torch.tensor([[2, 5, 9, 17, 30]])
+    with torch.no_grad():
+        base = model(input_ids=ids).logits.clone()
+    targets = get_adapter(model).lora_target_modules()
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=targets, init_lora_weights=False)).eval()
+    peft.save_pretrained(str(tmp_path / "a"))
+    with torch.no_grad():
+        tuned = peft(input_ids=ids).logits.clone()
+    assert (tuned - base).abs().max() > 1e-3
+    bridge = load_model(str(tiny_dirs[fam]), adapter=tmp_path / "a", device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(bridge(ids), tuned, rtol=1e-4, atol=1e-4)
+        with adapter_disabled(bridge):
+            torch.testing.assert_close(bridge(ids), base, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(bridge(ids), tuned, rtol=1e-4, atol=1e-4)
