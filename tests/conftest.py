@@ -10,6 +10,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models are overhead-bound: one thread is faster and keeps results bit-identical across
+# the in-process runs and the subprocesses the tests start (they inherit this).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 # "--model default" means the seconds-long smoke preset in tests (the real one trains ~15 min).
 os.environ.setdefault("XDETOX_DEFAULT_PRESET", "smoke")
 
