@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# A small GPT-2-shaped model: wide enough that, as with real LMs, weight traffic matters.
-N_LAYERS, D_MODEL = 2, 1024
+# A GPT-2-shaped block as wide as mGPT (d_model 2048): as with real LMs, its weights do not fit
+# in cache, so reading them once per batch rather than once per sentence is what batching buys.
+N_LAYERS, D_MODEL = 1, 2048
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -56,7 +57,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def throughput(n_texts: int = 256, batch_size: int = 32, rounds: int = 5, device: str = "cpu") -> dict[str, float]:
+def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device: str = "cpu") -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
     from interp.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
@@ -160,7 +161,7 @@ def main() -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--texts", type=int, default=256)
+    ap.add_argument("--texts", type=int, default=192)
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child is not None:
