@@ -233,7 +233,20 @@ class Pipeline:
             from detox_train.evaluate import get_scorer
 
             ev = self.config.evaluation
-            self._cache["scorer"] = get_scorer(ev.scorer, **ev.scorer_options)
+            opts = dict(ev.scorer_options)
+            if ev.scorer == "e5":  # head-training options (sizes, thresholds) form an E5HeadConfig
+                from dataclasses import fields
+
+                from detox_train.evaluate.scorers.e5 import E5HeadConfig
+                from interp.configio import config_from_dict
+
+                names = {f.name for f in fields(E5HeadConfig)}
+                head = {k: opts.pop(k) for k in list(opts) if k in names}
+                if head:
+                    opts["config"] = config_from_dict(E5HeadConfig, head, where="evaluation.scorer_options")
+                opts.setdefault("data_root", self.config.data_root)
+                opts.setdefault("progress", self.progress)
+            self._cache["scorer"] = get_scorer(ev.scorer, **opts)
         return self._cache["scorer"]
 
     # ------------------------------------------------------------------ stages
