@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import re
 from collections.abc import Callable, Sequence

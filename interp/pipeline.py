@@ -8,13 +8,11 @@ timestamps, so an interrupted-then-resumed run ends with the same summary as an 
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pandas as pd
 

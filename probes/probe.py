@@ -12,7 +12,6 @@ value vectors.
 """
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from pathlib import Path

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 # "--model default" means the seconds-long smoke preset in tests (the real one trains ~15 min).
 os.environ.setdefault("XDETOX_DEFAULT_PRESET", "smoke")
 
-from tiny_models import FAMILIES, make_model, make_tokenizer, save_tiny  # noqa: E402
+from tiny_models import FAMILIES, make_tokenizer, save_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")

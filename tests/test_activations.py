@@ -9,13 +9,6 @@ from interp.architecture import get_adapter
 from interp.loading import ModelView, wrap_bridge
 from tiny_models import make_model, make_tokenizer
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared CPU cores: torch's default thread pool makes tiny forwards ~10x slower here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 PROMPTS = ["I want to", "you are a stupid", "Je veux aller à la maison et", "我想", "hello",

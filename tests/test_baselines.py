@@ -13,12 +13,6 @@ from interp.loading import wrap_bridge
 from tiny_models import make_model, make_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 IDS = torch.randint(2, 320, (2, 6), generator=torch.Generator().manual_seed(0))

@@ -12,20 +12,13 @@ from detox_train.config import PRESETS, DPOTrainConfig
 from detox_train.dpo import NoTrainableParametersError, last_checkpoint, lm_loss, lora_config, train_dpo
 from interp.configio import ConfigError
 from interp.data import PreferencePair
-from tiny_models import make_model, make_tokenizer
+from tiny_models import make_model
 
 PROMPTS = ["I want to", "this is a", "Je veux", "the quick brown", "what the", "Ich will"]
 GOOD = [" go home now", " nice day", " aller à la maison", " fox jumps", " is wrong", " nach Hause"]
 BAD = [" kill you idiot", " stupid idiot", " you are a stupid", " hell idiot", " hell stupid", " idiot you"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~50x faster on one thread when the CPU is shared (no OpenMP spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def toy_pairs(n: int = 32) -> list[PreferencePair]:

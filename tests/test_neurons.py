@@ -13,12 +13,6 @@ from test_activations import oracle
 from tiny_models import make_model, make_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def plant(model, layer: int, neuron: int, vec: torch.Tensor) -> None:

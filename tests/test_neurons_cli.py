@@ -11,12 +11,6 @@ from interp.cli_neurons import load_probe_direction, register
 from interp.neurons import ToxicNeurons
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run(argv: list[str]) -> int:

@@ -13,13 +13,6 @@ from interp.data import DataFormatError, PreferencePair
 from tiny_models import make_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~50x faster on one thread when the CPU is shared (no OpenMP spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _pair(i: int, prompt: str = "I want to", chosen: str = " go home", rejected: str = " hit you") -> PreferencePair:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from interp.configio import ConfigError
-from interp.pipeline import STAGES, Pipeline, run_pipeline
+from interp.pipeline import STAGES, Pipeline
 from interp.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,12 +12,6 @@ from interp.architecture import get_adapter
 from interp.lexicon import Lexicon
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 LEX = {"en": ["hell", "stupid"], "ru": ["хуй"], "de": ["scheiße"], "zh": ["傻逼"]}
