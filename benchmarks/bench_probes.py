@@ -44,11 +44,11 @@ def _texts(n: int) -> list[str]:
     return [base[i % len(base)] + ("" if i < len(base) else f" {i}") for i in range(n)]
 
 
-def _bench_model(device: str):
+def _bench_model(device: str, n_layers: int = N_LAYERS, d_model: int = D_MODEL):
     from tiny_models import make_model, make_tokenizer
 
     tok = make_tokenizer(vocab_size=2000)
-    hf = make_model("gpt2", len(tok), n_layers=N_LAYERS, d_model=D_MODEL, d_mlp=4 * D_MODEL).to(device)
+    hf = make_model("gpt2", len(tok), n_layers=n_layers, d_model=d_model, d_mlp=4 * d_model).to(device)
     return hf, tok
 
 
@@ -57,12 +57,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device: str = "cpu") -> dict[str, float]:
+def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device: str = "cpu",
+               n_layers: int = N_LAYERS, d_model: int = D_MODEL) -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
     from interp.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
 
-    hf, tok = _bench_model(device)
+    hf, tok = _bench_model(device, n_layers, d_model)
     plain = copy.deepcopy(hf)  # never wrapped: the bare HF baseline
     bridge = wrap_bridge(hf, tok)
     texts = _texts(n_texts)
@@ -162,6 +163,8 @@ def main() -> dict[str, float]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--texts", type=int, default=192)
+    ap.add_argument("--layers", type=int, default=N_LAYERS, help="model depth (4 = the embedded default's)")
+    ap.add_argument("--d-model", type=int, default=D_MODEL, help="model width (256 = the embedded default's)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child is not None:
@@ -169,7 +172,7 @@ def main() -> dict[str, float]:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {**throughput(n_texts=args.texts, device=args.device), **memory()}
+    out = {**throughput(n_texts=args.texts, device=args.device, n_layers=args.layers, d_model=args.d_model), **memory()}
     goals = {"ratio_extract_hf_vs_bare": 0.85, "ratio_extract_bridge_vs_bare": 0.85,
              "ratio_extract_hf_vs_loop": 5.0, "ratio_extract_bridge_vs_loop": 5.0}
     for k, v in out.items():
