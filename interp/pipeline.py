@@ -317,9 +317,10 @@ class Pipeline:
         c = self.config.dpo
         cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
                                     seed=self.config.seed, data_root=self.config.data_root, **c.overrides)
-        out = Path(train_dpo(cfg))
+        out = Path(train_dpo(cfg, resume=True))  # an interrupted stage continues from its last checkpoint
         log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
-        delta = log.get("heldout_lm_loss_change")
+        evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]
+        delta = evals[-1]["heldout_lm_loss_delta"] if evals else None
         extra = f"; held-out LM loss change {delta:+.3f} nats" if isinstance(delta, (int, float)) else ""
         return (f"DPO ({c.preset}) saved to {self.rel(out)}{extra}", {"model_dir": self.rel(out)})
 

@@ -98,9 +98,12 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         ReportSection("Fig. 4: retrieval vs toxicity change", [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
         ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
     ]
-    if dpo_log:
-        sections.append(ReportSection("DPO training log", [pd.DataFrame(dpo_log.get("history", []))
-                                                           if dpo_log.get("history") else str(_round(dpo_log))]))
+    evals = pd.DataFrame(dpo_log.get("evals", []))
+    if len(evals):
+        keep = [c for c in ("step", "epoch", "heldout_lm_loss", "heldout_lm_loss_delta", "eval_loss",
+                            "eval_rewards/margins", "eval_rewards/accuracies") if c in evals.columns]
+        sections.append(ReportSection("DPO training log (held-out LM loss on neutral text, reward margins)",
+                                      [evals[keep]]))
 
     summary = _round({
         "languages": cfg.languages,
@@ -109,6 +112,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "scorer": scorer,
         "probe": _flatten_metrics(probe_metrics),
         "probe_transfer": _records(transfer),
+        "dpo": _records(evals[[c for c in ("step", "heldout_lm_loss_delta", "eval_rewards/margins")
+                                if c in evals.columns]]) if len(evals) else [],
         "neurons": {"candidates": int(len(neuron_frame)), "kept": int(len(kept)),
                     "kept_layers": sorted({int(x) for x in kept["layer"]}) if len(kept) else []},
         "table2": _records(averages),
