@@ -75,6 +75,20 @@ def validate_prompts(prompts: Sequence[str], *, where: str = "prompts") -> None:
             raise TypeError(f"{where}[{i}]: expected str, got {type(p).__name__}")
 
 
+def validate_prompts_by_language(prompts_by_language: dict[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Return ``{canonical lang: [prompts]}``, with clear errors for empty maps, lists or unknown codes."""
+    from interp.languages import normalize_language
+
+    if not prompts_by_language:
+        raise ValueError("prompts_by_language is empty; pass {lang: [prompts]}")
+    out: dict[str, list[str]] = {}
+    for lang, prompts in prompts_by_language.items():
+        code = normalize_language(lang, where="prompts_by_language")
+        validate_prompts(prompts, where=f"prompts_by_language[{lang!r}]")
+        out[code] = list(prompts)
+    return out
+
+
 def as_neuron_list(neurons: Any) -> list[Any]:
     """Return ``neurons`` as a list of pairs; accepts pairs or a table with ``layers_neurons()``."""
     if hasattr(neurons, "layers_neurons"):

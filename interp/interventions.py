@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, greedy_decode, group_by_layer,
-                                tokenizer_of, validate_neurons, validate_prompts)
+                                tokenizer_of, validate_neurons, validate_prompts, validate_prompts_by_language)
 from interp.architecture import get_adapter
 from interp.loading import activate
 
@@ -159,17 +159,10 @@ def intervention_sweep(
     """
     import pandas as pd
 
-    from interp.languages import normalize_language
-
     if score_fn is None:
         raise ValueError("intervention_sweep needs score_fn(texts, lang) -> list[float] (e.g. a toxicity scorer)")
-    if not prompts_by_language:
-        raise ValueError("prompts_by_language is empty; pass {lang: [prompts]}")
     chosen: dict[str, list[str]] = {}
-    for lang, prompts in prompts_by_language.items():
-        code = normalize_language(lang, where="prompts_by_language")
-        validate_prompts(prompts, where=f"prompts_by_language[{lang!r}]")
-        ps = list(prompts)
+    for code, ps in validate_prompts_by_language(prompts_by_language).items():
         if k is not None and len(ps) > k:
             ps = random.Random(f"{seed}:{code}").sample(ps, k)
         chosen[code] = ps

@@ -14,8 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from interp.activations import as_neuron_list, collect_generation_activations, validate_prompts
-from interp.languages import normalize_language
+from interp.activations import as_neuron_list, collect_generation_activations, validate_prompts_by_language
 
 
 @dataclass
@@ -78,13 +77,7 @@ def key_activations(
 
     if not models:
         raise ValueError("models is empty; pass e.g. {'base': base_view, 'dpo': tuned_view}")
-    if not prompts_by_language:
-        raise ValueError("prompts_by_language is empty; pass {lang: [prompts]}")
-    langs: dict[str, list[str]] = {}
-    for lang, prompts in prompts_by_language.items():
-        code = normalize_language(lang, where="prompts_by_language")
-        validate_prompts(prompts, where=f"prompts_by_language[{lang!r}]")
-        langs[code] = list(prompts)
+    langs = validate_prompts_by_language(prompts_by_language)
     neurons = [(int(l), int(i)) for l, i in as_neuron_list(neurons)]
     summary, detail = [], []
     jobs = [(name, lang) for name in models for lang in langs]
