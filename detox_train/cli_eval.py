@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_data_root_arg, add_model_args
+from interp.cli_common import add_command, add_languages_arg
 
 
 def eval_prompts(data_root: str | None, languages: list[str] | None, n_prompts: int | None,
@@ -83,12 +83,12 @@ def _metrics(args: argparse.Namespace) -> int:
         judge = Judge.from_prompts(model, load_rtplx(args.data_root))
     out = Path(args.out)
     after = language_metrics(read_scored(args.scored), judge=judge, n_boot=args.n_boot, seed=args.seed)
-    paths = write_table(after, out / "metrics", inputs={"scored": args.scored}, seed=args.seed)
+    write_table(after, out / "metrics", inputs={"scored": args.scored}, seed=args.seed)
     if args.before:
         before = language_metrics(read_scored(args.before), judge=judge, n_boot=args.n_boot, seed=args.seed)
         write_table(before, out / "metrics_before", inputs={"scored": args.before}, seed=args.seed)
-        paths = write_table(compare_tables(before, after), out / "comparison",
-                            inputs={"before": args.before, "after": args.scored})
+        write_table(compare_tables(before, after), out / "comparison",
+                    inputs={"before": args.before, "after": args.scored})
     print(after.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"tables -> {out}")
     return 0
@@ -99,10 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="multilingual evaluation: sample, score toxicity, compute metrics")
     g = p.add_subparsers(dest="eval_command", required=True, metavar="STEP")
 
-    gen = g.add_parser("generate", help="sample K continuations per RTP-LX evaluation prompt (resumable JSONL)")
-    add_model_args(gen)
-    add_data_root_arg(gen)
-    gen.add_argument("--languages", nargs="+", default=None, help="language codes (default: all 17)")
+    gen = add_command(g, "generate", "sample K continuations per RTP-LX evaluation prompt (resumable JSONL)",
+                      model=True, data=True)
+    add_languages_arg(gen)
     gen.add_argument("--n-prompts", type=int, default=None, help="prompts per language (default: all)")
     gen.add_argument("--split", default="eval", choices=["eval", "train"], help="RTP-LX split (default eval)")
     gen.add_argument("--k", type=int, default=25, help="continuations per prompt")
@@ -115,8 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--out", required=True, help="samples JSONL (resumed if it exists)")
     gen.set_defaults(func=_generate)
 
-    sc = g.add_parser("score", help="score a samples JSONL with a toxicity scorer (resumable, cached)")
-    add_data_root_arg(sc)
+    sc = add_command(g, "score", "score a samples JSONL with a toxicity scorer (resumable, cached)", data=True)
     sc.add_argument("--samples", required=True, help="samples JSONL from `xdetox eval generate`")
     sc.add_argument("--scorer", default="e5", choices=["e5", "lexicon", "perspective", "hf"])
     sc.add_argument("--out", required=True, help="scored JSONL (resumed if it exists)")
@@ -134,8 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--e5-head", default=None, help="e5: head folder (default: build/reuse the cached one)")
     sc.set_defaults(func=_score)
 
-    me = g.add_parser("metrics", help="per-language EMT/ToxProb/AvgTox (+CIs), PPL, distinct-n; before/after")
-    add_data_root_arg(me)
+    me = add_command(g, "metrics", "per-language EMT/ToxProb/AvgTox (+CIs), PPL, distinct-n; before/after", data=True)
     me.add_argument("--scored", required=True, help="scored JSONL (after)")
     me.add_argument("--before", default=None, help="scored JSONL of the base model, for a before/after table")
     me.add_argument("--out", required=True, help="output folder for CSV/JSON tables")

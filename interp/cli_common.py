@@ -26,3 +26,19 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     from interp.loading import load_model
 
     return load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, *, model: bool = False,
+                data: bool = False) -> argparse.ArgumentParser:
+    """Return a new subcommand parser, with the model flags and/or --data-root when it needs them."""
+    p = sub.add_parser(name, help=help)
+    if model:
+        add_model_args(p)
+    if data:
+        add_data_root_arg(p)
+    return p
+
+
+def add_languages_arg(p: argparse.ArgumentParser, *, what: str = "language codes") -> None:
+    """Add --languages (any code scheme; normalised later with ``interp.languages``)."""
+    p.add_argument("--languages", nargs="+", default=None, help=f"{what} (default: all 17)")

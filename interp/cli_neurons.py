@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_data_root_arg, add_model_args, load_model_from_args
+from interp.cli_common import add_command, add_languages_arg, load_model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("neurons", help="toxic MLP neurons: find, project to vocabulary, key activations, intervene")
     ns = p.add_subparsers(dest="neurons_command", required=True, metavar="ACTION")
 
-    f = ns.add_parser("find", help="rank value vectors by cosine to the probe; optional activation filter")
-    add_model_args(f)
-    add_data_root_arg(f)
+    f = add_command(ns, "find", "rank value vectors by cosine to the probe; optional activation filter",
+                    model=True, data=True)
     f.add_argument("--probe", required=True, help="probe directory or .safetensors (tensor 'direction' or 'weight')")
     f.add_argument("--top-k", type=int, default=100, help="number of candidates (paper: 100)")
     f.add_argument("--filter-rtplx", type=int, default=0, metavar="N",
@@ -32,20 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", required=True, help="output JSON table")
     f.set_defaults(func=cmd_find)
 
-    pr = ns.add_parser("project", help="top-k tokens of W_U v per value vector, with language tags")
-    add_model_args(pr)
-    add_data_root_arg(pr)
+    pr = add_command(ns, "project", "top-k tokens of W_U v per value vector, with language tags",
+                     model=True, data=True)
     pr.add_argument("--neurons", required=True, help="JSON table from `xdetox neurons find`")
     pr.add_argument("--all", action="store_true", help="use every candidate, not only the kept ones")
     pr.add_argument("--k", type=int, default=30, help="tokens per vector (paper: 5 main text, 30 appendix)")
     pr.add_argument("--out-dir", required=True, help="writes vocab_table.csv, value_language_mass.csv, tokens.html")
     pr.set_defaults(func=cmd_project)
 
-    a = ns.add_parser("activations", help="key activations per language (paper Fig. 3); base vs --adapter")
-    add_model_args(a)
-    add_data_root_arg(a)
+    a = add_command(ns, "activations", "key activations per language (paper Fig. 3); base vs --adapter",
+                    model=True, data=True)
     a.add_argument("--neurons", required=True, help="JSON table from `xdetox neurons find` (kept rows)")
-    a.add_argument("--languages", nargs="+", default=None, help="RTP-LX languages (default all 17)")
+    add_languages_arg(a, what="RTP-LX languages")
     a.add_argument("--max-prompts", type=int, default=50, help="RTP-LX eval-split prompts per language (seeded)")
     a.add_argument("--n-new-tokens", type=int, default=20)
     a.add_argument("--batch-size", type=int, default=16)
@@ -54,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out-dir", required=True, help="writes key_activations*.csv, key_ratio.csv, figure HTML")
     a.set_defaults(func=cmd_activations)
 
-    i = ns.add_parser("intervene", help="greedy continuations with neuron activations edited (paper Table 5)")
-    add_model_args(i)
+    i = add_command(ns, "intervene", "greedy continuations with neuron activations edited (paper Table 5)",
+                    model=True)
     i.add_argument("--neurons", default=None, help="JSON table from `xdetox neurons find` (kept rows)")
     i.add_argument("--neuron", action="append", default=[], metavar="L:I", help="a neuron (repeatable)")
     i.add_argument("--mode", choices=("add", "scale", "set"), default="add")

@@ -12,7 +12,7 @@ from typing import Literal
 import pandas as pd
 
 from interp.languages import normalize_language
-from interp.stats import CorrelationInputError, align_languages, drop_aggregate_rows
+from interp.stats import CorrelationInputError, align_languages, lang_indexed
 
 SIGNAL_COLUMNS: tuple[str, ...] = ("value_mass", "lexicon_hits", "key_ratio", "probe_auc", "retrieval_acc")
 
@@ -23,22 +23,9 @@ class MultilingualityInputError(CorrelationInputError):
 
 def _prepare(df: pd.DataFrame, name: str, columns: dict[str, str], optional: dict[str, str]) -> pd.DataFrame:
     """Return ``df`` indexed by canonical language with its columns renamed to signal names."""
-    if not isinstance(df, pd.DataFrame):
-        raise MultilingualityInputError(f"{name}: expected a DataFrame with columns {['lang', *columns]}, "
-                                        f"got {type(df).__name__}")
-    need = ["lang", *columns]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise MultilingualityInputError(f"{name}: missing column(s) {missing} (columns are {list(df.columns)})")
-    df = drop_aggregate_rows(df)
-    langs = [normalize_language(str(x), where=f"{name} row {i} column 'lang'") for i, x in enumerate(df["lang"])]
-    dup = sorted({lang for lang in langs if langs.count(lang) > 1})
-    if dup:
-        raise MultilingualityInputError(f"{name}: languages {dup} appear more than once; one row per language")
-    keep = {**columns, **{k: v for k, v in optional.items() if k in df.columns}}
-    out = df[list(keep)].rename(columns=keep).apply(pd.to_numeric, errors="coerce")
-    out.index = pd.Index(langs, name="lang")
-    return out
+    indexed = lang_indexed(df, name, required=list(columns), error=MultilingualityInputError)
+    keep = {**columns, **{k: v for k, v in optional.items() if k in indexed.columns}}
+    return indexed[list(keep)].rename(columns=keep).apply(pd.to_numeric, errors="coerce")
 
 
 def dual_multilinguality(*, value_mass: pd.DataFrame | None = None, key_ratio: pd.DataFrame | None = None,

@@ -36,17 +36,24 @@ class CorrelationInputError(ValueError):
 
 
 # ----------------------------------------------------------------------------- table checks
-def _lang_indexed(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Return ``df`` indexed by canonical language code, with clear errors on bad tables."""
+def lang_indexed(df: pd.DataFrame, name: str, *, required: Sequence[str] = (),
+                 error: type[ValueError] | None = None) -> pd.DataFrame:
+    """Return ``df`` without its ``lang`` column, indexed by canonical language code.
+
+    Shared by every per-language table check: a non-DataFrame, a missing ``lang`` or ``required``
+    column, an unknown code or a duplicated language raises ``error`` naming the table ``name``.
+    """
+    err = error or CorrelationInputError
     if not isinstance(df, pd.DataFrame):
-        raise CorrelationInputError(f"{name}: expected a pandas DataFrame with a 'lang' column, got {type(df).__name__}")
-    if "lang" not in df.columns:
-        raise CorrelationInputError(f"{name}: no 'lang' column (columns are {list(df.columns)})")
+        raise err(f"{name}: expected a pandas DataFrame with columns {['lang', *required]}, got {type(df).__name__}")
+    missing = [c for c in ["lang", *required] if c not in df.columns]
+    if missing:
+        raise err(f"{name}: missing column(s) {missing} (columns are {list(df.columns)})")
     df = drop_aggregate_rows(df)
     langs = [normalize_language(str(x), where=f"{name} row {i} column 'lang'") for i, x in enumerate(df["lang"])]
     dup = sorted({lang for lang in langs if langs.count(lang) > 1})
     if dup:
-        raise CorrelationInputError(f"{name}: languages {dup} appear more than once; pass one row per language")
+        raise err(f"{name}: languages {dup} appear more than once; pass one row per language")
     out = df.drop(columns=["lang"]).copy()
     out.index = pd.Index(langs, name="lang")
     return out
@@ -169,8 +176,8 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
     languages raise :class:`CorrelationInputError`. Rows with n < 8 carry a ``warning``.
     Same inputs and ``seed`` give the same table.
     """
-    sig = _lang_indexed(signals, "signals")
-    drp = _lang_indexed(drops, "drops")
+    sig = lang_indexed(signals, "signals")
+    drp = lang_indexed(drops, "drops")
     excluded = {normalize_language(e, where="exclude") for e in exclude}
     sig = sig[[lang not in excluded for lang in sig.index]]
     drp = drp[[lang not in excluded for lang in drp.index]]

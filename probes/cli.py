@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_data_root_arg, add_model_args, load_model_from_args
+from interp.cli_common import add_command, add_languages_arg, load_model_from_args
 
 
 def _layer(value: str) -> int | None:
@@ -29,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="English toxicity probe on the residual stream: train, eval, show, import")
     psub = p.add_subparsers(dest="probe_command", required=True, metavar="ACTION")
 
-    t = psub.add_parser("train", help="extract (cached) features, fit the probe, write it with its metrics")
-    add_model_args(t)
-    add_data_root_arg(t)
+    t = add_command(psub, "train", "extract (cached) features, fit the probe, write it with its metrics",
+                    model=True, data=True)
     t.add_argument("--dataset", choices=DATASETS, default="paradetox", help="English labelled data (default paradetox)")
     t.add_argument("--jigsaw-path", default=None, help="Kaggle Jigsaw train.csv (for --dataset jigsaw)")
     t.add_argument("--out", required=True, help="output directory for the probe")
@@ -46,11 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also train the probe on a freshly initialised copy of the model")
     t.set_defaults(func=cmd_train)
 
-    e = psub.add_parser("eval", help="transfer report: the probe scored on RTP-LX per language (AUC vs human ratings)")
-    add_model_args(e)
-    add_data_root_arg(e)
+    e = add_command(psub, "eval", "transfer report: the probe scored on RTP-LX per language (AUC vs human ratings)",
+                    model=True, data=True)
     e.add_argument("--probe", required=True, help="probe directory (or .safetensors) from `xdetox probe train`")
-    e.add_argument("--languages", nargs="+", default=None, help="language codes (default: all 17)")
+    add_languages_arg(e)
     e.add_argument("--split", choices=("eval", "train", "all"), default="all", help="RTP-LX hold-out split to use")
     e.add_argument("--max-prompts", type=int, default=None, help="prompts per language (seeded sample)")
     e.add_argument("--toxic-threshold", type=float, default=3.0, help="rating >= this counts as toxic")
