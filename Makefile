@@ -5,13 +5,24 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test smoke install clean-venv
+.PHONY: demo test smoke install lock clean-venv
 
-$(STAMP): pyproject.toml constraints.txt
+LOCK := requirements.lock
+EXTRAS := dev perspective quant notebooks figures
+
+# Installs go through the committed lock (every direct and transitive pin, extras included), so two
+# installs a month apart are identical. The project itself goes in without resolving anything.
+$(STAMP): pyproject.toml constraints.txt $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,perspective,quant,notebooks,figures]"
+	$(PY) -m pip install -q -c constraints.txt -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## Re-resolve the lock to the newest versions pyproject.toml allows (then run `make test` and commit both).
+lock: $(STAMP)
+	$(PY) -m piptools compile -q --upgrade $(addprefix --extra=,$(EXTRAS)) --constraint=constraints.txt \
+	  --strip-extras --allow-unsafe --no-emit-find-links --no-emit-index-url --no-emit-trusted-host \
+	  --output-file=$(LOCK) pyproject.toml
 
 # Headless Chromium renders report.html in the report test (and kaleido's static export).
 CHROMIUM_STAMP := $(VENV)/.chromium

@@ -117,3 +117,32 @@ def test_bridge_restored_and_transformerlens_hooks_still_fire(bridge_of) -> None
     plain = collect_generation_activations(bridge, PROMPTS[:3], neurons, n_new_tokens=3)
     assert (plain - want).abs().max() > 1e-3
     assert [type(m).__name__ for m in bridge.original_model.modules()] == before
+
+
+def test_a_cache_that_does_not_grow_is_refused(bridge_of, monkeypatch) -> None:
+    """A bridge component that skips the KV-cache update must stop decoding, not give wrong numbers."""
+    from transformers import DynamicCache
+
+    bridge = bridge_of("gpt2")
+    hf = bridge.original_model
+    forward = hf.forward
+
+    def dropping(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.past_key_values = DynamicCache()  # what TL 4.3 bridges did under transformers 5.24
+        return out
+
+    monkeypatch.setattr(hf, "forward", dropping)
+    with pytest.raises(RuntimeError, match="KV cache holds 0 positions"):
+        collect_generation_activations(bridge, PROMPTS[:2], [(1, 3)], n_new_tokens=3)
+
+
+def test_bridge_components_keep_the_kv_cache(bridge_of) -> None:
+    """Under a TransformerLens hook (bridge components in place), cached decoding equals a full forward."""
+    bridge = bridge_of("gpt2")
+    a = get_adapter(bridge)
+    neurons = [(1, 3), (0, 5)]
+    ref, _ = oracle(bridge, PROMPTS[:3], neurons, 4)
+    with bridge.hooks(fwd_hooks=[(a.hook_name(0), lambda act, hook: act)]):
+        got = collect_generation_activations(bridge, PROMPTS[:3], neurons, n_new_tokens=4, batch_size=2)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
