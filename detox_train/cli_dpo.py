@@ -75,6 +75,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the last complete checkpoint in the output directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (the Trainer's and datasets')")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

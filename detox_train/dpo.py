@@ -330,6 +330,26 @@ def last_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
     return max(found)[1] if found else None
 
 
+def transformers_progress_enabled() -> bool:
+    """Return whether transformers' progress bars are on (the CLI's ``--no-progress`` turns them off)."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.is_progress_bar_enabled()
+
+
+def quiet_metric_printing(trainer: Any) -> None:
+    """Stop the Trainer printing every metrics dict to stdout; they go to the training log instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)
+
+
 def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
     """Return TRL's ``DPOConfig`` for ``config`` (paper schedule: linear warmup, then constant)."""
     from trl import DPOConfig
@@ -356,7 +376,7 @@ def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
         logging_steps=config.logging_steps, report_to=config.report_to,
         bf16=use_bf16(config, device), fp16=False, use_cpu=device == "cpu",
         gradient_checkpointing=config.gradient_checkpointing,
-        disable_tqdm=False, dataloader_num_workers=0, remove_unused_columns=False,
+        disable_tqdm=not transformers_progress_enabled(), dataloader_num_workers=0, remove_unused_columns=False,
         save_only_model=False,
         # Every trainable weight takes part in each forward (full model or all LoRA layers).
         ddp_find_unused_parameters=False,
@@ -427,6 +447,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
                          train_dataset=to_dataset(train_pairs, tokenizer),
                          eval_dataset=to_dataset(eval_pairs, tokenizer) if eval_pairs else None,
                          processing_class=tokenizer, peft_config=peft_cfg, callbacks=cbs)
+    quiet_metric_printing(trainer)
     n_train = count_trainable(trainer.model)
     if n_train == 0:
         raise NoTrainableParametersError(

@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one clear line and exit 2."""
+    from interp.quiet import quiet_libraries
+
+    quiet_libraries()  # before the command modules import transformers/bitsandbytes
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "no_progress", False):
+        quiet_libraries(progress=False)
     try:
         rc = args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as e:

@@ -277,12 +277,12 @@ class Pipeline:
         probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
                                      jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
                                      pooling=c.pooling, max_examples=c.max_examples, seed=self.config.seed,
-                                     random_init_baseline=True)
+                                     random_init_baseline=True, progress=self.progress)
         probe_path = d / "probe.safetensors"
         probe.save(probe_path)
         write_json(d / "probe_metrics.json", metrics)
         prompts = [p for ps in self.eval_prompts(c.transfer_prompts, "all", salt="transfer").values() for p in ps]
-        transfer = transfer_report(bridge, probe, prompts)
+        transfer = transfer_report(bridge, probe, prompts, progress=self.progress)
         transfer.to_csv(d / "probe_transfer.csv", index=False)
         acc = metrics.get("test", metrics).get("accuracy", float("nan"))
         base = metrics.get("random_init", {}).get("test", {}).get("accuracy", float("nan"))

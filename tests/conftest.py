@@ -2,12 +2,40 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The suite writes nothing outside its own temporary directories. Before any library is imported
+# (huggingface_hub reads HF_HOME at import), HOME and every cache root point into one session
+# sandbox; HOME itself must still be empty when the session ends (checked in pytest_sessionfinish).
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX = Path(tempfile.mkdtemp(prefix="xdetox-tests-"))
+HOME = SANDBOX / "home"
+HOME.mkdir()
+
+
+def _checkout_entries() -> set[str]:
+    """Top-level checkout entries plus everything under runs/: what a test could leave behind."""
+    names = {p.name for p in ROOT.iterdir()}
+    runs = ROOT / "runs"
+    if runs.is_dir():
+        names |= {str(p.relative_to(ROOT)) for p in runs.rglob("*")}
+    return names
+
+
+_CHECKOUT_BEFORE = _checkout_entries()
+for var, sub in {"XDETOX_CACHE": "xdetox-cache", "HF_HOME": "hf", "XDG_CACHE_HOME": "xdg-cache",
+                 "XDG_CONFIG_HOME": "xdg-config", "XDG_DATA_HOME": "xdg-data", "TORCH_HOME": "torch",
+                 "MPLCONFIGDIR": "mpl", "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+                 "JUPYTER_DATA_DIR": "jupyter-data", "IPYTHONDIR": "ipython"}.items():
+    os.environ[var] = str(SANDBOX / sub)
+os.environ["HOME"] = str(HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models are overhead-bound: one thread is faster and keeps results bit-identical across
@@ -57,3 +85,20 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke_run")
     run_pipeline(load_run_config(preset="smoke"), run_dir, progress=False)
     return run_dir
+
+
+def isolation_leaks() -> list[str]:
+    """Return what the session wrote into HOME or the checkout (both must stay as they were)."""
+    leaked = sorted(f"~/{p.relative_to(HOME)}" for p in HOME.rglob("*"))
+    new = {n for n in _checkout_entries() - _CHECKOUT_BEFORE if not n.endswith(("__pycache__", ".pyc"))}
+    return leaked + sorted(f"{ROOT}/{n}" for n in new)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test wrote into HOME or left files (e.g. runs/) in the checkout."""
+    leaked = isolation_leaks()
+    if leaked:
+        print(f"\nisolation: the suite wrote outside its temporary directories: {leaked[:20]}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        shutil.rmtree(SANDBOX, ignore_errors=True)
