@@ -11,11 +11,15 @@ LOCK := requirements.lock
 EXTRAS := dev perspective quant notebooks figures
 
 # Installs go through the committed lock (every direct and transitive pin, extras included), so two
-# installs a month apart are identical. The project itself goes in without resolving anything.
+# installs a month apart are identical: nothing is resolved (--no-deps), the build tools come from the
+# lock too (an sdist such as transformers-stream-generator builds with them, not with today's
+# setuptools), and pip check proves the locked set is complete.
 $(STAMP): pyproject.toml constraints.txt $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -r $(LOCK)
+	$(PY) -m pip install -q $$(grep -E '^(pip|setuptools|wheel)==' $(LOCK))
+	$(PY) -m pip install -q --no-deps --no-build-isolation -c constraints.txt -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 ## Re-resolve the lock to the newest versions pyproject.toml allows (then run `make test` and commit both).

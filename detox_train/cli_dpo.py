@@ -99,6 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``dpo train|merge`` directly (entry point for ``accelerate launch -m detox_train.cli_dpo``)."""
+    from interp.quiet import quiet_libraries
+
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="detox_train.cli_dpo")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(sub)
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] != "dpo":
         argv = ["dpo", *argv]
     args = parser.parse_args(argv)
+    if getattr(args, "no_progress", False):
+        quiet_libraries(progress=False)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from interp.architecture import _unwrap, get_adapter, hf_model_of
-from interp.loading import activate
+from interp.loading import activate, checked_cache
 
 Neuron = tuple[int, int]
 
@@ -248,7 +248,7 @@ def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches:
         if use_pos:
             kwargs["position_ids"] = pos
         res = hf(input_ids=ids, **kwargs)
-        past = _checked_cache(res.past_key_values, width)
+        past = checked_cache(res.past_key_values, width)
         for step in range(n_steps):
             nxt = res.logits[:, -1].argmax(-1)
             out[idx, step] = nxt.cpu()
@@ -262,25 +262,7 @@ def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches:
             if use_pos:
                 kwargs["position_ids"] = pos
             res = hf(input_ids=nxt[:, None], **kwargs)
-            past = _checked_cache(res.past_key_values, mask.shape[1])
-
-
-def _checked_cache(past: Any, expected: int) -> Any:
-    """Return ``past`` after checking it holds ``expected`` positions, else raise.
-
-    A cache that fails to grow means every later step attends to itself alone: the numbers would
-    be wrong without any error. transformers 5.24 renamed the attention modules' cache argument,
-    and TransformerLens 4.3's bridge components then silently skip the update.
-    """
-    got = past.get_seq_length() if hasattr(past, "get_seq_length") else None
-    if got is not None and got != expected:
-        import transformers
-
-        raise RuntimeError(
-            f"the KV cache holds {got} positions after a forward over {expected}: this transformers "
-            f"({transformers.__version__}) and transformer_lens pair drops the cache inside bridge "
-            "components. Install the versions in requirements.lock (make install).")
-    return past
+            past = checked_cache(res.past_key_values, mask.shape[1])
 
 
 @torch.no_grad()

@@ -162,7 +162,46 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
                                       model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
     bridge.xdetox_model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
     bridge.xdetox_peft = None
+    check_kv_cache(hf_model)
     return bridge
+
+
+def checked_cache(past: Any, expected: int) -> Any:
+    """Return ``past`` after checking it holds ``expected`` positions, else raise.
+
+    A cache that fails to grow means every later step attends to itself alone: the numbers would
+    be wrong without any error. transformers 5.24 renamed the attention modules' cache argument,
+    and TransformerLens 4.3's bridge components then silently skip the update.
+    """
+    got = past.get_seq_length() if hasattr(past, "get_seq_length") else None
+    if got is not None and got != expected:
+        import transformers
+
+        raise RuntimeError(
+            f"the KV cache holds {got} positions after a forward over {expected}: this transformers "
+            f"({transformers.__version__}) and transformer_lens pair drops the cache inside bridge "
+            "components. Install the versions in requirements.lock (make install).")
+    return past
+
+
+@torch.no_grad()
+def check_kv_cache(hf_model: nn.Module) -> None:
+    """Raise if a cached forward through the bridged model fails to fill its KV cache.
+
+    Run once when a bridge is built (no hooks are active yet), so every generation path, HF
+    ``generate`` included, is covered; models that cannot generate (encoders) are skipped.
+    """
+    can_generate = getattr(hf_model, "can_generate", None)
+    if not (callable(can_generate) and can_generate()):
+        return
+    device = next(hf_model.parameters()).device
+    was_training = hf_model.training
+    hf_model.eval()
+    try:
+        res = hf_model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=True)
+    finally:
+        hf_model.train(was_training)
+    checked_cache(res.past_key_values, 2)
 
 
 def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str | os.PathLike[str] | None = None,

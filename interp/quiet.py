@@ -1,6 +1,8 @@
 """Third-party output that tells a user nothing, silenced through each library's own controls.
 
-Only the CLI calls this (a notebook keeps its libraries' defaults). Our own warnings stay.
+Only the CLI entry points call this (a notebook keeps its libraries' defaults); the Trainer's
+metric printing is switched off in ``detox_train.dpo`` for every caller, since the metrics go to
+``training_log.json``. Our own warnings stay.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def quiet_libraries(*, progress: bool = True) -> None:
     for pkg in NOISY_PACKAGES:
         warnings.filterwarnings("ignore", category=FutureWarning, module=rf"{pkg}(\.|$)")
     # bitsandbytes logs at import that the optional `kernels` CPU gemm is missing; the fallback works.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Only that module is quieted: its CUDA-library warnings elsewhere matter on a GPU.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     if progress:
         return
     import datasets

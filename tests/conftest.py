@@ -21,12 +21,20 @@ HOME.mkdir()
 
 
 def _checkout_entries() -> set[str]:
-    """Top-level checkout entries plus everything under runs/: what a test could leave behind."""
-    names = {p.name for p in ROOT.iterdir()}
+    """What a test could leave in the checkout: git's view of changed and untracked files, ignored
+    folders (collapsed), and every file under runs/ (ignored, so git shows it as one folder)."""
+    import subprocess
+
+    def git(*args: str) -> list[str]:
+        res = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return res.stdout.splitlines() if res.returncode == 0 else [p.name for p in ROOT.iterdir()]
+
+    names = set(git("status", "--porcelain", "-uall"))
+    names |= set(git("ls-files", "--others", "--ignored", "--exclude-standard", "--directory"))
     runs = ROOT / "runs"
     if runs.is_dir():
         names |= {str(p.relative_to(ROOT)) for p in runs.rglob("*")}
-    return names
+    return {n for n in names if "__pycache__" not in n and not n.endswith(".pyc")}
 
 
 _CHECKOUT_BEFORE = _checkout_entries()
@@ -36,6 +44,10 @@ for var, sub in {"XDETOX_CACHE": "xdetox-cache", "HF_HOME": "hf", "XDG_CACHE_HOM
                  "JUPYTER_DATA_DIR": "jupyter-data", "IPYTHONDIR": "ipython"}.items():
     os.environ[var] = str(SANDBOX / sub)
 os.environ["HOME"] = str(HOME)
+# These take precedence over HF_HOME (clusters often set them): unset, so nothing reaches a real cache.
+for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE", "TRANSFORMERS_CACHE",
+            "HF_ASSETS_CACHE", "HF_MODULES_CACHE"):
+    os.environ.pop(var, None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models are overhead-bound: one thread is faster and keeps results bit-identical across
@@ -90,8 +102,7 @@ def smoke_run(tmp_path_factory) -> Path:
 def isolation_leaks() -> list[str]:
     """Return what the session wrote into HOME or the checkout (both must stay as they were)."""
     leaked = sorted(f"~/{p.relative_to(HOME)}" for p in HOME.rglob("*"))
-    new = {n for n in _checkout_entries() - _CHECKOUT_BEFORE if not n.endswith(("__pycache__", ".pyc"))}
-    return leaked + sorted(f"{ROOT}/{n}" for n in new)
+    return leaked + sorted(f"{ROOT}: {n}" for n in _checkout_entries() - _CHECKOUT_BEFORE)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -119,11 +119,14 @@ def test_bridge_restored_and_transformerlens_hooks_still_fire(bridge_of) -> None
     assert [type(m).__name__ for m in bridge.original_model.modules()] == before
 
 
-def test_a_cache_that_does_not_grow_is_refused(bridge_of, monkeypatch) -> None:
-    """A bridge component that skips the KV-cache update must stop decoding, not give wrong numbers."""
+def test_a_cache_that_does_not_grow_is_refused(family: str, bridge_of, monkeypatch) -> None:
+    """A bridge component that skips the KV-cache update must stop decoding (and bridging), not give
+    wrong numbers."""
     from transformers import DynamicCache
 
-    bridge = bridge_of("gpt2")
+    from interp.loading import check_kv_cache
+
+    bridge = bridge_of(family)
     hf = bridge.original_model
     forward = hf.forward
 
@@ -135,11 +138,13 @@ def test_a_cache_that_does_not_grow_is_refused(bridge_of, monkeypatch) -> None:
     monkeypatch.setattr(hf, "forward", dropping)
     with pytest.raises(RuntimeError, match="KV cache holds 0 positions"):
         collect_generation_activations(bridge, PROMPTS[:2], [(1, 3)], n_new_tokens=3)
+    with pytest.raises(RuntimeError, match="KV cache holds 0 positions"):
+        check_kv_cache(hf)  # what wrap_bridge runs, so HF generate paths are covered too
 
 
-def test_bridge_components_keep_the_kv_cache(bridge_of) -> None:
+def test_bridge_components_keep_the_kv_cache(family: str, bridge_of) -> None:
     """Under a TransformerLens hook (bridge components in place), cached decoding equals a full forward."""
-    bridge = bridge_of("gpt2")
+    bridge = bridge_of(family)
     a = get_adapter(bridge)
     neurons = [(1, 3), (0, 5)]
     ref, _ = oracle(bridge, PROMPTS[:3], neurons, 4)

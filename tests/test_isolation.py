@@ -37,3 +37,12 @@ def test_a_new_file_in_the_checkout_is_reported() -> None:
         assert any(s.endswith("runs-leak-probe") for s in conftest.isolation_leaks())
     finally:
         stray.unlink()
+
+
+def test_a_new_file_in_an_existing_folder_is_reported() -> None:
+    stray = conftest.ROOT / "notebooks" / "leak-probe.txt"
+    stray.write_text("x")
+    try:
+        assert any(s.endswith("notebooks/leak-probe.txt") for s in conftest.isolation_leaks())
+    finally:
+        stray.unlink()
