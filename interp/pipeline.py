@@ -19,6 +19,7 @@ import pandas as pd
 from interp.artifacts import read_json, stable_hash, write_json, write_manifest
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
+from interp.tokenization import set_bos_policy
 
 STAGES: tuple[str, ...] = (
     "model", "probe", "neurons", "dpo", "generate", "score", "metrics",
@@ -97,6 +98,8 @@ class Pipeline:
         parts = {s: cfg[s] for s in SECTIONS[name]}
         parts["languages"] = cfg["languages"]
         parts["seed"] = cfg["seed"]
+        if name != "model":  # every stage after the model tokenizes text by the run's BOS policy
+            parts["bos"] = cfg["bos"]
         parts["deps"] = {d: self._key_of(d) for d in DEPENDS[name]}
         return stable_hash({"stage": name, **parts})
 
@@ -135,7 +138,8 @@ class Pipeline:
             force |= set(STAGES[start:])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
-                       model_id=self.config.model.name, extra={"stages": list(STAGES)})
+                       model_id=self.config.model.name,
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         last: StageResult | None = None
         for name in STAGES:
             if only and name not in only:
@@ -199,7 +203,7 @@ class Pipeline:
 
             m = self.config.model
             self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
-        return self._models["base"]
+        return set_bos_policy(self._models["base"], self.config.bos)
 
     def tuned_model(self) -> Any:
         """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
@@ -214,7 +218,7 @@ class Pipeline:
                 self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
             else:
                 self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
-        return self._models["tuned"]
+        return set_bos_policy(self._models["tuned"], self.config.bos)
 
     def probe(self) -> Any:
         from probes import ToxicityProbe
@@ -265,7 +269,7 @@ class Pipeline:
         info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
                 "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
         write_json(d / "model_info.json", info)
-        self._models["base"] = bridge
+        self._models["base"] = set_bos_policy(bridge, self.config.bos)
         return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
                 {"model_info": self.rel(d / "model_info.json")})
 
@@ -316,7 +320,8 @@ class Pipeline:
 
         c = self.config.dpo
         cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
-                                    seed=self.config.seed, data_root=self.config.data_root, **c.overrides)
+                                    seed=self.config.seed, data_root=self.config.data_root,
+                                    **{"bos": self.config.bos, **c.overrides})
         out = Path(train_dpo(cfg, resume=True))  # an interrupted stage continues from its last checkpoint
         log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
         evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]

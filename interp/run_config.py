@@ -101,6 +101,9 @@ class RunConfig:
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={"help": "ISO codes"})
     seed: int = field(default=0, metadata={"help": "global seed"})
     data_root: str | None = field(default=None, metadata={"help": "data root (flag > $XDETOX_DATA > ../shared/data)"})
+    bos: Literal["auto", "always", "never"] = field(default="auto", metadata={
+        "help": "BOS policy of the one tokenization rule every stage uses (interp.tokenization): auto follows "
+                "the model's own tokenizer, always/never override it"})
     model: ModelStageConfig = field(default_factory=ModelStageConfig)
     probe: ProbeStageConfig = field(default_factory=ProbeStageConfig)
     neurons: NeuronStageConfig = field(default_factory=NeuronStageConfig)

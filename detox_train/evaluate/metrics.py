@@ -63,10 +63,12 @@ def continuation_nll(model: Any, prompts: Sequence[str], continuations: Sequence
                      batch_size: int = 16) -> list[tuple[float, int]]:
     """Return (summed NLL in nats, n continuation tokens) per pair, scoring continuation tokens given the prompt.
 
-    The sequence is ``tokenizer(prompt)`` (with the tokenizer's special tokens, e.g. BOS) followed
-    by ``tokenizer(continuation, add_special_tokens=False)``; right-padded batches.
+    The sequence is the prompt's ids followed by the continuation's ids, both from the run's
+    tokenization rule (:mod:`interp.tokenization`: BOS by its policy, an empty prompt becomes the
+    start token); a prompt too long for the judge's context keeps its end. Right-padded batches.
     """
     from interp.architecture import hf_model_of
+    from interp.tokenization import context_length, token_rule
 
     if len(prompts) != len(continuations):
         raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
@@ -76,14 +78,16 @@ def continuation_nll(model: Any, prompts: Sequence[str], continuations: Sequence
         raise ValueError("no tokenizer: pass tokenizer= with a plain HF judge model")
     device = next(hf.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    rule = token_rule(model, tokenizer=tokenizer)
+    limit = context_length(model)
     out: list[tuple[float, int]] = []
     for s in range(0, len(prompts), batch_size):
         seqs, starts = [], []
         for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size]):
-            pi = tok(p)["input_ids"]
-            ci = tok(c, add_special_tokens=False)["input_ids"] if c else []
-            if not pi:  # a continuation needs a context token to be conditioned on
-                pi = [tok.bos_token_id if tok.bos_token_id is not None else pad]
+            ci = rule.ids(c, "continuation") if c else []
+            if limit is not None:
+                ci = ci[:limit - 1]
+            pi = rule.ids(p, "prompt", max_length=None if limit is None else max(limit - len(ci), 1))
             seqs.append(pi + ci)
             starts.append(len(pi))
         width = max(len(x) for x in seqs)
