@@ -461,9 +461,9 @@ class Pipeline:
         stats = correlate_available(signals, cmp, n_boot=self.config.correlation.n_boot,
                                     n_perm=self.config.correlation.n_perm, seed=self.config.seed)
         stats.to_csv(d / "correlation.csv", index=False)
-        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_change_pct")]
+        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
         r = float(row["pearson_r"].iloc[0]) if len(row) else float("nan")
-        return (f"retrieval vs %EMT change: Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
+        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
                 {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
 
     def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
@@ -474,7 +474,7 @@ class Pipeline:
 
 
 def correlate_available(signals: pd.DataFrame, drops: pd.DataFrame, *, outcomes: tuple[str, ...] = (
-        "emt_change_pct", "toxprob_change"), **kwargs: Any) -> pd.DataFrame:
+        "emt_reduction_pct", "toxprob_reduction"), **kwargs: Any) -> pd.DataFrame:
     """Correlate every (signal, outcome) pair over the non-English languages where both are finite.
 
     A pair with fewer than 3 such languages gets a row with ``n`` and a ``skipped`` reason instead of

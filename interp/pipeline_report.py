@@ -95,7 +95,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [_figure_or_note(F.fig_intervention_sweep, sweep), sweep]
                       if len(sweep) else ["The sweep was disabled in this run's config."]),
         ReportSection("Bilingual retrieval (en <-> X)", [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
-        ReportSection("Fig. 4: retrieval vs toxicity change", [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
+        ReportSection("Fig. 4: retrieval vs toxicity reduction (%EMT, positive = less toxic, as the paper)",
+                      [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
         ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
     ]
     evals = pd.DataFrame(dpo_log.get("evals", []))

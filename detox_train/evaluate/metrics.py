@@ -201,7 +201,10 @@ def language_metrics(scored_samples: Any, *, judge: Judge | None = None, n_boot:
 
 def compare_tables(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Return per language ``<m>_before``, ``<m>_after``, ``<m>_change`` (after - before) and
-    ``<m>_change_pct`` (100 * change / before) for every compared metric, plus a macro-mean row ``all``."""
+    ``<m>_change_pct`` (100 * change / before) for every compared metric, plus a macro-mean row ``all``.
+
+    Also ``emt_reduction_pct`` = 100 * (before - after) / before and ``toxprob_reduction`` =
+    before - after: the reductions the paper correlates with retrieval (positive = less toxic)."""
     missing = [c for c in ("lang", *COMPARED) for t in (before, after) if c not in t.columns]
     if missing:
         raise ValueError(f"compare_tables: missing column(s) {sorted(set(missing))}; pass language_metrics() tables")
@@ -215,6 +218,10 @@ def compare_tables(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         b, a = m[f"{c}_before"].astype(float), m[f"{c}_after"].astype(float)
         out[f"{c}_before"], out[f"{c}_after"], out[f"{c}_change"] = b, a, a - b
         out[f"{c}_change_pct"] = np.where(b != 0, 100.0 * (a - b) / b.where(b != 0, np.nan), np.nan)
+    # The paper's outcome is the toxicity *reduction* (positive when toxicity falls): its Pearson r
+    # (mGPT 0.732) relates retrieval to this, and an after - before change flips the sign.
+    out["emt_reduction_pct"] = -out["emt_change_pct"]
+    out["toxprob_reduction"] = -out["toxprob_change"]
     return out
 
 
