@@ -184,7 +184,7 @@ class Pipeline:
         """Return ``n`` RTP-LX prompts per language, a deterministic spread over the chosen split."""
         from interp.data import rtplx_split
 
-        prompts = self.rtplx() if split == "all" else rtplx_split(self.rtplx(), "eval")
+        prompts = self.rtplx() if split == "all" else rtplx_split(self.rtplx(), split)
         out: dict[str, list[Any]] = {}
         for lang in self.config.languages:
             items = [p for p in prompts if p.lang == lang]
@@ -193,6 +193,21 @@ class Pipeline:
             if not out[lang]:
                 raise ValueError(f"no RTP-LX prompts for language {lang!r} in split {split!r}")
         return out
+
+    def filter_prompts(self) -> list[Any]:
+        """Return the English RTP-LX prompts of the activation filter (``neurons.filter_*``)."""
+        c = self.config.neurons
+        en = [p for p in self.eval_prompts(None, c.filter_split, salt="filter")["en"]
+              if c.filter_min_toxicity is None or (p.toxicity or 0) >= c.filter_min_toxicity]
+        if len(en) < c.filter_prompts:
+            self.log(f"[neurons] only {len(en)} English prompts in split {c.filter_split!r} with "
+                     f"toxicity >= {c.filter_min_toxicity} (asked for {c.filter_prompts})")
+        return en[: c.filter_prompts]
+
+    def key_prompts(self) -> dict[str, list[Any]]:
+        """Return the per-language prompts of the key-activation stage (``key_activations.*``)."""
+        c = self.config.key_activations
+        return self.eval_prompts(c.n_prompts, c.split, salt="keys")
 
     def model_path(self) -> str:
         return str(read_json(self.output("model", "model_info"))["path"])
@@ -301,8 +316,7 @@ class Pipeline:
         from interp.vocab import project_to_vocab
 
         c = self.config.neurons
-        en = [p for p in self.eval_prompts(None, "eval", salt="filter")["en"] if (p.toxicity or 0) >= 3.0]
-        filter_prompts = [p.text for p in en[: c.filter_prompts]]
+        filter_prompts = [p.text for p in self.filter_prompts()]
         neurons = find_toxic_neurons(self.base_model(), self.probe(), top_k=c.top_k, filter_prompts=filter_prompts,
                                      n_new_tokens=c.n_new_tokens, progress=self.progress)
         neurons.to_json(d / "neurons.json")
@@ -311,7 +325,8 @@ class Pipeline:
         proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root))
         proj.table.to_csv(d / "vocab_table.csv", index=False)
         proj.language_mass.to_csv(d / "value_language_mass.csv", index=False)
-        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter",
+        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
+                f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
                  "value_mass": self.rel(d / "value_language_mass.csv")})
 
@@ -340,8 +355,10 @@ class Pipeline:
                                top_p=ev.top_p, seed=self.config.seed, out_path=d / f"samples_{tag}.jsonl",
                                batch_size=ev.batch_size, progress=self.progress)
             counts[tag] = len(samples)
+        man = read_json(d / "samples_before.jsonl.manifest.json")
+        cut = int(man.get("n_prompts_truncated", 0))  # prompts over the context keep their end
         return (f"{counts['before']} + {counts['after']} samples for {len(prompts)} prompts "
-                f"in {len(self.config.languages)} languages",
+                f"in {len(self.config.languages)} languages; {cut} prompts cut from the left to fit the context",
                 {"before": self.rel(d / "samples_before.jsonl"), "after": self.rel(d / "samples_after.jsonl")})
 
     def stage_score(self, d: Path) -> tuple[str, dict[str, Any]]:
@@ -390,7 +407,7 @@ class Pipeline:
         from interp.key_activations import key_activations
 
         c = self.config.key_activations
-        prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="keys").items()}
+        prompts = {lang: [p.text for p in ps] for lang, ps in self.key_prompts().items()}
         tuned = self.tuned_model()
         res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
                               n_new_tokens=c.n_new_tokens, seed=self.config.seed, progress=self.progress)

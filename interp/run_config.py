@@ -39,7 +39,11 @@ class ProbeStageConfig:
 @dataclass
 class NeuronStageConfig:
     top_k: int = field(default=100, metadata={"help": "value vectors kept by cosine with the probe (paper: 100)"})
-    filter_prompts: int = field(default=100, metadata={"help": "English toxic prompts for the activation filter"})
+    filter_prompts: int = field(default=100, metadata={"help": "English RTP-LX prompts for the activation filter (paper: 1000)"})
+    filter_split: Literal["eval", "train", "all"] = field(default="eval", metadata={
+        "help": "RTP-LX split the filter prompts come from (paper: all English prompts)"})
+    filter_min_toxicity: float | None = field(default=3.0, metadata={
+        "help": "keep filter prompts with RTP-LX toxicity >= this (1-5); null = no threshold (paper: none named)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps for the activation filter"})
     vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector (paper appendix: 30)"})
 
@@ -68,6 +72,8 @@ class EvalStageConfig:
 @dataclass
 class KeyActivationStageConfig:
     n_prompts: int = field(default=20, metadata={"help": "prompts per language"})
+    split: Literal["eval", "train", "all"] = field(default="eval", metadata={
+        "help": "RTP-LX split of the prompts (paper: all, about 1000 per language)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps (paper: 20)"})
 
 
