@@ -295,8 +295,10 @@ class Pipeline:
         bridge = self.base_model()
         probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
                                      jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
-                                     pooling=c.pooling, max_examples=c.max_examples, seed=self.config.seed,
-                                     random_init_baseline=True, progress=self.progress)
+                                     pooling=c.pooling, max_examples=c.max_examples,
+                                     seed=self.config.seed if c.seed is None else c.seed,
+                                     random_init_baseline=True, test_fraction=c.test_fraction,
+                                     test_path=c.jigsaw_test_path, progress=self.progress)
         probe_path = d / "probe.safetensors"
         probe.save(probe_path)
         write_json(d / "probe_metrics.json", metrics)

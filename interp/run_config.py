@@ -29,6 +29,10 @@ class ModelStageConfig:
 class ProbeStageConfig:
     dataset: Literal["paradetox", "davidson", "jigsaw"] = field(default="paradetox", metadata={"help": "English probe data"})
     jigsaw_path: str | None = field(default=None, metadata={"help": "Kaggle Jigsaw train.csv when dataset=jigsaw"})
+    jigsaw_test_path: str | None = field(default=None, metadata={
+        "help": "Kaggle Jigsaw test.csv (+ test_labels.csv beside it) as the test set; the train file then all trains"})
+    test_fraction: float = field(default=0.2, metadata={"help": "held-out share without a test file (paper: 0.1)"})
+    seed: int | None = field(default=None, metadata={"help": "probe split/init seed; null = the run seed (paper: 99)"})
     solver: Literal["paper", "logreg"] = field(default="paper", metadata={"help": "paper: torch BCE/Adam; logreg: sklearn"})
     max_examples: int | None = field(default=4000, metadata={"help": "cap on training texts (None = all)"})
     pooling: Literal["mean", "last", "max"] = field(default="mean", metadata={"help": "sentence pooling"})
