@@ -462,7 +462,17 @@ class Pipeline:
         """Return parallel sentences per language (same order in every language)."""
         from interp.retrieval import parallel_texts
 
-        return parallel_texts(kind, self.config.languages, root=self.data_root, limit=n)  # type: ignore[arg-type]
+        langs = list(self.config.languages)
+        if kind == "translated200":  # a language without a translated-200 file is left out, and said so
+            from interp.data import T200_DIR
+
+            missing = [lang for lang in langs
+                       if not (self.data_root / T200_DIR / f"dpo_toxicity_pairwise_{lang}_200.jsonl").is_file()]
+            if missing:
+                self.log(f"[retrieval] no translated-200 file for {', '.join(missing)}: left out of retrieval "
+                         "and the correlation (see the report's language table)")
+            langs = [lang for lang in langs if lang not in missing]
+        return parallel_texts(kind, langs, root=self.data_root, limit=n)  # type: ignore[arg-type]
 
     def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.multilinguality import dual_multilinguality

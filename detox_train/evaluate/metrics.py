@@ -36,8 +36,15 @@ _CHAR_LANGS = {"zh", "ja"}
 
 # ----------------------------------------------------------------------------- text statistics
 def words(text: str, lang: str) -> list[str]:
-    """Return the units n-grams are built from: characters for zh/ja, whitespace words otherwise."""
-    if lang in _CHAR_LANGS:
+    """Return the units n-grams are built from: characters for languages written without spaces
+    (zh, ja, th, ... per :func:`interp.languages.word_separated`), whitespace words otherwise."""
+    from interp.languages import UnknownLanguageError, word_separated
+
+    try:
+        spaced = word_separated(lang)
+    except UnknownLanguageError:
+        spaced = lang not in _CHAR_LANGS
+    if not spaced:
         return [c for c in text if not c.isspace()]
     return text.split()
 

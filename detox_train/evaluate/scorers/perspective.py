@@ -132,6 +132,10 @@ class PerspectiveScorer:
         import httpx
 
         key = f"{self.id}@{self.version}"
+        from interp.languages import language_info
+
+        if language_info(lang).perspective is None:  # no request: it could only come back 400
+            return ScoreResult.fail(f"Perspective has no TOXICITY model for language {lang!r}", key)
         text, cut = truncate_utf8(text, self.max_bytes)
         text = text or EMPTY_TEXT
         body = {"comment": {"text": text}, "languages": [perspective_language(lang)],
