@@ -324,7 +324,13 @@ class Pipeline:
         neurons.to_json(d / "neurons.json")
         kept = neurons.kept()
         chosen = kept if len(kept) else neurons
-        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root))
+        from interp.activations import tokenizer_of
+        from interp.token_languages import token_languages_from_data
+
+        # Token languages measured on the data root's text (evaluation texts held out).
+        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages)
+        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
+                                token_languages=tl)
         proj.table.to_csv(d / "vocab_table.csv", index=False)
         proj.language_mass.to_csv(d / "value_language_mass.csv", index=False)
         return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
