@@ -34,7 +34,8 @@ class FamilySpec:
     unembed: str
     logit_scale_attr: str | None          # config attribute multiplied into the logits
     lora_targets: tuple[str, ...]         # every linear layer of the block
-    prepends_bos: bool                    # whether prompts should start with BOS
+    prepends_bos: bool                    # whether the family's released tokenizers prepend BOS (documentation;
+                                          # interp.tokenization reads the tokenizer itself)
 
 
 FAMILIES: dict[str, FamilySpec] = {
