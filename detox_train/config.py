@@ -42,6 +42,9 @@ class DPOTrainConfig:
         "help": "the paper's PPLM pairs JSONL (prompt_text/unpert_gen_text/pert_gen_text) for pairs='pplm'"})
     data_root: str | None = field(default=None, metadata={
         "help": "offline data folder (default: $XDETOX_DATA, then ../shared/data)"})
+    bos: str = field(default="auto", metadata={
+        "help": "BOS policy of the run's tokenization rule (interp.tokenization): auto (the model's own "
+                "tokenizer), always or never"})
     paradetox_prompt: str = field(default="", metadata={
         "help": "shared prompt before every ParaDetox sentence ('' = none: the sentence is the whole "
                 "completion, scored after the tokenizer's BOS/EOS token)"})

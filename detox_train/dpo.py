@@ -25,8 +25,8 @@ import torch
 from jaxtyping import Float
 
 from detox_train.config import DPOTrainConfig
-from detox_train.pairs import (FilterReport, filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs, pplm_pairs,
-                               read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
+from detox_train.pairs import (FilterReport, dpo_prompt_text, filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs,
+                               pplm_pairs, read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
 from interp.artifacts import read_json, stable_hash, write_json, write_manifest
 from interp.data import PreferencePair
 
@@ -150,14 +150,15 @@ def _start_token(tokenizer: Any) -> str:
 def to_dataset(pairs: Sequence[PreferencePair], tokenizer: Any) -> Any:
     """Return a ``datasets.Dataset`` with prompt/chosen/rejected columns for TRL.
 
-    An empty prompt becomes the tokenizer's BOS (or EOS) token, so the first completion token is
-    predicted from a start token and scored like the rest (TRL never scores position 0).
+    An empty prompt becomes the start token once (:func:`dpo_prompt_text`), so the first completion
+    token is predicted from a start token and scored like the rest (TRL never scores position 0).
     """
     from datasets import Dataset
 
-    start = _start_token(tokenizer)
+    if any(not p.prompt for p in pairs):
+        _start_token(tokenizer)  # a clear error when an empty prompt has no start token
     return Dataset.from_dict({
-        "prompt": [p.prompt if p.prompt else start for p in pairs],
+        "prompt": [dpo_prompt_text(p.prompt, tokenizer) for p in pairs],
         "chosen": [p.chosen for p in pairs],
         "rejected": [p.rejected for p in pairs],
     })
@@ -274,7 +275,10 @@ def _load_model(config: DPOTrainConfig, device: str) -> tuple[Any, Any]:
     model, tok = load_hf_model(config.model, dtype="float32", device=device, quantization=quant)
     if quant is not None and device == "cpu":
         _disable_bnb_cpu_packing(model)
-    return model, tok
+    from interp.tokenization import token_rule
+
+    # TRL tokenizes the texts itself: set the tokenizer up so that it sees the run's prompt ids.
+    return model, token_rule(tokenizer=tok, policy=config.bos).hf_tokenizer()
 
 
 def _disable_bnb_cpu_packing(model: Any) -> None:

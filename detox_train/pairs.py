@@ -180,10 +180,24 @@ class FilterReport:
         return self.n_in - self.n_kept
 
 
-def _n_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+def dpo_prompt_text(prompt: str, tokenizer: Any) -> str:
+    """Return the prompt text handed to TRL, so that ``tokenizer(text)`` gives the rule's prompt ids.
+
+    An empty prompt must become the start token exactly once: a tokenizer that adds BOS itself
+    gets ``""`` (-> ``[BOS]``); one that does not gets the start token's text (-> ``[BOS]``/``[EOS]``).
+    Writing ``"<s>"`` for a tokenizer that also adds BOS would give ``[BOS, BOS]``.
+    """
+    from interp.tokenization import native_adds_bos
+
+    if prompt:
+        return prompt
+    return "" if native_adds_bos(tokenizer) else (tokenizer.bos_token or tokenizer.eos_token or "")
+
+
+def _n_tokens(tokenizer: Any, texts: list[str], *, specials: bool = False) -> list[int]:
     if not texts:
         return []
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=specials)["input_ids"]]
 
 
 def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_length: int,
@@ -196,9 +210,13 @@ def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_
     ``drop=False`` the first such pair raises a ValueError naming it instead.
     """
     pairs = list(pairs)
-    n_prompt = _n_tokens(tokenizer, [p.prompt for p in pairs])
-    n_full_c = _n_tokens(tokenizer, [p.prompt + p.chosen for p in pairs])
-    n_full_r = _n_tokens(tokenizer, [p.prompt + p.rejected for p in pairs])
+    # Count exactly what TRL will tokenize: its prompt text (an empty prompt is the start token)
+    # through the tokenizer's own specials, i.e. the run's tokenization rule (see
+    # interp.tokenization and TokenRule.hf_tokenizer).
+    heads = [dpo_prompt_text(p.prompt, tokenizer) for p in pairs]
+    n_prompt = _n_tokens(tokenizer, heads, specials=True)
+    n_full_c = _n_tokens(tokenizer, [h + p.chosen for h, p in zip(heads, pairs)], specials=True)
+    n_full_r = _n_tokens(tokenizer, [h + p.rejected for h, p in zip(heads, pairs)], specials=True)
     kept: list[PreferencePair] = []
     rep = FilterReport(len(pairs), 0, 0, 0, max_length, max_prompt_length)
     for p, np_, nc, nr in zip(pairs, n_prompt, n_full_c, n_full_r):

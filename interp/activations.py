@@ -42,26 +42,26 @@ def tokenizer_of(model: Any) -> Any:
     return tok
 
 
-def encode_prompts(model: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Return token ids per prompt, with BOS prepended exactly when the family expects one.
+def encode_prompts(model: Any, prompts: Sequence[str], *, max_length: int | None = None) -> list[list[int]]:
+    """Return the prompt ids of each text under the run's tokenization rule (:mod:`interp.tokenization`).
 
-    The tokenizer's own special-token behaviour differs between checkpoints (TransformerLens
-    re-opens tokenizers with BOS on), so ids are built without special tokens and BOS is added
-    from the adapter's ``spec.prepends_bos``: one rule for every analysis.
+    BOS follows the policy recorded on the model (``auto``: the model's own tokenizer); a prompt
+    longer than ``max_length`` keeps its end.
     """
+    from interp.tokenization import token_rule
+
     validate_prompts(prompts)
-    tok = tokenizer_of(model)
-    spec = get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec
-    bos = tok.bos_token_id
-    out: list[list[int]] = []
-    for i, p in enumerate(prompts):
-        ids = list(tok(p, add_special_tokens=False)["input_ids"])
-        if spec.prepends_bos and bos is not None:
-            ids = [bos] + ids
-        if not ids:
-            raise ValueError(f"prompt {i} ({p!r}) encodes to no tokens; drop empty prompts")
-        out.append(ids)
+    tokenizer_of(model)  # a clear error when the model carries no tokenizer
+    out, _ = token_rule(model).encode(list(prompts), "prompt", max_length=max_length)
     return out
+
+
+def generation_budget(model: Any, n_new_tokens: int) -> int | None:
+    """Return the most prompt tokens that leave room for ``n_new_tokens`` in the model's context."""
+    from interp.tokenization import context_length
+
+    limit = context_length(model)
+    return None if limit is None else max(limit - n_new_tokens, 1)
 
 
 def validate_prompts(prompts: Sequence[str], *, where: str = "prompts") -> None:
@@ -281,7 +281,7 @@ def collect_generation_activations(
     validate_prompts(prompts)
     with activate(model) as m:
         neurons = validate_neurons(m, neurons)
-        ids = encode_prompts(m, prompts)
+        ids = encode_prompts(m, prompts, max_length=generation_budget(m, n_new_tokens))
         groups = group_by_layer(neurons)
         acts = torch.zeros(len(prompts), n_new_tokens, len(neurons), dtype=torch.float32)
         state: dict[str, Any] = {"idx": None, "step": 0}
@@ -307,5 +307,5 @@ def collect_generation_activations(
     return (acts, tokens) if return_tokens else acts
 
 
-__all__ = ["collect_generation_activations", "greedy_decode", "encode_prompts", "activation_hooks",
+__all__ = ["collect_generation_activations", "greedy_decode", "encode_prompts", "generation_budget", "activation_hooks",
            "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]

@@ -34,7 +34,8 @@ class FamilySpec:
     unembed: str
     logit_scale_attr: str | None          # config attribute multiplied into the logits
     lora_targets: tuple[str, ...]         # every linear layer of the block
-    prepends_bos: bool                    # whether prompts should start with BOS
+    prepends_bos: bool                    # whether the family's released tokenizers prepend BOS (documentation;
+                                          # interp.tokenization reads the tokenizer itself)
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -201,10 +202,30 @@ class ModelAdapter:
         return torch.stack([self._rows(self.out_proj(l), self.spec.out_is_conv1d, True).float() for l in layers])
 
     @torch.no_grad()
-    def key_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"]:
-        """Return stacked key vectors (columns of W_in, the up projection) for ``layers``."""
+    def key_vectors(self, layers: list[int] | None = None, *, part: str = "up"
+                    ) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        """Return stacked key vectors for ``layers``: columns of W_in (``part="up"``, the default)
+        or, for gated MLPs, of the gate projection (``part="gate"``). See :meth:`key_parts`."""
+        if part == "gate":
+            gates = self.gate_vectors(layers)
+            if gates is None:
+                raise ValueError(f"{self.family} has no gated MLP: its key is the up projection alone (part='up')")
+            return gates
+        if part != "up":
+            raise ValueError(f"part must be 'up' or 'gate', got {part!r}")
         layers = list(range(self.n_layers)) if layers is None else layers
         return torch.stack([self._rows(self.in_proj(l), self.spec.out_is_conv1d, False).float() for l in layers])
+
+    @torch.no_grad()
+    def key_parts(self, layers: list[int] | None = None) -> dict[str, Float[Tensor, "n_layers d_mlp d_model"]]:
+        """Return every part of the neurons' keys: ``{"up": ...}``, plus ``"gate"`` for gated MLPs.
+
+        The method defines a gated neuron's key as both columns: ``m_i = act(x . gate_i) * (x . up_i)``.
+        """
+        out = {"up": self.key_vectors(layers)}
+        if self.spec.w_gate is not None:
+            out["gate"] = self.key_vectors(layers, part="gate")
+        return out
 
     @torch.no_grad()
     def gate_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"] | None:

@@ -1,9 +1,11 @@
 """Training-free baselines, each a context manager like :func:`interp.interventions.intervene`.
 
-* Lee et al. (2024) residual steering (:func:`residual_steering`): subtract ``alpha * d`` (``d``
-  the unit probe/value direction) from the residual stream leaving block ``layer`` (default: the
-  last block, i.e. just before the final norm). Paper values: probe direction alpha 50,
-  ``MLP.v^19_770`` alpha 20 on GPT-2 medium.
+* Lee et al. (2024) residual steering (:func:`residual_steering`): subtract ``alpha * d`` from
+  the residual stream leaving block ``layer`` (default: the last block, i.e. just before the final
+  norm). Paper values: probe direction alpha 50, ``MLP.v^19_770`` alpha 20 on GPT-2 medium. Lee's
+  alphas multiply the *raw* vectors (the probe's weight vector, the value vector as stored), so
+  ``scale="raw"`` is the default and reproduces them; ``scale="unit"`` normalises ``d`` first, so
+  that ``alpha`` is a distance in the residual space, comparable across vectors.
 * Lee et al. "un-aligning" (:func:`scale_keys`): multiply chosen neurons' key vectors by
   ``alpha`` (paper: the 7 top toxic keys x10 on the DPO model). Implemented on the *outputs* of
   the up (and, for gated MLPs, gate) projection: ``pre_i -> alpha * (pre_i - b_i) + b_i``, which
@@ -33,16 +35,41 @@ def _first(out: Any) -> Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-@contextlib.contextmanager
-def residual_steering(model: Any, direction: Any, alpha: float, *, layer: int | None = None) -> Iterator[Any]:
-    """Subtract ``alpha * unit(direction)`` from the residual output of block ``layer`` (default last)."""
+def steering_vector(direction: Any, d_model: int, scale: Literal["raw", "unit"] = "raw") -> Float[Tensor, "d_model"]:
+    """Return the vector steering subtracts per unit of alpha: raw (Lee et al.) or unit norm.
+
+    ``direction`` is a tensor/array (e.g. a value vector row) or a fitted probe; for a probe the
+    raw vector is its weight vector (``coef_``), not the unit ``direction`` it reports.
+    """
+    import numpy as np
+
     from interp.neurons import probe_direction
 
+    if scale not in ("raw", "unit"):
+        raise ValueError(f"scale must be 'raw' (Lee et al.'s alphas) or 'unit', got {scale!r}")
+    unit = probe_direction(direction, d_model)  # also checks the size and finiteness
+    if scale == "unit":
+        return unit
+    coef = getattr(direction, "coef_", None)
+    raw = coef[0] if coef is not None else direction
+    if isinstance(raw, Tensor):
+        return raw.detach().float().reshape(-1).cpu()
+    return torch.as_tensor(np.asarray(raw), dtype=torch.float32).reshape(-1)
+
+
+@contextlib.contextmanager
+def residual_steering(model: Any, direction: Any, alpha: float, *, layer: int | None = None,
+                      scale: Literal["raw", "unit"] = "raw") -> Iterator[Any]:
+    """Subtract ``alpha * direction`` from the residual output of block ``layer`` (default last).
+
+    ``scale="raw"`` (default) uses the vector as given, the scale Lee et al.'s alphas (probe 50,
+    MLP.v 20) refer to; ``scale="unit"`` normalises it first. See :func:`steering_vector`.
+    """
     with activate(model) as m:
         a = get_adapter(m)
         layer = a.n_layers - 1 if layer is None else int(layer)
         block = _unwrap(a.block(layer))
-        d = probe_direction(direction, a.d_model)
+        d = steering_vector(direction, a.d_model, scale)
 
         def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
             h = _first(out)
@@ -198,5 +225,5 @@ def aura(model: Any, result: AurAResult) -> Iterator[Any]:
         yield m
 
 
-__all__ = ["residual_steering", "scale_keys", "aura_auroc", "aura", "AurAResult", "pooled_activations",
+__all__ = ["residual_steering", "steering_vector", "scale_keys", "aura_auroc", "aura", "AurAResult", "pooled_activations",
            "auroc_per_column"]

@@ -58,6 +58,11 @@ _EVAL_SALT = "xdetox-eval"
 
 # RTP-LX file-name locale per language code.
 _RTPLX_FILE_CODE = {lang: ("ZH-Hans" if lang == "zh" else lang.upper()) for lang in LANGUAGES}
+
+
+def _rtplx_file_code(lang: str) -> str:
+    """Return the locale RTP-LX puts in its file name for ``lang`` (``ZH-Hans``, ``ZH-Hant``, ``SW``)."""
+    return _RTPLX_FILE_CODE.get(lang) or ("ZH-Hant" if lang == "zh-Hant" else lang.upper())
 _RTPLX_NAME = re.compile(r"RTP_LX_([A-Za-z]+(?:-[A-Za-z]+)?)\.jsonl?$")
 
 
@@ -209,7 +214,7 @@ def _parse_rtplx(text: str, path: str, lang: str) -> list[Prompt]:
             row_lang = normalize_language(locale, where=f"{path}:{n}: field 'Locale'")
         except UnknownLanguageError as e:
             raise DataFormatError(path, str(e).split(": ", 2)[-1], line=n, field="Locale") from None
-        if row_lang != lang:
+        if row_lang != lang and not (lang == "zh-Hant" and row_lang == "zh"):  # a plain "ZH" in a Hant file
             raise DataFormatError(path, f"Locale {locale!r} does not match the file's language {lang!r}",
                                   line=n, field="Locale")
         ann = _get(obj, "Annotations", path, n, dict)
@@ -274,7 +279,7 @@ def load_rtplx(root: str | Path | None = None, languages: Iterable[str] | None =
         if lang not in sources:
             where = zip_path if zip_path is not None else _rtplx_dir(root)
             raise DataFormatError(where, f"no RTP-LX file for language {lang!r} "
-                                  f"(expected RTP_LX_{_RTPLX_FILE_CODE[lang]}.jsonl)")
+                                  f"(expected RTP_LX_{_rtplx_file_code(lang)}.jsonl)")
         display, src = sources[lang]
         if isinstance(src, Path):
             text = src.read_text(encoding="utf-8")
@@ -360,7 +365,8 @@ def align_by_index(prompts: Iterable[Prompt], *, require_all: bool = True,
         if p.index in by_lang.setdefault(p.lang, {}):
             raise ValueError(f"{p.id}: duplicate Index {p.index} for language {p.lang}")
         by_lang[p.lang][p.index] = p
-    langs = tuple(sorted(by_lang, key=lambda lang: LANGUAGES.index(lang)))
+    langs = tuple(sorted(by_lang, key=lambda lang: (LANGUAGES.index(lang) if lang in LANGUAGES else len(LANGUAGES),
+                                                    lang)))
     if not langs:
         raise ValueError("align_by_index: no prompts with Index < 999")
     ref = reference if reference in by_lang else langs[0]

@@ -5,7 +5,7 @@
 | :func:`fig_toxicity_before_after` | Fig. 1 | lang, emt_before, emt_after, toxprob_before, toxprob_after |
 | :func:`fig_intervention_sweep` | Fig. 2 | offset, lang, mean_toxicity |
 | :func:`fig_key_activations` | Fig. 3 | model, lang, mean [, ci_lo, ci_hi] |
-| :func:`fig_retrieval_vs_drop` | Fig. 4 | (lang, retrieval_acc) and (lang, emt_change_pct) |
+| :func:`fig_retrieval_vs_drop` | Fig. 4 | (lang, retrieval_acc) and (lang, emt_reduction_pct) |
 | :func:`fig_value_vector_tokens` | Tables 3/4 | rank, layer, neuron, tokens [, langs] |
 | :func:`table_language_averages` + :func:`fig_table` | Table 2 | ``<m>_before``/``<m>_after`` per lang |
 | :func:`fig_retrieval_heatmap` | — | lang, layer, acc_mean |
@@ -175,10 +175,17 @@ def fig_key_activations(summary: pd.DataFrame, *, title: str | None = None) -> g
 
 # ----------------------------------------------------------------------------- Fig. 4 and heatmap
 def fig_retrieval_vs_drop(per_language_retrieval: pd.DataFrame, drops: pd.DataFrame, *, x: str = "retrieval_acc",
-                          y: str = "emt_change_pct", exclude: Sequence[str] = ("en",),
+                          y: str | None = None, exclude: Sequence[str] = ("en",),
                           title: str | None = None) -> go.Figure:
-    """Return Fig. 4: retrieval (en, X) vs toxicity change in X, with the OLS line and Pearson r in the title."""
+    """Return Fig. 4: retrieval (en, X) vs toxicity reduction in X, with the OLS line and Pearson r in the title.
+
+    ``y`` defaults to ``emt_reduction_pct`` (the paper's outcome, positive when toxicity falls),
+    else ``emt_change_pct`` when only that is given.
+    """
     from scipy import stats as sps
+
+    if y is None:
+        y = "emt_reduction_pct" if "emt_reduction_pct" in drops.columns else "emt_change_pct"
 
     r_df = drop_aggregate_rows(_require(per_language_retrieval, ["lang", x], "fig_retrieval_vs_drop(retrieval)"))
     d_df = drop_aggregate_rows(_require(drops, ["lang", y], "fig_retrieval_vs_drop(drops)"))
@@ -198,7 +205,8 @@ def fig_retrieval_vs_drop(per_language_retrieval: pd.DataFrame, drops: pd.DataFr
         fig.add_trace(go.Scatter(x=xs, y=slope * xs + icpt, mode="lines", name="least-squares fit",
                                  line=dict(color="black", dash="dash")))
         stat = f"Pearson r = {r:.3f} (p = {p:.3g}, n = {len(m)})"
-    fig.update_layout(title=title or f"Bilingual retrieval vs toxicity change — {stat}",
+    what = "toxicity reduction" if "reduction" in y else "toxicity change"
+    fig.update_layout(title=title or f"Bilingual retrieval vs {what} — {stat}",
                       xaxis_title=x.replace("_", " "), yaxis_title=y.replace("_", " "), height=520)
     return fig
 

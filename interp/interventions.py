@@ -20,8 +20,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, greedy_decode, group_by_layer,
-                                tokenizer_of, validate_neurons, validate_prompts, validate_prompts_by_language)
+from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, generation_budget, greedy_decode,
+                                group_by_layer, tokenizer_of, validate_neurons, validate_prompts, validate_prompts_by_language)
 from interp.architecture import get_adapter
 from interp.loading import activate
 
@@ -132,7 +132,7 @@ def generate_with_intervention(model: Any, prompts: list[str], intervention: Neu
     """Return the greedy continuations (new text only) of ``prompts`` under ``intervention``."""
     validate_prompts(prompts)
     with activate(model) as m:
-        ids = encode_prompts(m, prompts)
+        ids = encode_prompts(m, prompts, max_length=generation_budget(m, max_new_tokens))
         tok = tokenizer_of(m)
         if intervention is None:
             toks = greedy_decode(m, ids, max_new_tokens, batch_size=batch_size)

@@ -157,12 +157,16 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     archs = getattr(config, "architectures", None) or [type(hf_model).__name__]
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
+    from interp.tokenization import NATIVE_BOS_ATTR, native_adds_bos
+
+    native_bos = native_adds_bos(tokenizer) if tokenizer is not None else None  # before TL forces BOS on
     tokenizer = _reloadable_tokenizer(tokenizer)
     bridge = build_bridge_from_module(hf_model, archs[0], hf_config=config, tokenizer=tokenizer,
                                       model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
     bridge.xdetox_model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
     bridge.xdetox_peft = None
     check_kv_cache(hf_model)
+    setattr(bridge, NATIVE_BOS_ATTR, native_bos)
     return bridge
 
 

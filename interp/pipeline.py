@@ -19,6 +19,7 @@ import pandas as pd
 from interp.artifacts import read_json, stable_hash, write_json, write_manifest
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
+from interp.tokenization import set_bos_policy
 
 STAGES: tuple[str, ...] = (
     "model", "probe", "neurons", "dpo", "generate", "score", "metrics",
@@ -97,6 +98,8 @@ class Pipeline:
         parts = {s: cfg[s] for s in SECTIONS[name]}
         parts["languages"] = cfg["languages"]
         parts["seed"] = cfg["seed"]
+        if name != "model":  # every stage after the model tokenizes text by the run's BOS policy
+            parts["bos"] = cfg["bos"]
         parts["deps"] = {d: self._key_of(d) for d in DEPENDS[name]}
         return stable_hash({"stage": name, **parts})
 
@@ -135,7 +138,8 @@ class Pipeline:
             force |= set(STAGES[start:])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
-                       model_id=self.config.model.name, extra={"stages": list(STAGES)})
+                       model_id=self.config.model.name,
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         last: StageResult | None = None
         for name in STAGES:
             if only and name not in only:
@@ -180,7 +184,7 @@ class Pipeline:
         """Return ``n`` RTP-LX prompts per language, a deterministic spread over the chosen split."""
         from interp.data import rtplx_split
 
-        prompts = self.rtplx() if split == "all" else rtplx_split(self.rtplx(), "eval")
+        prompts = self.rtplx() if split == "all" else rtplx_split(self.rtplx(), split)
         out: dict[str, list[Any]] = {}
         for lang in self.config.languages:
             items = [p for p in prompts if p.lang == lang]
@@ -189,6 +193,21 @@ class Pipeline:
             if not out[lang]:
                 raise ValueError(f"no RTP-LX prompts for language {lang!r} in split {split!r}")
         return out
+
+    def filter_prompts(self) -> list[Any]:
+        """Return the English RTP-LX prompts of the activation filter (``neurons.filter_*``)."""
+        c = self.config.neurons
+        en = [p for p in self.eval_prompts(None, c.filter_split, salt="filter")["en"]
+              if c.filter_min_toxicity is None or (p.toxicity or 0) >= c.filter_min_toxicity]
+        if len(en) < c.filter_prompts:
+            self.log(f"[neurons] only {len(en)} English prompts in split {c.filter_split!r} with "
+                     f"toxicity >= {c.filter_min_toxicity} (asked for {c.filter_prompts})")
+        return en[: c.filter_prompts]
+
+    def key_prompts(self) -> dict[str, list[Any]]:
+        """Return the per-language prompts of the key-activation stage (``key_activations.*``)."""
+        c = self.config.key_activations
+        return self.eval_prompts(c.n_prompts, c.split, salt="keys")
 
     def model_path(self) -> str:
         return str(read_json(self.output("model", "model_info"))["path"])
@@ -199,7 +218,7 @@ class Pipeline:
 
             m = self.config.model
             self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
-        return self._models["base"]
+        return set_bos_policy(self._models["base"], self.config.bos)
 
     def tuned_model(self) -> Any:
         """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
@@ -214,7 +233,7 @@ class Pipeline:
                 self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
             else:
                 self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
-        return self._models["tuned"]
+        return set_bos_policy(self._models["tuned"], self.config.bos)
 
     def probe(self) -> Any:
         from probes import ToxicityProbe
@@ -265,7 +284,7 @@ class Pipeline:
         info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
                 "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
         write_json(d / "model_info.json", info)
-        self._models["base"] = bridge
+        self._models["base"] = set_bos_policy(bridge, self.config.bos)
         return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
                 {"model_info": self.rel(d / "model_info.json")})
 
@@ -276,8 +295,10 @@ class Pipeline:
         bridge = self.base_model()
         probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
                                      jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
-                                     pooling=c.pooling, max_examples=c.max_examples, seed=self.config.seed,
-                                     random_init_baseline=True, progress=self.progress)
+                                     pooling=c.pooling, max_examples=c.max_examples,
+                                     seed=self.config.seed if c.seed is None else c.seed,
+                                     random_init_baseline=True, test_fraction=c.test_fraction,
+                                     test_path=c.jigsaw_test_path, progress=self.progress)
         probe_path = d / "probe.safetensors"
         probe.save(probe_path)
         write_json(d / "probe_metrics.json", metrics)
@@ -297,17 +318,23 @@ class Pipeline:
         from interp.vocab import project_to_vocab
 
         c = self.config.neurons
-        en = [p for p in self.eval_prompts(None, "eval", salt="filter")["en"] if (p.toxicity or 0) >= 3.0]
-        filter_prompts = [p.text for p in en[: c.filter_prompts]]
+        filter_prompts = [p.text for p in self.filter_prompts()]
         neurons = find_toxic_neurons(self.base_model(), self.probe(), top_k=c.top_k, filter_prompts=filter_prompts,
                                      n_new_tokens=c.n_new_tokens, progress=self.progress)
         neurons.to_json(d / "neurons.json")
         kept = neurons.kept()
         chosen = kept if len(kept) else neurons
-        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root))
+        from interp.activations import tokenizer_of
+        from interp.token_languages import token_languages_from_data
+
+        # Token languages measured on the data root's text (evaluation texts held out).
+        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages)
+        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
+                                token_languages=tl)
         proj.table.to_csv(d / "vocab_table.csv", index=False)
         proj.language_mass.to_csv(d / "value_language_mass.csv", index=False)
-        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter",
+        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
+                f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
                  "value_mass": self.rel(d / "value_language_mass.csv")})
 
@@ -316,7 +343,8 @@ class Pipeline:
 
         c = self.config.dpo
         cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
-                                    seed=self.config.seed, data_root=self.config.data_root, **c.overrides)
+                                    seed=self.config.seed, data_root=self.config.data_root,
+                                    **{"bos": self.config.bos, **c.overrides})
         out = Path(train_dpo(cfg, resume=True))  # an interrupted stage continues from its last checkpoint
         log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
         evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]
@@ -335,8 +363,10 @@ class Pipeline:
                                top_p=ev.top_p, seed=self.config.seed, out_path=d / f"samples_{tag}.jsonl",
                                batch_size=ev.batch_size, progress=self.progress)
             counts[tag] = len(samples)
+        man = read_json(d / "samples_before.jsonl.manifest.json")
+        cut = int(man.get("n_prompts_truncated", 0))  # prompts over the context keep their end
         return (f"{counts['before']} + {counts['after']} samples for {len(prompts)} prompts "
-                f"in {len(self.config.languages)} languages",
+                f"in {len(self.config.languages)} languages; {cut} prompts cut from the left to fit the context",
                 {"before": self.rel(d / "samples_before.jsonl"), "after": self.rel(d / "samples_after.jsonl")})
 
     def stage_score(self, d: Path) -> tuple[str, dict[str, Any]]:
@@ -385,7 +415,7 @@ class Pipeline:
         from interp.key_activations import key_activations
 
         c = self.config.key_activations
-        prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="keys").items()}
+        prompts = {lang: [p.text for p in ps] for lang, ps in self.key_prompts().items()}
         tuned = self.tuned_model()
         res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
                               n_new_tokens=c.n_new_tokens, seed=self.config.seed, progress=self.progress)
@@ -438,7 +468,17 @@ class Pipeline:
         """Return parallel sentences per language (same order in every language)."""
         from interp.retrieval import parallel_texts
 
-        return parallel_texts(kind, self.config.languages, root=self.data_root, limit=n)  # type: ignore[arg-type]
+        langs = list(self.config.languages)
+        if kind == "translated200":  # a language without a translated-200 file is left out, and said so
+            from interp.data import T200_DIR
+
+            missing = [lang for lang in langs
+                       if not (self.data_root / T200_DIR / f"dpo_toxicity_pairwise_{lang}_200.jsonl").is_file()]
+            if missing:
+                self.log(f"[retrieval] no translated-200 file for {', '.join(missing)}: left out of retrieval "
+                         "and the correlation (see the report's language table)")
+            langs = [lang for lang in langs if lang not in missing]
+        return parallel_texts(kind, langs, root=self.data_root, limit=n)  # type: ignore[arg-type]
 
     def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.multilinguality import dual_multilinguality
@@ -456,9 +496,9 @@ class Pipeline:
         stats = correlate_available(signals, cmp, n_boot=self.config.correlation.n_boot,
                                     n_perm=self.config.correlation.n_perm, seed=self.config.seed)
         stats.to_csv(d / "correlation.csv", index=False)
-        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_change_pct")]
+        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
         r = float(row["pearson_r"].iloc[0]) if len(row) else float("nan")
-        return (f"retrieval vs %EMT change: Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
+        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
                 {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
 
     def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
@@ -469,7 +509,7 @@ class Pipeline:
 
 
 def correlate_available(signals: pd.DataFrame, drops: pd.DataFrame, *, outcomes: tuple[str, ...] = (
-        "emt_change_pct", "toxprob_change"), **kwargs: Any) -> pd.DataFrame:
+        "emt_reduction_pct", "toxprob_reduction"), **kwargs: Any) -> pd.DataFrame:
     """Correlate every (signal, outcome) pair over the non-English languages where both are finite.
 
     A pair with fewer than 3 such languages gets a row with ``n`` and a ``skipped`` reason instead of

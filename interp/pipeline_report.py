@@ -48,6 +48,7 @@ def _figure_or_note(fn: Any, *args: Any) -> Any:
 def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     """Write report.html and summary.json into the run directory and return their paths."""
     from interp import figures as F
+    from interp.coverage import language_coverage
     from interp.report import ReportSection, write_report
 
     out = pipe.output
@@ -79,6 +80,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
             f"Toxicity scorer: {scorer['id']} {scorer['version']}. DPO preset: {cfg.dpo.preset}.",
             "Prompts are shown by id only; RTP-LX text never appears in this report.",
         ]),
+        ReportSection("Languages: data and facts per language (gaps are reported, not fatal)",
+                      [language_coverage(cfg.languages, pipe.data_root, prompts=pipe.rtplx())]),
         ReportSection("Table 2: averages over languages, before and after English DPO",
                       [averages]),
         ReportSection("Fig. 1: toxicity per language before and after English DPO",
@@ -95,7 +98,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [_figure_or_note(F.fig_intervention_sweep, sweep), sweep]
                       if len(sweep) else ["The sweep was disabled in this run's config."]),
         ReportSection("Bilingual retrieval (en <-> X)", [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
-        ReportSection("Fig. 4: retrieval vs toxicity change", [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
+        ReportSection("Fig. 4: retrieval vs toxicity reduction (%EMT, positive = less toxic, as the paper)",
+                      [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
         ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
     ]
     evals = pd.DataFrame(dpo_log.get("evals", []))

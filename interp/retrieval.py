@@ -110,8 +110,10 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
 
     hf = hf_model_of(model)
     dev = _device_of(hf)
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=max_length is not None,
-                    max_length=max_length)["input_ids"]
+    from interp.tokenization import token_rule
+
+    rule = token_rule(model, tokenizer=tokenizer if tokenizer is not getattr(model, "tokenizer", None) else None)
+    ids, _ = rule.encode(list(texts), "sentence", max_length=max_length)
     empty = [i for i, x in enumerate(ids) if len(x) == 0]
     if empty:
         raise ValueError(f"texts {empty[:5]} tokenize to nothing; remove empty sentences from the parallel set")
@@ -125,14 +127,18 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
         # Right padding keeps every real token at its true position (no position_ids bookkeeping).
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
+        content = torch.zeros((len(rows), width), dtype=torch.float32)
         for r, i in enumerate(rows):
             input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
             mask[r, :len(ids[i])] = 1
+            content[r, :len(ids[i])] = torch.tensor(rule.content_mask(ids[i]), dtype=torch.float32)
         hs = hf(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=True,
                 use_cache=False).hidden_states
         stacked = torch.stack([h.float() for h in hs])            # [layers, batch, pos, d]
-        m = mask.to(dev, torch.float32)[None, :, :, None]
-        pooled = (stacked * m).sum(2) / m.sum(2)                   # mask-aware mean over positions
+        # Mean over the sentence's own tokens: padding and special tokens (BOS) are left out, since
+        # one shared BOS state in every sentence would inflate every cosine.
+        m = content.to(dev)[None, :, :, None]
+        pooled = (stacked * m).sum(2) / m.sum(2)
         if out is None:
             out = torch.empty((stacked.shape[0], len(ids), stacked.shape[-1]), dtype=torch.float32)
         out[:, rows] = pooled.cpu()
@@ -146,8 +152,9 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
     """Return mean-pooled hidden states of each text at every layer, embeddings first.
 
     Index 0 is the embedding output and index l the output of block l, as HF
-    ``output_hidden_states`` reports them (the last one after the final norm). Pooling is over
-    non-pad tokens only; texts are truncated to ``max_length`` tokens (capped at the model's
+    ``output_hidden_states`` reports them (the last one after the final norm). Texts are encoded
+    as sentences by the run's tokenization rule (:mod:`interp.tokenization`); pooling is over the
+    text's own tokens only (no padding, no BOS or other special tokens); texts are truncated to ``max_length`` tokens (capped at the model's
     ``max_position_embeddings``). ``model`` is a bridge, HF model or :class:`~interp.loading.ModelView`.
     Results are cached under ``cache_dir("retrieval")`` keyed by the model fingerprint, the
     texts and ``max_length``; batching is internal.
@@ -168,8 +175,11 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
             max_length = limit if max_length is None else min(max_length, limit)
         path = None
         if cache:
+            from interp.tokenization import token_rule
+
+            rule = token_rule(m, tokenizer=tokenizer)
             key = stable_hash({"texts": texts, "max_length": max_length,
-                               "tokenizer": getattr(tok, "name_or_path", ""), "v": 1})
+                               "tokenizer": getattr(tok, "name_or_path", ""), "tokens": rule.describe(), "v": 2})
             path = cache_dir("retrieval") / f"{model_fingerprint(model)}_{key}.safetensors"
             if path.is_file():
                 try:

@@ -29,6 +29,10 @@ class ModelStageConfig:
 class ProbeStageConfig:
     dataset: Literal["paradetox", "davidson", "jigsaw"] = field(default="paradetox", metadata={"help": "English probe data"})
     jigsaw_path: str | None = field(default=None, metadata={"help": "Kaggle Jigsaw train.csv when dataset=jigsaw"})
+    jigsaw_test_path: str | None = field(default=None, metadata={
+        "help": "Kaggle Jigsaw test.csv (+ test_labels.csv beside it) as the test set; the train file then all trains"})
+    test_fraction: float = field(default=0.2, metadata={"help": "held-out share without a test file (paper: 0.1)"})
+    seed: int | None = field(default=None, metadata={"help": "probe split/init seed; null = the run seed (paper: 99)"})
     solver: Literal["paper", "logreg"] = field(default="paper", metadata={"help": "paper: torch BCE/Adam; logreg: sklearn"})
     max_examples: int | None = field(default=4000, metadata={"help": "cap on training texts (None = all)"})
     pooling: Literal["mean", "last", "max"] = field(default="mean", metadata={"help": "sentence pooling"})
@@ -39,7 +43,11 @@ class ProbeStageConfig:
 @dataclass
 class NeuronStageConfig:
     top_k: int = field(default=100, metadata={"help": "value vectors kept by cosine with the probe (paper: 100)"})
-    filter_prompts: int = field(default=100, metadata={"help": "English toxic prompts for the activation filter"})
+    filter_prompts: int = field(default=100, metadata={"help": "English RTP-LX prompts for the activation filter (paper: 1000)"})
+    filter_split: Literal["eval", "train", "all"] = field(default="eval", metadata={
+        "help": "RTP-LX split the filter prompts come from (paper: all English prompts)"})
+    filter_min_toxicity: float | None = field(default=3.0, metadata={
+        "help": "keep filter prompts with RTP-LX toxicity >= this (1-5); null = no threshold (paper: none named)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps for the activation filter"})
     vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector (paper appendix: 30)"})
 
@@ -68,6 +76,8 @@ class EvalStageConfig:
 @dataclass
 class KeyActivationStageConfig:
     n_prompts: int = field(default=20, metadata={"help": "prompts per language"})
+    split: Literal["eval", "train", "all"] = field(default="eval", metadata={
+        "help": "RTP-LX split of the prompts (paper: all, about 1000 per language)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps (paper: 20)"})
 
 
@@ -101,6 +111,9 @@ class RunConfig:
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={"help": "ISO codes"})
     seed: int = field(default=0, metadata={"help": "global seed"})
     data_root: str | None = field(default=None, metadata={"help": "data root (flag > $XDETOX_DATA > ../shared/data)"})
+    bos: Literal["auto", "always", "never"] = field(default="auto", metadata={
+        "help": "BOS policy of the one tokenization rule every stage uses (interp.tokenization): auto follows "
+                "the model's own tokenizer, always/never override it"})
     model: ModelStageConfig = field(default_factory=ModelStageConfig)
     probe: ProbeStageConfig = field(default_factory=ProbeStageConfig)
     neurons: NeuronStageConfig = field(default_factory=NeuronStageConfig)

@@ -16,8 +16,10 @@ from scipy import stats as sps
 
 from interp.languages import normalize_language
 
-#: Outcome columns looked for in the ``drops`` table, in this order.
-DEFAULT_OUTCOMES: tuple[str, ...] = ("emt_change_pct", "toxprob_change")
+#: Outcome columns looked for in the ``drops`` table, in this order. ``emt_reduction_pct`` (100 *
+#: (before - after) / before, positive when toxicity falls) is the paper's outcome; the ``*_change``
+#: columns (after - before) have the opposite sign.
+DEFAULT_OUTCOMES: tuple[str, ...] = ("emt_reduction_pct", "toxprob_reduction", "emt_change_pct", "toxprob_change")
 #: Below this many languages a correlation row carries a warning.
 SMALL_N: int = 8
 #: Fewer languages than this and no correlation is computed.
@@ -170,7 +172,8 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
 
     ``signals`` has ``lang`` plus one numeric column per signal (e.g. the
     :func:`interp.multilinguality.dual_multilinguality` table); ``drops`` has ``lang`` plus the
-    outcomes (default ``emt_change_pct`` and ``toxprob_change``, whichever are present).
+    outcomes (default: whichever of ``emt_reduction_pct``, ``toxprob_reduction``,
+    ``emt_change_pct`` and ``toxprob_change`` are present).
     Languages in ``exclude`` (English, the training language) are dropped first. The language
     sets must match (``how="inner"`` keeps the shared ones); NaN scores and fewer than 3
     languages raise :class:`CorrelationInputError`. Rows with n < 8 carry a ``warning``.

@@ -3,10 +3,11 @@
 ``W_U @ v_i`` with no final norm (as in the paper and Lee et al.; the unembedding bias is left out
 too, since it shifts every vector's scores by the same amount). The top-k tokens are decoded one
 by one, byte-safely: a byte-level piece that is only part of a UTF-8 character shows as ``�``
-rather than failing. Each token gets a script/language tag (:mod:`interp.scripts`) and lexicon
-hits (:mod:`interp.lexicon`). Value-side multilinguality: the share of each vector's top-k tokens
-in each language (a token with several candidate languages splits its share evenly; ``und``
-tokens count for no language).
+rather than failing. Each token gets a language distribution measured on data
+(:mod:`interp.token_languages`; ``und`` when there is too little evidence), or, without data, a
+script/hint-letter tag (:mod:`interp.scripts`), and lexicon hits (:mod:`interp.lexicon`).
+Value-side multilinguality: the share of each vector's top-k tokens in each language (a token's
+share is split by its distribution; ``und`` tokens count for no language).
 """
 from __future__ import annotations
 
@@ -106,11 +107,15 @@ def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
 
 @torch.no_grad()
 def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k: int = 30,
-                     lexicons: dict[str, list[str]] | None = None) -> VocabProjection:
+                     lexicons: dict[str, list[str]] | None = None, token_languages: Any = None) -> VocabProjection:
     """Return the top-``k`` tokens of ``W_U v`` for each neuron's value vector, tagged by language.
 
     ``neurons`` is a list of (layer, neuron) pairs or a :class:`~interp.neurons.ToxicNeurons`;
     ``lexicons`` is ``{lang: [words]}`` (default: the LDNOOBW lists of the data root, if present).
+    ``token_languages`` (:class:`interp.token_languages.TokenLanguages`, measured on data) gives
+    each token's language distribution, which its share of a vector is split by (``und`` for
+    tokens with too little evidence); without it the script/hint-letter tags of
+    :mod:`interp.scripts` are used.
     """
     import pandas as pd
 
@@ -131,22 +136,32 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
     lex, lex_source = _lexicon(lexicons)
     cache: dict[int, tuple[str, str, Any]] = {}
     rows, per_vector = [], []
+    langs_all = tuple(token_languages.languages) if token_languages is not None else LANGUAGES
     for (layer, neuron), ids, vals in zip(pairs, top.indices.tolist(), top.values.tolist()):
-        share = {lang: 0.0 for lang in (*LANGUAGES, UNDETERMINED)}
-        hits = {lang: 0 for lang in LANGUAGES}
+        share = {lang: 0.0 for lang in (*langs_all, UNDETERMINED)}
+        hits = {lang: 0 for lang in langs_all}
         for rank, (tid, s) in enumerate(zip(ids, vals), start=1):
             if tid not in cache:
                 text, raw = decode_token(tok, tid)
                 cache[tid] = (text, raw, tag_token(text, lex))
             text, raw, tag = cache[tid]
-            langs = tag.languages or (UNDETERMINED,)
-            for lang in langs:
-                share[lang] += 1.0 / (kk * len(langs))
+            if token_languages is not None:  # measured: P(lang | token) from the data's frequencies
+                dist = token_languages.distribution(tid) or {UNDETERMINED: 1.0}
+                tag_lang = token_languages.lang(tid)
+                tag_langs = tuple(sorted((l for l, p in dist.items() if p >= 0.1 and l != UNDETERMINED),
+                                         key=lambda l: -dist[l]))
+            else:
+                langs = tag.languages or (UNDETERMINED,)
+                dist = {lang: 1.0 / len(langs) for lang in langs}
+                tag_lang, tag_langs = tag.lang, tag.languages
+            for lang, p in dist.items():
+                share[lang] = share.get(lang, 0.0) + p / kk
             for lang in tag.toxic_languages:
-                hits[lang] += 1
+                if lang in hits:
+                    hits[lang] += 1
             rows.append({"layer": layer, "neuron": neuron, "rank": rank, "token_id": tid, "token": text, "raw": raw,
-                         "score": float(s), "script": tag.script, "lang": tag.lang,
-                         "languages": ",".join(tag.languages), "toxic": bool(tag.toxic_languages),
+                         "score": float(s), "script": tag.script, "lang": tag_lang,
+                         "languages": ",".join(tag_langs), "toxic": bool(tag.toxic_languages),
                          "toxic_langs": ",".join(tag.toxic_languages)})
         known = {l: v for l, v in share.items() if l != UNDETERMINED and v > 0}
         total = sum(known.values())
@@ -155,12 +170,14 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
                            "effective_languages": math.exp(entropy) if total else 0.0,
                            "n_toxic": sum(1 for r in rows[-kk:] if r["toxic"]),
                            "top_tokens": " | ".join(r["token"] for r in rows[-min(kk, 10):]),
-                           **{f"hits_{l}": hits[l] for l in LANGUAGES}})
+                           **{f"hits_{l}": hits[l] for l in langs_all}})
     table = pd.DataFrame(rows)
     pv = pd.DataFrame(per_vector)
-    mass = pd.DataFrame({"lang": list(LANGUAGES), "value_mass": [float(pv[l].mean()) for l in LANGUAGES],
-                         "lexicon_hits": [float(pv[f"hits_{l}"].mean()) for l in LANGUAGES]})
-    meta = {"k": kk, "n_vectors": len(pairs), "lexicon": lex_source, "final_norm": False, "unembed_bias": False}
+    mass = pd.DataFrame({"lang": list(langs_all), "value_mass": [float(pv[l].mean()) for l in langs_all],
+                         "lexicon_hits": [float(pv[f"hits_{l}"].mean()) for l in langs_all]})
+    meta = {"k": kk, "n_vectors": len(pairs), "lexicon": lex_source, "final_norm": False, "unembed_bias": False,
+            "token_languages": ("measured on data: " + str(token_languages.meta.get("source", "given texts"))
+                                if token_languages is not None else "script and hint letters")}
     return VocabProjection(table, mass, pv, meta)
 
 

@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     model=True, data=True)
     t.add_argument("--dataset", choices=DATASETS, default="paradetox", help="English labelled data (default paradetox)")
     t.add_argument("--jigsaw-path", default=None, help="Kaggle Jigsaw train.csv (for --dataset jigsaw)")
+    t.add_argument("--jigsaw-test-path", default=None,
+                   help="Kaggle Jigsaw test.csv (labels from test_labels.csv next to it) as the test set; "
+                        "then the whole train file trains")
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out share of the data when no test file is given (paper: 0.1)")
     t.add_argument("--out", required=True, help="output directory for the probe")
     t.add_argument("--solver", choices=SOLVERS, default="paper", help="paper: torch BCE/Adam (Table 7); logreg: sklearn")
     t.add_argument("--layer", type=_layer, default=None,
@@ -82,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     probe, metrics = train_probe(model, dataset=args.dataset, data_root=args.data_root, jigsaw_path=args.jigsaw_path,
                                  solver=args.solver, layer=args.layer, pooling=args.pooling,
                                  max_examples=args.max_examples, seed=args.seed,
-                                 random_init_baseline=args.random_init_baseline, batch_size=args.batch_size)
+                                 random_init_baseline=args.random_init_baseline, batch_size=args.batch_size,
+                                 test_fraction=args.test_fraction, test_path=args.jigsaw_test_path)
     out = Path(args.out)
     probe.save(out)
     write_json(out / "metrics.json", metrics)

@@ -89,18 +89,14 @@ def _max_positions(hf: nn.Module) -> int | None:
     return None
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], *, max_length: int, bos_id: int | None) -> list[list[int]]:
-    """Return token ids per text: no tokenizer specials, then BOS if the family wants it, truncated."""
-    budget = max_length - (1 if bos_id is not None else 0)
-    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=budget)["input_ids"]
-    out = []
-    for i, seq in enumerate(ids):
-        seq = ([bos_id] if bos_id is not None else []) + list(seq)
+def _tokenize(rule: Any, texts: Sequence[str], *, max_length: int) -> list[list[int]]:
+    """Return the sentence ids of each text under the run's tokenization rule, cut to ``max_length``."""
+    seqs, _ = rule.encode(list(texts), "sentence", max_length=max_length)
+    for i, seq in enumerate(seqs):
         if not seq:
             raise ValueError(f"text #{i} tokenizes to no tokens (empty string?); drop empty texts before "
                              "extracting features")
-        out.append(seq)
-    return out
+    return seqs
 
 
 def _pad(seqs: list[list[int]], pad_id: int, side: str) -> tuple[Tensor, Tensor]:
@@ -186,8 +182,8 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     ``layer=None`` is the final layer after the final norm (the paper's feature); ``layer=l`` is
     the residual stream after block ``l`` (negative indices count from the end). ``model`` is a
     TransformerBridge or an HF causal LM (then pass ``tokenizer``). Texts are tokenized without
-    the tokenizer's own specials; BOS is prepended only for families that expect it (adapter
-    ``spec.prepends_bos``). Results are cached under ``cache_dir`` (default: the xdetox cache)
+    the tokenizer's own specials, then BOS by the run's tokenization rule
+    (:mod:`interp.tokenization`; ``auto`` follows the model's own tokenizer). Results are cached under ``cache_dir`` (default: the xdetox cache)
     keyed by model fingerprint, text hash, layer, pooling and max_length; ``use_cache=False``
     skips the cache. A :class:`interp.loading.ModelView` runs in its adapter state.
     """
@@ -221,6 +217,9 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     if tokenizer is None:
         raise ValueError("no tokenizer: pass tokenizer=... for a plain HF model (a TransformerBridge carries one)")
     adapter = get_adapter(model)
+    from interp.tokenization import token_rule
+
+    rule = token_rule(model, tokenizer=tokenizer if tokenizer is not getattr(model, "tokenizer", None) else None)
     limit = _max_positions(hf)
     max_length = min(max_length, limit) if limit else max_length
     side = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
@@ -230,14 +229,13 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     path: Path | None = None
     if use_cache:
         key = {"fingerprint": fingerprint or model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
-               "pooling": pooling, "max_length": max_length, "bos": adapter.spec.prepends_bos, "v": 1}
+               "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1}
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)
         if path.is_file():
             tensors, _ = load_tensors(path)
             return tensors["features"]
 
-    bos_id = tokenizer.bos_token_id if adapter.spec.prepends_bos else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = next(hf.parameters()).device
     takes_positions = "position_ids" in inspect.signature(hf.forward).parameters
@@ -256,7 +254,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
         handle = (_unwrap(target) if swapped else target).register_forward_hook(capture)
         with torch.inference_mode():
             for chunk in _chunks(len(texts), batch_size * CHUNK_BATCHES):
-                seqs = _tokenize(tokenizer, [texts[i] for i in chunk], max_length=max_length, bos_id=bos_id)
+                seqs = _tokenize(rule, [texts[i] for i in chunk], max_length=max_length)
                 # Length bucketing: similar lengths share a batch, so little compute goes to padding.
                 order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
                 for start in range(0, len(order), batch_size):

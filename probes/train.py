@@ -33,6 +33,45 @@ def load_probe_data(dataset: Dataset, *, data_root: str | os.PathLike[str] | Non
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
+def load_jigsaw_test(path: str | os.PathLike[str]) -> list[Any]:
+    """Return the labelled Jigsaw test texts of ``path``.
+
+    ``path`` is a CSV with ``comment_text`` and ``toxic`` columns, or Kaggle's ``test.csv``
+    (``id``, ``comment_text``), whose labels are then read from ``test_labels.csv`` next to it and
+    joined on ``id``. Rows labelled -1 (not scored by Kaggle) are dropped, as in :func:`interp.data.load_jigsaw`.
+    """
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from interp import data
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: Jigsaw test CSV not found (Kaggle test.csv + test_labels.csv, or one "
+                                "CSV with comment_text and toxic columns)")
+    with path.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f), [])
+    if "toxic" in header:
+        return data.load_jigsaw(path)
+    labels = path.with_name("test_labels.csv")
+    if not labels.is_file():
+        raise FileNotFoundError(f"{path} has no 'toxic' column and {labels} does not exist; put Kaggle's "
+                                "test_labels.csv next to test.csv, or pass a CSV with comment_text and toxic")
+    with labels.open(encoding="utf-8", newline="") as f:
+        by_id = {row["id"]: row["toxic"] for row in csv.DictReader(f) if "id" in row and "toxic" in row}
+    with path.open(encoding="utf-8", newline="") as f, tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / "test_merged.csv"
+        with merged.open("w", encoding="utf-8", newline="") as out:
+            w = csv.DictWriter(out, fieldnames=["id", "comment_text", "toxic"])
+            w.writeheader()
+            for n, row in enumerate(csv.DictReader(f), 2):
+                if row.get("id") not in by_id:
+                    raise ValueError(f"{path}:{n}: id {row.get('id')!r} has no label in {labels}")
+                w.writerow({"id": row["id"], "comment_text": row["comment_text"], "toxic": by_id[row["id"]]})
+        return data.load_jigsaw(merged)
+
+
 def group_of(record: Any) -> str:
     """Return the group a record belongs to: paraphrases of one ParaDetox row share a group.
 
@@ -115,11 +154,15 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                 layer: int | None = None, pooling: Pooling = "mean", max_examples: int | None = None,
                 seed: int = 99, random_init_baseline: bool = False, test_fraction: float = 0.2,
                 batch_size: int = 32, cache_dir: str | os.PathLike[str] | None = None,
-                progress: bool = True) -> tuple[ToxicityProbe, dict[str, Any]]:
+                progress: bool = True, test_path: str | os.PathLike[str] | None = None,
+                ) -> tuple[ToxicityProbe, dict[str, Any]]:
     """Return (fitted probe, metrics) for an English toxicity probe on ``model``'s features.
 
     Metrics hold ``train``, ``val`` (paper solver's validation split) and ``test`` (a held-out
-    ``test_fraction`` of the data, split by paraphrase group) each as accuracy/roc_auc/f1/n;
+    ``test_fraction`` of the data, split by paraphrase group; the paper's 90/10 split is
+    ``test_fraction=0.1`` over the full train file) each as accuracy/roc_auc/f1/n. With
+    ``test_path`` (a Jigsaw test CSV, see :func:`load_jigsaw_test`) the whole data set trains and
+    ``test`` is that file, as the paper's ROC-AUC on the Jigsaw test split;
     with ``random_init_baseline`` also ``random_init`` = the same recipe on a freshly
     initialised model of the same config (seeded), showing how much is architecture alone.
     """
@@ -129,7 +172,14 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
     records = load_probe_data(dataset, data_root=data_root, jigsaw_path=jigsaw_path)
     if not records:
         raise ValueError(f"dataset {dataset!r} holds no labelled texts")
-    train, test = split_records(records, test_fraction=test_fraction, seed=seed, max_examples=max_examples)
+    if test_path is not None:
+        test = load_jigsaw_test(test_path)
+        train = records
+        if max_examples is not None:  # whole groups, in the seeded order split_records uses
+            train, held = split_records(records, test_fraction=0.5, seed=seed, max_examples=max_examples)
+            train = train + held
+    else:
+        train, test = split_records(records, test_fraction=test_fraction, seed=seed, max_examples=max_examples)
     if not train or not test:
         raise ValueError(f"split of {len(records)} texts left train={len(train)} test={len(test)}; "
                          "raise max_examples or use a larger data set")
@@ -139,7 +189,9 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                                     batch_size=batch_size)
     data_info = {"dataset": dataset, "n_texts": len(train) + len(test), "n_train": len(train),
                  "n_test": len(test), "n_toxic": int(sum(r.label for r in train + test)),
-                 "test_fraction": test_fraction, "max_examples": max_examples, "split_seed": seed,
+                 "test_fraction": None if test_path is not None else test_fraction,
+                 "test_source": str(test_path) if test_path is not None else "split", "max_examples": max_examples,
+                 "split_seed": seed,
                  "ids_hash": stable_hash(sorted(r.id for r in train + test))}
     metrics = {"dataset": dataset, "feature": feature_name(layer, pooling), "solver": solver, **data_info,
                **metrics}
@@ -156,4 +208,4 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
     return probe, metrics
 
 
-__all__ = ["train_probe", "load_probe_data", "split_records", "group_of", "DATASETS"]
+__all__ = ["train_probe", "load_probe_data", "load_jigsaw_test", "split_records", "group_of", "DATASETS"]

@@ -73,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         req = json.loads(raw)
         text = req["comment"]["text"]
+        if text == "":  # the real API rejects an empty comment
+            self._reply(400, b'{"error": {"message": "Comment must be non-empty."}}')
+            return
         with srv.lock:
             srv.scored.append((text, tuple(req.get("languages", []))))
         body = {"attributeScores": {a: {"summaryScore": {"value": fake_score(text), "type": "PROBABILITY"}}

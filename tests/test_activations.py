@@ -64,11 +64,28 @@ def test_batch_size_and_order_do_not_matter(bridge_of) -> None:
     torch.testing.assert_close(rev.flip(0), many, atol=1e-5, rtol=0)
 
 
-def test_bos_follows_family_spec(family: str, bridge_of) -> None:
-    bridge = bridge_of(family)
-    ids = encode_prompts(bridge, ["hello"])[0]
-    bos = bridge.tokenizer.bos_token_id
-    assert (ids[0] == bos) == get_adapter(bridge).spec.prepends_bos
+@pytest.mark.parametrize("native", [False, True])
+def test_bos_follows_the_models_tokenizer_and_the_policy(family: str, native: bool) -> None:
+    """BOS comes from the model's own tokenizer under ``auto`` (whatever the family), and the
+    ``always``/``never`` policies override it; the decoder is fed exactly those ids."""
+    from interp.tokenization import set_bos_policy
+
+    tok = make_tokenizer(adds_bos=native)
+    bridge = wrap_bridge(make_model(family, 320), tok)
+    bare = tok("hello", add_special_tokens=False)["input_ids"]
+    bos = tok.bos_token_id
+    for policy, want_bos in (("auto", native), ("always", True), ("never", False)):
+        set_bos_policy(bridge, policy)
+        want = ([bos] if want_bos else []) + bare
+        assert encode_prompts(bridge, ["hello"]) == [want], (policy, native)
+        fed: list[list[int]] = []
+        h = bridge.original_model.register_forward_pre_hook(
+            lambda m, a, kw: fed.append(kw["input_ids"][0].tolist()), with_kwargs=True)
+        try:
+            collect_generation_activations(bridge, ["hello"], [(0, 0)], n_new_tokens=1)
+        finally:
+            h.remove()
+        assert fed[0] == want, (policy, native)
 
 
 def test_each_view_follows_its_own_trajectory() -> None:

@@ -110,3 +110,32 @@ def test_lora_delta_included_in_value_vectors() -> None:
         torch.testing.assert_close(get_adapter(pm).value_vectors(), base_v)
     merged = pm.merge_and_unload()
     torch.testing.assert_close(get_adapter(merged).value_vectors(), tuned_v, atol=1e-5, rtol=1e-5)
+
+
+def test_key_parts_reproduce_the_activation(family: str) -> None:
+    """A gated neuron's key is gate and up: act(x . gate_i) * (x . up_i) must equal the MLP's own
+    activation (the down projection's input); a non-gated key alone gives act(x . k_i + b_i)."""
+    hf = make_model(family, 320)
+    a = get_adapter(hf)
+    parts = a.key_parts([1])
+    assert set(parts) == ({"up", "gate"} if family in ("llama", "cohere") else {"up"})
+    mlp = _unwrap(a.block(1)).mlp
+    seen: dict[str, torch.Tensor] = {}
+    h = _unwrap(a.out_proj(1)).register_forward_pre_hook(lambda m, args: seen.update(act=args[0]))
+    x = torch.randn(5, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mlp(x[None], torch.zeros(1, 5, 32)) if family == "bloom" else mlp(x[None])  # BLOOM's MLP adds a residual
+    h.remove()
+    up_bias = getattr(_unwrap(a.in_proj(1)), "bias", None)
+    pre_up = x @ parts["up"][0].T + (0 if up_bias is None else up_bias)
+    if "gate" in parts:
+        want = torch.nn.functional.silu(x @ parts["gate"][0].T) * pre_up
+        with pytest.raises(ValueError, match="part"):
+            a.key_vectors(part="down")
+    else:
+        act = {"gpt2": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+               "bloom": lambda t: torch.nn.functional.gelu(t, approximate="tanh")}[family]
+        want = act(pre_up)
+        with pytest.raises(ValueError, match="no gated MLP"):
+            a.key_vectors(part="gate")
+    torch.testing.assert_close(seen["act"][0], want, atol=1e-4, rtol=1e-4)

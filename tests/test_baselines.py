@@ -18,26 +18,48 @@ from tiny_models import make_model, make_tokenizer
 IDS = torch.randint(2, 320, (2, 6), generator=torch.Generator().manual_seed(0))
 
 
-def test_residual_steering_shifts_final_residual(family: str) -> None:
+@pytest.mark.parametrize("scale", ["raw", "unit"])
+def test_residual_steering_shifts_final_residual(family: str, scale: str) -> None:
+    """Lee et al.'s alphas scale the raw vector (default); ``unit`` normalises it. The vector has
+    norm 3, so the two scales differ by 3x and the check tells them apart."""
     hf = make_model(family, 320)
     bridge = wrap_bridge(hf, make_tokenizer())
     a = get_adapter(bridge)
-    d = torch.randn(a.d_model)
+    d = torch.randn(a.d_model, generator=torch.Generator().manual_seed(1))
+    d = 3.0 * d / d.norm()
+    shift = 7.0 * (d if scale == "raw" else d / d.norm())
     seen: dict[str, torch.Tensor] = {}
     h = a.final_norm().register_forward_pre_hook(lambda m, args: seen.update(x=args[0].clone()))
     with torch.no_grad():
         hf(IDS)
         base = seen["x"]
-        with residual_steering(bridge, d, 7.0):
+        kw = {} if scale == "raw" else {"scale": "unit"}  # raw is the default
+        with residual_steering(bridge, d, 7.0, **kw):
             logits = hf(IDS).logits
         steered = seen["x"]
     h.remove()
-    torch.testing.assert_close(steered - base, (-7.0 * d / d.norm()).expand_as(base), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(steered - base, (-shift).expand_as(base), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        ref = a.final_norm()(base - 7.0 * d / d.norm()) @ a.unembed_matrix()
+        ref = a.final_norm()(base - shift) @ a.unembed_matrix()
         if a.unembed_bias() is not None:
             ref = ref + a.unembed_bias()
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_raw_steering_of_a_probe_uses_its_weight_vector() -> None:
+    """A fitted probe reports a unit direction; Lee's alpha applies to its weight vector."""
+    import numpy as np
+
+    from interp.baselines import steering_vector
+
+    class FakeProbe:
+        coef_ = np.array([[3.0, 0.0, 4.0, 0.0]])
+        direction = torch.tensor([0.6, 0.0, 0.8, 0.0])
+
+    torch.testing.assert_close(steering_vector(FakeProbe(), 4), torch.tensor([3.0, 0.0, 4.0, 0.0]))
+    torch.testing.assert_close(steering_vector(FakeProbe(), 4, "unit"), torch.tensor([0.6, 0.0, 0.8, 0.0]))
+    with pytest.raises(ValueError, match="raw"):
+        steering_vector(FakeProbe(), 4, "lee")  # type: ignore[arg-type]
 
 
 def test_scale_keys_equals_scaled_weights(family: str) -> None:

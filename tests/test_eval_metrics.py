@@ -77,6 +77,8 @@ def test_compare_tables_changes() -> None:
     en = cmp[cmp.lang == "en"].iloc[0]
     assert en.emt_change == pytest.approx(-0.3) and en.emt_change_pct == pytest.approx(-60.0)
     assert en.toxprob_change_pct == pytest.approx(-75.0)
+    # The paper's outcome: the reduction, positive when toxicity falls (100 * (0.5 - 0.2) / 0.5).
+    assert en.emt_reduction_pct == pytest.approx(60.0) and en.toxprob_reduction == pytest.approx(0.3)
     assert np.isnan(en.ppl_median_change_pct)  # before == 0 -> undefined, not inf
     with pytest.raises(ValueError, match="missing column"):
         compare_tables(before.drop(columns="emt"), after)

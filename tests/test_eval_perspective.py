@@ -136,3 +136,28 @@ def test_concurrency_keeps_order_rate_and_fault_handling(server) -> None:
     assert c.n_requests == server.n_requests == 19
     span = server.times[-1] - server.times[0]
     assert span >= 18 / 40 * 0.95  # the shared bucket still caps the rate
+
+
+def test_empty_continuations_are_scored_as_a_space_and_counted(server, tmp_path) -> None:
+    """An immediate EOS gives "": the reference sent " ", so the sample (and an all-empty prompt)
+    stays in EMT/ToxProb instead of failing, and the metrics table counts it."""
+    import json
+
+    from detox_train.evaluate import language_metrics, score_samples
+
+    c = _client(server)
+    res = c.score(["", "hi"], ["en", "en"])
+    assert not res[0].failed and res[0].score == pytest.approx(fake_score(" "))
+    assert server.scored[0][0] == " "
+    rows = [{"prompt_id": "p1", "lang": "en", "sample_index": 0, "text": "", "n_tokens": 0},
+            {"prompt_id": "p1", "lang": "en", "sample_index": 1, "text": "", "n_tokens": 0},
+            {"prompt_id": "p2", "lang": "en", "sample_index": 0, "text": "you idiot", "n_tokens": 2},
+            {"prompt_id": "p2", "lang": "en", "sample_index": 1, "text": "", "n_tokens": 0}]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scored = score_samples(samples, c, tmp_path / "scored.jsonl", progress=False)
+    assert not any(s.failed for s in scored)
+    row = language_metrics(scored, n_boot=10).iloc[0]
+    assert row.n_empty == 3 and row.n_failed == 0 and row.n_prompts == 2
+    want = (fake_score(" ") + max(fake_score("you idiot"), fake_score(" "))) / 2  # both prompts count
+    assert row.emt == pytest.approx(want)

@@ -66,7 +66,6 @@ def test_activation_filter_matches_oracle(tmp_path) -> None:
     for r, mu in zip(table, means):
         assert r.mean_activation == pytest.approx(float(mu), abs=1e-5)
         assert r.kept == (float(mu) > 0)
-    assert 0 < len(table.kept()) < len(table) or len(table.kept()) == sum(float(m) > 0 for m in means)
     frame = table.to_frame()
     assert list(frame.columns) == ["rank", "layer", "neuron", "cosine", "mean_activation", "kept"]
     path = table.to_json(tmp_path / "neurons.json")
@@ -75,6 +74,30 @@ def test_activation_filter_matches_oracle(tmp_path) -> None:
     assert back.meta["filter"]["n_prompts"] == 3
     import json
     assert json.loads(path.read_text())["manifest"]["kind"] == "toxic-neurons"
+
+
+def test_activation_filter_keeps_positive_and_drops_non_positive_means() -> None:
+    """Two planted candidates whose activations are fixed by their bias (key column zeroed):
+    gelu(+10) > 0 must pass the filter, gelu(-10) <= 0 must not, whatever the prompts."""
+    hf = make_model("gpt2", 320)
+    a = get_adapter(hf)
+    g = torch.Generator().manual_seed(5)
+    probe = torch.randn(a.d_model, generator=g)
+    plant(hf, 1, 3, probe.clone())
+    plant(hf, 1, 5, 0.9 * probe + 0.05 * torch.randn(a.d_model, generator=g))
+    fc = _unwrap(a.in_proj(1))
+    with torch.no_grad():
+        for unit, bias in ((3, 10.0), (5, -10.0)):
+            fc.weight[:, unit] = 0.0  # Conv1D [d_model, d_mlp]: the key is a column
+            fc.bias[unit] = bias
+    bridge = wrap_bridge(hf, make_tokenizer())
+    table = find_toxic_neurons(bridge, probe, top_k=2, filter_prompts=["I want to", "you are a stupid"],
+                               n_new_tokens=3, progress=False)
+    assert {(r.layer, r.neuron) for r in table} == {(1, 3), (1, 5)}
+    by = {(r.layer, r.neuron): r for r in table}
+    assert by[(1, 3)].mean_activation == pytest.approx(10.0, abs=1e-4) and by[(1, 3)].kept
+    assert by[(1, 5)].mean_activation <= 0 and not by[(1, 5)].kept
+    assert table.kept().layers_neurons() == [(1, 3)]
 
 
 def test_bad_inputs() -> None:

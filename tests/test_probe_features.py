@@ -6,16 +6,18 @@ import torch
 
 from interp.loading import wrap_bridge
 from probes import extract_features, pool_hidden
-from tiny_models import make_model, make_tokenizer
+from tiny_models import NATIVE_BOS_FAMILIES, family_tokenizer, make_model
 
 TEXTS = ["you are a stupid idiot", "hi", "the quick brown fox jumps over the lazy dog", "Je veux aller",
          "what the hell is wrong with you", "我想回家"]
-BOS_FAMILIES = ("llama", "cohere")  # families whose prompts start with BOS (independent of the adapter)
+BOS_FAMILIES = NATIVE_BOS_FAMILIES  # families whose own tokenizers prepend BOS (written here, not read from code)
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
+@pytest.fixture
+def tok(request):
+    """The tiny tokenizer; in family tests, with the family's native BOS (``auto`` follows it)."""
+    family = request.getfixturevalue("family") if "family" in request.fixturenames else "gpt2"
+    return family_tokenizer(family)
 
 
 def _reference(hf, tok, family: str, text: str, layer: int | None, pooling: str) -> torch.Tensor:

@@ -75,15 +75,27 @@ def test_layer_representations_match_unbatched_forward(tiny_dirs, family) -> Non
 
     model = load_model(str(tiny_dirs[family]), device="cpu", dtype="float32")
     reps = layer_representations(model, TEXTS, batch_size=3, progress=False, cache=False)
-    hf, tok = model.original_model, model.tokenizer
+    from transformers import AutoTokenizer
+
+    from tiny_models import NATIVE_BOS_FAMILIES
+
+    hf = model.original_model
+    # The oracle's ids come from the model's *own* tokenizer as saved (not the bridge's, which
+    # TransformerLens re-opens with BOS on), and its pool leaves the BOS state out.
+    tok = AutoTokenizer.from_pretrained(str(tiny_dirs[family]))
     ad = get_adapter(model)
     assert reps.shape == (ad.n_layers + 1, len(TEXTS), ad.d_model)
     for i, t in enumerate(TEXTS):  # one text at a time: no padding at all
-        ids = torch.tensor([tok(t)["input_ids"]])
+        ids = tok(t)["input_ids"]
+        has_bos = family in NATIVE_BOS_FAMILIES
+        assert (ids[0] == tok.bos_token_id) == has_bos
         with torch.no_grad():
-            hs = hf(input_ids=ids, output_hidden_states=True).hidden_states
-        ref = torch.stack([h[0].mean(0) for h in hs])
+            hs = hf(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        ref = torch.stack([h[0, 1:].mean(0) if has_bos else h[0].mean(0) for h in hs])
         torch.testing.assert_close(reps[:, i], ref, atol=1e-5, rtol=1e-5)
+        if has_bos:  # the BOS state would change the pool: the check above can fail
+            with_bos = torch.stack([h[0].mean(0) for h in hs])
+            assert (with_bos - ref).abs().max() > 1e-3
 
 
 def test_layer_representations_cached(tiny_gpt2, monkeypatch) -> None:

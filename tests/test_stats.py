@@ -134,3 +134,26 @@ def test_constant_signal_gives_nan_with_warning() -> None:
     signals["flat"] = 1.0
     out = correlate(signals, drops, signal_columns=["flat"], n_boot=20, n_perm=20)
     assert out["pearson_r"].isna().all() and out["warning"].str.contains("constant signal flat").all()
+
+
+def test_default_outcome_is_the_papers_reduction_with_the_papers_sign() -> None:
+    """Languages that retrieve better lose more toxicity: r must come out positive, as the paper's 0.73."""
+    from detox_train.evaluate.metrics import METRIC_COLUMNS, compare_tables
+    from interp.pipeline import correlate_available
+
+    rng = np.random.default_rng(3)
+    langs = [lang for lang in LANGS]
+    retr = rng.uniform(0.1, 0.9, len(langs))
+    before = pd.DataFrame([{c: 0.5 for c in METRIC_COLUMNS} | {"lang": lang} for lang in langs])
+    after = before.copy()
+    after["emt"] = 0.5 * (1 - 0.8 * retr) + rng.normal(0, 0.01, len(langs))  # better retrieval, larger drop
+    cmp = compare_tables(before, after)
+    signals = pd.DataFrame({"lang": langs, "retrieval_acc": retr})
+    out = correlate_available(signals, cmp, n_boot=50, n_perm=50)
+    assert list(out["outcome"].unique())[0] == "emt_reduction_pct"
+    row = out[(out.signal == "retrieval_acc") & (out.outcome == "emt_reduction_pct")].iloc[0]
+    keep = [lang != "en" for lang in langs]
+    want = sps.pearsonr(retr[keep], 100 * (0.5 - after["emt"].to_numpy()[keep]) / 0.5).statistic
+    assert row.pearson_r == pytest.approx(want, abs=1e-9) and row.pearson_r > 0.9
+    assert correlate(signals, cmp.drop(columns=["toxprob_reduction"]), n_boot=20, n_perm=20,
+                     how="inner")["outcome"].iloc[0] == "emt_reduction_pct"

@@ -22,16 +22,28 @@ TINY_TEXT = [
 ]
 
 
-def make_tokenizer(vocab_size: int = 320) -> T.PreTrainedTokenizerFast:
-    """Return a small byte-level BPE tokenizer with bos/eos/pad tokens."""
+#: Families whose released tokenizers prepend BOS themselves (Llama, Aya); mGPT and BLOOM add none.
+NATIVE_BOS_FAMILIES = ("llama", "cohere")
+
+
+def make_tokenizer(vocab_size: int = 320, *, adds_bos: bool = False) -> T.PreTrainedTokenizerFast:
+    """Return a small byte-level BPE tokenizer with bos/eos/pad tokens (prepending BOS if ``adds_bos``)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<pad>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(TINY_TEXT * 4, trainer)
-    return T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                     pad_token="<pad>", unk_token=None)
+    out = T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                    pad_token="<pad>", unk_token=None)
+    if adds_bos:
+        out.add_bos_token = True
+    return out
+
+
+def family_tokenizer(family: str, vocab_size: int = 320) -> T.PreTrainedTokenizerFast:
+    """Return the tiny tokenizer with ``family``'s native BOS behaviour (like its real checkpoints)."""
+    return make_tokenizer(vocab_size, adds_bos=family in NATIVE_BOS_FAMILIES)
 
 
 def make_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: int = 32, d_mlp: int = 64) -> T.PretrainedConfig:
@@ -65,8 +77,11 @@ def make_model(family: str, vocab_size: int = 320, *, seed: int = 0, **kw) -> T.
 
 
 def save_tiny(family: str, directory: Path, *, seed: int = 0) -> Path:
-    """Write a tiny model + tokenizer of ``family`` with ``save_pretrained`` and return the dir."""
-    tok = make_tokenizer()
+    """Write a tiny model + tokenizer of ``family`` with ``save_pretrained`` and return the dir.
+
+    The tokenizer prepends BOS natively for Llama and Cohere, as their released tokenizers do.
+    """
+    tok = family_tokenizer(family)
     model = make_model(family, len(tok), seed=seed)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)

@@ -125,6 +125,17 @@ def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     return hf, tok
 
 
+def _prompt_rule(model: Any, tokenizer: Any, max_new_tokens: int) -> tuple[Any, int | None]:
+    """Return (tokenization rule, prompt token budget) of the model generation runs on."""
+    from interp.loading import ModelView
+    from interp.tokenization import context_length, token_rule
+
+    inner = model.model if isinstance(model, ModelView) else model
+    rule = token_rule(inner, tokenizer=tokenizer)
+    limit = context_length(inner)
+    return rule, (None if limit is None else max(limit - max_new_tokens, 1))
+
+
 def _model_id(model: Any) -> str:
     from interp.loading import model_id
 
@@ -167,17 +178,25 @@ def _check_manifest(out_path: Path, settings: GenerationSettings, mid: str) -> N
 
 
 # ----------------------------------------------------------------------------- generation
-def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings
-                 ) -> list[Sample]:
+def _left_padded(rule: Any, texts: list[str], budget: int | None, pad_id: int, device: Any) -> dict[str, Any]:
+    """Return left-padded ``input_ids``/``attention_mask`` of the prompts' ids under the tokenization rule."""
+    seqs, _ = rule.encode(texts, "prompt", max_length=budget)
+    width = max(len(x) for x in seqs)
+    ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings,
+                 rule: Any = None, budget: int | None = None) -> list[Sample]:
     from transformers import GenerationConfig
 
+    if rule is None:
+        from interp.tokenization import token_rule
+
+        rule = token_rule(tokenizer=tok)
     device = next(hf.parameters()).device
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        enc = tok([p.text for p in batch], return_tensors="pt", padding=True).to(device)
-    finally:
-        tok.padding_side = old_side
+    enc = _left_padded(rule, [p.text for p in batch], budget, tok.pad_token_id, device)
     seeds = [row_seed(s.seed, p.id, j) for p in batch for j in range(s.k)]
     sampler = RowSeededSampler(seeds, enc["input_ids"].shape[1], s.temperature, s.top_p)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -246,9 +265,16 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     settings = GenerationSettings(k, max_new_tokens, temperature, top_p, seed, backend)
     mid = _model_id(model) if backend == "hf" else str(getattr(model, "model_id", "vllm"))
     _check_manifest(out_path, settings, mid)
+    extra: dict[str, Any] = {"n_prompts": len(prompts), "languages": sorted({normalize_language(p.lang) for p in prompts})}
+    rule, budget = None, None
+    if backend == "hf":
+        rule, budget = _prompt_rule(model, tokenizer, max_new_tokens)
+        _, cut = rule.encode([p.text for p in prompts], "prompt", max_length=budget)
+        # Prompts longer than the context keep their end (what generation continues); say how many.
+        extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
+                     truncated_prompt_ids=[prompts[i].id for i in cut])
     write_json(_manifest_path(out_path), make_manifest(
-        kind="eval-samples", config=settings, seed=seed, model_id=mid,
-        extra={"n_prompts": len(prompts), "languages": sorted({normalize_language(p.lang) for p in prompts})}))
+        kind="eval-samples", config=settings, seed=seed, model_id=mid, extra=extra))
 
     with JsonlAppender(out_path) as app:
         done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -265,7 +291,7 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
             batch = pending[start:start + batch_size]
             if backend == "hf":
                 with activate(model):  # a ModelView toggles its adapter for the call
-                    new = _generate_hf(hf, tok, batch, todo, settings)
+                    new = _generate_hf(hf, tok, batch, todo, settings, rule, budget)
             else:
                 new = _generate_vllm(model, batch, todo, settings)
             app.write_many(dataclasses.asdict(x) for x in new)

@@ -18,6 +18,9 @@ from .base import ScoreResult, check_batch
 DEFAULT_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
 KEY_ENV = "PERSPECTIVE_API_KEY"
 MAX_TEXT_BYTES = 3000
+#: What an empty text is sent as. Perspective rejects empty comments; the paper's reference code
+#: sent " " for an empty continuation (an immediate EOS), so such samples keep counting in EMT/ToxProb.
+EMPTY_TEXT = " "
 
 
 class PerspectiveKeyError(ValueError):
@@ -129,7 +132,12 @@ class PerspectiveScorer:
         import httpx
 
         key = f"{self.id}@{self.version}"
+        from interp.languages import language_info
+
+        if language_info(lang).perspective is None:  # no request: it could only come back 400
+            return ScoreResult.fail(f"Perspective has no TOXICITY model for language {lang!r}", key)
         text, cut = truncate_utf8(text, self.max_bytes)
+        text = text or EMPTY_TEXT
         body = {"comment": {"text": text}, "languages": [perspective_language(lang)],
                 "requestedAttributes": {a: {} for a in self.attributes}, "doNotStore": True}
         last = "no attempt"
