@@ -502,7 +502,8 @@ class Pipeline:
         stats.to_csv(d / "correlation.csv", index=False)
         row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
         r = float(row["pearson_r"].iloc[0]) if len(row) and "pearson_r" in row else float("nan")
-        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
+        n = int(row["n"].iloc[0]) if len(row) else 0
+        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {n} languages",
                 {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
 
     def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
