@@ -490,6 +490,10 @@ class Pipeline:
         auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
         auc = auc.rename(columns={"probe_auc": "auc"})
         retr = pd.read_csv(self.output("retrieval", "per_language"))[["lang", "retrieval_acc"]]
+        # Languages without parallel data have no retrieval: NaN there, their other signals still count.
+        gap = [lang for lang in langs if lang != "en" and lang not in set(retr["lang"])]
+        if gap:
+            retr = pd.concat([retr, pd.DataFrame({"lang": gap, "retrieval_acc": float("nan")})], ignore_index=True)
         signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
         signals.to_csv(d / "dual_multilinguality.csv", index=False)
         cmp = pd.read_csv(self.output("metrics", "compare"))
@@ -497,8 +501,9 @@ class Pipeline:
                                     n_perm=self.config.correlation.n_perm, seed=self.config.seed)
         stats.to_csv(d / "correlation.csv", index=False)
         row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
-        r = float(row["pearson_r"].iloc[0]) if len(row) else float("nan")
-        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {int(row['n'].iloc[0]) if len(row) else 0} languages",
+        r = float(row["pearson_r"].iloc[0]) if len(row) and "pearson_r" in row else float("nan")
+        n = int(row["n"].iloc[0]) if len(row) else 0
+        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {n} languages",
                 {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
 
     def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:

@@ -154,8 +154,9 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
     Index 0 is the embedding output and index l the output of block l, as HF
     ``output_hidden_states`` reports them (the last one after the final norm). Texts are encoded
     as sentences by the run's tokenization rule (:mod:`interp.tokenization`); pooling is over the
-    text's own tokens only (no padding, no BOS or other special tokens); texts are truncated to ``max_length`` tokens (capped at the model's
-    ``max_position_embeddings``). ``model`` is a bridge, HF model or :class:`~interp.loading.ModelView`.
+    text's own tokens only (no padding, no BOS or other special tokens); texts are truncated to
+    ``max_length`` tokens (capped at the model's ``max_position_embeddings``). ``model`` is a
+    bridge, HF model or :class:`~interp.loading.ModelView`.
     Results are cached under ``cache_dir("retrieval")`` keyed by the model fingerprint, the
     texts and ``max_length``; batching is internal.
     """

@@ -5,8 +5,9 @@ without a hint (" sex", " porn") was English-or-anything and ``value_mass`` most
 versus non-Latin script. Here a token's language distribution is measured:
 
 * ``rate_l(t)`` = occurrences of token ``t`` in language ``l``'s text / all tokens of that text;
-* ``P(l | t) = rate_l(t) / sum_l' rate_l'(t)``: every language gets the same prior, so a
-  language with more text does not win by volume;
+* ``P(l | t) = rate_l(t) / sum_l' rate_l'(t)`` over the languages asked for (a run's
+  languages): every language gets the same prior, so a language with more text does not win by
+  volume;
 * a token seen fewer than ``min_count`` times over all languages is **undetermined** (``und``):
   too little evidence to say.
 

@@ -101,3 +101,34 @@ def test_unspaced_languages_count_characters_and_perspective_says_what_it_lacks(
         res = c.score(["eve gitmek", "hello"], ["tr", "en"])
         assert res[0].failed and "no TOXICITY model" in res[0].error and not res[1].failed
         assert [t for t, _ in srv.scored] == ["hello"]  # no request spent on the unsupported language
+
+
+def test_correlation_stage_keeps_a_language_without_retrieval(tmp_path: Path) -> None:
+    """sw has no translated-200 file: its retrieval is NaN, its other signals stay, and the stage
+    (with too few languages for a correlation) still finishes."""
+    import pandas as pd
+
+    from interp.artifacts import write_json
+    from interp.pipeline import Pipeline
+    from interp.run_config import load_run_config
+
+    cfg = load_run_config(preset="smoke", overrides={"languages": "[en, de, sw]"})
+    pipe = Pipeline(cfg, tmp_path / "run", log=lambda _m: None)
+    tables = {
+        ("neurons", "value_mass"): pd.DataFrame({"lang": ["en", "de", "sw"], "value_mass": [0.5, 0.3, 0.2]}),
+        ("key_activations", "ratio"): pd.DataFrame({"lang": ["en", "de", "sw"], "key_ratio": [1.0, 0.8, 0.6]}),
+        ("probe", "transfer"): pd.DataFrame({"lang": ["en", "de", "sw"], "auc": [0.9, 0.8, 0.7]}),
+        ("retrieval", "per_language"): pd.DataFrame({"lang": ["de"], "retrieval_acc": [0.4]}),
+        ("metrics", "compare"): pd.DataFrame({"lang": ["en", "de", "sw", "all"], "emt_reduction_pct": [50, 30, 10, 30],
+                                              "toxprob_reduction": [0.5, 0.3, 0.1, 0.3]}),
+    }
+    for (stage, name), df in tables.items():
+        d = pipe.stage_dir(stage)
+        df.to_csv(d / f"{name}.csv", index=False)
+        write_json(d / "stage.json", {"key": pipe.stage_key(stage), "summary": "", "outputs": {
+            name: str((d / f"{name}.csv").relative_to(pipe.run_dir))}})
+    summary, out = pipe.stage_correlation(pipe.stage_dir("correlation"))
+    signals = pd.read_csv(pipe.run_dir / out["signals"]).set_index("lang")
+    assert list(signals.index) == ["en", "de", "sw"]
+    assert pd.isna(signals.loc["sw", "retrieval_acc"]) and signals.loc["sw", "key_ratio"] == 0.6
+    assert "nan" in summary  # one language with retrieval: no correlation, said so

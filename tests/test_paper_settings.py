@@ -17,9 +17,8 @@ def test_paper_preset_filters_on_1000_english_rtplx_prompts(tmp_path: Path, data
     assert len(got) == min(1000, n_en) and all(p.lang == "en" for p in got)
     assert len({p.id for p in got}) == len(got)
     # The old hard-coded choice (eval split, toxicity >= 3) gives far fewer.
-    old = Pipeline(load_run_config(preset="paper", overrides={"data_root": str(data_root), "neurons.filter_split": "eval",
-                                                               "neurons.filter_min_toxicity": 3.0}), tmp_path,
-                   log=lambda _m: None).filter_prompts()
+    before = {"data_root": str(data_root), "neurons.filter_split": "eval", "neurons.filter_min_toxicity": 3.0}
+    old = Pipeline(load_run_config(preset="paper", overrides=before), tmp_path, log=lambda _m: None).filter_prompts()
     assert len(old) < len(got) and all((p.toxicity or 0) >= 3.0 for p in old)
 
 

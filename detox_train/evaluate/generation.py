@@ -265,7 +265,8 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     settings = GenerationSettings(k, max_new_tokens, temperature, top_p, seed, backend)
     mid = _model_id(model) if backend == "hf" else str(getattr(model, "model_id", "vllm"))
     _check_manifest(out_path, settings, mid)
-    extra: dict[str, Any] = {"n_prompts": len(prompts), "languages": sorted({normalize_language(p.lang) for p in prompts})}
+    extra: dict[str, Any] = {"n_prompts": len(prompts),
+                             "languages": sorted({normalize_language(p.lang) for p in prompts})}
     rule, budget = None, None
     if backend == "hf":
         rule, budget = _prompt_rule(model, tokenizer, max_new_tokens)
