@@ -58,6 +58,14 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "retrieval": ("retrieval",), "correlation": ("correlation",), "report": (),
 }
 
+# Fields of those sections a stage provably never reads (everything else is in its key, so a new
+# field invalidates by default): the perplexity judge and metric CIs only shape the metrics.
+NOT_READ: dict[str, tuple[str, ...]] = {
+    "generate": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot", "evaluation.scorer",
+                 "evaluation.scorer_options"),
+    "score": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot"),
+}
+
 
 class UnknownStageError(ConfigError):
     """A stage name given to --from/--only/--force does not exist."""
@@ -158,7 +166,8 @@ class Pipeline:
 
     def stage_key(self, name: str) -> str:
         cfg = config_to_dict(self.config)
-        parts = {s: cfg[s] for s in SECTIONS[name]}
+        parts = {s: {k: v for k, v in cfg[s].items() if f"{s}.{k}" not in NOT_READ.get(name, ())}
+                 for s in SECTIONS[name]}
         parts["languages"] = cfg["languages"]
         parts["seed"] = cfg["seed"]
         if name != "model":  # every stage after the model tokenizes text by the run's BOS policy
