@@ -58,6 +58,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "retrieval": ("retrieval",), "correlation": ("correlation",), "report": (),
 }
 
+# Stages that may read the system's gettext catalogs (interp.data.gettext_parallel's default folder).
+READS_GETTEXT = ("model", "dpo", "retrieval")
+GETTEXT_DIR = "/usr/share/locale"
+
 # Fields of those sections a stage provably never reads (everything else is in its key, so a new
 # field invalidates by default): the perplexity judge and metric CIs only shape the metrics.
 NOT_READ: dict[str, tuple[str, ...]] = {
@@ -173,6 +177,8 @@ class Pipeline:
         if name != "model":  # every stage after the model tokenizes text by the run's BOS policy
             parts["bos"] = cfg["bos"]
         parts["data"] = self.data_fingerprint()  # content of the data root, wherever it lives
+        if name in READS_GETTEXT:  # system gettext catalogs: the default model's corpus, held-out text, retrieval
+            parts["gettext"] = self.gettext_fingerprint()
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
@@ -185,6 +191,13 @@ class Pipeline:
         if "data_fingerprint" not in self._cache:
             self._cache["data_fingerprint"] = tree_fingerprint(self.data_root)
         return self._cache["data_fingerprint"]
+
+    def gettext_fingerprint(self) -> str | None:
+        """Return a (path, size, mtime) fingerprint of the gettext catalogs that gettext_parallel reads."""
+        if "gettext_fingerprint" not in self._cache:
+            loc = Path(GETTEXT_DIR)
+            self._cache["gettext_fingerprint"] = tree_fingerprint(loc, content=False) if loc.is_dir() else None
+        return self._cache["gettext_fingerprint"]
 
     def _dep_id(self, name: str) -> str:
         """Return what a dependent stage keys on: the stage's key plus the fingerprint of what it produced."""
@@ -234,6 +247,11 @@ class Pipeline:
             return self._run_locked(only, force)
 
     def _run_locked(self, only: list[str], force: set[str]) -> StageResult:
+        ev = self.config.evaluation
+        if ev.perplexity and ev.judge != "base" and (not only or "metrics" in only):
+            from interp.loading import _load_config  # fail before hours of generation, not after
+
+            _load_config(ev.judge, None)
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
                        model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
                        extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})

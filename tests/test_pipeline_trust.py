@@ -234,3 +234,11 @@ def test_judge_is_selectable_and_recorded(preset_runs, tmp_path: Path, tiny_dirs
         assert (ppl.tolist() == pytest.approx(base_ppl.tolist(), rel=1e-5)) is same
         rec = json.loads((run_dir / "stages" / "metrics" / "judge.json").read_text())
         assert rec["judge"] == judge and len(rec["fingerprint"]) == 16
+
+
+def test_missing_judge_is_refused_before_any_stage_runs(tmp_path: Path) -> None:
+    from interp.loading import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="/no/such/judge"):
+        _run(_cfg(**{"evaluation.judge": "/no/such/judge"}), tmp_path / "run")
+    assert not (tmp_path / "run" / "stages").exists()
