@@ -540,7 +540,7 @@ class Pipeline:
             scored = read_scored(self.output("score", tag))
             got = sorted((s.prompt_id, s.sample_index) for s in scored)
             if got != expected:  # the metrics must describe exactly the requested prompt set
-                raise RuntimeError(f"stage metrics: {self.output('score', tag)} holds {len(got)} samples, not the "
+                raise ValueError(f"stage metrics: {self.output('score', tag)} holds {len(got)} samples, not the "
                                    f"{len(expected)} of the {len(prompts)} requested prompts; rerun with "
                                    "--from generate")
             tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)

@@ -242,3 +242,14 @@ def test_missing_judge_is_refused_before_any_stage_runs(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="/no/such/judge"):
         _run(_cfg(**{"evaluation.judge": "/no/such/judge"}), tmp_path / "run")
     assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_metrics_refuse_samples_outside_the_requested_prompt_set(preset_runs, tmp_path: Path) -> None:
+    run_dir = tmp_path / "extra"
+    shutil.copytree(preset_runs("cpu-demo"), run_dir)
+    scored = run_dir / "stages" / "score" / "scored_before.jsonl"
+    row = json.loads(scored.read_text().splitlines()[0])
+    with open(scored, "a", encoding="utf-8") as f:  # a row of a prompt that is not in the requested set
+        f.write(json.dumps({**row, "prompt_id": "rtplx:en:999999"}) + "\n")
+    with pytest.raises(ValueError, match="not the .* requested prompts"):
+        _run(_cfg(), run_dir, only=["metrics"], force=["metrics"])
