@@ -59,7 +59,11 @@ class DPOTrainConfig:
         "help": "maximum prompt+completion length in TOKENS; longer pairs are dropped (counted in the manifest)"})
     max_prompt_length: int = field(default=64, metadata={
         "help": "maximum prompt length in TOKENS (the paper's limit; TRL 1.16 has no such option, so it is "
-                "applied by filter_pairs_by_tokens)"})
+                "applied here: see long_prompts)"})
+    long_prompts: Literal["drop", "truncate_left"] = field(default="drop", metadata={
+        "help": "prompts over max_prompt_length: 'drop' the pair (see drop_long), or 'truncate_left' = keep "
+                "the prompt's last max_prompt_length tokens, as the paper's TRL did (truncation_mode keep_end); "
+                "the manifest counts both (n_pairs.dropped_prompt_too_long, n_pairs.prompt_truncated_left)"})
     drop_long: bool = field(default=True, metadata={
         "help": "true: drop pairs over the token limits and report the count; false: stop with an error "
                 "naming the first offending pair"})
@@ -163,7 +167,7 @@ class DPOTrainConfig:
 _PAPER_FULL: dict[str, Any] = dict(
     method="full", optimizer="rmsprop", learning_rate=1e-5, batch_size=4, grad_accum=1, max_grad_norm=10.0,
     beta=0.1, warmup_steps=150, num_epochs=5.0, eval_fraction=0.05, eval_steps=25, early_stopping_patience=10,
-    max_length=256, max_prompt_length=64,
+    max_length=256, max_prompt_length=64, long_prompts="truncate_left",
 )
 
 PRESETS: dict[str, dict[str, Any]] = {

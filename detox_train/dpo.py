@@ -26,19 +26,27 @@ from jaxtyping import Float
 
 from detox_train.config import DPOTrainConfig
 from detox_train.pairs import (FilterReport, dpo_prompt_text, filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs,
-                               pplm_pairs, read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
-from interp.artifacts import read_json, stable_hash, write_json, write_manifest
+                               pplm_pairs, read_pairs_jsonl, split_pairs, subsample, truncate_prompts_left,
+                               validate_pairs, write_pairs_jsonl)
+from interp.artifacts import read_json, stable_hash, to_jsonable, write_json, write_manifest
 from interp.data import PreferencePair
 
 log = logging.getLogger(__name__)
 
 TRAINING_LOG = "training_log.json"
 PAIRS_FILE = "pairs.jsonl"
+RUN_KEY = "run_key.json"  # what the checkpoints in an output directory were trained from
+# Config fields that cannot change the weights (where the run lives, how it logs and uses threads).
+_NOT_IN_RUN_KEY = ("output_dir", "report_to", "num_threads", "logging_steps")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class NoTrainableParametersError(ValueError):
     """The model has nothing to train (e.g. LoRA targets matched no module)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint to resume was written by another config, base model or data."""
 
 
 # ----------------------------------------------------------------------------- devices & precision
@@ -131,8 +139,12 @@ def prepare_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, config: DPOTr
     """Return (train, eval, filter report): validated, subsampled, token-filtered and split pairs."""
     pairs = validate_pairs(list(pairs), where=f"pairs ({config.pairs})")
     pairs = subsample(pairs, config.max_pairs, config.seed)
+    n_cut = 0
+    if config.long_prompts == "truncate_left":
+        pairs, n_cut = truncate_prompts_left(pairs, tokenizer, config.max_prompt_length)
     kept, report = filter_pairs_by_tokens(pairs, tokenizer, config.max_length, config.max_prompt_length,
                                           drop=config.drop_long)
+    report.n_prompt_truncated = n_cut
     if not kept:
         raise ValueError(f"all {report.n_in} pairs exceed the token limits (max_prompt_length="
                          f"{config.max_prompt_length}, max_length={config.max_length}); raise them")
@@ -388,14 +400,50 @@ def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
 
 
 # ----------------------------------------------------------------------------- entry point
+def run_key(config: DPOTrainConfig, base_fingerprint: str, data_hash: str) -> dict[str, Any]:
+    """Return what determines a run's weights: the config (less where it lives/logs), base weights and pairs."""
+    cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RUN_KEY}
+    return {"config": cfg, "base_model_fingerprint": base_fingerprint, "data_hash": data_hash}
+
+
+def _key_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Return a short description of how two run keys differ."""
+    diffs = [f"{k} {old.get('config', {}).get(k)!r} -> {v!r}" for k, v in new["config"].items()
+             if old.get("config", {}).get(k) != v]
+    for k, what in (("base_model_fingerprint", "base model weights"), ("data_hash", "preference pairs")):
+        if old.get(k) != new[k]:
+            diffs.append(f"{what} {old.get(k)} -> {new[k]}")
+    return "; ".join(diffs[:6]) or "unknown difference"
+
+
+def _clear_run(out: Path) -> None:
+    """Delete the checkpoints and final outputs this module wrote into ``out`` (for a restart)."""
+    import shutil
+
+    for c in out.iterdir() if out.is_dir() else []:
+        if c.is_dir() and _CKPT.match(c.name):
+            shutil.rmtree(c)
+        elif c.is_file() and (c.suffix == ".safetensors" or c.name.endswith(".safetensors.index.json") or c.name in (
+                "adapter_config.json", "config.json", "generation_config.json", "README.md", TRAINING_LOG,
+                PAIRS_FILE, RUN_KEY, "manifest.json")):
+            c.unlink()
+
+
 def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None = None, resume: bool = False,
-              callbacks: Sequence[Any] = (), score_fn: Callable[[list[str]], list[float]] | None = None) -> Path:
+              callbacks: Sequence[Any] = (), score_fn: Callable[[list[str]], list[float]] | None = None,
+              on_mismatch: str = "refuse") -> Path:
     """Return the output directory after DPO training per ``config`` (model/adapter, manifest, training log).
 
     ``pairs`` overrides ``config.pairs`` (e.g. on-policy pairs built by the pipeline). With
     ``resume=True`` training continues from the last complete checkpoint in ``config.output_dir``;
-    without it an output directory that already holds checkpoints is refused.
+    without it an output directory that already holds checkpoints is refused. A checkpoint only
+    resumes into the run that wrote it: same config (less output_dir/logging), same base-model
+    weights and same pairs (``run_key.json``). Otherwise ``on_mismatch="refuse"`` raises
+    :class:`CheckpointMismatchError` and ``"restart"`` deletes the old checkpoints and outputs and
+    trains from scratch.
     """
+    if on_mismatch not in ("refuse", "restart"):
+        raise ValueError(f"on_mismatch must be 'refuse' or 'restart', got {on_mismatch!r}")
     from transformers import set_seed
 
     out = Path(config.output_dir)
@@ -412,18 +460,23 @@ def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None 
     if device == "cpu" and config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     try:
-        return _train(config, device, pairs=pairs, resume=resume, ckpt=ckpt, callbacks=callbacks, score_fn=score_fn)
+        return _train(config, device, pairs=pairs, resume=resume, ckpt=ckpt, callbacks=callbacks, score_fn=score_fn,
+                      on_mismatch=on_mismatch)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePair] | None, resume: bool,
-           ckpt: Path | None, callbacks: Sequence[Any], score_fn: Callable[[list[str]], list[float]] | None) -> Path:
+           ckpt: Path | None, callbacks: Sequence[Any], score_fn: Callable[[list[str]], list[float]] | None,
+           on_mismatch: str = "refuse") -> Path:
     from transformers import EarlyStoppingCallback
     from trl import DPOTrainer
 
+    from interp.loading import model_fingerprint
+
     out = Path(config.output_dir)
     model, tokenizer = _load_model(config, device)
+    base_fingerprint = model_fingerprint(model)
     if pairs is None:
         pairs, info = build_pairs(config, model=model, tokenizer=tokenizer, score_fn=score_fn)
     else:
@@ -459,9 +512,24 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             "lora_target_modules")
 
     data_hash = stable_hash([[p.id, p.prompt, p.chosen, p.rejected] for p in train_pairs + eval_pairs])
+    key = run_key(config, base_fingerprint, data_hash)
+    if resume and ckpt is not None:
+        old = read_json(out / RUN_KEY) if (out / RUN_KEY).is_file() else {}
+        if old != to_jsonable(key):
+            why = _key_difference(old, key) if old else f"{out} has no {RUN_KEY} saying what wrote it"
+            if on_mismatch == "refuse":
+                raise CheckpointMismatchError(
+                    f"{out}: cannot resume {ckpt.name}: it was written by another run ({why}); choose a new "
+                    "output_dir, or delete the old checkpoints to train afresh")
+            log.warning("%s: %s belongs to another run (%s): training from scratch", out, ckpt.name, why)
+            trainer.accelerator.wait_for_everyone()
+            if trainer.is_world_process_zero():
+                _clear_run(out)
+            ckpt = None
     main = trainer.is_world_process_zero()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_KEY, key)
         write_pairs_jsonl(out / PAIRS_FILE, train_pairs + eval_pairs)
 
     trainer.train(resume_from_checkpoint=str(ckpt) if (resume and ckpt is not None) else None)
@@ -488,6 +556,8 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
                 "method": config.method,
                 "n_pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "in": report.n_in,
                             "dropped_prompt_too_long": report.n_prompt_too_long,
+                            "prompt_truncated_left": report.n_prompt_truncated,
+                            "long_prompts": config.long_prompts,
                             "dropped_too_long": report.n_too_long},
                 "trainable_parameters": n_train,
                 "global_step": trainer.state.global_step,
@@ -513,4 +583,4 @@ def read_training_log(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 __all__ = ["train_dpo", "build_pairs", "prepare_pairs", "to_dataset", "heldout_neutral_texts", "lm_loss",
            "lora_config", "last_checkpoint", "dpo_args", "training_log", "read_training_log", "resolve_device",
-           "use_bf16", "NoTrainableParametersError", "count_trainable"]
+           "use_bf16", "NoTrainableParametersError", "CheckpointMismatchError", "count_trainable", "run_key"]

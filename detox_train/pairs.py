@@ -16,6 +16,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,7 @@ class FilterReport:
     max_length: int
     max_prompt_length: int
     dropped_ids: list[str] = field(default_factory=list)
+    n_prompt_truncated: int = 0  # prompts cut from the left to max_prompt_length before filtering
 
     @property
     def n_dropped(self) -> int:
@@ -198,6 +200,34 @@ def _n_tokens(tokenizer: Any, texts: list[str], *, specials: bool = False) -> li
     if not texts:
         return []
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=specials)["input_ids"]]
+
+
+def truncate_prompts_left(pairs: Sequence[PreferencePair], tokenizer: Any, max_prompt_length: int
+                          ) -> tuple[list[PreferencePair], int]:
+    """Return (pairs, n truncated): prompts over ``max_prompt_length`` tokens keep only their end.
+
+    This is what the paper's TRL did (``truncation_mode="keep_end"``): the prompt's last tokens
+    lead into the completion, so they are the ones to keep. The cut is made in the text at the
+    start of a token (offset mapping), so no character is split, and re-counted until the kept
+    suffix fits (a re-tokenised suffix can merge differently at its first token).
+    """
+    pairs = list(pairs)
+    out: list[PreferencePair] = []
+    n_cut = 0
+    for p, n in zip(pairs, _n_tokens(tokenizer, [p.prompt for p in pairs])):
+        if n <= max_prompt_length:
+            out.append(p)
+            continue
+        enc = tokenizer(p.prompt, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [a for a, _ in enc["offset_mapping"]]
+        i = len(starts) - max_prompt_length
+        text = p.prompt[starts[i]:]
+        while i < len(starts) - 1 and _n_tokens(tokenizer, [text])[0] > max_prompt_length:
+            i += 1
+            text = p.prompt[starts[i]:]
+        out.append(dataclasses.replace(p, prompt=text))
+        n_cut += 1
+    return out, n_cut
 
 
 def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_length: int,

@@ -208,6 +208,39 @@ def file_sha256(path: str | os.PathLike[str], n: int | None = 16) -> str:
     return h.hexdigest()[:n] if n else h.hexdigest()
 
 
+_TREE_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def tree_fingerprint(root: str | os.PathLike[str], n: int = 16, *, content: bool = True) -> str:
+    """Return a content hash of every file under ``root``: sorted (relative path, sha256) pairs.
+
+    It names *what* the data is, not where it lives: a byte-identical copy elsewhere has the same
+    fingerprint, and editing, adding or removing any file changes it. Hidden files and folders
+    (``.name``) are skipped. File hashes are memoised per process by (path, size, mtime).
+    ``content=False`` hashes (path, size, mtime) instead: cheap for large system folders (gettext
+    catalogs), and it errs on the side of "changed" (a copy gets new mtimes).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a directory; cannot fingerprint it")
+    entries: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            st = path.stat()
+            memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            if not content:
+                entries.append((path.relative_to(root).as_posix(), f"{st.st_size}:{st.st_mtime_ns}"))
+                continue
+            if memo not in _TREE_MEMO:
+                _TREE_MEMO[memo] = file_sha256(path, n=None)
+            entries.append((path.relative_to(root).as_posix(), _TREE_MEMO[memo]))
+    return stable_hash(sorted(entries), n=n)
+
+
 def package_versions() -> dict[str, str]:
     """Return versions of the packages that determine results."""
     out: dict[str, str] = {"python": platform.python_version()}

@@ -370,13 +370,42 @@ def model_id(model: Any) -> str:
     return getattr(hf.config, "_name_or_path", "") or type(hf).__name__
 
 
+def _canonical_parameters(root: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Return the parameters under their HF names, whether or not a TransformerBridge wraps the model.
+
+    Wrapping replaces HF modules in place by bridge components that keep the original under
+    ``_original_component`` and add their own (split q/k/v copies, aliases); only the originals
+    are walked, so a model has one fingerprint, bridged or not.
+    """
+    out: list[tuple[str, nn.Parameter]] = []
+    seen: set[int] = set()
+
+    def walk(mod: nn.Module, prefix: str) -> None:
+        while "_original_component" in mod._modules:
+            mod = mod._modules["_original_component"]
+        for name, p in mod._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                out.append((prefix + name, p))
+        for name, child in mod._modules.items():
+            if child is not None:
+                walk(child, f"{prefix}{name}.")
+
+    walk(root, "")
+    return out
+
+
 @torch.no_grad()
 def model_fingerprint(model: Any) -> str:
-    """Return a short hash of the config and a sample of every parameter (cheap, weight-sensitive)."""
+    """Return a short hash of the config and a sample of every parameter (cheap, weight-sensitive).
+
+    Parameters are taken under their HF names (see :func:`_canonical_parameters`), so the same
+    weights give the same fingerprint as a plain HF model or inside a TransformerBridge.
+    """
     m = model.model if isinstance(model, ModelView) else model
     hf = hf_model_of(m)
     h = hashlib.sha256(json.dumps(hf.config.to_diff_dict(), sort_keys=True, default=str).encode())
-    for name, p in sorted(hf.named_parameters(), key=lambda kv: kv[0]):
+    for name, p in sorted(_canonical_parameters(hf), key=lambda kv: kv[0]):
         flat = p.detach().reshape(-1)
         sample = torch.cat([flat[:64], flat[-64:]]).float().cpu()
         h.update(name.encode())

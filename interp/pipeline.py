@@ -1,14 +1,21 @@
 """The whole study as named, cached, resumable stages (app layer: ties interp, probes, detox_train).
 
 Each stage writes into ``RUN_DIR/stages/NAME/`` and finishes by writing ``stage.json`` with the
-hash of its inputs (its config section plus the keys of the stages it reads). A rerun skips a
-stage whose ``stage.json`` matches; an interrupted stage reruns and its long steps (model build,
-DPO, generation, scoring) resume from their own checkpoints. ``summary.json`` holds no
-timestamps, so an interrupted-then-resumed run ends with the same summary as an uninterrupted one.
+hash of its inputs: its config sections, the content fingerprint of the data root, and the
+identity of the stages it reads (their keys plus the fingerprint of the model they produced). A
+rerun skips a stage whose ``stage.json`` matches. A stage directory only ever holds artifacts of
+one key: it is emptied before a stage runs under another key (or with ``--force``), so only an
+*interrupted* stage resumes, and its long steps (model build, DPO, generation, scoring) check
+their own checkpoints too. One process at a time may run in a run directory (a lock file).
+``summary.json`` holds no timestamps, so an interrupted-then-resumed run ends with the same
+summary as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from interp.artifacts import read_json, stable_hash, write_json, write_manifest
+from interp.artifacts import file_sha256, read_json, stable_hash, tree_fingerprint, write_json, write_manifest
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
 from interp.tokenization import set_bos_policy
@@ -51,9 +58,75 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "retrieval": ("retrieval",), "correlation": ("correlation",), "report": (),
 }
 
+# Stages that may read the system's gettext catalogs (interp.data.gettext_parallel's default folder).
+READS_GETTEXT = ("model", "dpo", "retrieval")
+GETTEXT_DIR = "/usr/share/locale"
+
+# Fields of those sections a stage provably never reads (everything else is in its key, so a new
+# field invalidates by default): the perplexity judge and metric CIs only shape the metrics.
+NOT_READ: dict[str, tuple[str, ...]] = {
+    "generate": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot", "evaluation.scorer",
+                 "evaluation.scorer_options"),
+    "score": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot"),
+}
+
 
 class UnknownStageError(ConfigError):
     """A stage name given to --from/--only/--force does not exist."""
+
+
+class RunDirLockedError(ValueError):
+    """Another process is running the pipeline in the same run directory."""
+
+
+LOCK_NAME = ".xdetox-run.lock"
+STARTED_NAME = "stage.started.json"
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path) -> Any:
+    """Hold an exclusive, non-blocking lock on ``run_dir`` (released when the process dies, even by kill -9)."""
+    import fcntl
+    import socket
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK_NAME, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunDirLockedError(f"run directory {run_dir} is in use by another `xdetox run` ({holder}); wait for "
+                                "it to finish or pass another --run-dir") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        f.flush()
+        yield
+    finally:
+        f.seek(0)
+        f.truncate()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """Return a hash of the weight and config files of a ``save_pretrained`` directory (model or adapter)."""
+    d = Path(model_dir)
+    files = sorted(p for p in d.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
+        "config.json", "adapter_config.json")))
+    if not files:
+        raise FileNotFoundError(f"{d}: no weights (*.safetensors) to fingerprint")
+    return stable_hash([[p.name, file_sha256(p, n=None)] for p in files])
+
+
+def _default_names() -> tuple[str, ...]:
+    from interp.loading import DEFAULT_MODEL_NAMES
+
+    return DEFAULT_MODEL_NAMES
 
 
 def check_stage(name: str) -> str:
@@ -72,6 +145,7 @@ class StageResult:
     summary: str
     outputs: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    produced: str | None = None  # fingerprint of the model this stage produced (model, dpo), if any
 
 
 class Pipeline:
@@ -86,6 +160,7 @@ class Pipeline:
         self.results: dict[str, StageResult] = {}
         self._models: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
+        self._produced: dict[str, str] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def stage_dir(self, name: str) -> Path:
@@ -95,13 +170,44 @@ class Pipeline:
 
     def stage_key(self, name: str) -> str:
         cfg = config_to_dict(self.config)
-        parts = {s: cfg[s] for s in SECTIONS[name]}
+        parts = {s: {k: v for k, v in cfg[s].items() if f"{s}.{k}" not in NOT_READ.get(name, ())}
+                 for s in SECTIONS[name]}
         parts["languages"] = cfg["languages"]
         parts["seed"] = cfg["seed"]
         if name != "model":  # every stage after the model tokenizes text by the run's BOS policy
             parts["bos"] = cfg["bos"]
-        parts["deps"] = {d: self._key_of(d) for d in DEPENDS[name]}
+        parts["data"] = self.data_fingerprint()  # content of the data root, wherever it lives
+        if name in READS_GETTEXT:  # system gettext catalogs: the default model's corpus, held-out text, retrieval
+            parts["gettext"] = self.gettext_fingerprint()
+        if name == "model" and self.config.model.name in _default_names():
+            from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
+
+            parts["default_model"] = resolve_preset(self.config.model.default_preset)[2].name
+        parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name]}
         return stable_hash({"stage": name, **parts})
+
+    def data_fingerprint(self) -> str:
+        """Return the content fingerprint of the data root (every file's path and sha256)."""
+        if "data_fingerprint" not in self._cache:
+            self._cache["data_fingerprint"] = tree_fingerprint(self.data_root)
+        return self._cache["data_fingerprint"]
+
+    def gettext_fingerprint(self) -> str | None:
+        """Return a (path, size, mtime) fingerprint of the gettext catalogs that gettext_parallel reads."""
+        if "gettext_fingerprint" not in self._cache:
+            loc = Path(GETTEXT_DIR)
+            self._cache["gettext_fingerprint"] = tree_fingerprint(loc, content=False) if loc.is_dir() else None
+        return self._cache["gettext_fingerprint"]
+
+    def _dep_id(self, name: str) -> str:
+        """Return what a dependent stage keys on: the stage's key plus the fingerprint of what it produced."""
+        key = self._key_of(name)
+        res = self.results.get(name)
+        produced = res.produced if res is not None else None
+        marker = self.run_dir / "stages" / name / "stage.json"
+        if res is None and marker.is_file():
+            produced = read_json(marker).get("produced")
+        return key if produced is None else f"{key}:{produced}"
 
     def _key_of(self, name: str) -> str:
         if name in self.results:
@@ -118,7 +224,8 @@ class Pipeline:
         data = read_json(marker)
         if data.get("key") != key:
             return None
-        return StageResult(name, key, data["summary"], data.get("outputs", {}), skipped=True)
+        return StageResult(name, key, data["summary"], data.get("outputs", {}), skipped=True,
+                           produced=data.get("produced"))
 
     def output(self, stage: str, name: str) -> Path:
         """Return the path of output ``name`` of a finished ``stage``."""
@@ -136,9 +243,17 @@ class Pipeline:
         if from_stage is not None:
             start = STAGES.index(check_stage(from_stage))
             force |= set(STAGES[start:])
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_dir_lock(self.run_dir):
+            return self._run_locked(only, force)
+
+    def _run_locked(self, only: list[str], force: set[str]) -> StageResult:
+        ev = self.config.evaluation
+        if ev.perplexity and ev.judge != "base" and (not only or "metrics" in only):
+            from interp.loading import _load_config  # fail before hours of generation, not after
+
+            _load_config(ev.judge, None)
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
-                       model_id=self.config.model.name,
+                       model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
                        extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         last: StageResult | None = None
         for name in STAGES:
@@ -153,15 +268,35 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             fn = getattr(self, f"stage_{name}")
-            summary, outputs = fn(self.stage_dir(name))
-            res = StageResult(name, key, summary, outputs)
+            summary, outputs = fn(self._begin_stage(name, key, forced=name in force))
+            produced = self._produced.pop(name, None)
+            res = StageResult(name, key, summary, outputs, produced=produced)
             write_json(self.stage_dir(name) / "stage.json",
-                       {"key": key, "summary": summary, "outputs": outputs})
+                       {"key": key, "summary": summary, "outputs": outputs, "produced": produced})
             self.results[name] = res
             self.log(f"[{name}] {summary} ({time.perf_counter() - t0:.1f}s)")
             last = res
         assert last is not None, "no stage selected"
         return last
+
+    def _begin_stage(self, name: str, key: str, *, forced: bool) -> Path:
+        """Return the stage's directory, emptied unless it holds an interrupted run of this same key."""
+        d = self.stage_dir(name)
+        started = d / STARTED_NAME
+        same = started.is_file() and read_json(started).get("key") == key
+        if forced or not same:
+            if any(d.iterdir()):
+                self.log(f"[{name}] discarding outputs of {'a forced rerun' if forced else 'another config'}")
+            shutil.rmtree(d)
+            d.mkdir(parents=True)
+        if name == "model":  # a rebuilt model must be reloaded by later stages
+            self._models.clear()
+        elif name == "dpo":
+            self._models.pop("tuned", None)
+            if type(self._models.get("base")).__name__ == "ModelView":
+                self._models.pop("base")
+        write_json(started, {"key": key})
+        return d
 
     # ------------------------------------------------------------------ shared inputs
     @property
@@ -285,6 +420,7 @@ class Pipeline:
                 "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
         write_json(d / "model_info.json", info)
         self._models["base"] = set_bos_policy(bridge, self.config.bos)
+        self._produced["model"] = info["fingerprint"]
         return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
                 {"model_info": self.rel(d / "model_info.json")})
 
@@ -345,7 +481,10 @@ class Pipeline:
         cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
                                     seed=self.config.seed, data_root=self.config.data_root,
                                     **{"bos": self.config.bos, **c.overrides})
-        out = Path(train_dpo(cfg, resume=True))  # an interrupted stage continues from its last checkpoint
+        # An interrupted stage continues from its last checkpoint, but only one written by this same
+        # config, data and base model; anything else trains afresh (the stage dir is emptied on a key change).
+        out = Path(train_dpo(cfg, resume=True, on_mismatch="restart"))
+        self._produced["dpo"] = weights_fingerprint(out)
         log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
         evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]
         delta = evals[-1]["heldout_lm_loss_delta"] if evals else None
@@ -388,12 +527,22 @@ class Pipeline:
 
         ev = self.config.evaluation
         judge = None
-        if ev.perplexity:  # conditional PPL of each continuation given its prompt, under the base model
-            prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
-            judge = Judge.from_prompts(self.base_model(), prompts)
+        prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
+        judge_info: dict[str, Any] = {"judge": ev.judge if ev.perplexity else None}
+        if ev.perplexity:  # conditional PPL of each continuation given its prompt, under the judge LM
+            judge_model = self.judge_model()
+            judge = Judge.from_prompts(judge_model, prompts)
+            judge_info["fingerprint"] = self._judge_fingerprint(judge_model)
+        write_json(d / "judge.json", judge_info)
+        expected = sorted((p.id, j) for p in prompts for j in range(ev.k))
         tables = {}
         for tag in ("before", "after"):
             scored = read_scored(self.output("score", tag))
+            got = sorted((s.prompt_id, s.sample_index) for s in scored)
+            if got != expected:  # the metrics must describe exactly the requested prompt set
+                raise ValueError(f"stage metrics: {self.output('score', tag)} holds {len(got)} samples, not the "
+                                   f"{len(expected)} of the {len(prompts)} requested prompts; rerun with "
+                                   "--from generate")
             tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)
             tables[tag].to_csv(d / f"metrics_{tag}.csv", index=False)
         cmp = compare_tables(tables["before"], tables["after"])
@@ -403,7 +552,26 @@ class Pipeline:
         return (f"mean EMT {b['emt'].mean():.3f} -> {a['emt'].mean():.3f}, ToxProb {b['toxprob'].mean():.3f} -> "
                 f"{a['toxprob'].mean():.3f} over {len(b)} languages",
                 {"before": self.rel(d / "metrics_before.csv"), "after": self.rel(d / "metrics_after.csv"),
-                 "compare": self.rel(d / "metrics_compare.csv")})
+                 "compare": self.rel(d / "metrics_compare.csv"), "judge": self.rel(d / "judge.json")})
+
+    def judge_model(self) -> Any:
+        """Return the perplexity judge: the base model (``evaluation.judge: base``) or the model at that path/name."""
+        name = self.config.evaluation.judge
+        if name == "base":
+            return self.base_model()
+        if "judge" not in self._models:
+            from interp.loading import load_model
+
+            m = self.config.model
+            self._models["judge"] = load_model(name, dtype=m.dtype, device=m.device)
+        return set_bos_policy(self._models["judge"], self.config.bos)
+
+    def _judge_fingerprint(self, model: Any) -> str:
+        from interp.loading import model_fingerprint
+
+        if self.config.evaluation.judge == "base":  # the base weights (also under a LoRA run's adapter-off view)
+            return str(read_json(self.output("model", "model_info"))["fingerprint"])
+        return model_fingerprint(model)
 
     def _group_neurons(self) -> list[tuple[int, int]]:
         """Return the (layer, neuron) pairs analysed downstream: the kept ones, else all candidates."""

@@ -114,6 +114,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "seed": cfg.seed,
         "model": {k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")},
         "scorer": scorer,
+        "perplexity_judge": read_json(out("metrics", "judge")),
+        "data_fingerprint": pipe.data_fingerprint(),
         "probe": _flatten_metrics(probe_metrics),
         "probe_transfer": _records(transfer),
         "dpo": _records(evals[[c for c in ("step", "heldout_lm_loss_delta", "eval_rewards/margins")

@@ -69,7 +69,10 @@ class EvalStageConfig:
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
     scorer: str = field(default="e5", metadata={"help": "toxicity scorer: e5, lexicon, perspective, hf"})
     scorer_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword options for the scorer"})
-    perplexity: bool = field(default=True, metadata={"help": "conditional PPL of continuations under the base model"})
+    perplexity: bool = field(default=True, metadata={"help": "conditional PPL of continuations under the judge"})
+    judge: str = field(default="base", metadata={
+        "help": "perplexity judge: 'base' (the model before DPO, which also wrote the 'before' samples) or an HF "
+                "name/local path of another causal LM; recorded in stages/metrics/judge.json and the summary"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for metric CIs"})
 
 

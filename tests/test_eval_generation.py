@@ -103,8 +103,6 @@ def test_settings_change_refuses_to_mix(tiny, tmp_path) -> None:
                  progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the weight-fingerprint resume key of issue 13 item 2 (branch trusta); "
-                                       "remove this mark when that lands")
 def test_weights_change_refuses_to_mix(tiny, tmp_path) -> None:
     """Same settings, same model class and name, other weights: the old rows must not come back."""
     import copy

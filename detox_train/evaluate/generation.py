@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, write_json
+from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
 from interp.languages import normalize_language
 
 Backend = Literal["hf", "vllm"]
@@ -145,6 +145,11 @@ def _model_id(model: Any) -> str:
         return type(model).__name__
 
 
+def text_sha(text: str) -> str:
+    """Return the short sha256 of a text (keys each sample row to the exact prompt it continues)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def _validate(prompts: Sequence[Any]) -> list[Any]:
     if not prompts:
         raise ValueError("no prompts to generate from: the prompt list is empty (check --languages / --n-prompts)")
@@ -166,15 +171,27 @@ def _manifest_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".manifest.json")
 
 
-def _check_manifest(out_path: Path, settings: GenerationSettings, mid: str) -> None:
-    """Refuse to resume a file written with other settings (it would mix two experiments)."""
+def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: str | None,
+                    tokenization: Any = None) -> None:
+    """Refuse to resume a file written with other settings or other weights (it would mix two experiments).
+
+    Models are compared by weight fingerprint (:func:`interp.loading.model_fingerprint`), never by
+    name: the same path can hold other weights, and one model can live at two paths.
+    """
     mpath = _manifest_path(out_path)
-    if not mpath.exists() or not out_path.exists():
+    if not out_path.exists() or out_path.stat().st_size == 0:
         return
-    old = read_json(mpath)
-    if old.get("config") != dataclasses.asdict(settings) or old.get("model_id") != mid:
-        raise ValueError(f"{out_path}: existing samples were generated with other settings or model "
+    old = read_json(mpath) if mpath.exists() else {}
+    if old.get("config") != dataclasses.asdict(settings) or to_jsonable(old.get("tokenization")) != to_jsonable(
+            tokenization):
+        raise ValueError(f"{out_path}: existing samples were generated with other settings "
                          f"(see {mpath}); use a new --out file or delete the old one")
+    if fingerprint is None or old.get("model_fingerprint") != fingerprint:
+        why = ("this backend cannot fingerprint its weights" if fingerprint is None else
+               f"they come from another model (weights fingerprint {old.get('model_fingerprint')}, "
+               f"this model {fingerprint})")
+        raise ValueError(f"{out_path}: cannot resume the existing samples: {why}; use a new --out file or "
+                         "delete the old one")
 
 
 # ----------------------------------------------------------------------------- generation
@@ -251,6 +268,11 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     ``out_path`` are skipped; missing (prompt, sample) rows are generated and appended, so a
     rerun after a crash never duplicates or drops a line. Returns all samples of ``prompts``
     (old and new) ordered by prompt then sample index.
+
+    A resume is keyed by what produced the rows: the sampling settings and the model's weight
+    fingerprint (another model or settings: refused), and per row the hash of the prompt text (a
+    row for another text under the same id is regenerated). On return the file holds exactly the
+    returned rows, so a smaller prompt set never leaves extra rows behind for scoring.
     """
     from tqdm.auto import tqdm
 
@@ -264,8 +286,15 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     out_path = Path(out_path)
     settings = GenerationSettings(k, max_new_tokens, temperature, top_p, seed, backend)
     mid = _model_id(model) if backend == "hf" else str(getattr(model, "model_id", "vllm"))
-    _check_manifest(out_path, settings, mid)
-    extra: dict[str, Any] = {"n_prompts": len(prompts),
+    if backend == "hf":
+        from interp.loading import model_fingerprint
+
+        fingerprint: str | None = model_fingerprint(model)
+    else:
+        fingerprint = None
+    sha = {p.id: text_sha(p.text) for p in prompts}
+    extra: dict[str, Any] = {"model_fingerprint": fingerprint, "n_prompts": len(prompts),
+                             "prompts_sha": text_sha("\n".join(f"{p.id}\t{sha[p.id]}" for p in prompts)),
                              "languages": sorted({normalize_language(p.lang) for p in prompts})}
     rule, budget = None, None
     if backend == "hf":
@@ -274,13 +303,19 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
         # Prompts longer than the context keep their end (what generation continues); say how many.
         extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
                      truncated_prompt_ids=[prompts[i].id for i in cut])
+    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"))
     write_json(_manifest_path(out_path), make_manifest(
         kind="eval-samples", config=settings, seed=seed, model_id=mid, extra=extra))
 
     with JsonlAppender(out_path) as app:
         done: dict[tuple[str, int], dict[str, Any]] = {}
+        in_file: list[tuple[str, int]] = []
         for r in app.records():
-            done.setdefault((r["prompt_id"], int(r["sample_index"])), r)
+            key = (r["prompt_id"], int(r["sample_index"]))
+            in_file.append(key)
+            # A row is reused only for the very prompt text it continued (same id, other text: regenerate).
+            if r.get("prompt_sha") is not None and r.get("prompt_sha") == sha.get(key[0]) and key[1] < k:
+                done.setdefault(key, r)
         todo = {p.id: [j for j in range(k) if (p.id, j) not in done] for p in prompts}
         pending = [p for p in prompts if todo[p.id]]
         if pending and backend == "hf":
@@ -295,12 +330,17 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
                     new = _generate_hf(hf, tok, batch, todo, settings, rule, budget)
             else:
                 new = _generate_vllm(model, batch, todo, settings)
-            app.write_many(dataclasses.asdict(x) for x in new)
-            for x in new:
-                done[(x.prompt_id, x.sample_index)] = dataclasses.asdict(x)
+            rows = [{**dataclasses.asdict(x), "prompt_sha": sha[x.prompt_id]} for x in new]
+            app.write_many(rows)
+            for x, row in zip(new, rows):
+                done[(x.prompt_id, x.sample_index)] = row
+                in_file.append((x.prompt_id, x.sample_index))
             bar.update(len(batch))
         bar.close()
-    return [Sample(**{f: done[(p.id, j)][f] for f in Sample.__dataclass_fields__}) for p in prompts for j in range(k)]
+    order = [(p.id, j) for p in prompts for j in range(k)]
+    if in_file != order:  # stale rows (other prompts, texts or k) or another order: the file = exactly this set
+        write_jsonl(out_path, [done[key] for key in order])
+    return [Sample(**{f: done[key][f] for f in Sample.__dataclass_fields__}) for key in order]
 
 
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:

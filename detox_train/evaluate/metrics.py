@@ -75,12 +75,19 @@ def continuation_nll(model: Any, prompts: Sequence[str], continuations: Sequence
     The sequence is the prompt's ids followed by the continuation's ids, both from the run's
     tokenization rule (:mod:`interp.tokenization`: BOS by its policy, an empty prompt becomes the
     start token); a prompt too long for the judge's context keeps its end. Right-padded batches.
+    ``model`` may be a :class:`interp.loading.ModelView` (e.g. the adapter-disabled base of a LoRA
+    run): it is scored in that view's adapter state.
     """
-    from interp.architecture import hf_model_of
+    from interp.loading import ModelView, activate
     from interp.tokenization import context_length, token_rule
 
     if len(prompts) != len(continuations):
         raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+    if isinstance(model, ModelView):
+        with activate(model) as inner:
+            return continuation_nll(inner, prompts, continuations, tokenizer=tokenizer, batch_size=batch_size)
+    from interp.architecture import hf_model_of
+
     hf = hf_model_of(model)
     tok = tokenizer or getattr(model, "tokenizer", None)
     if tok is None:

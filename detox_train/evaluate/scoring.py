@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp.artifacts import JsonlAppender, make_manifest, read_jsonl, write_json
+from interp.artifacts import JsonlAppender, file_sha256, make_manifest, read_jsonl, write_json, write_jsonl
 from interp.languages import normalize_language
 
 from .generation import read_samples
@@ -53,8 +53,10 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
                   progress: bool = True) -> list[ScoredSample]:
     """Return every sample of ``samples_path`` scored by ``scorer``, appended to ``out_path``.
 
-    Rows already in ``out_path`` (keyed by prompt id + sample index) are kept as they are, failed
-    ones included; a cache makes repeated texts free. The output follows the input's order.
+    Rows already in ``out_path`` are kept as they are, failed ones included, but only for the very
+    text they scored (keyed by prompt id, sample index *and* text): a row for another text under
+    the same key is scored again. A cache makes repeated texts free. On return ``out_path`` holds
+    exactly the returned rows, in the input's order (stale or extra rows are dropped).
     """
     from tqdm.auto import tqdm
 
@@ -66,14 +68,20 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
     run = CachedScorer(scorer, cache) if cache is not None else scorer
     write_json(out_path.with_name(out_path.name + ".manifest.json"), make_manifest(
         kind="eval-scores", config={"scorer": key, "batch_size": batch_size},
-        inputs={"samples": str(samples_path)}, extra={"n_samples": len(samples)}))
+        inputs={"samples": str(samples_path), "samples_sha256": file_sha256(samples_path)},
+        extra={"n_samples": len(samples)}))
+    texts = {(s.prompt_id, s.sample_index): s.text for s in samples}
     with JsonlAppender(out_path) as app:
         done: dict[tuple[str, int], dict[str, Any]] = {}
+        in_file: list[tuple[str, int]] = []
         for r in app.records():
             if r.get("scorer") != key:
                 raise ValueError(f"{out_path}: holds scores by {r.get('scorer')!r}, not {key!r}; "
                                  "use another --out file for another scorer")
-            done.setdefault((r["prompt_id"], int(r["sample_index"])), r)
+            k = (r["prompt_id"], int(r["sample_index"]))
+            in_file.append(k)
+            if k in texts and r.get("text") == texts[k]:  # a score belongs to its text, not to its slot
+                done.setdefault(k, r)
         todo = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
         bar = tqdm(total=len(todo), desc=f"score {scorer.id}", unit="text", disable=not progress or not todo)
         for start in range(0, len(todo), batch_size):
@@ -87,6 +95,10 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
             app.write_many(rows)
             for row in rows:
                 done[(row["prompt_id"], row["sample_index"])] = row
+                in_file.append((row["prompt_id"], row["sample_index"]))
             bar.update(len(batch))
         bar.close()
-    return [ScoredSample(**done[(s.prompt_id, s.sample_index)]) for s in samples]
+    order = [(s.prompt_id, s.sample_index) for s in samples]
+    if in_file != order:  # stale rows (other texts or samples) or another order: rewrite exactly this set
+        write_jsonl(out_path, [done[k] for k in order])
+    return [ScoredSample(**done[k]) for k in order]
