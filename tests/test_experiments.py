@@ -61,3 +61,17 @@ def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None
         main(["experiment", "algorithms", *TINY, "--run-dir", str(tmp_path), "--algorithms", "nope"])
     assert main(["experiment", "algorithms", *TINY, "--run-dir", str(tmp_path), "--train-set", "algorithm=ipo"]) == 2
     assert "the algorithm is what the experiment varies" in capsys.readouterr().err
+
+
+def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, capsys) -> None:
+    rc = main(["experiment", "patching", "--preset", "smoke", "--run-dir", str(smoke_run), "--n-prompts", "2",
+               "--set", "evaluation.n_boot=50", "--no-progress"])
+    assert rc == 0
+    out = smoke_run / "experiments" / "patching"
+    s = pd.read_csv(out / "patching_summary.csv")
+    assert set(s["set"]) == {"located", "random_1", "layers_all"} and set(s["direction"]) == {"forward", "reverse"}
+    assert set(s["lang"]) == {"en", "de", "ja", "ru", "zh", "all"}
+    assert (out / "patching_figure.html").is_file() and (out / "patching_relation.csv").is_file()
+    data = json.loads((out / "patching.json").read_text())
+    assert "lockstep" in data["meta"]["convention"] and data["meta"]["scorer"]["id"]
+    assert "[dpo] cached" in capsys.readouterr().out  # the study's own stages were reused, not retrained
