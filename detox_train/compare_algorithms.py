@@ -38,7 +38,7 @@ class AlgorithmComparison:
     """Result of :func:`compare_algorithms`."""
 
     table: Any                 # TABLE_COLUMNS
-    timings: Any               # algorithm, train_s, eval_s, global_step, n_prompts, n_languages
+    timings: Any               # algorithm, train_s, eval_s (wall), train_cpu_s, eval_cpu_s, global_step, n_prompts, n_languages
     meta: dict[str, Any] = field(default_factory=dict)
 
     def figure(self) -> Any:
@@ -130,14 +130,14 @@ def compare_algorithms(
     gen = dict(k=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                batch_size=batch_size, progress=progress)
 
-    def evaluate(model_path: str, tag: Path) -> tuple[list[Any], float]:
-        t0 = time.perf_counter()
+    def evaluate(model_path: str, tag: Path) -> tuple[list[Any], float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         model = load_model(model_path, dtype="float32", device=base_config.device)
         generate(model, list(prompts), out_path=tag / "samples.jsonl", **gen)
         scored = score_samples(tag / "samples.jsonl", scorer, tag / "scored.jsonl", progress=progress)
-        return scored, time.perf_counter() - t0
+        return scored, time.perf_counter() - t0, time.process_time() - c0
 
-    base_scored, base_eval_s = evaluate(base_config.model, out / "base")
+    base_scored, base_eval_s, _ = evaluate(base_config.model, out / "base")
     before = _per_prompt(base_scored)
     # The held-out neutral texts of the shared split (identical for every algorithm: same pairs, same seed).
     hf, tok = load_hf_model(base_config.model, dtype="float32", device="cpu")
@@ -152,10 +152,10 @@ def compare_algorithms(
         cfg = base_config.replace(algorithm=name)
         key = stable_hash(cfg.replace(output_dir="").to_dict())[:12]
         run = out / f"{name}-{key}"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model_dir = train_dpo(cfg.replace(output_dir=str(run / "train")), pairs=pairs, resume=True)
-        train_s = time.perf_counter() - t0
-        scored, eval_s = evaluate(str(model_dir), run)
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        scored, eval_s, eval_cpu = evaluate(str(model_dir), run)
         after = _per_prompt(scored)
         tuned_hf, tuned_tok = load_hf_model(str(model_dir), dtype="float32", device="cpu")
         held_after, _ = per_text_losses(tuned_hf, tuned_tok, held, base_config.max_length)
@@ -185,7 +185,8 @@ def compare_algorithms(
 
         man = read_json(Path(model_dir) / "manifest.json")
         manifests[name] = {"run": str(run), "key": key, "preference": man.get("preference", preference_manifest(cfg))}
-        timings.append({"algorithm": name, "train_s": train_s, "eval_s": eval_s, "global_step": man.get("global_step"),
+        timings.append({"algorithm": name, "train_s": train_s, "eval_s": eval_s, "train_cpu_s": train_cpu,
+                        "eval_cpu_s": eval_cpu, "global_step": man.get("global_step"),
                         "n_prompts": len(ids), "n_languages": len(langs)})
     meta = {"algorithms": algos, "base_config": base_config.to_dict(), "generation": {**gen, "progress": None},
             "scorer": {"id": getattr(scorer, "id", "?"), "version": getattr(scorer, "version", "?")},
@@ -197,14 +198,19 @@ def compare_algorithms(
     return res
 
 
-def estimate_seconds(timings: Any, *, n_languages: int, n_prompts: int, k: int, algorithms: int,
-                     measured_k: int, base_eval_s: float = 0.0) -> float:
-    """Return a linear estimate of the wall time: training as measured, evaluation scaled by samples."""
+def estimate_seconds(timings: Any, *, n_languages: int, n_prompts: int, k: int, measured_k: int,
+                     column: str = "") -> float:
+    """Return a linear wall-time estimate for ``timings``' algorithms at another evaluation size.
+
+    Training is taken as measured per algorithm (it does not depend on the evaluation prompts);
+    evaluation scales with the number of samples (languages x prompts x k), plus one base-model
+    evaluation. ``column="_cpu"`` uses process CPU seconds (a single-threaded run on an idle core)
+    instead of wall seconds (this machine's load included).
+    """
     t = timings
-    per_sample = (t["eval_s"] / (t["n_prompts"] * measured_k)).mean()
-    train = t["train_s"].mean()
+    per_sample = (t[f"eval{column}_s"] / (t["n_prompts"] * measured_k)).mean()
     samples = n_languages * n_prompts * k
-    return float(algorithms * (train + per_sample * samples) + per_sample * samples)
+    return float(t[f"train{column}_s"].sum() + per_sample * samples * (len(t) + 1))
 
 
 __all__ = ["compare_algorithms", "AlgorithmComparison", "TABLE_COLUMNS", "per_text_losses", "estimate_seconds"]

@@ -102,11 +102,13 @@ def _algorithms(args: argparse.Namespace) -> int:
             "distinct_2_change", "heldout_lm_loss_change"]
     print(allrows[cols].to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
     n_ev = ev.n_prompts or 25
-    est = estimate_seconds(res.timings, n_languages=len(LANGUAGES), n_prompts=n_ev, k=ev.k, algorithms=len(algos),
-                           measured_k=ev.k)
-    print(f"measured: {res.timings['train_s'].sum():.0f}s training + {res.timings['eval_s'].sum():.0f}s evaluation "
-          f"for {len(algos)} algorithms; linear estimate for {len(LANGUAGES)} languages x {n_ev} prompts x k={ev.k}: "
-          f"{est / 60:.1f} min")
+    t = res.timings
+    kw = dict(n_languages=len(LANGUAGES), n_prompts=n_ev, k=ev.k, measured_k=ev.k)
+    print(f"measured: {t['train_s'].sum():.0f}s training + {t['eval_s'].sum():.0f}s evaluation (wall; CPU "
+          f"{t['train_cpu_s'].sum():.0f}s + {t['eval_cpu_s'].sum():.0f}s) for {len(algos)} algorithms; linear estimate "
+          f"for {len(LANGUAGES)} languages x {n_ev} prompts x k={ev.k}: {estimate_seconds(t, **kw) / 60:.1f} min wall, "
+          f"{estimate_seconds(t, column='_cpu', **kw) / 60:.1f} min CPU")
+    _refresh_report(pipe)
     print(f"table:  {(out / 'algorithms.csv').resolve()}")
     print(f"figure: {(out / 'algorithms_figure.html').resolve()}")
     return 0
@@ -148,5 +150,14 @@ def _patching(args: argparse.Namespace) -> int:
     s = res.summary[res.summary["lang"] == "all"]
     print(s[["set", "direction", "n_neurons", "change", "share", "share_lo", "share_hi"]].to_string(
         index=False, float_format=lambda x: f"{x:+.3f}"))
+    _refresh_report(pipe)
     print(f"summary: {(out / 'patching_summary.csv').resolve()}")
     return 0
+
+
+def _refresh_report(pipe: Any) -> None:
+    """Re-render the run's report with the experiment's section when the study's stages are all done."""
+    from interp.pipeline import STAGES
+
+    if all(pipe._done(s, pipe.stage_key(s)) is not None for s in STAGES if s != "report"):
+        pipe.run(only=["report"], force=["report"])

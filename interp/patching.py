@@ -214,7 +214,7 @@ class PatchingResult:
         sig = self.key_drop[["lang", "key_drop"]]
         if signals is not None:
             sig = sig.merge(signals, on="lang", how="inner")
-        share = share[share["lang"].isin(sig["lang"])]
+        share = share[share["lang"].isin(sig["lang"]) & share["share"].notna()]  # undefined shares drop out
         return correlate(sig.reset_index(drop=True), share.reset_index(drop=True), outcomes=["share"],
                          n_boot=n_boot, n_perm=n_perm, seed=seed, how="inner") if len(share) else pd.DataFrame()
 

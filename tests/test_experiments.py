@@ -27,6 +27,18 @@ def _scored(path: Path) -> dict[str, tuple[str, float]]:
     return {k: (v[0], max(v[1])) for k, v in out.items()}
 
 
+def test_time_estimate_is_linear_in_the_samples() -> None:
+    from detox_train.compare_algorithms import estimate_seconds
+
+    t = pd.DataFrame({"train_s": [10.0, 20.0], "eval_s": [4.0, 6.0], "train_cpu_s": [1.0, 2.0], "eval_cpu_s": [1.0, 1.0],
+                      "n_prompts": [2, 2]})
+    # per sample (4/4 + 6/4)/2 = 1.25 s; 17 x 25 x 5 samples for 2 algorithms + the base model
+    assert estimate_seconds(t, n_languages=17, n_prompts=25, k=5, measured_k=2) == pytest.approx(
+        30 + 1.25 * 17 * 25 * 5 * 3)
+    assert estimate_seconds(t, n_languages=1, n_prompts=2, k=2, measured_k=2, column="_cpu") == pytest.approx(
+        3 + 0.25 * 4 * 3)
+
+
 def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     rc = main(["experiment", "algorithms", *TINY, "--run-dir", str(run), "--all-algorithms",
@@ -65,7 +77,7 @@ def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None
 
 def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, capsys) -> None:
     rc = main(["experiment", "patching", "--preset", "smoke", "--run-dir", str(smoke_run), "--n-prompts", "2",
-               "--set", "evaluation.n_boot=50", "--no-progress"])
+               "--no-progress"])
     assert rc == 0
     out = smoke_run / "experiments" / "patching"
     s = pd.read_csv(out / "patching_summary.csv")
@@ -74,4 +86,9 @@ def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, capsys) ->
     assert (out / "patching_figure.html").is_file() and (out / "patching_relation.csv").is_file()
     data = json.loads((out / "patching.json").read_text())
     assert "lockstep" in data["meta"]["convention"] and data["meta"]["scorer"]["id"]
-    assert "[dpo] cached" in capsys.readouterr().out  # the study's own stages were reused, not retrained
+    printed = capsys.readouterr().out
+    assert "[dpo] cached" in printed  # the study's own stages were reused, not retrained
+    html = (smoke_run / "report.html").read_text()
+    assert "Beyond the paper: how much of each language" in html  # the report was re-rendered with the section
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert {r["set"] for r in summary["beyond_the_paper"]["patching"]} == {"located", "random_1", "layers_all"}
