@@ -215,8 +215,10 @@ class PatchingResult:
         if signals is not None:
             sig = sig.merge(signals, on="lang", how="inner")
         share = share[share["lang"].isin(sig["lang"]) & share["share"].notna()]  # undefined shares drop out
+        if not len(share):
+            return pd.DataFrame([{"warning": "no language has a defined share (base and tuned toxicity are equal)"}])
         return correlate(sig.reset_index(drop=True), share.reset_index(drop=True), outcomes=["share"],
-                         n_boot=n_boot, n_perm=n_perm, seed=seed, how="inner") if len(share) else pd.DataFrame()
+                         n_boot=n_boot, n_perm=n_perm, seed=seed, how="inner")
 
     def figure(self) -> Any:
         """Return a plotly bar chart: share per language and neuron set (forward patching), with CIs."""

@@ -175,7 +175,7 @@ def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[
         if [list(map(int, n)) for n in data["meta"].get("neurons", [])] == group:
             summ = pd.DataFrame(data["summary"])
             rel_path = root / "patching" / "patching_relation.csv"
-            rel = pd.read_csv(rel_path) if rel_path.is_file() else pd.DataFrame()
+            rel = pd.read_csv(rel_path) if rel_path.is_file() and rel_path.stat().st_size else pd.DataFrame()
             sections.append(ReportSection(
                 "Beyond the paper: how much of each language's drop flows through the toxic neurons", [
                     "Not in the paper. Activation patching: " + str(data["meta"].get("convention", "")) + ". Share = "
