@@ -36,7 +36,7 @@ from interp.activations import (activation_hooks, as_neuron_list, bare_modules, 
                                 encode_prompts, greedy_decode, group_by_layer, tokenizer_of, validate_neurons,
                                 validate_prompts, validate_prompts_by_language, _accepts_position_ids)
 from interp.architecture import get_adapter, hf_model_of
-from interp.loading import activate
+from interp.loading import activate, checked_cache
 
 Neuron = tuple[int, int]
 ScoreFn = Callable[[list[str], str], list[float]]
@@ -51,6 +51,9 @@ class PatchingInputError(ValueError):
 
 
 def _check_pair(target: Any, source: Any) -> None:
+    from interp.loading import ModelView
+
+    target, source = (m.model if isinstance(m, ModelView) else m for m in (target, source))
     ht, hs = hf_model_of(target), hf_model_of(source)
     if ht is hs:
         raise PatchingInputError(
@@ -92,7 +95,7 @@ class _LockstepSource:
         kw: dict[str, Any] = {"attention_mask": self.mask, "use_cache": True}
         if self.use_pos:
             kw["position_ids"] = self.pos
-        self.past = self.hf(input_ids=ids, **kw).past_key_values
+        self.past = checked_cache(self.hf(input_ids=ids, **kw).past_key_values, width)
 
     def step(self, nxt: Tensor) -> None:
         assert self.mask is not None and self.pos is not None
@@ -101,7 +104,8 @@ class _LockstepSource:
         kw: dict[str, Any] = {"attention_mask": self.mask, "use_cache": True, "past_key_values": self.past}
         if self.use_pos:
             kw["position_ids"] = self.pos
-        self.past = self.hf(input_ids=nxt[:, None].to(self.device), **kw).past_key_values
+        self.past = checked_cache(self.hf(input_ids=nxt[:, None].to(self.device), **kw).past_key_values,
+                                  self.mask.shape[1])
 
 
 @torch.no_grad()
@@ -117,6 +121,9 @@ def patched_greedy_decode(target: Any, source: Any, prompts: Sequence[str], neur
     with activate(target) as t, activate(source) as s:
         neurons = validate_neurons(t, neurons)
         ids = encode_prompts(t, list(prompts))
+        if encode_prompts(s, list(prompts)) != ids:
+            raise PatchingInputError("the two models tokenize the prompts differently (BOS policy or tokenizer); "
+                                     "load both under the same tokenization rule")
         groups = group_by_layer(neurons)
         cols = {l: torch.tensor(sorted({u for _, u in g})) for l, g in groups.items()}
         src = _LockstepSource(s, cols)
