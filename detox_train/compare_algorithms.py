@@ -116,7 +116,7 @@ def compare_algorithms(
     import pandas as pd
 
     from detox_train.dpo import build_pairs, heldout_neutral_texts, prepare_pairs, train_dpo
-    from detox_train.evaluate import generate, read_scored, score_samples
+    from detox_train.evaluate import generate, score_samples
     from detox_train.preference import get_algorithm, preference_manifest
     from interp.artifacts import stable_hash
     from interp.loading import load_hf_model, load_model
