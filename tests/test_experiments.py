@@ -75,11 +75,14 @@ def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None
     assert "the algorithm is what the experiment varies" in capsys.readouterr().err
 
 
-def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, capsys) -> None:
-    rc = main(["experiment", "patching", "--preset", "smoke", "--run-dir", str(smoke_run), "--n-prompts", "2",
+def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    run = shutil.copytree(smoke_run, tmp_path / "run")  # the shared smoke run stays as the other tests expect it
+    rc = main(["experiment", "patching", "--preset", "smoke", "--run-dir", str(run), "--n-prompts", "2",
                "--no-progress"])
     assert rc == 0
-    out = smoke_run / "experiments" / "patching"
+    out = run / "experiments" / "patching"
     s = pd.read_csv(out / "patching_summary.csv")
     assert set(s["set"]) == {"located", "random_1", "layers_all"} and set(s["direction"]) == {"forward", "reverse"}
     assert set(s["lang"]) == {"en", "de", "ja", "ru", "zh", "all"}
@@ -88,7 +91,7 @@ def test_patching_experiment_runs_on_the_smoke_study(smoke_run: Path, capsys) ->
     assert "lockstep" in data["meta"]["convention"] and data["meta"]["scorer"]["id"]
     printed = capsys.readouterr().out
     assert "[dpo] cached" in printed  # the study's own stages were reused, not retrained
-    html = (smoke_run / "report.html").read_text()
+    html = (run / "report.html").read_text()
     assert "Beyond the paper: how much of each language" in html  # the report was re-rendered with the section
-    summary = json.loads((smoke_run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert {r["set"] for r in summary["beyond_the_paper"]["patching"]} == {"located", "random_1", "layers_all"}
