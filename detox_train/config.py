@@ -84,6 +84,14 @@ class DPOTrainConfig:
     sft_weight: float = field(default=0.0, metadata={
         "help": "weight of an extra SFT (NLL) term on the chosen completion (TRL loss_type ['sigmoid','sft']); "
                 "0 = plain DPO"})
+    algorithm: str = field(default="sigmoid", metadata={
+        "help": "preference algorithm (TRL's trainers and losses; detox_train.preference.ALGORITHMS): sigmoid "
+                "(the paper's DPO), ipo, hinge, robust, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, "
+                "discopop (DPOTrainer loss types), kto (KTOTrainer, unpaired from the same pairs), orpo, cpo, "
+                "simpo (trl.experimental ORPO/CPO trainers)"})
+    algorithm_args: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "overrides of the algorithm's TRL config keywords (e.g. {label_smoothing: 0.2} for robust, "
+                "{simpo_gamma: 1.0} for simpo); the defaults come from each paper or the TRL docs"})
     warmup_steps: int = field(default=150, metadata={"help": "linear warmup steps, then a constant rate"})
     num_epochs: float = field(default=5.0, metadata={"help": "maximum number of epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1 = use epochs)"})
@@ -123,6 +131,10 @@ class DPOTrainConfig:
             (self.max_pairs is None or self.max_pairs > 0, "max_pairs must be > 0 or null"),
             (self.num_threads >= 0, "num_threads must be >= 0 (0 = torch's default)"),
         ]
+        from detox_train.preference import ALGORITHMS
+
+        checks.append((self.algorithm in ALGORITHMS,
+                       f"algorithm {self.algorithm!r} unknown; choose one of {', '.join(ALGORITHMS)}"))
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"DPOTrainConfig: {msg}")

@@ -370,11 +370,17 @@ def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
     """Return TRL's ``DPOConfig`` for ``config`` (paper schedule: linear warmup, then constant)."""
     from trl import DPOConfig
 
+    loss_type, loss_weights = (["sigmoid", "sft"], [1.0, config.sft_weight]) if config.sft_weight > 0 else (["sigmoid"], None)
+    return DPOConfig(**training_kwargs(config, device, has_eval=has_eval), beta=config.beta, loss_type=loss_type,
+                     loss_weights=loss_weights, max_length=config.max_length)
+
+
+def training_kwargs(config: DPOTrainConfig, device: str, *, has_eval: bool) -> dict[str, Any]:
+    """Return the ``TrainingArguments`` keywords every preference trainer shares (schedule, eval, saving)."""
     eval_on = has_eval and config.eval_steps > 0
     save_steps = config.save_steps or (config.eval_steps if eval_on else 50)
-    loss_type, loss_weights = (["sigmoid", "sft"], [1.0, config.sft_weight]) if config.sft_weight > 0 else (["sigmoid"], None)
     early = eval_on and config.early_stopping_patience is not None
-    return DPOConfig(
+    return dict(
         output_dir=config.output_dir,
         seed=config.seed, data_seed=config.seed,
         optim=config.optimizer, learning_rate=config.learning_rate,
@@ -382,8 +388,6 @@ def dpo_args(config: DPOTrainConfig, device: str, *, has_eval: bool) -> Any:
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps,
-        beta=config.beta, loss_type=loss_type, loss_weights=loss_weights,
-        max_length=config.max_length,
         eval_strategy="steps" if eval_on else "no", eval_steps=config.eval_steps if eval_on else None,
         save_strategy="steps", save_steps=save_steps, save_total_limit=config.save_total_limit,
         # Early stopping keeps the best checkpoint by eval loss (the paper's criterion).
@@ -470,7 +474,8 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
            ckpt: Path | None, callbacks: Sequence[Any], score_fn: Callable[[list[str]], list[float]] | None,
            on_mismatch: str = "refuse") -> Path:
     from transformers import EarlyStoppingCallback
-    from trl import DPOTrainer
+
+    from detox_train.preference import build_trainer, get_algorithm, preference_manifest, trainer_args
 
     from interp.loading import model_fingerprint
 
@@ -492,18 +497,18 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     ref_model = None
-    if peft_cfg is None:
+    if peft_cfg is None and get_algorithm(config.algorithm).needs_reference:
         # An explicit frozen copy: TRL would otherwise reload the reference from the model's path.
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
-    args = dpo_args(config, device, has_eval=bool(eval_pairs))
+    args = trainer_args(config, device, has_eval=bool(eval_pairs))
     cbs = [_make_heldout_callback(heldout, tokenizer, config.max_length), *callbacks]
     if args.metric_for_best_model is not None:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=int(config.early_stopping_patience or 0)))
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
-                         train_dataset=to_dataset(train_pairs, tokenizer),
-                         eval_dataset=to_dataset(eval_pairs, tokenizer) if eval_pairs else None,
-                         processing_class=tokenizer, peft_config=peft_cfg, callbacks=cbs)
+    trainer = build_trainer(config, model=model, ref_model=ref_model, args=args,
+                            train_dataset=to_dataset(train_pairs, tokenizer),
+                            eval_dataset=to_dataset(eval_pairs, tokenizer) if eval_pairs else None,
+                            tokenizer=tokenizer, peft_config=peft_cfg, callbacks=cbs)
     quiet_metric_printing(trainer)
     n_train = count_trainable(trainer.model)
     if n_train == 0:
@@ -554,6 +559,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             inputs={"pairs": info, "data_hash": data_hash, "pairs_file": PAIRS_FILE},
             extra={
                 "method": config.method,
+                "preference": preference_manifest(config, args),
                 "n_pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "in": report.n_in,
                             "dropped_prompt_too_long": report.n_prompt_too_long,
                             "prompt_truncated_left": report.n_prompt_truncated,

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "detox_train.cli_eval",  # xdetox eval generate | score | metrics
     "interp.cli_figures",    # xdetox figures NAME
     "interp.cli_run",        # xdetox run
+    "interp.cli_experiment",  # xdetox experiment algorithms | patching
 )
 
 

@@ -109,7 +109,11 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         sections.append(ReportSection("DPO training log (held-out LM loss on neutral text, reward margins)",
                                       [evals[keep]]))
 
+    extra_sections, beyond = _experiment_sections(pipe, model_info)
+    sections += extra_sections
+
     summary = _round({
+        "beyond_the_paper": beyond,
         "languages": cfg.languages,
         "seed": cfg.seed,
         "model": {k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")},
@@ -134,6 +138,53 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     forbidden = {p.id: p.text for p in pipe.rtplx()}
     return write_report(pipe.run_dir, sections=sections, manifest=manifest, scorer_identity=scorer,
                         summary=summary, forbidden_texts=forbidden, title="xdetox: cross-lingual toxicity report")
+
+
+def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Return report sections and summary entries for the experiments run on this run directory.
+
+    An experiment is shown only when it belongs to this run: the algorithm comparison must have
+    started from this run's model, and the patching from this run's neuron group.
+    """
+    from interp.report import ReportSection
+
+    sections: list[Any] = []
+    summary: dict[str, Any] = {}
+    root = pipe.run_dir / "experiments"
+    algo_json = root / "algorithms" / "algorithms.json"
+    if algo_json.is_file():
+        data = read_json(algo_json)
+        meta = data["manifest"].get("config", {})
+        if meta.get("base_config", {}).get("model") == model_info["path"]:
+            table = pd.DataFrame(data["rows"])
+            timings = pd.read_csv(root / "algorithms" / "algorithm_timings.csv")
+            fig = root / "algorithms" / "algorithms_figure.html"
+            sections.append(ReportSection(
+                "Beyond the paper: which preference algorithm transfers", [
+                    "Not in the paper. Every algorithm was trained with TRL on the same English pairs and evaluated "
+                    "on the same prompts; reductions are before − after (positive = less toxic) with paired "
+                    "bootstrap 95% CIs over prompts; 'all' pools the prompts of every language. Held-out LM loss "
+                    "change is after − before on neutral English text (nats/token).",
+                    f"Figure: {fig.relative_to(pipe.run_dir)}" if fig.is_file() else "",
+                    table[table["lang"] == "all"].reset_index(drop=True), table, timings]))
+            summary["algorithms"] = _records(table[table["lang"] == "all"])
+    patch_json = root / "patching" / "patching.json"
+    if patch_json.is_file():
+        data = read_json(patch_json)
+        group = [list(map(int, n)) for n in pipe._group_neurons()]
+        if [list(map(int, n)) for n in data["meta"].get("neurons", [])] == group:
+            summ = pd.DataFrame(data["summary"])
+            rel_path = root / "patching" / "patching_relation.csv"
+            rel = pd.read_csv(rel_path) if rel_path.is_file() and rel_path.stat().st_size else pd.DataFrame()
+            sections.append(ReportSection(
+                "Beyond the paper: how much of each language's drop flows through the toxic neurons", [
+                    "Not in the paper. Activation patching: " + str(data["meta"].get("convention", "")) + ". Share = "
+                    "part of the base→tuned change in mean greedy toxicity that the neuron set recovers (forward: "
+                    "base with tuned activations; reverse: tuned with base activations restored), bootstrap 95% CIs "
+                    "over prompts. Controls: random sets of the same size and layer mix; all neurons of those layers.",
+                    summ[summ["lang"] == "all"].reset_index(drop=True), summ, pd.DataFrame(data["key_drop"]), rel]))
+            summary["patching"] = _records(summ[summ["lang"] == "all"])
+    return sections, summary
 
 
 def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:

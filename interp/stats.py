@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -163,6 +163,35 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, *, method: Literal["pearson
     return (1 + hits) / (1 + n_perm)
 
 
+def paired_bootstrap_ci(columns: dict[str, np.ndarray], statistic: Callable[[dict[str, np.ndarray]], np.ndarray], *,
+                        n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Return (point, lo, hi): ``statistic`` on paired per-unit columns and its percentile bootstrap CI.
+
+    Every column holds one value per unit (e.g. per prompt: base, tuned and patched toxicity);
+    units are resampled with replacement and all columns move together, so paired differences
+    and ratios of differences keep their pairing. ``statistic`` maps ``{name: array [..., n]}``
+    to an array ``[...]`` (vectorised over resamples); non-finite resample values are dropped.
+    """
+    cols = {k: np.asarray(v, dtype=float) for k, v in columns.items()}
+    sizes = {len(v) for v in cols.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"paired_bootstrap_ci: columns differ in length {sorted(sizes)}; pass one value per unit")
+    n = sizes.pop()
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = float(statistic(cols))
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_boot, n))
+        boot = np.asarray(statistic({k: v[idx] for k, v in cols.items()}), dtype=float)
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0 or n < 2:
+        return point, math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
 # ----------------------------------------------------------------------------- public API
 def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[str] = ("en",),
               outcomes: Sequence[str] | None = None, signal_columns: Sequence[str] | None = None,
@@ -239,6 +268,6 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
     return pd.DataFrame(rows, columns=list(STAT_COLUMNS))
 
 
-__all__ = ["correlate", "bootstrap_ci", "permutation_pvalue", "align_languages", "CorrelationInputError",
+__all__ = ["correlate", "bootstrap_ci", "paired_bootstrap_ci", "permutation_pvalue", "align_languages", "CorrelationInputError",
            "drop_aggregate_rows", "AGGREGATE_ROWS",
            "DEFAULT_OUTCOMES", "SMALL_N", "MIN_N"]
