@@ -46,6 +46,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from interp.cli_common import check_out_dir
 
     check_out_dir(cfg.output_dir, "--output-dir")
+    if cfg.pplm_path and cfg.pairs != "pplm":
+        raise ValueError(f"--pplm-path {cfg.pplm_path} is set but pairs is {cfg.pairs!r}, so the file would be ignored; add "
+                         "--pairs pplm to train on it, or drop --pplm-path")
+    if cfg.pairs == "pplm" and cfg.pplm_path and not Path(cfg.pplm_path).is_file():
+        raise FileNotFoundError(f"--pplm-path {cfg.pplm_path}: no such file")
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0

@@ -107,7 +107,8 @@ def run_command(func: Any, args: argparse.Namespace, *, prog: str = "xdetox") ->
     except KeyboardInterrupt:
         if debug:
             raise
-        print(INTERRUPTED.replace("xdetox", prog, 1), file=sys.stderr)
+        # Start on a fresh line: a progress bar may have left the cursor mid-line.
+        print("\n" + INTERRUPTED.replace("xdetox", prog, 1), file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - this is the boundary
         if debug:

@@ -130,6 +130,8 @@ def _cmd(args: argparse.Namespace) -> int:
         tables = [read_table(p) for p in paths]
         try:
             fig = spec.draw(*tables)
+        except ValueError as e:
+            raise ValueError(f"{', '.join(map(str, paths))}: {e}") from None
         except KeyError as e:  # a table without the columns this figure reads
             raise ValueError(f"{', '.join(map(str, paths))}: missing column {e.args[0]!r} that figure {name!r} "
                              f"reads; pass the {'/'.join(s + ' ' + o for s, o, _ in spec.inputs)} table") from None

@@ -134,6 +134,10 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
 
         name = str(default_model_dir())
     device = device or default_device()
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} not understood; use cpu, cuda, cuda:N or mps") from None
     config = _load_config(name, revision)
     spec_for_model_type(getattr(config, "model_type", "?"), where=name)
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
@@ -149,7 +153,11 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
     if qc is None:
         model = model.to(device)
     model.eval()
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt",
+                 "spiece.model", "sentencepiece.bpe.model")
     try:
+        if local and not any((Path(name).expanduser() / f).is_file() for f in tok_files):
+            raise OSError("no tokenizer files")
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     except (OSError, ValueError, TypeError) as e:
         if not local:

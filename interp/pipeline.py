@@ -765,14 +765,6 @@ def validate_config(config: RunConfig) -> None:
     from detox_train.evaluate.scorers.lexicon import LexiconScorer
     from detox_train.evaluate.scorers.perspective import KEY_ENV, PerspectiveScorer
 
-    cls = {"e5": E5Scorer, "hf": HFClassifierScorer, "lexicon": LexiconScorer, "perspective": PerspectiveScorer}
-    allowed = set(inspect.signature(cls[ev.scorer].__init__).parameters) - {"self", "embedder", "lexicon"}
-    if ev.scorer == "e5":
-        allowed |= {f.name for f in fields(E5HeadConfig)}
-    unknown = sorted(set(ev.scorer_options) - allowed)
-    if unknown:
-        raise ConfigError(f"evaluation.scorer_options: unknown option(s) {', '.join(unknown)} for scorer "
-                          f"{ev.scorer!r}; valid: {', '.join(sorted(allowed))}")
     if ev.scorer == "hf" and not ev.scorer_options.get("path"):
         raise ConfigError("evaluation.scorer_options: the hf scorer needs path: <local sequence-classification "
                           "model dir>")
@@ -781,6 +773,15 @@ def validate_config(config: RunConfig) -> None:
     if ev.scorer == "perspective" and not os.environ.get(KEY_ENV, "").strip():
         raise ConfigError(f"evaluation.scorer: perspective needs an API key in ${KEY_ENV} (export {KEY_ENV}=...), "
                           "or choose the offline scorer e5")
+    cls = {"e5": E5Scorer, "hf": HFClassifierScorer, "lexicon": LexiconScorer, "perspective": PerspectiveScorer}
+    allowed = set(inspect.signature(cls[ev.scorer].__init__).parameters) - {"self", "embedder", "lexicon"}
+    if ev.scorer == "e5":
+        allowed |= {f.name for f in fields(E5HeadConfig)}
+    unknown = sorted(set(ev.scorer_options) - allowed)
+    if unknown:
+        raise ConfigError(f"evaluation.scorer_options: unknown option(s) {', '.join(unknown)} for scorer "
+                          f"{ev.scorer!r}; valid: {', '.join(sorted(allowed))} (options of another scorer? set "
+                          "evaluation.scorer_options={} with the new scorer)")
     try:
         DPOTrainConfig.preset(config.dpo.preset, model="default", output_dir="unused", seed=config.seed,
                               data_root=config.data_root, **config.dpo.overrides)

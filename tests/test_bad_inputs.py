@@ -77,7 +77,7 @@ def _model_copy(name: str, *, drop: tuple[str, ...] = (), replace: dict[str, byt
         dst = w / name
         shutil.copytree(W["tiny"], dst)
         for f in drop:
-            (dst / f).unlink()
+            (dst / f).unlink(missing_ok=True)
         for f, data in (replace or {}).items():
             (dst / f).write_bytes(data)
         if truncate:
@@ -383,8 +383,8 @@ CASES: list[Case] = [
          ("j.csv:1", "toxic"), _w("j.csv", "id,comment_text\n1,hi\n")),
     Case("probe-train-jigsaw-utf8", PROBE_TRAIN + " --dataset jigsaw --jigsaw-path {w}/j.csv --out {w}/p", 2,
          ("j.csv:2", "UTF-8"), _w("j.csv", b"id,comment_text,toxic\n1,caf\xe9,1\n")),
-    Case("probe-train-layer-big", PROBE_TRAIN + " --layer 99 --out {w}/p", 2, ("--layer", "99")),
-    Case("probe-train-layer-neg", PROBE_TRAIN + " --layer -99 --out {w}/p", 2, ("--layer", "-99")),
+    Case("probe-train-layer-big", PROBE_TRAIN + " --layer 99 --out {w}/p", 2, ("layer=99", "0..1")),
+    Case("probe-train-layer-neg", PROBE_TRAIN + " --layer -99 --out {w}/p", 2, ("layer=-99",)),
     Case("probe-train-layer-str", PROBE_TRAIN + " --layer abc --out {w}/p", 2, ("--layer",)),
     Case("probe-train-out-file", PROBE_TRAIN + " --out {w}/f", 2, ("f", "directory"), _w("f", "x")),
     Case("probe-train-data-root", PROBE_TRAIN + " --data-root {w}/nodata --out {w}/p", 2, ("nodata",)),
@@ -546,7 +546,7 @@ CASES: list[Case] = [
          _data_copy("data", {"ldnoobw/en.txt": b"a\nb\ncaf\xe9\n"})),
     Case("data-jigsaw-utf8", "data check --data-root {w}/data", 1, ("test_examples.csv", "UTF-8"),
          _data_copy("data", {"jigsaw-sample-ibm-max/test_examples.csv": b"id,comment_text,toxic\n1,caf\xe9,1\n"})),
-    Case("data-rtplx-list-line", "data check --data-root {w}/data", 1, ("RTP_LX_EN.jsonl:1",),
+    Case("data-rtplx-list-line", "data check --data-root {w}/data", 1, ("RTP_LX_EN.jsonl", "item 1", "not a JSON object"),
          _data_copy("data", {"rtp-lx-v0.2/RTP_LX_EN.jsonl": b"[1, 2]\n"})),
     Case("data-davidson-big-field", "data check --data-root {w}/data", 1, ("labeled_data.csv:2",),
          _data_copy("data", {"davidson-hate-offensive/labeled_data.csv":
