@@ -289,3 +289,41 @@ def test_model_without_tokenizer_loads_for_weight_only_analysis(tiny, tmp_path) 
     assert json.loads((tmp_path / "n.json").read_text())["rows"]
     rc, err = _main(["neurons", "intervene", "--model", str(m), "--neuron", "0:1", "--prompt", "hi"])
     assert rc == 2 and "tokenizer" in err and "Traceback" not in err
+
+
+def test_damaged_default_model_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, caplog) -> None:
+    from interp.artifacts import check_safetensors, read_json
+    from interp.default_model import default_model_dir, is_built
+
+    monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
+    d = default_model_dir("smoke", progress=False)
+    weights = d / "model.safetensors"
+    assert read_json(d / "manifest.json")["files"]["model.safetensors"]["size"] == weights.stat().st_size
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # truncated
+    with caplog.at_level("WARNING"):
+        assert not is_built(d)
+    assert "model.safetensors" in caplog.text and "rebuilding" in caplog.text
+    d2 = default_model_dir("smoke", progress=False)
+    assert d2 == d and is_built(d)
+    check_safetensors(d / "model.safetensors")
+    # Same size, other bytes: only the recorded sha256 can tell.
+    raw = bytearray((d / "model.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(raw))
+    assert not is_built(d)
+
+
+def test_damaged_feature_cache_entry_is_rebuilt(tiny, tmp_path) -> None:
+    from interp.loading import load_model
+    from probes.features import extract_features
+
+    model = load_model(str(tiny))
+    texts = ["you are nice", "you are an idiot", "hello there"]
+    a = extract_features(model, texts, cache_dir=tmp_path, progress=False)
+    (entry,) = list(tmp_path.glob("*.safetensors"))
+    data = entry.read_bytes()
+    entry.write_bytes(data[: len(data) - 10])
+    b = extract_features(model, texts, cache_dir=tmp_path, progress=False)
+    assert (a == b).all()
+    assert entry.read_bytes() == data  # the entry was written again, whole
