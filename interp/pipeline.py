@@ -278,9 +278,6 @@ class Pipeline:
 
             _load_config(ev.judge, None)
         self._check_selection([s for s in STAGES if not only or s in only], force)
-        write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
-                       model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
-                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         last: StageResult | None = None
         for name in STAGES:
             if only and name not in only:
@@ -303,6 +300,10 @@ class Pipeline:
             self.log(f"[{name}] {summary} ({time.perf_counter() - t0:.1f}s)")
             last = res
         assert last is not None, "no stage selected"
+        # Written once the selected stages succeeded: a refused or failed attempt leaves the old one.
+        write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
+                       model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         return last
 
     def _begin_stage(self, name: str, key: str, *, forced: bool) -> Path:

@@ -521,6 +521,10 @@ CASES: list[Case] = [
          _w("t.json", '{"a": 1}')),
     Case("fig-table-count", "figures retrieval-vs-drop --table {w}/t.csv", 2, ("2 table",), _w("t.csv", "a\n1\n")),
     Case("fig-none", "figures toxicity", 2, ("--run-dir",)),
+    Case("fig-emt-text", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "emt_before", "numeric"),
+         _w("t.csv", "lang,emt_before,emt_after,toxprob_before,toxprob_after\nen,abc,0.1,0.2,0.1\nfr,0.3,0.2,0.1,0.1\n")),
+    Case("fig-sweep-columns", "figures sweep --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "column"),
+         _w("t.csv", "lang,x\nen,1\n")),
     Case("fig-stage-json-bad", "figures toxicity --run-dir {w}/run", 2, ("stage.json",),
          _stage_json("run", "metrics", "[1")),
     # ---------------------------------------------------------------- model

@@ -327,3 +327,18 @@ def test_damaged_feature_cache_entry_is_rebuilt(tiny, tmp_path) -> None:
     b = extract_features(model, texts, cache_dir=tmp_path, progress=False)
     assert (a == b).all()
     assert entry.read_bytes() == data  # the entry was written again, whole
+
+
+def test_unreachable_hub_name_fails_fast_offline(monkeypatch) -> None:
+    """A hub name that is not cached: nothing reachable, so offline mode is set instead of ~25 s of retries."""
+    from interp.loading import load_hf_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1")  # port 443 on localhost: refused at once
+    t0 = time.time()
+    with pytest.raises(Exception) as info:
+        load_hf_model("someone/not-cached-model-xyz")
+    assert time.time() - t0 < 10
+    assert "not-cached-model-xyz" in str(info.value) and "--model" in str(info.value)
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

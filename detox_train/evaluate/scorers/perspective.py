@@ -152,7 +152,7 @@ class PerspectiveScorer:
         body = {"comment": {"text": text}, "languages": [perspective_language(lang)],
                 "requestedAttributes": {a: {} for a in self.attributes}, "doNotStore": True}
         last = "no attempt"
-        transport = True  # every failure so far was the network, not the API's answer
+        transport = True  # every failure so far was a refused/unanswered connection attempt
         for attempt in range(self.max_retries + 1):
             if self.max_total_s is not None and time.monotonic() - self._t0 > self.max_total_s:
                 return ScoreResult.fail(f"time limit of {self.max_total_s:g}s for the scoring run reached "
@@ -165,10 +165,15 @@ class PerspectiveScorer:
                 self.n_requests += 1
             try:
                 r = self._client.post(self.base_url, json=body, headers={"X-Goog-Api-Key": self._key.reveal()})
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # no connection at all
+                last = f"cannot connect ({type(e).__name__})"
+                continue
             except httpx.TimeoutException:
+                transport = False
                 last = f"timeout after {self.timeout:g}s"
                 continue
-            except httpx.TransportError as e:  # connection reset/refused, protocol errors
+            except httpx.TransportError as e:  # connection reset, protocol errors
+                transport = False
                 last = f"connection error ({type(e).__name__})"
                 continue
             transport = False
