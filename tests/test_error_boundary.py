@@ -342,3 +342,27 @@ def test_unreachable_hub_name_fails_fast_offline(monkeypatch) -> None:
     assert "not-cached-model-xyz" in str(info.value) and "--model" in str(info.value)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_perspective_scoring_saves_each_text_as_it_is_scored(tmp_path, monkeypatch) -> None:
+    """Per-item progress: with concurrency 1 every text is appended (and shown) as soon as it is scored."""
+    from detox_train.evaluate import get_scorer, score_samples
+    from fake_perspective import KEY, FakePerspective
+
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps({"prompt_id": f"p{i}", "lang": "en", "sample_index": 0, "text": f"t{i}",
+                                           "n_tokens": 1}) + "\n" for i in range(5)))
+    out = tmp_path / "o.jsonl"
+    seen: list[int] = []
+    with FakePerspective() as srv:
+        scorer = get_scorer("perspective", qps=1000.0, base_url=srv.url, backoff=0.001)
+        inner = scorer._score_one
+
+        def spy(text, lang):
+            seen.append(out.read_bytes().count(b"\n") if out.exists() else 0)
+            return inner(text, lang)
+
+        scorer._score_one = spy
+        score_samples(samples, scorer, out, batch_size=64, progress=False)
+    assert seen == [0, 1, 2, 3, 4]

@@ -114,8 +114,10 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
             extra={"n_samples": len(samples)}))
         todo = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
         bar = tqdm(total=len(todo), desc=f"score {scorer.id}", unit="text", disable=not progress or not todo)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        # Network scorers answer one text per request: save and show progress per request round.
+        step = max(1, min(batch_size, int(getattr(scorer, "max_batch", batch_size) or batch_size)))
+        for start in range(0, len(todo), step):
+            batch = todo[start:start + step]
             results = run.score([s.text for s in batch], [s.lang for s in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"scorer {key} returned {len(results)} results for {len(batch)} texts")

@@ -132,6 +132,11 @@ class PerspectiveScorer:
         return (f"PerspectiveScorer(attributes={list(self.attributes)}, qps={self.bucket.rate}, "
                 f"concurrency={self.concurrency}, base_url={redact_url(self.base_url)!r}, key=<from ${KEY_ENV}>)")
 
+    @property
+    def max_batch(self) -> int:
+        """Texts per scoring call that keep progress per item (one request round of ``concurrency``)."""
+        return self.concurrency
+
     def __getstate__(self) -> Any:
         raise TypeError("PerspectiveScorer holds a secret and cannot be pickled")
 
