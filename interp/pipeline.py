@@ -754,8 +754,8 @@ def validate_config(config: RunConfig) -> None:
         raise ConfigError(f"model.default_preset: unknown recipe {m.default_preset!r}; choose one of "
                           f"{', '.join(sorted(RECIPES))}")
     for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):
-        if value and value != "default" and (value.startswith((".", "/", "~")) or os.sep in value) \
-                and not Path(value).expanduser().exists():
+        # Hub names ("org/name") never start with . / ~; a path that does must exist.
+        if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
             raise ConfigError(f"{key}: {value} does not exist; pass an existing model directory, a hub name in "
                               "the HF cache, or 'default'")
     ev = config.evaluation
@@ -787,7 +787,7 @@ def validate_config(config: RunConfig) -> None:
         DPOTrainConfig.preset(config.dpo.preset, model="default", output_dir="unused", seed=config.seed,
                               data_root=config.data_root, **config.dpo.overrides)
     except (ConfigError, TypeError) as e:
-        key = "dpo.preset" if "preset" in str(e).split(":")[0] and "unknown DPO preset" in str(e) else "dpo.overrides"
+        key = "dpo.preset" if "unknown DPO preset" in str(e) else "dpo.overrides"
         raise ConfigError(f"{key}: {e}") from e
 
 
