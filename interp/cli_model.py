@@ -39,6 +39,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from interp.artifacts import read_json
     from interp.default_model import default_model_dir, resolve_preset
 
+    from interp.paths import data_root
+
+    data_root(args.data_root)  # a missing data root is reported even when a cached build exists
     if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
         shutil.rmtree(resolve_preset(args.preset)[2], ignore_errors=True)
     directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress)

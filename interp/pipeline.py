@@ -756,8 +756,8 @@ def validate_config(config: RunConfig) -> None:
     for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):
         # Hub names ("org/name") never start with . / ~; a path that does must exist.
         if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
-            raise ConfigError(f"{key}: {value} does not exist; pass an existing model directory, a hub name in "
-                              "the HF cache, or 'default'")
+            raise FileNotFoundError(f"{key}: {value} does not exist; pass an existing model directory, a hub name "
+                                    "in the HF cache, or 'default'")
     ev = config.evaluation
     if ev.scorer not in SCORER_NAMES:
         raise ConfigError(f"evaluation.scorer: unknown scorer {ev.scorer!r}; choose one of {', '.join(SCORER_NAMES)}")

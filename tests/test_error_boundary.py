@@ -366,3 +366,33 @@ def test_perspective_scoring_saves_each_text_as_it_is_scored(tmp_path, monkeypat
         scorer._score_one = spy
         score_samples(samples, scorer, out, batch_size=64, progress=False)
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_pipeline_kill9_then_resume_with_changed_config_refuses_or_restarts(smoke_run: Path, tmp_path) -> None:
+    """kill -9 inside the generate stage, then resume with another temperature: the resume must not mix
+    samples of two settings in one file (it refuses, naming the file, or restarts the stage)."""
+    import shutil
+
+    run_dir = tmp_path / "killed"
+    for stage in ("model", "probe", "neurons", "dpo"):
+        shutil.copytree(smoke_run / "stages" / stage, run_dir / "stages" / stage)
+    base = [sys.executable, "-m", "interp.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir),
+            "--no-progress", "--set", "evaluation.batch_size=1"]
+    proc = subprocess.Popen(base, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = run_dir / "stages" / "generate" / "samples_before.jsonl"
+    _wait_lines(samples, 2, proc, timeout=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (run_dir / "stages" / "generate" / "stage.json").exists(), "not killed inside the stage"
+    killed = samples.read_bytes()
+    rc, err = _main(base[3:] + ["--set", "evaluation.temperature=0.5", "--only", "generate"])
+    assert "Traceback" not in err
+    if rc == 2:  # refused: names the file, leaves it as it was
+        assert "samples_before.jsonl" in err
+        assert samples.read_bytes() == killed
+    else:  # restarted: every row now comes from the new settings
+        assert rc == 0, err
+        manifest = json.loads(samples.with_name(samples.name + ".manifest.json").read_text())
+        assert manifest["config"]["temperature"] == 0.5
+        rows = [json.loads(line) for line in samples.read_text().splitlines()]
+        assert len({(r["prompt_id"], r["sample_index"]) for r in rows}) == len(rows)
