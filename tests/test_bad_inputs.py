@@ -278,7 +278,7 @@ CASES: list[Case] = [
     Case("gen-data-root", GEN + " --data-root {w}/nodata --out {w}/s.jsonl", 2, ("nodata",)),
     Case("gen-dtype", GEN + " --dtype float64 --out {w}/s.jsonl", 2, ("float64",)),
     Case("gen-device", GEN + " --device tpu --out {w}/s.jsonl", 2, ("tpu",)),
-    Case("gen-out-garbage", GEN + " --out {w}/s.jsonl", 2, ("s.jsonl:1",), _w("s.jsonl", "garbage\n")),
+    Case("gen-out-garbage", GEN + " --out {w}/s.jsonl", 2, ("s.jsonl", "new --out"), _w("s.jsonl", "garbage\n")),
     Case("gen-split", GEN + " --split bogus --out {w}/s.jsonl", 2, ("--split",)),
     # ---------------------------------------------------------------- eval score
     Case("score-missing", SCORE + " --samples {w}/none.jsonl --out {w}/o.jsonl", 2, ("none.jsonl",)),
