@@ -29,7 +29,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. --set lora_r=16)")
         k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
+        from interp.configio import parse_value
+
+        overrides[k.strip()] = parse_value(k.strip(), v)
     if args.config:
         return DPOTrainConfig.from_yaml(args.config, **overrides)
     return DPOTrainConfig.preset(args.preset, **overrides)
@@ -39,6 +41,16 @@ def _run_train(args: argparse.Namespace) -> int:
     from detox_train.dpo import train_dpo
 
     cfg = _config_from_args(args)
+    from pathlib import Path
+
+    from interp.cli_common import check_out_dir
+
+    check_out_dir(cfg.output_dir, "--output-dir")
+    if cfg.pplm_path and cfg.pairs != "pplm":
+        raise ValueError(f"--pplm-path {cfg.pplm_path} is set but pairs is {cfg.pairs!r}, so the file would be ignored; add "
+                         "--pairs pplm to train on it, or drop --pplm-path")
+    if cfg.pairs == "pplm" and cfg.pplm_path and not Path(cfg.pplm_path).is_file():
+        raise FileNotFoundError(f"--pplm-path {cfg.pplm_path}: no such file")
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
@@ -111,13 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "no_progress", False):
         quiet_libraries(progress=False)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        if args.debug:
-            raise
-        print(f"detox_train.cli_dpo: error: {e}", file=sys.stderr)
-        return 2
+    from interp.cli import run_command
+
+    return run_command(args.func, args, prog="detox_train.cli_dpo")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_command, add_languages_arg
+from interp.cli_common import add_command, add_languages_arg, check_flag, check_out_dir, check_out_file
 
 
 def eval_prompts(data_root: str | None, languages: list[str] | None, n_prompts: int | None,
@@ -33,6 +34,18 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .evaluate import generate
 
+    for flag, value in (("--n-prompts", args.n_prompts), ("--k", args.k), ("--max-new-tokens", args.max_new_tokens),
+                        ("--batch-size", args.batch_size)):
+        check_flag(flag, value, ge=1)
+    check_flag("--temperature", args.temperature, gt=0)
+    check_flag("--top-p", args.top_p, gt=0, le=1)
+    check_out_file(args.out)
+    if args.backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise ImportError("--backend vllm needs vLLM, which is not installed: pip install 'xdetox[vllm]' "
+                              "(on a CUDA machine), or use --backend hf") from None
     prompts = eval_prompts(args.data_root, args.languages, args.n_prompts, args.split)
     model = load_model_from_args(args)
     samples = generate(model, prompts, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -46,12 +59,20 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
     from .evaluate import get_scorer
 
     if args.scorer == "perspective":
+        check_flag("--qps", args.qps, gt=0)
+        check_flag("--concurrency", args.concurrency, ge=1)
+        check_flag("--max-retries", args.max_retries, ge=0)
+        check_flag("--time-limit", args.time_limit, gt=0)
         return get_scorer("perspective", qps=args.qps, attributes=args.attributes.split(","),
-                          concurrency=args.concurrency,
+                          concurrency=args.concurrency, max_retries=args.max_retries, max_total_s=args.time_limit,
                           **({"base_url": args.perspective_url} if args.perspective_url else {}))
     if args.scorer == "hf":
         if not args.hf_model:
             raise ValueError("--scorer hf needs --hf-model DIR (a local sequence-classification checkpoint)")
+        if not Path(args.hf_model).is_dir():
+            raise FileNotFoundError(f"--hf-model {args.hf_model}: no such model directory")
+    if args.scorer == "e5" and args.e5_head and not Path(args.e5_head).is_dir():
+        raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
         return get_scorer("hf", path=args.hf_model, toxic_label=args.toxic_label, activation=args.activation)
     if args.scorer == "e5":
         return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
@@ -63,10 +84,21 @@ def _score(args: argparse.Namespace) -> int:
 
     from .evaluate import score_samples
 
+    from .evaluate.generation import read_samples
+
+    check_flag("--batch-size", args.batch_size, ge=1)
+    check_out_file(args.out)
+    check_out_file(args.cache, "--cache")
+    read_samples(args.samples)  # validate the input before a scorer is built (the e5 head may take minutes)
     scorer = _scorer_from_args(args)
     cache = None if args.no_cache else (args.cache or cache_dir("scores") / "scores.sqlite")
     scored = score_samples(args.samples, scorer, args.out, cache=cache, batch_size=args.batch_size)
     n_failed = sum(s.failed for s in scored)
+    if scored and n_failed == len(scored):
+        first = next(s.error for s in scored if s.failed)
+        print(f"xdetox: error: all {n_failed} texts failed to score (first: {first}); the scores in {args.out} are "
+              "marked failed and will be retried on a rerun", file=sys.stderr)
+        return 1
     print(f"{len(scored)} scored ({n_failed} failed) by {scored[0].scorer if scored else args.scorer} -> {args.out}")
     return 0
 
@@ -74,6 +106,12 @@ def _score(args: argparse.Namespace) -> int:
 def _metrics(args: argparse.Namespace) -> int:
     from .evaluate import Judge, compare_tables, language_metrics, read_scored, write_table
 
+    check_flag("--n-boot", args.n_boot, ge=1)
+    check_out_dir(args.out)
+    after_rows = read_scored(args.scored)
+    before_rows = read_scored(args.before) if args.before else None
+    if before_rows is not None:
+        _check_comparable(before_rows, after_rows, args.before, args.scored)
     judge = None
     if args.judge:
         from interp.data import load_rtplx
@@ -82,16 +120,32 @@ def _metrics(args: argparse.Namespace) -> int:
         model = load_model(args.judge, dtype=args.dtype, device=args.device)
         judge = Judge.from_prompts(model, load_rtplx(args.data_root))
     out = Path(args.out)
-    after = language_metrics(read_scored(args.scored), judge=judge, n_boot=args.n_boot, seed=args.seed)
+    after = language_metrics(after_rows, judge=judge, n_boot=args.n_boot, seed=args.seed)
     write_table(after, out / "metrics", inputs={"scored": args.scored}, seed=args.seed)
     if args.before:
-        before = language_metrics(read_scored(args.before), judge=judge, n_boot=args.n_boot, seed=args.seed)
+        before = language_metrics(before_rows, judge=judge, n_boot=args.n_boot, seed=args.seed)
         write_table(before, out / "metrics_before", inputs={"scored": args.before}, seed=args.seed)
         write_table(compare_tables(before, after), out / "comparison",
                     inputs={"before": args.before, "after": args.scored})
     print(after.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"tables -> {out}")
     return 0
+
+
+def _check_comparable(before: list[Any], after: list[Any], before_path: str, after_path: str) -> None:
+    """Refuse a before/after table from different scorers or prompt sets (the comparison would be void)."""
+    from interp.artifacts import InputError
+
+    sb, sa = sorted({r.scorer for r in before}), sorted({r.scorer for r in after})
+    if sb != sa:
+        raise InputError(f"--before {before_path} was scored by {', '.join(sb)} but --scored {after_path} by "
+                         f"{', '.join(sa)}; score both with the same scorer (xdetox eval score --scorer ...)")
+    pb, pa = {r.prompt_id for r in before}, {r.prompt_id for r in after}
+    if pb != pa:
+        only_b, only_a = sorted(pb - pa), sorted(pa - pb)
+        raise InputError(f"--before {before_path} and --scored {after_path} cover different prompt sets "
+                         f"({len(only_b)} prompt ids only in before, e.g. {only_b[:2]}; {len(only_a)} only in after, "
+                         f"e.g. {only_a[:2]}); generate both from the same prompts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -126,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="perspective: requests in flight (the --qps bucket still caps the rate)")
     sc.add_argument("--attributes", default="TOXICITY", help="perspective: comma-separated attributes")
     sc.add_argument("--perspective-url", default=None, help="perspective: analyze endpoint (for proxies/tests)")
+    sc.add_argument("--max-retries", type=int, default=6, help="perspective: retries per text after a failure")
+    sc.add_argument("--time-limit", type=float, default=None,
+                    help="perspective: total seconds for the whole scoring run; later texts are marked failed")
     sc.add_argument("--hf-model", default=None, help="hf: local sequence-classification model directory")
     sc.add_argument("--toxic-label", default=None, help="hf: index or name of the toxic label")
     sc.add_argument("--activation", default="softmax", choices=["softmax", "sigmoid"])

@@ -154,7 +154,14 @@ class DPOTrainConfig:
         """Return the config stored in YAML file ``path`` (a ``preset: NAME`` key starts from that preset)."""
         import yaml
 
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
+        from interp.artifacts import read_text
+
+        raw = None
+        if Path(path).is_file():
+            try:
+                raw = yaml.safe_load(read_text(path, what="config file", max_bytes=16 << 20))
+            except yaml.YAMLError:
+                raw = None  # load_config below reports it with the file and line
         if isinstance(raw, dict) and "preset" in raw:
             name = raw.pop("preset")
             try:

@@ -551,6 +551,9 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
         tokenizer.save_pretrained(str(out))
         # The Trainer pickles its arguments next to the model; the manifest holds the config instead.
         (out / "training_args.bin").unlink(missing_ok=True)
+        from interp.artifacts import fix_permissions
+
+        fix_permissions(out)  # the Trainer's writers leave some files (model.safetensors) at 0600
         tlog = training_log(trainer.state.log_history)
         write_json(out / TRAINING_LOG, tlog)
         evals = [e for e in tlog["evals"] if "heldout_lm_loss" in e]

@@ -22,7 +22,12 @@ def _adapter_base(adapter_dir: Path) -> str:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; expected a PEFT adapter directory "
                                 "(written by `xdetox dpo train` with method lora or qlora)")
-    base = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    from interp.artifacts import read_json
+
+    cfg = read_json(cfg_path)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path}: not an adapter config (expected a JSON object)")
+    base = cfg.get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{cfg_path}: field base_model_name_or_path is empty; pass the base with --base")
     return str(base)
@@ -43,12 +48,16 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
 
     adapter_dir = Path(adapter_dir).expanduser()
     out = Path(out_dir).expanduser()
-    base_name = base or _adapter_base(adapter_dir)
+    recorded_base = _adapter_base(adapter_dir) if base is None or (adapter_dir / "adapter_config.json").is_file() \
+        else None
+    base_name = base or recorded_base
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
 
     model, tok = load_hf_model(base_name, dtype=dtype, device="cpu", quantization=None)
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    from interp.loading import _load_peft
+
+    peft_model = _load_peft(PeftModel, model, adapter_dir, base_name)
     merged = peft_model.merge_and_unload()
     if (adapter_dir / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(str(adapter_dir))

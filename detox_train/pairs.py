@@ -316,31 +316,32 @@ def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[PreferencePair]:
         raise DataFormatError(path, "pairs file not found", hint="write one with write_pairs_jsonl or "
                               "`xdetox dpo train --save-pairs`")
     out: list[PreferencePair] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(path, f"invalid JSON ({e.msg})", line=n) from e
-            if not isinstance(obj, dict):
-                raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
-            for name in PAIR_FIELDS:
-                if name not in obj:
-                    raise DataFormatError(path, "missing", line=n, field=name,
-                                          hint="each line needs prompt, chosen and rejected")
-                if not isinstance(obj[name], str):
-                    raise DataFormatError(path, f"must be a string, got {type(obj[name]).__name__}",
-                                          line=n, field=name)
-            if obj["chosen"] == obj["rejected"]:
-                raise DataFormatError(path, "chosen == rejected: the pair carries no preference", line=n,
-                                      field="chosen", hint="drop the line or fix it")
-            meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-            meta = {**meta, "file": str(path), "line": n}
-            out.append(PreferencePair(id=str(obj.get("id") or f"{path.stem}:{n}"), prompt=obj["prompt"],
-                                      chosen=obj["chosen"], rejected=obj["rejected"],
-                                      source=str(obj.get("source") or path.name), meta=meta))
+    from interp.artifacts import iter_lines
+
+    for n, line in iter_lines(path, what="pair line"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, f"invalid JSON ({e.msg})", line=n) from e
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
+        for name in PAIR_FIELDS:
+            if name not in obj:
+                raise DataFormatError(path, "missing", line=n, field=name,
+                                      hint="each line needs prompt, chosen and rejected")
+            if not isinstance(obj[name], str):
+                raise DataFormatError(path, f"must be a string, got {type(obj[name]).__name__}",
+                                      line=n, field=name)
+        if obj["chosen"] == obj["rejected"]:
+            raise DataFormatError(path, "chosen == rejected: the pair carries no preference", line=n,
+                                  field="chosen", hint="drop the line or fix it")
+        meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+        meta = {**meta, "file": str(path), "line": n}
+        out.append(PreferencePair(id=str(obj.get("id") or f"{path.stem}:{n}"), prompt=obj["prompt"],
+                                  chosen=obj["chosen"], rejected=obj["rejected"],
+                                  source=str(obj.get("source") or path.name), meta=meta))
     if not out:
         raise DataFormatError(path, "empty pairs file: no records", hint="each line must be a JSON object with "
                               "prompt, chosen and rejected")

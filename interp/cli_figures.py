@@ -51,7 +51,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: table file not found")
     if p.suffix == ".csv":
-        return pd.read_csv(p)
+        import io
+
+        from interp.artifacts import read_text
+
+        text = read_text(p, what="CSV table")
+        if not text.strip():
+            raise ValueError(f"{p}: the table is empty; pass a table written by `xdetox run` or `xdetox eval metrics`")
+        try:
+            return pd.read_csv(io.StringIO(text))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise ValueError(f"{p}: unreadable CSV ({' '.join(str(e).split())})") from None
     if p.suffix == ".jsonl":
         from interp.artifacts import read_jsonl
 
@@ -72,7 +82,13 @@ def run_dir_table(run_dir: Path, stage: str, output: str, default_file: str) -> 
     stage_dir = run_dir / "stages" / stage
     marker = stage_dir / "stage.json"
     if marker.is_file():
-        rel = (json.loads(marker.read_text(encoding="utf-8")).get("outputs") or {}).get(output)
+        from interp.artifacts import read_json
+
+        data = read_json(marker)
+        if not isinstance(data, dict) or not isinstance(data.get("outputs", {}), dict):
+            raise ValueError(f"{marker}: not a stage record (expected a JSON object with 'outputs'); delete it "
+                             f"and rerun the stage (xdetox run --run-dir {run_dir} --only {stage})")
+        rel = (data.get("outputs") or {}).get(output)
         if rel and (run_dir / rel).is_file():
             return run_dir / rel
     if (stage_dir / default_file).is_file():
@@ -91,8 +107,11 @@ def _cmd(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else None
     if run_dir is None and not args.table:
         raise ValueError("give --run-dir DIR (an `xdetox run` directory) or --table FILE for each input")
+    if run_dir is not None and not run_dir.is_dir():
+        raise FileNotFoundError(f"--run-dir {run_dir}: no such run directory (made by `xdetox run --run-dir DIR`)")
     out_dir = Path(args.out_dir) if args.out_dir else (run_dir / "figures" if run_dir else Path("."))
     rc = 0
+    drawn = 0
     for name in names:
         spec = specs[name]
         if args.table:
@@ -108,7 +127,15 @@ def _cmd(args: argparse.Namespace) -> int:
                     raise
                 print(f"skip {name}: {e}", file=sys.stderr)
                 continue
-        fig = spec.draw(*[read_table(p) for p in paths])
+        tables = [read_table(p) for p in paths]
+        try:
+            fig = spec.draw(*tables)
+        except ValueError as e:
+            raise ValueError(f"{', '.join(map(str, paths))}: {e}") from None
+        except KeyError as e:  # a table without the columns this figure reads
+            raise ValueError(f"{', '.join(map(str, paths))}: missing column {e.args[0]!r} that figure {name!r} "
+                             f"reads; pass the {'/'.join(s + ' ' + o for s, o, _ in spec.inputs)} table") from None
+        drawn += 1
         try:
             written = save_figure(fig, out_dir / name.replace("-", "_"), formats=tuple(args.format))
         except StaticExportUnavailable as e:
@@ -117,6 +144,9 @@ def _cmd(args: argparse.Namespace) -> int:
             continue
         for w in written:
             print(w)
+    if not drawn and rc == 0:
+        raise ValueError(f"{run_dir}: no tables for any figure (no finished stages); run the study first "
+                         f"(xdetox run --run-dir {run_dir})")
     return rc
 
 

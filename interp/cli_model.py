@@ -39,6 +39,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from interp.artifacts import read_json
     from interp.default_model import default_model_dir, resolve_preset
 
+    from interp.paths import data_root
+
+    data_root(args.data_root)  # a missing data root is reported even when a cached build exists
     if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
         shutil.rmtree(resolve_preset(args.preset)[2], ignore_errors=True)
     directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
@@ -54,6 +57,20 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from interp.artifacts import write_json
     from interp.default_model import default_model_dir
     from interp.quality import QualityConfig, format_report, quality_report
+    from interp.cli_common import check_flag, check_out_file
+
+    check_flag("--prompts", args.prompts, ge=1)
+    check_flag("--probe-examples", args.probe_examples, ge=2)
+    check_out_file(args.json, "--json")
+    if args.model_dir:
+        from pathlib import Path
+
+        from interp.artifacts import check_safetensors
+
+        if not Path(args.model_dir).is_dir():
+            raise FileNotFoundError(f"--model-dir {args.model_dir}: no such directory")
+        for f in sorted(Path(args.model_dir).glob("*.safetensors")):
+            check_safetensors(f)
 
     directory = args.model_dir or default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
     cfg = QualityConfig(probe_examples=args.probe_examples, n_prompts=args.prompts)

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_command, add_languages_arg, load_model_from_args
+from interp.cli_common import add_command, add_languages_arg, check_flag, check_out_dir, check_out_file, load_model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,19 +85,29 @@ def load_probe_direction(path: str | Path) -> Any:
 
 
 def _lines(path: str) -> list[str]:
+    from interp.artifacts import read_text
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such prompt file (one prompt per line)")
-    return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_text(p, what="prompt file").splitlines() if line.strip()]
 
 
 def cmd_find(args: argparse.Namespace) -> int:
     from interp.neurons import find_toxic_neurons
 
+    check_flag("--top-k", args.top_k, ge=1)
+    check_flag("--filter-rtplx", args.filter_rtplx, ge=0)
+    check_flag("--n-new-tokens", args.n_new_tokens, ge=1)
+    check_flag("--batch-size", args.batch_size, ge=1)
+    check_out_file(args.out)
     direction = load_probe_direction(args.probe)
     prompts: list[str] | None = None
     if args.filter_file:
         prompts = _lines(args.filter_file)
+        if not prompts:
+            raise ValueError(f"--filter-file {args.filter_file}: the file is empty (no non-blank lines); "
+                             "give one prompt per line")
     elif args.filter_rtplx:
         from interp.data import load_rtplx, rtplx_split
 
@@ -106,6 +116,12 @@ def cmd_find(args: argparse.Namespace) -> int:
         pool = random.Random(args.seed).sample(pool, min(args.filter_rtplx, len(pool)))
         prompts = [p.text for p in pool]
     model = load_model_from_args(args)
+    from interp.architecture import get_adapter
+
+    a = get_adapter(model)
+    if args.top_k > a.n_layers * a.d_mlp:
+        raise ValueError(f"--top-k {args.top_k} is more than the model's {a.n_layers * a.d_mlp} value vectors "
+                         f"({a.n_layers} layers x {a.d_mlp})")
     table = find_toxic_neurons(model, direction, top_k=args.top_k, filter_prompts=prompts,
                                n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size)
     table.meta["probe"]["path"] = str(args.probe)
@@ -131,8 +147,11 @@ def cmd_project(args: argparse.Namespace) -> int:
     from interp.loading import model_id
     from interp.vocab import project_to_vocab
 
+    check_flag("--k", args.k, ge=1)
+    check_out_dir(args.out_dir, "--out-dir")
     neurons = _table_neurons(args.neurons, args.all)
     model = load_model_from_args(args)
+    _check_in_model(model, neurons, args.neurons)
     lexicons = None
     try:
         from interp.data import load_lexicons
@@ -160,6 +179,9 @@ def cmd_activations(args: argparse.Namespace) -> int:
     from interp.languages import normalize_languages
     from interp.loading import base_and_tuned
 
+    for flag in ("max_prompts", "n_new_tokens", "batch_size", "n_boot"):
+        check_flag("--" + flag.replace("_", "-"), getattr(args, flag), ge=1)
+    check_out_dir(args.out_dir, "--out-dir")
     neurons = _table_neurons(args.neurons)
     langs = normalize_languages(args.languages, where="--languages")
     prompts_all = rtplx_split(load_rtplx(args.data_root, langs), "eval", root=args.data_root)
@@ -171,6 +193,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
         if ps:
             prompts[lang], ids[lang] = [p.text for p in ps], [p.id for p in ps]
     model = load_model_from_args(args)
+    _check_in_model(model, neurons, args.neurons)
     models = dict(zip(("base", "dpo"), base_and_tuned(model))) if args.adapter else {"model": model}
     res = key_activations(models, neurons, prompts, n_new_tokens=args.n_new_tokens, batch_size=args.batch_size,
                           n_boot=args.n_boot, seed=args.seed)
@@ -183,6 +206,20 @@ def cmd_activations(args: argparse.Namespace) -> int:
     write_manifest(out, kind="key-activations", seed=args.seed, config=res.meta, inputs={"prompt_ids": ids})
     print(res.summary.to_string(index=False))
     return 0
+
+
+def _check_in_model(model: Any, neurons: list[tuple[int, int]], source: str) -> None:
+    """Raise an error naming ``source`` when a (layer, neuron) pair is outside the model."""
+    from interp.architecture import get_adapter
+
+    a = get_adapter(model)
+    for layer, idx in neurons:
+        if not 0 <= layer < a.n_layers:
+            raise ValueError(f"{source}: layer {layer} is out of range: the model has {a.n_layers} layers "
+                             f"(0..{a.n_layers - 1}); use a neuron table made for this model")
+        if not 0 <= idx < a.d_mlp:
+            raise ValueError(f"{source}: neuron {idx} in layer {layer} is out of range: the model's MLP has "
+                             f"{a.d_mlp} neurons (0..{a.d_mlp - 1})")
 
 
 def _parse_neuron(text: str) -> tuple[int, int]:
@@ -201,7 +238,12 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         neurons += _table_neurons(args.neurons)
     if not neurons:
         raise ValueError("no neurons: pass --neurons TABLE.json or --neuron LAYER:INDEX")
+    check_flag("--max-new-tokens", args.max_new_tokens, ge=1)
     model = load_model_from_args(args)
+    _check_in_model(model, neurons, args.neurons or "--neuron")
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError(f"--model {args.model}: has no tokenizer, and intervening on prompts needs one; add the "
+                         "tokenizer files (tokenizer.json, tokenizer_config.json) to the model directory")
     iv = NeuronIntervention(neurons, args.mode, args.value, args.positions)
     before = generate_with_intervention(model, args.prompt, None, args.max_new_tokens)
     after = generate_with_intervention(model, args.prompt, iv, args.max_new_tokens)

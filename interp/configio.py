@@ -13,13 +13,39 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from interp.artifacts import atomic_write_text, to_jsonable
+from interp.artifacts import InputError, atomic_write_text, read_text, to_jsonable
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key is unknown, missing or of the wrong type; the message names the key."""
+
+
+def check_range(key: str, value: Any, *, ge: float | None = None, gt: float | None = None,
+                le: float | None = None, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``value`` lies in the given bounds."""
+    if value is None:
+        if allow_none:
+            return
+        raise ConfigError(f"{key}: must be set, got null")
+    bad = ((ge is not None and value < ge) or (gt is not None and value <= gt)
+           or (le is not None and value > le))
+    if bad:
+        parts = [f">= {ge:g}" if ge is not None else "", f"> {gt:g}" if gt is not None else "",
+                 f"<= {le:g}" if le is not None else ""]
+        raise ConfigError(f"{key}: must be {' and '.join(p for p in parts if p)}, got {value!r}"
+                          + ("; use null for all" if allow_none else ""))
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Return a ``--set KEY=VALUE`` value parsed as YAML, with an error naming the key."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}={text}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
+                          "quote strings and close brackets, e.g. --set evaluation.k=5 or "
+                          "--set retrieval.layer_range=[1,4]") from None
 
 
 def field_help(cls: type, name: str) -> str:
@@ -138,13 +164,19 @@ def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None
     """Read a YAML config file into ``cls``; errors name the file and the key."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    text = read_text(path, what="config file", max_bytes=16 << 20)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys (e.g. `seed: 0`), not a YAML "
+                          f"{type(data).__name__}")
     data.update(overrides or {})
     try:
         return config_from_dict(cls, data)

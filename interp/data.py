@@ -145,6 +145,13 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
+def _read_text(path: Path) -> str:
+    """Return a data file's text; errors name the file and line (not UTF-8, too large)."""
+    from interp.artifacts import read_text
+
+    return read_text(path, what="data file")
+
+
 def _iter_json_lines(text: str, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) from JSON Lines text (a JSON array is accepted too)."""
     if not text.strip():
@@ -159,9 +166,14 @@ def _iter_json_lines(text: str, path: str) -> Iterator[tuple[int, dict[str, Any]
                 raise DataFormatError(path, f"item {i} is not a JSON object", line=None)
             yield i, obj
         return
+    from interp.artifacts import MAX_LINE_BYTES
+
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_BYTES:
+            raise DataFormatError(path, f"line is {len(line) / (1 << 20):.1f} MB; one record is never that large: "
+                                  "this is not a JSON Lines file of text records", line=n)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -282,7 +294,7 @@ def load_rtplx(root: str | Path | None = None, languages: Iterable[str] | None =
                                   f"(expected RTP_LX_{_rtplx_file_code(lang)}.jsonl)")
         display, src = sources[lang]
         if isinstance(src, Path):
-            text = src.read_text(encoding="utf-8")
+            text = _read_text(src)
         else:
             zf, info, pwd = src
             try:
@@ -447,7 +459,7 @@ def load_translated_200(root: str | Path | None = None,
                                   hint="check --data-root / $XDETOX_DATA")
         path = files[lang]
         raw[lang] = [html.unescape(_get(obj, "Prompt", str(path), n))
-                     for n, obj in _iter_json_lines(path.read_text(encoding="utf-8"), str(path))]
+                     for n, obj in _iter_json_lines(_read_text(path), str(path))]
     lengths = {lang: len(v) for lang, v in raw.items()}
     if len(set(lengths.values())) > 1:
         raise DataFormatError(folder, f"translated-200 files are not parallel: line counts {lengths}")
@@ -467,7 +479,7 @@ def _t200_index_map(base: Path, en_file: Path | None) -> dict[int, int]:
         return {}
     by_text = {normalize_text(p.text): p.index for p in en}
     out = {}
-    for n, obj in _iter_json_lines(en_file.read_text(encoding="utf-8"), str(en_file)):
+    for n, obj in _iter_json_lines(_read_text(en_file), str(en_file)):
         idx = by_text.get(normalize_text(str(obj.get("Prompt", ""))))
         if idx is not None:
             out[n - 1] = int(idx)
@@ -528,7 +540,7 @@ def heldout_texts(root: str | Path | None = None) -> set[str]:
 
 def _read_paradetox_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, fields) per record; a cell opened with ``"`` may span lines."""
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -569,8 +581,7 @@ def load_paradetox(root: str | Path | None = None) -> list[ParaDetoxRow]:
     base = _root(root)
     path = base / Path(*PARADETOX_FILE) if (base / PARADETOX_FILE[0]).is_dir() else base / PARADETOX_FILE[1]
     _require_file(path, "ParaDetox TSV")
-    with path.open(encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
+    header = _read_text(path).split("\n", 1)[0].rstrip("\r").split("\t")
     if header == [""]:
         raise DataFormatError(path, "file is empty", line=1)
     if header[:1] != ["toxic"]:
@@ -599,18 +610,23 @@ def paradetox_labeled(root: str | Path | None = None) -> list[LabeledText]:
 
 def _csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line, row) from a CSV with a header holding ``required``."""
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if not text.strip():
         raise DataFormatError(path, "file is empty", line=1)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    fields = reader.fieldnames or []
-    for col in required:
-        if col not in fields:
-            raise DataFormatError(path, f"missing column (header has {fields})", line=1, field=col)
-    for row in reader:
-        if None in row or any(v is None for v in row.values()):
-            raise DataFormatError(path, "wrong number of fields", line=reader.line_num)
-        yield reader.line_num, row
+    try:
+        fields = reader.fieldnames or []
+        for col in required:
+            if col not in fields:
+                raise DataFormatError(path, f"missing column (header has {fields})", line=1, field=col)
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise DataFormatError(path, "wrong number of fields", line=reader.line_num)
+            yield reader.line_num, row
+    except csv.Error as e:  # e.g. a field over csv's 128 KB limit: an unclosed quote swallowing the file
+        raise DataFormatError(path, f"unreadable CSV row ({e}) in columns {list(reader.fieldnames or [])}",
+                              line=max(2, reader.line_num),
+                              hint="a cell this large usually means an unclosed quote; fix the quoting") from None
 
 
 def load_davidson(root: str | Path | None = None) -> list[LabeledText]:
@@ -681,7 +697,7 @@ def load_pplm_pairs(path: str | Path) -> tuple[list[PreferencePair], int]:
     _require_file(path, "PPLM pairs JSONL")
     pairs: list[PreferencePair] = []
     n_stripped = 0
-    for n, obj in _iter_json_lines(path.read_text(encoding="utf-8"), str(path)):
+    for n, obj in _iter_json_lines(_read_text(path), str(path)):
         prompt = _get(obj, "prompt_text", str(path), n)
         chosen = _get(obj, "unpert_gen_text", str(path), n)
         rejected = _get(obj, "pert_gen_text", str(path), n)
@@ -723,7 +739,7 @@ def load_lexicons(root: str | Path | None = None, languages: Iterable[str] | Non
             continue
         words: list[str] = []
         seen: set[str] = set()
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in _read_text(path).splitlines():
             w = line.strip()
             if w and w.casefold() not in seen:
                 seen.add(w.casefold())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -38,6 +39,8 @@ from torch import Tensor
 from interp.artifacts import load_tensors, read_json, save_tensors, stable_hash, write_json, write_manifest
 from interp.languages import LANGUAGES
 from interp.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 #: Bump when the builder's behaviour changes, so cached models are rebuilt.
 BUILDER_VERSION = 1
@@ -554,15 +557,66 @@ def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None,
                "torch_threads": torch.get_num_threads(),
                "final_val_loss": result.curve[-1]["val_loss"] if result.curve else None,
                "heldout_loss_by_language": heldout, "corpus": corpus.stats,
-               "heldout_per_language": recipe.heldout_per_language, "complete": True})
+               "heldout_per_language": recipe.heldout_per_language, "files": _weight_files(out),
+               "complete": True})
     shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def is_built(directory: Path) -> bool:
-    """Return whether ``directory`` holds a complete default-model build."""
+    """Return whether ``directory`` holds a complete, undamaged default-model build.
+
+    A damaged build (a weight file truncated or changed since the manifest recorded its size and
+    sha256, or an unreadable manifest) is derived data: it is reported and counts as not built,
+    so :func:`default_model_dir` rebuilds it.
+    """
+    from interp.artifacts import InputError
+
     m = directory / "manifest.json"
-    return m.is_file() and bool(read_json(m).get("complete")) and (directory / "config.json").is_file()
+    if not (m.is_file() and (directory / "config.json").is_file()):
+        return False
+    try:
+        manifest = read_json(m)
+        if not isinstance(manifest, dict) or not manifest.get("complete"):
+            return False
+        problem = _damage(directory, manifest)
+    except InputError as e:
+        problem = str(e)
+    if problem:
+        log.warning("default-model cache %s is damaged (%s); rebuilding it", directory, problem)
+        (directory / "manifest.json").unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _weight_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """Return {file: {size, sha256}} for the build's weight files (recorded in the manifest)."""
+    from interp.artifacts import file_sha256
+
+    return {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p, n=None)}
+            for p in sorted(directory.glob("*.safetensors"))}
+
+
+def _damage(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """Return what is wrong with a finished build's weights, or None."""
+    from interp.artifacts import CorruptFileError, check_safetensors, file_sha256
+
+    recorded = manifest.get("files")
+    for p in sorted(directory.glob("*.safetensors")):
+        try:
+            check_safetensors(p)
+        except CorruptFileError as e:
+            return str(e)
+    if isinstance(recorded, dict):
+        for name, info in recorded.items():
+            p = directory / name
+            if not p.is_file():
+                return f"{p} is missing"
+            if p.stat().st_size != info.get("size") or file_sha256(p, n=None) != info.get("sha256"):
+                return f"{p} differs from the size/sha256 recorded in its manifest"
+    elif not any(directory.glob("*.safetensors")):
+        return "no weight file"
+    return None
 
 
 @contextlib.contextmanager

@@ -47,6 +47,15 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> pd.DataFram
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise FigureInputError(f"{what}: missing column(s) {missing} (columns are {list(df.columns)})")
+    for c in columns:  # a metric read as text would be plotted as NaN: refuse it instead
+        col = df[c]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        num = pd.to_numeric(col, errors="coerce")
+        bad = col[num.isna() & col.notna()]
+        if len(bad) and (num.notna().any() or str(c).startswith(("emt", "toxprob", "avgtox"))):
+            raise FigureInputError(f"{what}: column {c!r} must be numeric, but row {int(bad.index[0]) + 1} holds "
+                                   f"{bad.iloc[0]!r}; fix the table (or regenerate it)")
     return df
 
 

@@ -57,7 +57,18 @@ def _load_config(name_or_path: str, revision: str | None) -> Any:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
-        return AutoConfig.from_pretrained(str(path))
+        from interp.artifacts import InputError, read_json
+
+        cfg = read_json(path / "config.json")
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+            raise InputError(f"{path / 'config.json'}: not a model config (expected a JSON object with a "
+                             "'model_type' field); restore the file from the model's source")
+        try:
+            return AutoConfig.from_pretrained(str(path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path / 'config.json'}: not a supported model config ({e})") from e
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # nothing reachable: fail in milliseconds, not after retries
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, local_files_only=True)
     except (OSError, ValueError):
@@ -76,6 +87,27 @@ def _load_config(name_or_path: str, revision: str | None) -> Any:
         "(then copy the cache or set HF_HOME), or pass a local path (--model /path/to/model). "
         "Use --model default for the embedded offline model."
     ) from last
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Return whether the Hugging Face hub's host accepts a TCP connection (one quick probe)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _check_weights(path: Path) -> None:
+    """Raise a clear error naming the file when a local model's safetensors weights are damaged."""
+    from interp.artifacts import check_safetensors
+
+    for f in sorted(path.glob("*.safetensors")):
+        check_safetensors(f)
 
 
 def _quant_config(quantization: Quantization | None) -> Any:
@@ -102,6 +134,10 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
 
         name = str(default_model_dir())
     device = device or default_device()
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} not understood; use cpu, cuda, cuda:N or mps") from None
     config = _load_config(name, revision)
     spec_for_model_type(getattr(config, "model_type", "?"), where=name)
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
@@ -111,12 +147,29 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         kwargs["device_map"] = {"": device}
     kwargs["dtype"] = _resolve_dtype(dtype, device)
     local = Path(name).expanduser().exists()
+    if local:
+        _check_weights(Path(name).expanduser())
     model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
     if qc is None:
         model = model.to(device)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-    if tokenizer.pad_token is None:
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt",
+                 "spiece.model", "sentencepiece.bpe.model")
+    try:
+        if local and not any((Path(name).expanduser() / f).is_file() for f in tok_files):
+            raise OSError("no tokenizer files")
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError, TypeError) as e:
+        if not local:
+            raise
+        # Weight-only analyses (e.g. find_toxic_neurons without a filter) need no tokenizer;
+        # the steps that do say so where they need it.
+        import logging
+
+        logging.getLogger(__name__).warning("%s: no usable tokenizer (%s); loading the weights only", name,
+                                            type(e).__name__)
+        tokenizer = None
+    if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
@@ -234,7 +287,10 @@ def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str
             if adapter is not None:
                 raise ValueError(f"{path} is a PEFT adapter directory; pass the base model with adapter={path}")
             adapter = path
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            from interp.artifacts import read_json
+
+            acfg = read_json(path / "adapter_config.json")
+            base = acfg.get("base_model_name_or_path") if isinstance(acfg, dict) else None
             if not base:
                 raise ValueError(f"{path / 'adapter_config.json'}: field base_model_name_or_path is empty; "
                                  "pass the base model explicitly with --model BASE --adapter DIR")
@@ -249,7 +305,7 @@ def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str
         if not _is_adapter_dir(adapter_path):
             raise FileNotFoundError(f"{adapter_path}: no adapter_config.json; expected a PEFT adapter directory "
                                     "(as written by `xdetox dpo train` with a LoRA preset)")
-        peft_model = PeftModel.from_pretrained(hf_model, str(adapter_path), adapter_name="default")
+        peft_model = _load_peft(PeftModel, hf_model, adapter_path, model_id)
         model_id = f"{model_id}+{adapter_path}"
         if merge_adapter:
             if quantization is not None:
@@ -269,6 +325,22 @@ def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str
                              "the merged directory")
         _sync_joint_qkv(bridge, adapter_enabled=True)
     return bridge
+
+
+def _load_peft(peft_cls: Any, hf_model: Any, adapter_path: Path, model_id: str) -> Any:
+    """Apply a PEFT adapter; an adapter made for another base names both models instead of PEFT's error."""
+    from interp.artifacts import InputError, read_json
+
+    acfg = read_json(adapter_path / "adapter_config.json")
+    if not isinstance(acfg, dict):
+        raise InputError(f"{adapter_path / 'adapter_config.json'}: not an adapter config (expected a JSON object)")
+    try:
+        return peft_cls.from_pretrained(hf_model, str(adapter_path), adapter_name="default")
+    except (ValueError, RuntimeError, KeyError) as e:
+        base = acfg.get("base_model_name_or_path")
+        raise InputError(f"{adapter_path}: this adapter was trained for base model {base!r} and does not fit the "
+                         f"model given ({model_id}): {str(e).splitlines()[0][:200]}; pass --model {base} (or the "
+                         "matching base) with this adapter") from e
 
 
 def _joint_qkv_bridges(bridge: Any) -> list[nn.Module]:

@@ -131,6 +131,8 @@ class ToxicNeurons:
         if not isinstance(data, dict) or data.get("format") != FORMAT or "rows" not in data:
             raise ValueError(f"{path}: not a toxic-neuron table (field 'format' must be {FORMAT!r}); "
                              "write it with `xdetox neurons find` or ToxicNeurons.to_json")
+        if not isinstance(data["rows"], list):
+            raise ValueError(f"{path}: field 'rows' must be a list of neuron rows, got {type(data['rows']).__name__}")
         rows = []
         for j, r in enumerate(data["rows"]):
             try:

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from interp.artifacts import file_sha256, read_json, stable_hash, tree_fingerprint, write_json, write_manifest
+from interp.artifacts import (InputError, file_sha256, read_json, stable_hash, tree_fingerprint, write_csv,
+                             write_json, write_manifest)
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
 from interp.tokenization import set_bos_policy
@@ -204,25 +205,34 @@ class Pipeline:
         key = self._key_of(name)
         res = self.results.get(name)
         produced = res.produced if res is not None else None
-        marker = self.run_dir / "stages" / name / "stage.json"
-        if res is None and marker.is_file():
-            produced = read_json(marker).get("produced")
+        data = self._marker(name) if res is None else None
+        if data is not None:
+            produced = data.get("produced")
         return key if produced is None else f"{key}:{produced}"
 
-    def _key_of(self, name: str) -> str:
-        if name in self.results:
-            return self.results[name].key
-        marker = self.run_dir / "stages" / name / "stage.json"
-        if marker.is_file():
-            return str(read_json(marker)["key"])
-        return self.stage_key(name)
-
-    def _done(self, name: str, key: str) -> StageResult | None:
+    def _marker(self, name: str) -> dict[str, Any] | None:
+        """Return a stage's ``stage.json`` record, None when absent; a damaged one is an error naming it."""
         marker = self.run_dir / "stages" / name / "stage.json"
         if not marker.is_file():
             return None
         data = read_json(marker)
-        if data.get("key") != key:
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str) or "summary" not in data \
+                or not isinstance(data.get("outputs", {}), dict):
+            raise InputError(f"{marker}: not a stage record (expected a JSON object with 'key', 'summary' and "
+                             f"'outputs'); delete it to rerun stage {name!r}")
+        return data
+
+    def _key_of(self, name: str) -> str:
+        if name in self.results:
+            return self.results[name].key
+        data = self._marker(name)
+        if data is not None:
+            return str(data["key"])
+        return self.stage_key(name)
+
+    def _done(self, name: str, key: str) -> StageResult | None:
+        data = self._marker(name)
+        if data is None or data.get("key") != key:
             return None
         return StageResult(name, key, data["summary"], data.get("outputs", {}), skipped=True,
                            produced=data.get("produced"))
@@ -231,8 +241,20 @@ class Pipeline:
         """Return the path of output ``name`` of a finished ``stage``."""
         res = self.results.get(stage) or self._done(stage, self._key_of(stage))
         if res is None or name not in res.outputs:
-            raise RuntimeError(f"stage {stage!r} has not produced {name!r}; run it first (xdetox run --only {stage})")
+            raise InputError(f"{self.run_dir}: stage {stage!r} has not produced {name!r} for this config; run it "
+                             f"first (xdetox run --run-dir {self.run_dir} --only {stage}, or without --only)")
         return self.run_dir / res.outputs[name]
+
+    def _check_selection(self, selected: list[str], force: set[str]) -> None:
+        """Refuse, before any stage runs, a selection whose stages read outputs that are not there."""
+        for name in selected:
+            for dep in DEPENDS[name]:
+                if dep in selected:
+                    continue
+                if dep not in self.results and self._done(dep, self._key_of(dep)) is None:
+                    raise InputError(
+                        f"{self.run_dir}: stage {name!r} needs stage {dep!r}, which has not run for this config "
+                        f"in this run dir; run it first (add --only {dep}, or run without --only)")
 
     # ------------------------------------------------------------------ running
     def run(self, *, only: list[str] | None = None, from_stage: str | None = None,
@@ -243,6 +265,9 @@ class Pipeline:
         if from_stage is not None:
             start = STAGES.index(check_stage(from_stage))
             force |= set(STAGES[start:])
+        validate_config(self.config)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise InputError(f"{self.run_dir}: --run-dir is a file, not a directory; choose another run directory")
         with run_dir_lock(self.run_dir):
             return self._run_locked(only, force)
 
@@ -252,9 +277,7 @@ class Pipeline:
             from interp.loading import _load_config  # fail before hours of generation, not after
 
             _load_config(ev.judge, None)
-        write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
-                       model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
-                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
+        self._check_selection([s for s in STAGES if not only or s in only], force)
         last: StageResult | None = None
         for name in STAGES:
             if only and name not in only:
@@ -277,6 +300,10 @@ class Pipeline:
             self.log(f"[{name}] {summary} ({time.perf_counter() - t0:.1f}s)")
             last = res
         assert last is not None, "no stage selected"
+        # Written once the selected stages succeeded: a refused or failed attempt leaves the old one.
+        write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
+                       model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
         return last
 
     def _begin_stage(self, name: str, key: str, *, forced: bool) -> Path:
@@ -440,7 +467,7 @@ class Pipeline:
         write_json(d / "probe_metrics.json", metrics)
         prompts = [p for ps in self.eval_prompts(c.transfer_prompts, "all", salt="transfer").values() for p in ps]
         transfer = transfer_report(bridge, probe, prompts, progress=self.progress)
-        transfer.to_csv(d / "probe_transfer.csv", index=False)
+        write_csv(d / "probe_transfer.csv", transfer)
         acc = metrics.get("test", metrics).get("accuracy", float("nan"))
         base = metrics.get("random_init", {}).get("test", {}).get("accuracy", float("nan"))
         return (f"probe test accuracy {acc:.3f} (random-init model {base:.3f}); transfer AUC mean "
@@ -467,8 +494,8 @@ class Pipeline:
         tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages)
         proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
                                 token_languages=tl)
-        proj.table.to_csv(d / "vocab_table.csv", index=False)
-        proj.language_mass.to_csv(d / "value_language_mass.csv", index=False)
+        write_csv(d / "vocab_table.csv", proj.table)
+        write_csv(d / "value_language_mass.csv", proj.language_mass)
         return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
                 f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
@@ -544,9 +571,9 @@ class Pipeline:
                                    f"{len(expected)} of the {len(prompts)} requested prompts; rerun with "
                                    "--from generate")
             tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)
-            tables[tag].to_csv(d / f"metrics_{tag}.csv", index=False)
+            write_csv(d / f"metrics_{tag}.csv", tables[tag])
         cmp = compare_tables(tables["before"], tables["after"])
-        cmp.to_csv(d / "metrics_compare.csv", index=False)
+        write_csv(d / "metrics_compare.csv", cmp)
         write_json(d / "metrics_compare.json", cmp.to_dict(orient="records"))
         b, a = tables["before"], tables["after"]
         return (f"mean EMT {b['emt'].mean():.3f} -> {a['emt'].mean():.3f}, ToxProb {b['toxprob'].mean():.3f} -> "
@@ -587,9 +614,9 @@ class Pipeline:
         tuned = self.tuned_model()
         res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
                               n_new_tokens=c.n_new_tokens, seed=self.config.seed, progress=self.progress)
-        res.summary.to_csv(d / "key_activations.csv", index=False)
-        res.per_neuron.to_csv(d / "key_activations_per_neuron.csv", index=False)
-        res.ratio_to_english.to_csv(d / "key_ratio.csv", index=False)
+        write_csv(d / "key_activations.csv", res.summary)
+        write_csv(d / "key_activations_per_neuron.csv", res.per_neuron)
+        write_csv(d / "key_ratio.csv", res.ratio_to_english)
         s = res.summary
         pre, post = s[s["model"] == "base"]["mean"].mean(), s[s["model"] == "dpo"]["mean"].mean()
         return (f"mean toxic-neuron activation over languages {pre:+.4f} (base) -> {post:+.4f} (DPO)",
@@ -601,7 +628,7 @@ class Pipeline:
 
         c = self.config.intervention
         if not c.enabled:
-            pd.DataFrame(columns=["offset", "lang", "mean_toxicity", "n"]).to_csv(d / "sweep.csv", index=False)
+            write_csv(d / "sweep.csv", pd.DataFrame(columns=["offset", "lang", "mean_toxicity", "n"]))
             return "intervention sweep disabled", {"sweep": self.rel(d / "sweep.csv")}
         scorer = self.scorer()
 
@@ -613,7 +640,7 @@ class Pipeline:
         df = intervention_sweep(self.base_model(), self._group_neurons(), prompts, offsets=tuple(c.offsets),
                                 score_fn=score_fn, max_new_tokens=c.max_new_tokens, seed=self.config.seed,
                                 progress=self.progress)
-        df.to_csv(d / "sweep.csv", index=False)
+        write_csv(d / "sweep.csv", df)
         by = df.groupby("offset")["mean_toxicity"].mean()
         hi, lo = by.index.max(), by.index.min()
         return (f"mean toxicity {by.loc[hi]:.3f} at offset {hi:g} -> {by.loc[lo]:.3f} at offset {lo:g}",
@@ -626,8 +653,8 @@ class Pipeline:
         parallel = self.parallel_texts(c.parallel, c.n_sentences)
         layers = tuple(c.layer_range) if c.layer_range else None
         res = bilingual_retrieval(self.base_model(), parallel, pivot="en", layers=layers, progress=self.progress)
-        res.per_language.to_csv(d / "retrieval.csv", index=False)
-        res.per_layer.to_csv(d / "retrieval_per_layer.csv", index=False)
+        write_csv(d / "retrieval.csv", res.per_language)
+        write_csv(d / "retrieval_per_layer.csv", res.per_layer)
         return (f"top-1 retrieval accuracy (en<->X, mean over layers) {res.per_language['retrieval_acc'].mean():.3f} "
                 f"on {c.parallel}", {"per_language": self.rel(d / "retrieval.csv"),
                                      "per_layer": self.rel(d / "retrieval_per_layer.csv")})
@@ -663,11 +690,11 @@ class Pipeline:
         if gap:
             retr = pd.concat([retr, pd.DataFrame({"lang": gap, "retrieval_acc": float("nan")})], ignore_index=True)
         signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
-        signals.to_csv(d / "dual_multilinguality.csv", index=False)
+        write_csv(d / "dual_multilinguality.csv", signals)
         cmp = pd.read_csv(self.output("metrics", "compare"))
         stats = correlate_available(signals, cmp, n_boot=self.config.correlation.n_boot,
                                     n_perm=self.config.correlation.n_perm, seed=self.config.seed)
-        stats.to_csv(d / "correlation.csv", index=False)
+        write_csv(d / "correlation.csv", stats)
         row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
         r = float(row["pearson_r"].iloc[0]) if len(row) and "pearson_r" in row else float("nan")
         n = int(row["n"].iloc[0]) if len(row) else 0
@@ -707,6 +734,61 @@ def correlate_available(signals: pd.DataFrame, drops: pd.DataFrame, *, outcomes:
             res = correlate(both[["lang", sig]], both[["lang", out]], outcomes=[out], signal_columns=[sig], **kwargs)
             rows.append(res.assign(skipped=""))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["signal", "outcome", "n", "skipped"])
+
+
+def validate_config(config: RunConfig) -> None:
+    """Check what the stages will need before the first one starts: scorer name and options, the
+    DPO preset and overrides, the model recipe, the data root. Errors name the dotted config key."""
+    import inspect
+    import os
+    from dataclasses import fields
+
+    from detox_train import DPOTrainConfig
+    from detox_train.evaluate.scorers import SCORER_NAMES
+    from interp.default_model import RECIPES
+    from interp.paths import data_root
+
+    data_root(config.data_root)
+    m = config.model
+    if m.name in ("default",) and m.default_preset not in RECIPES:
+        raise ConfigError(f"model.default_preset: unknown recipe {m.default_preset!r}; choose one of "
+                          f"{', '.join(sorted(RECIPES))}")
+    for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):
+        # Hub names ("org/name") never start with . / ~; a path that does must exist.
+        if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():
+            raise FileNotFoundError(f"{key}: {value} does not exist; pass an existing model directory, a hub name "
+                                    "in the HF cache, or 'default'")
+    ev = config.evaluation
+    if ev.scorer not in SCORER_NAMES:
+        raise ConfigError(f"evaluation.scorer: unknown scorer {ev.scorer!r}; choose one of {', '.join(SCORER_NAMES)}")
+    from detox_train.evaluate.scorers.e5 import E5HeadConfig, E5Scorer
+    from detox_train.evaluate.scorers.hf import HFClassifierScorer
+    from detox_train.evaluate.scorers.lexicon import LexiconScorer
+    from detox_train.evaluate.scorers.perspective import KEY_ENV, PerspectiveScorer
+
+    if ev.scorer == "hf" and not ev.scorer_options.get("path"):
+        raise ConfigError("evaluation.scorer_options: the hf scorer needs path: <local sequence-classification "
+                          "model dir>")
+    if ev.scorer == "hf" and not Path(str(ev.scorer_options["path"])).expanduser().is_dir():
+        raise ConfigError(f"evaluation.scorer_options.path: {ev.scorer_options['path']} is not a directory")
+    if ev.scorer == "perspective" and not os.environ.get(KEY_ENV, "").strip():
+        raise ConfigError(f"evaluation.scorer: perspective needs an API key in ${KEY_ENV} (export {KEY_ENV}=...), "
+                          "or choose the offline scorer e5")
+    cls = {"e5": E5Scorer, "hf": HFClassifierScorer, "lexicon": LexiconScorer, "perspective": PerspectiveScorer}
+    allowed = set(inspect.signature(cls[ev.scorer].__init__).parameters) - {"self", "embedder", "lexicon"}
+    if ev.scorer == "e5":
+        allowed |= {f.name for f in fields(E5HeadConfig)}
+    unknown = sorted(set(ev.scorer_options) - allowed)
+    if unknown:
+        raise ConfigError(f"evaluation.scorer_options: unknown option(s) {', '.join(unknown)} for scorer "
+                          f"{ev.scorer!r}; valid: {', '.join(sorted(allowed))} (options of another scorer? set "
+                          "evaluation.scorer_options={} with the new scorer)")
+    try:
+        DPOTrainConfig.preset(config.dpo.preset, model="default", output_dir="unused", seed=config.seed,
+                              data_root=config.data_root, **config.dpo.overrides)
+    except (ConfigError, TypeError) as e:
+        key = "dpo.preset" if "unknown DPO preset" in str(e) else "dpo.overrides"
+        raise ConfigError(f"{key}: {e}") from e
 
 
 def run_pipeline(config: RunConfig, run_dir: str | Path, *, only: list[str] | None = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from interp.configio import ConfigError, config_from_dict, load_config
+from interp.configio import ConfigError, check_range, config_from_dict, load_config, parse_value
 from interp.languages import LANGUAGES, normalize_languages
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -134,6 +134,45 @@ class RunConfig:
             raise ConfigError(str(e)) from e
         if "en" not in self.languages:
             raise ConfigError("languages: must include 'en' (the DPO and probe language, and the retrieval pivot)")
+        check_ranges(self)
+
+
+_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def check_ranges(cfg: "RunConfig") -> None:
+    """Raise :class:`ConfigError` naming the dotted key of the first out-of-range value."""
+    ev, p, n, r = cfg.evaluation, cfg.probe, cfg.neurons, cfg.retrieval
+    check_range("evaluation.n_prompts", ev.n_prompts, ge=1, allow_none=True)
+    for key, value in (("evaluation.k", ev.k), ("evaluation.max_new_tokens", ev.max_new_tokens),
+                       ("evaluation.batch_size", ev.batch_size), ("evaluation.n_boot", ev.n_boot),
+                       ("probe.transfer_prompts", p.transfer_prompts), ("neurons.top_k", n.top_k),
+                       ("neurons.n_new_tokens", n.n_new_tokens), ("neurons.vocab_k", n.vocab_k),
+                       ("key_activations.n_prompts", cfg.key_activations.n_prompts),
+                       ("key_activations.n_new_tokens", cfg.key_activations.n_new_tokens),
+                       ("intervention.n_prompts", cfg.intervention.n_prompts),
+                       ("intervention.max_new_tokens", cfg.intervention.max_new_tokens),
+                       ("correlation.n_boot", cfg.correlation.n_boot), ("correlation.n_perm", cfg.correlation.n_perm)):
+        check_range(key, value, ge=1)
+    check_range("neurons.filter_prompts", n.filter_prompts, ge=0)
+    check_range("evaluation.temperature", ev.temperature, gt=0)
+    check_range("evaluation.top_p", ev.top_p, gt=0, le=1)
+    check_range("probe.max_examples", p.max_examples, ge=2, allow_none=True)
+    check_range("retrieval.n_sentences", r.n_sentences, ge=2, allow_none=True)
+    if p.dataset == "jigsaw" and not p.jigsaw_path:
+        raise ConfigError("probe.jigsaw_path: must be set when probe.dataset is 'jigsaw' (the Kaggle train.csv)")
+    if p.jigsaw_path and not Path(p.jigsaw_path).expanduser().is_file():
+        raise ConfigError(f"probe.jigsaw_path: {p.jigsaw_path} is not a file")
+    if r.layer_range is not None and (len(r.layer_range) != 2 or r.layer_range[0] > r.layer_range[1]
+                                      or r.layer_range[0] < 0):
+        raise ConfigError(f"retrieval.layer_range: must be [lo, hi] with 0 <= lo <= hi, got {r.layer_range}")
+    if cfg.intervention.enabled and not cfg.intervention.offsets:
+        raise ConfigError("intervention.offsets: must list at least one offset (or set intervention.enabled: false)")
+    if cfg.model.dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype: must be one of {', '.join(_DTYPES)}, got {cfg.model.dtype!r}")
+    dev = cfg.model.device
+    if dev is not None and not (dev in ("cpu", "cuda", "mps") or dev.startswith("cuda:")):
+        raise ConfigError(f"model.device: must be cpu, cuda, cuda:N or mps (or null for automatic), got {dev!r}")
 
 
 def preset_names() -> list[str]:
@@ -152,8 +191,6 @@ def load_run_config(*, preset: str | None = None, config: str | Path | None = No
             raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(preset_names())}")
     else:
         path = Path(config)  # type: ignore[arg-type]
-    import yaml
-
     cfg = load_config(RunConfig, path)
     if not overrides:
         return cfg
@@ -169,5 +206,5 @@ def load_run_config(*, preset: str | None = None, config: str | Path | None = No
             node = node[p]
         if parts[-1] not in node:
             raise ConfigError(f"unknown config key {dotted!r}")
-        node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+        node[parts[-1]] = parse_value(dotted, value) if isinstance(value, str) else value
     return config_from_dict(RunConfig, data)

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from interp.cli_common import add_command, add_languages_arg, load_model_from_args
+from interp.cli_common import add_command, add_languages_arg, check_flag, check_out_dir, load_model_from_args
 
 
 def _layer(value: str) -> int | None:
@@ -83,6 +83,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from interp.artifacts import write_json
     from probes.train import train_probe
 
+    check_flag("--max-examples", args.max_examples, ge=2)
+    check_flag("--batch-size", args.batch_size, ge=1)
+    check_out_dir(args.out)
+    if args.dataset == "jigsaw" and not args.jigsaw_path:
+        raise ValueError("--dataset jigsaw needs --jigsaw-path FILE (the Kaggle Jigsaw train.csv)")
+    if args.jigsaw_path and not Path(args.jigsaw_path).is_file():
+        raise FileNotFoundError(f"--jigsaw-path {args.jigsaw_path}: no such file")
+    from interp.paths import data_root
+
+    data_root(args.data_root)
     model = load_model_from_args(args)
     probe, metrics = train_probe(model, dataset=args.dataset, data_root=args.data_root, jigsaw_path=args.jigsaw_path,
                                  solver=args.solver, layer=args.layer, pooling=args.pooling,
@@ -118,6 +128,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from probes.probe import ToxicityProbe
     from probes.transfer import transfer_report
 
+    check_flag("--max-prompts", args.max_prompts, ge=1)
+    if args.toxic_threshold <= args.clean_threshold:
+        raise ValueError(f"--toxic-threshold ({args.toxic_threshold:g}) must be above --clean-threshold "
+                         f"({args.clean_threshold:g})")
+    from interp.languages import normalize_languages
+
+    normalize_languages(args.languages, where="--languages")
+    ToxicityProbe.load(args.probe)  # a missing or damaged probe is reported before the model loads
     model = load_model_from_args(args)
     probe = ToxicityProbe.load(args.probe, model, strict=not args.no_strict)
     prompts = data.load_rtplx(args.data_root, args.languages)

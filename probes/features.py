@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
@@ -25,6 +26,8 @@ POOLINGS: tuple[str, ...] = ("mean", "last", "max")
 FEATURE_CACHE_SUBDIR = "probe_features"
 # Texts tokenized and length-sorted together; bounds memory independently of the dataset size.
 CHUNK_BATCHES = 32
+
+log = logging.getLogger(__name__)
 
 
 class _StopForward(Exception):
@@ -233,8 +236,19 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)
         if path.is_file():
-            tensors, _ = load_tensors(path)
-            return tensors["features"]
+            from interp.artifacts import CorruptFileError
+
+            try:
+                tensors, _ = load_tensors(path)
+                feats = tensors.get("features")
+                if feats is not None and tuple(feats.shape) == (len(texts), adapter.d_model):
+                    return feats
+                problem = "holds no features of the expected shape"
+            except CorruptFileError as e:
+                problem = str(e)
+            # Derived data: drop the damaged entry and compute it again.
+            log.warning("feature cache entry %s is damaged (%s); rebuilding it", path, problem)
+            path.unlink(missing_ok=True)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = next(hf.parameters()).device

@@ -47,8 +47,10 @@ def import_reference_probe(path: str | os.PathLike[str]) -> ToxicityProbe:
         raise ValueError(f"{path}: refused to load: the file needs objects outside the allow-list "
                          f"({', '.join(c.__module__ + '.' + c.__qualname__ for c in SAFE_GLOBALS)}); it is not a "
                          f"plain nn.Linear probe and was not executed. Detail: {str(e).splitlines()[-1][:300]}") from e
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable torch file ({e})") from e
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, AttributeError) as e:
+        # torch's restricted unpickler reports a non-pickle byte as a bare KeyError (e.g. "101").
+        raise ValueError(f"{path}: not a torch checkpoint (not a pickled nn.Linear probe: "
+                         f"{type(e).__name__} {str(e)[:100]}); pass the paper's english-probe.pt") from e
     weight, bias = _weights_of(obj, path)
     weight = weight.detach().float().reshape(-1, weight.shape[-1]) if weight.dim() > 1 else weight.float()[None]
     if weight.shape[0] != 1:

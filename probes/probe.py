@@ -289,6 +289,9 @@ class ToxicityProbe:
                                         "`xdetox probe train` or ToxicityProbe.save")
         tensors, _ = load_tensors(weights)
         meta = read_json(meta_json)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_json}: not probe metadata (expected a JSON object); rewrite the probe with "
+                             "`xdetox probe train`")
         if "weight" not in tensors:
             raise ValueError(f"{weights}: no 'weight' tensor; not a probe file")
         params = meta.get("params", {})

@@ -345,14 +345,53 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
 
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     """Return the samples stored in a JSONL written by :func:`generate`."""
+    from interp.artifacts import InputError, iter_lines
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path}: no samples file; write one with `xdetox eval generate --out {path}`")
     out = []
-    for n, r in enumerate(read_jsonl(path), 1):
-        try:
-            out.append(Sample(str(r["prompt_id"]), normalize_language(r["lang"], where=f"{path}:{n}"),
-                              int(r["sample_index"]), str(r["text"]), int(r.get("n_tokens", 0))))
-        except KeyError as e:
-            raise ValueError(f"{path}:{n}: missing field {e.args[0]!r} (expected prompt_id, lang, sample_index, text)") from e
+    seen: dict[tuple[str, int], int] = {}
+    for n, r in _numbered_records(path):
+        where = f"{path}:{n}"
+        for key in ("prompt_id", "lang", "sample_index", "text"):
+            if key not in r:
+                raise InputError(f"{where}: missing field {key!r} (expected prompt_id, lang, sample_index, text)")
+        if not isinstance(r["prompt_id"], str) or not r["prompt_id"]:
+            raise InputError(f"{where}: field 'prompt_id' must be a non-empty string, got {r['prompt_id']!r}")
+        if not isinstance(r["text"], str):
+            raise InputError(f"{where}: field 'text' must be a string, got {type(r['text']).__name__} "
+                             f"{r['text']!r}; fix or drop the line")
+        if not isinstance(r["sample_index"], int) or isinstance(r["sample_index"], bool) or r["sample_index"] < 0:
+            raise InputError(f"{where}: field 'sample_index' must be an integer >= 0, got {r['sample_index']!r}")
+        ntok = r.get("n_tokens", 0)
+        if not isinstance(ntok, int) or isinstance(ntok, bool):
+            raise InputError(f"{where}: field 'n_tokens' must be an integer, got {ntok!r}")
+        key = (r["prompt_id"], r["sample_index"])
+        if key in seen:
+            raise InputError(f"{where}: duplicate sample (prompt_id {key[0]!r}, sample_index {key[1]}) first seen "
+                             f"on line {seen[key]}; each sample must appear once: drop the repeated line")
+        seen[key] = n
+        out.append(Sample(r["prompt_id"], normalize_language(r["lang"], where=f"{where} field 'lang'"),
+                          r["sample_index"], r["text"], ntok))
+    if not out:
+        raise InputError(f"{path}: the samples file is empty; generate samples first (xdetox eval generate)")
     return out
+
+
+def _numbered_records(path: Path) -> Any:
+    """Yield (line number, object) of a JSONL file (errors name the file and line)."""
+    import json
+
+    from interp.artifacts import InputError, iter_lines
+
+    for n, line in iter_lines(path, what="JSONL line"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{n}: line is a JSON {type(obj).__name__}, not an object")
+        yield n, obj

@@ -33,18 +33,45 @@ class ScoredSample:
 
 def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
     """Return the scored samples of a JSONL written by :func:`score_samples`."""
+    import math
+
+    from interp.artifacts import InputError
+
+    from .generation import _numbered_records
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path}: no scored samples; write them with `xdetox eval score --out {path}`")
     names = [f.name for f in dataclasses.fields(ScoredSample)]
     out = []
-    for n, r in enumerate(read_jsonl(path), 1):
+    seen: dict[tuple[Any, Any], int] = {}
+    for n, r in _numbered_records(path):
+        where = f"{path}:{n}"
         missing = [k for k in names[:9] if k not in r]
         if missing:
-            raise ValueError(f"{path}:{n}: missing field(s) {missing}; not a scored-samples file")
+            raise InputError(f"{where}: missing field(s) {missing}; not a scored-samples file (xdetox eval score)")
         r = {k: r.get(k, False) for k in names}
-        r["lang"] = normalize_language(r["lang"], where=f"{path}:{n}")
+        r["lang"] = normalize_language(r["lang"], where=f"{where} field 'lang'")
+        score, failed = r["score"], r["failed"]
+        if not isinstance(failed, bool):
+            raise InputError(f"{where}: field 'failed' must be true/false, got {failed!r}")
+        if not failed:
+            if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+                raise InputError(f"{where}: field 'score' must be a number in [0, 1] (or the row marked failed), "
+                                 f"got {score!r}; rescore the samples with xdetox eval score")
+            if not 0.0 <= score <= 1.0:
+                raise InputError(f"{where}: field 'score' {score!r} is outside [0, 1]; toxicity scores are "
+                                 "probabilities: rescore the samples with xdetox eval score")
+        if not isinstance(r["text"], str):
+            raise InputError(f"{where}: field 'text' must be a string, got {r['text']!r}")
+        key = (r["prompt_id"], r["sample_index"])
+        if key in seen:
+            raise InputError(f"{where}: duplicate row (prompt_id {key[0]!r}, sample_index {key[1]}) first seen on "
+                             f"line {seen[key]}; drop the repeated line")
+        seen[key] = n
         out.append(ScoredSample(**r))
+    if not out:
+        raise InputError(f"{path}: the scored-samples file is empty; score samples first (xdetox eval score)")
     return out
 
 
@@ -66,10 +93,8 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
     if isinstance(cache, (str, os.PathLike)):
         cache = ScoreCache(cache)
     run = CachedScorer(scorer, cache) if cache is not None else scorer
-    write_json(out_path.with_name(out_path.name + ".manifest.json"), make_manifest(
-        kind="eval-scores", config={"scorer": key, "batch_size": batch_size},
-        inputs={"samples": str(samples_path), "samples_sha256": file_sha256(samples_path)},
-        extra={"n_samples": len(samples)}))
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     texts = {(s.prompt_id, s.sample_index): s.text for s in samples}
     with JsonlAppender(out_path) as app:
         done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -82,10 +107,17 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
             in_file.append(k)
             if k in texts and r.get("text") == texts[k]:  # a score belongs to its text, not to its slot
                 done.setdefault(k, r)
+        # Only a resume that was accepted (above) may replace the manifest of the scores it extends.
+        write_json(out_path.with_name(out_path.name + ".manifest.json"), make_manifest(
+            kind="eval-scores", config={"scorer": key, "batch_size": batch_size},
+            inputs={"samples": str(samples_path), "samples_sha256": file_sha256(samples_path)},
+            extra={"n_samples": len(samples)}))
         todo = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
         bar = tqdm(total=len(todo), desc=f"score {scorer.id}", unit="text", disable=not progress or not todo)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        # Network scorers answer one text per request: save and show progress per request round.
+        step = max(1, min(batch_size, int(getattr(scorer, "max_batch", batch_size) or batch_size)))
+        for start in range(0, len(todo), step):
+            batch = todo[start:start + step]
             results = run.score([s.text for s in batch], [s.lang for s in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"scorer {key} returned {len(results)} results for {len(batch)} texts")

@@ -27,6 +27,10 @@ class PerspectiveKeyError(ValueError):
     """The API key is missing."""
 
 
+class PerspectiveUnreachableError(ValueError):
+    """Nothing could be scored: the endpoint refused or timed out on every attempt so far."""
+
+
 class _Secret:
     """Holds the API key; its repr/str never show it (so vars() or a traceback dump cannot leak it)."""
 
@@ -91,7 +95,7 @@ class PerspectiveScorer:
     def __init__(self, *, attributes: Sequence[str] = ("TOXICITY",), qps: float = 1.0,
                  base_url: str = DEFAULT_URL, timeout: float = 10.0, max_retries: int = 6,
                  backoff: float = 1.0, max_backoff: float = 60.0, max_bytes: int = MAX_TEXT_BYTES,
-                 concurrency: int = 1) -> None:
+                 concurrency: int = 1, max_total_s: float | None = None) -> None:
         key = os.environ.get(KEY_ENV, "").strip()
         if not key:
             raise PerspectiveKeyError(
@@ -113,13 +117,25 @@ class PerspectiveScorer:
         self.concurrency = int(concurrency)
         self.n_requests = 0
         self._count_lock = threading.Lock()
+        # Total-time limit for the scorer's life: once past it, remaining texts fail fast (marked failed).
+        self.max_total_s = None if max_total_s is None else float(max_total_s)
+        self._t0 = time.monotonic()
+        self._n_ok = 0
+        self._warned = False
         import httpx
 
         self._client = httpx.Client(timeout=httpx.Timeout(self.timeout))
 
     def __repr__(self) -> str:
+        from interp.artifacts import redact_url
+
         return (f"PerspectiveScorer(attributes={list(self.attributes)}, qps={self.bucket.rate}, "
-                f"concurrency={self.concurrency}, base_url={self.base_url!r}, key=<from ${KEY_ENV}>)")
+                f"concurrency={self.concurrency}, base_url={redact_url(self.base_url)!r}, key=<from ${KEY_ENV}>)")
+
+    @property
+    def max_batch(self) -> int:
+        """Texts per scoring call that keep progress per item (one request round of ``concurrency``)."""
+        return self.concurrency
 
     def __getstate__(self) -> Any:
         raise TypeError("PerspectiveScorer holds a secret and cannot be pickled")
@@ -141,20 +157,31 @@ class PerspectiveScorer:
         body = {"comment": {"text": text}, "languages": [perspective_language(lang)],
                 "requestedAttributes": {a: {} for a in self.attributes}, "doNotStore": True}
         last = "no attempt"
+        transport = True  # every failure so far was a refused/unanswered connection attempt
         for attempt in range(self.max_retries + 1):
+            if self.max_total_s is not None and time.monotonic() - self._t0 > self.max_total_s:
+                return ScoreResult.fail(f"time limit of {self.max_total_s:g}s for the scoring run reached "
+                                        f"(last error: {last})", key)
             if attempt:
+                self._first_failure(last, attempt)
                 time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             self.bucket.acquire()
             with self._count_lock:
                 self.n_requests += 1
             try:
                 r = self._client.post(self.base_url, json=body, headers={"X-Goog-Api-Key": self._key.reveal()})
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # no connection at all
+                last = f"cannot connect ({type(e).__name__})"
+                continue
             except httpx.TimeoutException:
+                transport = False
                 last = f"timeout after {self.timeout:g}s"
                 continue
-            except httpx.TransportError as e:  # connection reset/refused, protocol errors
+            except httpx.TransportError as e:  # connection reset, protocol errors
+                transport = False
                 last = f"connection error ({type(e).__name__})"
                 continue
+            transport = False
             if r.status_code == 429 or r.status_code >= 500:
                 last = f"HTTP {r.status_code}"
                 retry_after = r.headers.get("retry-after")
@@ -172,8 +199,30 @@ class PerspectiveScorer:
             if not 0.0 <= value <= 1.0:
                 last = f"score {value} outside [0, 1]"
                 continue
+            with self._count_lock:
+                self._n_ok += 1
             return ScoreResult.ok(value, key, truncated=cut)
+        if transport and self._n_ok == 0:
+            from interp.artifacts import redact_url
+
+            raise PerspectiveUnreachableError(
+                f"Perspective endpoint {redact_url(self.base_url)} is unreachable ({last}, {self.max_retries + 1} "
+                "attempts on the first text); check the network or --perspective-url, then rerun (scores already "
+                "written are kept)")
         return ScoreResult.fail(f"gave up after {self.max_retries + 1} attempts: {last}", key)
+
+    def _first_failure(self, last: str, attempt: int) -> None:
+        """Say once, at the first failed request, what failed and how long retrying may take."""
+        if self._warned:
+            return
+        self._warned = True
+        import sys
+
+        from interp.artifacts import redact_url
+
+        wait = sum(min(self.max_backoff, self.backoff * 2 ** i) for i in range(self.max_retries))
+        print(f"perspective: request to {redact_url(self.base_url)} failed ({last}); retrying up to "
+              f"{self.max_retries} times per text (up to {wait:.0f}s of back-off each)", file=sys.stderr)
 
     def score(self, texts: list[str], langs: list[str]) -> list[ScoreResult]:
         """Return one result per text; items that keep failing are marked failed, never 0."""
