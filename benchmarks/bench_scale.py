@@ -313,10 +313,12 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
              "--dpo-steps", str(a.dpo_steps), "--dpo-batch", str(a.dpo_batch),
              "--dpo-max-length", str(a.dpo_max_length)]
     if a.shape != "tiny" and not a.no_save:
-        from shapes import materialize
-
         t = time.perf_counter()
-        d = materialize(a.shape, dtype=a.dtype, device=a.device)
+        # In a child, so that this parent stays small (its children are forked from it).
+        code = ("import sys; sys.path.insert(0, 'benchmarks'); from shapes import materialize; "
+                f"print(materialize({a.shape!r}, dtype={a.dtype!r}, device={a.device!r}))")
+        d = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                           check=True).stdout.strip().splitlines()[-1]
         out["model_dir"] = {"path": str(d), "materialize_s": round(time.perf_counter() - t, 1)}
         child += ["--model-dir", str(d)]
     for s in a.stages:

@@ -220,10 +220,19 @@ def bare_view(model: Any) -> Any:
 
 
 def peak_rss_bytes() -> int:
-    """Return this process's peak resident set size in bytes (Linux ``ru_maxrss`` is KiB)."""
+    """Return this process's peak resident set size in bytes.
+
+    Linux ``VmHWM`` (high-water mark of this process image), not ``ru_maxrss``: the latter keeps
+    the parent's peak across fork + exec, so a child started by a big parent would inherit it.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def describe(name: str) -> dict[str, Any]:
