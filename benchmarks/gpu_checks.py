@@ -95,18 +95,23 @@ def _train_steps(a: argparse.Namespace, preset: str) -> dict[str, Any]:
     return res
 
 
+def qlora_recipe(model: Any) -> dict[str, Any]:
+    """Return whether every 4-bit layer of ``model`` is NF4, double-quantized and computes in bf16."""
+    four = [m for m in model.modules() if type(getattr(m, "weight", None)).__name__ == "Params4bit"]
+    qs = [m.weight.quant_state for m in four]
+    return {
+        "n_4bit_layers": len(four),
+        "all_nf4": bool(four) and all(q.quant_type == "nf4" for q in qs),
+        "all_double_quant": bool(four) and all(bool(getattr(q, "nested", False)) for q in qs),
+        "all_bf16_compute": bool(four) and all(getattr(m, "compute_dtype", None) == torch.bfloat16 for m in four),
+    }
+
+
 def cmd_qlora(a: argparse.Namespace) -> dict[str, Any]:
     from interp.loading import load_hf_model
 
     model, _ = load_hf_model(a.dir, device=a.device, quantization="4bit")
-    four = [m for m in model.modules() if type(getattr(m, "weight", None)).__name__ == "Params4bit"]
-    qs = [m.weight.quant_state for m in four]
-    recipe = {
-        "n_4bit_layers": len(four),
-        "all_nf4": bool(four) and all(q.quant_type == "nf4" for q in qs),
-        "all_double_quant": bool(four) and all(getattr(q, "nested", False) for q in qs),
-        "all_bf16_compute": bool(four) and all(getattr(m, "compute_dtype", None) == torch.bfloat16 for m in four),
-    }
+    recipe = qlora_recipe(model)
     del model
     if a.device.startswith("cuda"):
         torch.cuda.empty_cache()

@@ -65,3 +65,21 @@ def test_pit_ks_accepts_the_right_sampler_and_rejects_a_wrong_one() -> None:
     wrong = torch.multinomial(wrong_p, 3000, replacement=True, generator=g).tolist()
     assert _pit_ks(right, probs, 0)["p_value"] > 0.01
     assert _pit_ks(wrong, probs, 0)["p_value"] < 1e-4
+
+
+def test_qlora_recipe_check_passes_our_loader_and_fails_the_reference_fp4(tmp_path) -> None:
+    """The GPU check's recipe test: ours is NF4 + double quant + bf16 compute; a bare load_in_4bit is not."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from gpu_checks import qlora_recipe
+    from interp.loading import load_hf_model
+    from tiny_models import save_tiny
+
+    d = save_tiny("llama", tmp_path / "llama")
+    ours, _ = load_hf_model(d, device="cpu", quantization="4bit")
+    r = qlora_recipe(ours)
+    assert r["n_4bit_layers"] > 0 and r["all_nf4"] and r["all_double_quant"] and r["all_bf16_compute"]
+    ref = AutoModelForCausalLM.from_pretrained(d, quantization_config=BitsAndBytesConfig(load_in_4bit=True),
+                                               device_map={"": "cpu"})
+    r = qlora_recipe(ref)
+    assert r["n_4bit_layers"] > 0 and not r["all_nf4"] and not r["all_double_quant"]
