@@ -8,7 +8,8 @@ Where a family keeps its parts is *derived* from TransformerLens 4's own compone
 ``ln_final``, ``unembed``), so any architecture TransformerLens bridges and that has a dense MLP
 works without a table entry. :data:`OVERRIDES` holds the few facts the mapping lacks (the
 Cohere logit scale, our BOS policy for GPT-2); :data:`FAMILIES` documents the paper's families
-and is what the derivation must reproduce for them (tests/test_architecture.py).
+and is what the derivation must reproduce for them (tests/test_architecture.py). A FAMILIES
+entry is used directly only for a model the derivation cannot serve (no bridge, no dense MLP).
 
 Conventions (see docs/METHOD.md): neuron ``(l, i)`` is unit ``i`` of layer ``l``'s MLP; its
 activation is the MLP hidden value after the nonlinearity (for gated MLPs ``act(gate) * up``),
@@ -229,20 +230,34 @@ def spec_for_model(model: Any, *, where: str = "") -> FamilySpec:
     hf = hf_model_of(model)
     if hf in _SPECS:
         return _SPECS[hf]
-    tl_adapter = getattr(model, "adapter", None)
-    if tl_adapter is None or not hasattr(tl_adapter, "get_component_mapping"):
-        dtype = next(hf.parameters()).dtype
-        tl_adapter = tl_adapter_for_config(hf.config, architecture=type(hf).__name__,
-                                           where=where or type(hf).__name__,
-                                           dtype=dtype if dtype.is_floating_point else torch.float32)
-    spec = spec_from_tl_adapter(tl_adapter, hf.config, model=hf, where=where or type(hf).__name__)
+    try:
+        tl_adapter = getattr(model, "adapter", None)
+        if tl_adapter is None or not hasattr(tl_adapter, "get_component_mapping"):
+            dtype = next(hf.parameters()).dtype
+            tl_adapter = tl_adapter_for_config(hf.config, architecture=type(hf).__name__,
+                                               where=where or type(hf).__name__,
+                                               dtype=dtype if dtype.is_floating_point else torch.float32)
+        spec = spec_from_tl_adapter(tl_adapter, hf.config, model=hf, where=where or type(hf).__name__)
+    except UnsupportedArchitectureError:
+        spec = _table_spec(getattr(hf.config, "model_type", "?"))
+        if spec is None:
+            raise
     _SPECS[hf] = spec
     return spec
 
 
+def _table_spec(model_type: str) -> FamilySpec | None:
+    """Return an explicit :data:`FAMILIES` entry for a model the derivation cannot serve, if there is one."""
+    return next((s for s in FAMILIES.values() if model_type in s.model_types), None)
+
+
 def check_supported(config: Any, *, where: str = "") -> None:
     """Fail early, before loading weights, when the analyses cannot serve ``config``'s architecture."""
-    spec_from_tl_adapter(tl_adapter_for_config(config, where=where), config, where=where)
+    try:
+        spec_from_tl_adapter(tl_adapter_for_config(config, where=where), config, where=where)
+    except UnsupportedArchitectureError:
+        if _table_spec(getattr(config, "model_type", "?")) is None:
+            raise
 
 
 def hf_model_of(model: Any) -> nn.Module:

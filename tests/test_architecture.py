@@ -255,3 +255,23 @@ def test_key_parts_reproduce_the_activation(family: str) -> None:
         with pytest.raises(ValueError, match="no gated MLP"):
             a.key_vectors(part="gate")
     torch.testing.assert_close(seen["act"][0], want, atol=1e-4, rtol=1e-4)
+
+def test_table_entry_serves_a_model_the_mapping_cannot(monkeypatch) -> None:
+    """An explicit FAMILIES entry is the fallback where TransformerLens has no mapping (here CTRL)."""
+    import transformers as T
+
+    m = T.AutoModelForCausalLM.from_config(T.CTRLConfig(vocab_size=64, n_embd=16, n_layer=2, n_head=2, dff=32)).eval()
+    monkeypatch.setitem(arch.FAMILIES, "ctrl", arch.FamilySpec(
+        family="ctrl", model_types=("ctrl",), example="Salesforce/ctrl", layers="transformer.h", w_in="ffn.0",
+        w_gate=None, w_out="ffn.2", out_is_conv1d=False, final_norm="transformer.layernorm", unembed="lm_head",
+        logit_scale_attr=None, lora_targets=("Wq", "Wk", "Wv", "dense", "0", "2"), prepends_bos=False))
+    a = get_adapter(m)
+    assert (a.family, a.n_layers, a.d_model, a.d_mlp) == ("ctrl", 2, 16, 32)
+    ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
+    seen: dict[str, torch.Tensor] = {}
+    out_mod = _unwrap(a.out_proj(1))
+    h = out_mod.register_forward_hook(lambda mod, args, out: seen.update(act=args[0], out=out))
+    with torch.no_grad():
+        m(ids)
+    h.remove()
+    torch.testing.assert_close(seen["act"] @ a.value_vectors([1])[0] + out_mod.bias, seen["out"], atol=1e-5, rtol=1e-4)
