@@ -330,6 +330,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             out["stages"][s] = json.loads(proc.stdout.strip().splitlines()[-1])
         out["stages"][s]["wall_s"] = round(time.perf_counter() - t, 1)
         print(f"[{a.shape}] {s}: {json.dumps(out['stages'][s])}", flush=True)
+        if a.out:  # after every stage, so a time-boxed run keeps what it measured
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({**out, "bars": bars(out["stages"], a.shape)}, indent=1))
     out["bars"] = bars(out["stages"], a.shape)
     return out
 

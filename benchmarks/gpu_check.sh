@@ -30,7 +30,7 @@ mkdir -p "$OUTDIR"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/xdetox-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-if [ "$DEVICE" = cpu ]; then SMALL=tiny; BIG=tiny; LEN=64; STEPS=3; DRAWS=300; PROMPTS=8; ROUNDS=2; BUDGET=${BUDGET:-1500}
+if [ "$DEVICE" = cpu ]; then SMALL=tiny; BIG=tiny; LEN=64; STEPS=3; DRAWS=300; PROMPTS=8; ROUNDS=1; BUDGET=${BUDGET:-1800}
 else SMALL=mgpt; BIG=llama3-8b; LEN=256; STEPS=4; DRAWS=2000; PROMPTS=32; ROUNDS=3; fi
 C=(--device "$DEVICE" --out "$OUTDIR")
 SUMMARY="$OUTDIR/summary.txt"; : > "$SUMMARY"
