@@ -228,13 +228,14 @@ def test_lora_delta_included_in_value_vectors() -> None:
     torch.testing.assert_close(get_adapter(merged).value_vectors(), tuned_v, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES + ("qwen2", "mistral", "gemma2"))  # XGLM has no MLP container to call
 def test_key_parts_reproduce_the_activation(family: str) -> None:
     """A gated neuron's key is gate and up: act(x . gate_i) * (x . up_i) must equal the MLP's own
     activation (the down projection's input); a non-gated key alone gives act(x . k_i + b_i)."""
     hf = make_model(family, 320)
     a = get_adapter(hf)
     parts = a.key_parts([1])
-    assert set(parts) == ({"up", "gate"} if family in ("llama", "cohere") else {"up"})
+    assert set(parts) == ({"up", "gate"} if family in GATED else {"up"})
     mlp = _unwrap(a.block(1)).mlp
     seen: dict[str, torch.Tensor] = {}
     h = _unwrap(a.out_proj(1)).register_forward_pre_hook(lambda m, args: seen.update(act=args[0]))
@@ -245,7 +246,10 @@ def test_key_parts_reproduce_the_activation(family: str) -> None:
     up_bias = getattr(_unwrap(a.in_proj(1)), "bias", None)
     pre_up = x @ parts["up"][0].T + (0 if up_bias is None else up_bias)
     if "gate" in parts:
-        want = torch.nn.functional.silu(x @ parts["gate"][0].T) * pre_up
+        from transformers.activations import ACT2FN
+
+        act_name = getattr(hf.config, "hidden_activation", None) or hf.config.hidden_act  # Gemma-2: gelu tanh
+        want = ACT2FN[act_name](x @ parts["gate"][0].T) * pre_up
         with pytest.raises(ValueError, match="part"):
             a.key_vectors(part="down")
     else:
