@@ -75,17 +75,20 @@ def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device
         hf, tok = build(shape, device=device, dtype=dtype)
         plain = bare_view(hf)  # never wrapped, sharing the weights: the bare HF baseline
     bridge = wrap_bridge(hf, tok)
+    from interp.tokenization import token_rule
+
+    rule = token_rule(bridge)  # the run's tokenization rule, as extract_features applies it
     texts = _texts(n_texts)
     # The same batches extract_features builds: chunked, length-sorted, padded.
     batches = []
     n_tokens = 0
     for start in range(0, len(texts), batch_size * CHUNK_BATCHES):
-        seqs = _tokenize(tok, texts[start:start + batch_size * CHUNK_BATCHES], max_length=128, bos_id=None)
+        seqs = _tokenize(rule, texts[start:start + batch_size * CHUNK_BATCHES], max_length=128)
         seqs.sort(key=len)
         n_tokens += sum(len(s) for s in seqs)
         batches += [_pad(seqs[i:i + batch_size], tok.pad_token_id, "right") for i in range(0, len(seqs), batch_size)]
     loop_texts = texts[: max(32, n_texts // 8)]
-    loop_tokens = sum(len(s) for s in _tokenize(tok, loop_texts, max_length=128, bos_id=None))
+    loop_tokens = sum(len(s) for s in _tokenize(rule, loop_texts, max_length=128))
 
     def bare() -> None:
         with torch.inference_mode():

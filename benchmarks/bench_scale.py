@@ -180,11 +180,14 @@ def _collect(bridge: Any, bare: Any, ad: Any, a: argparse.Namespace) -> dict[str
 def _features(bridge: Any, bare: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
 
+    from interp.tokenization import token_rule
+
     texts = _texts(a.texts)
     bs = a.batch_size
+    rule = token_rule(bridge)  # the run's tokenization rule, as extract_features applies it
     batches = []
     for start in range(0, len(texts), bs * CHUNK_BATCHES):
-        seqs = _tokenize(tok, texts[start:start + bs * CHUNK_BATCHES], max_length=128, bos_id=None)
+        seqs = _tokenize(rule, texts[start:start + bs * CHUNK_BATCHES], max_length=128)
         seqs.sort(key=len)
         batches += [_pad(seqs[i:i + bs], tok.pad_token_id, "right") for i in range(0, len(seqs), bs)]
     body = bare.base_model
