@@ -4,7 +4,9 @@ One run measures, on the ``default`` architecture with random tokens, a few opti
 (a) bf16 autocast with the recipe's thread count (what ``train`` uses), (b) fp32 with the same
 threads (baseline 1) and (c) bf16 with torch's default thread count (baseline 2), and prints the
 ratios. Absolute numbers depend on how busy the machine is; the ratios are the result.
-Run: ``.venv/bin/python benchmarks/bench_default_model.py``.
+``--shape`` (benchmarks/shapes.py) runs the same three settings on a random-init model of a paper
+shape (fp32 weights, as DPO's full fine-tuning keeps them) with that shape's vocabulary.
+Run: ``.venv/bin/python benchmarks/bench_default_model.py [--shape mgpt]``.
 """
 from __future__ import annotations
 
@@ -28,12 +30,23 @@ class _Vocab:
         return self.n
 
 
-def tokens_per_s(bf16: bool, threads: int, steps: int = 4) -> float:
-    """Return training tokens/s of the default architecture for ``steps`` steps (after one warm-up)."""
+def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = None) -> float:
+    """Return training tokens/s of the default architecture (or ``shape``) for ``steps`` steps (after one warm-up)."""
     r = RECIPES["default"]
-    model = make_model(r, _Vocab(r.vocab_size)).train()
+    if shape is None:
+        model = make_model(r, _Vocab(r.vocab_size)).train()
+        vocab, bsz, ctx = r.vocab_size, r.batch_size, r.ctx
+    else:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from shapes import build
+
+        model = build(shape, dtype="fp32", tokenizer=False)[0].train()
+        vocab, bsz, ctx = model.config.vocab_size, 2, 64
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = torch.randint(0, r.vocab_size, (r.batch_size, r.ctx + 1), generator=torch.Generator().manual_seed(0))
+    batch = torch.randint(0, vocab, (bsz, ctx + 1), generator=torch.Generator().manual_seed(0))
     with _threads(threads):
         t0 = 0.0
         for i in range(steps + 1):
@@ -46,15 +59,21 @@ def tokens_per_s(bf16: bool, threads: int, steps: int = 4) -> float:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return steps * r.batch_size * r.ctx / (time.perf_counter() - t0)
+        return steps * bsz * ctx / (time.perf_counter() - t0)
 
 
 def main() -> dict[str, float]:
     """Return tokens/s of the recipe setting and both baselines, with the ratios."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default=None, help="a paper shape from benchmarks/shapes.py (default: the default model)")
+    ap.add_argument("--steps", type=int, default=4)
+    args = ap.parse_args()
     threads = RECIPES["default"].num_threads or torch.get_num_threads()
-    ours = tokens_per_s(True, threads)
-    fp32 = tokens_per_s(False, threads)
-    default_threads = tokens_per_s(True, 0)
+    ours = tokens_per_s(True, threads, args.steps, args.shape)
+    fp32 = tokens_per_s(False, threads, args.steps, args.shape)
+    default_threads = tokens_per_s(True, 0, args.steps, args.shape)
     out = {"threads": float(threads), "bf16_tok_s": ours, "fp32_tok_s": fp32,
            "bf16_default_threads_tok_s": default_threads, "bf16_over_fp32": ours / fp32,
            "recipe_threads_over_default_threads": ours / default_threads}

@@ -6,7 +6,8 @@
 2. Perspective client against the fake server (tests/fake_perspective.py): sustained QPS at a
    configured 20 QPS over ~5 s, goal within 5%; then the same texts through the score cache,
    goal 0 requests.
-Run: ``.venv/bin/python benchmarks/bench_eval.py [--device cuda]``.
+``--shape`` (benchmarks/shapes.py) generates with a random-init model of a paper shape.
+Run: ``.venv/bin/python benchmarks/bench_eval.py [--device cuda] [--shape mgpt]``.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def bench_generation(device: str, n_prompts: int = 8, k: int = 8, max_new_tokens: int = 20,
-                     repeats: int = 3) -> dict[str, float]:
+                     repeats: int = 3, shape: str | None = None, dtype: str = "auto") -> dict[str, float]:
     """Return tokens/s of ours and of bare HF generate, and their ratio (best of ``repeats``, interleaved)."""
     from tiny_models import TINY_TEXT, make_model, make_tokenizer
     from transformers import GenerationConfig
@@ -31,9 +33,14 @@ def bench_generation(device: str, n_prompts: int = 8, k: int = 8, max_new_tokens
     from detox_train.evaluate import generate
     from interp.data import Prompt
 
-    tok = make_tokenizer()
-    size = dict(n_layers=4, d_model=256, d_mlp=1024) if device == "cpu" else dict(n_layers=12, d_model=768, d_mlp=3072)
-    model = make_model("gpt2", len(tok), **size).to(device)
+    if shape is None:
+        tok = make_tokenizer()
+        size = dict(n_layers=4, d_model=256, d_mlp=1024) if device == "cpu" else dict(n_layers=12, d_model=768, d_mlp=3072)
+        model = make_model("gpt2", len(tok), **size).to(device)
+    else:
+        from shapes import build
+
+        model, tok = build(shape, device=device, dtype=dtype)
     prompts = [Prompt(f"b:en:{i}", "en", TINY_TEXT[i % len(TINY_TEXT)], i, None, "bench", i) for i in range(n_prompts)]
     cfg = GenerationConfig(do_sample=True, temperature=0.9, top_p=0.8, top_k=0, max_new_tokens=max_new_tokens,
                            num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -93,8 +100,14 @@ def main() -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-perspective", action="store_true")
+    from shapes import SHAPES
+
+    ap.add_argument("--shape", default=None, choices=list(SHAPES), help="random-init model of a paper shape")
+    ap.add_argument("--dtype", default="auto", help="with --shape: auto (paper policy), fp32 or bf16")
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--k", type=int, default=8)
     args = ap.parse_args()
-    out = bench_generation(args.device)
+    out = bench_generation(args.device, n_prompts=args.prompts, k=args.k, shape=args.shape, dtype=args.dtype)
     if not args.skip_perspective:
         out.update(bench_perspective())
     for k, v in out.items():

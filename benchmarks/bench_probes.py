@@ -10,7 +10,9 @@
    model (cache off). Goal: growth <= 10%.
 
 Texts are ParaDetox sentences (cycled). Run: ``.venv/bin/python benchmarks/bench_probes.py``
-(``--device cuda`` on a GPU machine; ``--threads N`` pins torch's CPU threads).
+(``--device cuda`` on a GPU machine; ``--threads N`` pins torch's CPU threads; ``--shape mgpt`` etc.
+measures throughput on a random-init model of that paper shape, benchmarks/shapes.py, instead of
+the default one-block d_model-2048 GPT-2; the bare baseline then shares the model's weights).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # in cache, so reading them once per batch rather than once per sentence is what batching buys.
 N_LAYERS, D_MODEL = 1, 2048
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _texts(n: int) -> list[str]:
@@ -58,25 +61,34 @@ def _sync(device: str) -> None:
 
 
 def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device: str = "cpu",
-               n_layers: int = N_LAYERS, d_model: int = D_MODEL) -> dict[str, float]:
+               n_layers: int = N_LAYERS, d_model: int = D_MODEL, shape: str | None = None,
+               dtype: str = "auto") -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
     from interp.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
+    from shapes import bare_view, build
 
-    hf, tok = _bench_model(device, n_layers, d_model)
-    plain = copy.deepcopy(hf)  # never wrapped: the bare HF baseline
+    if shape is None:
+        hf, tok = _bench_model(device, n_layers, d_model)
+        plain = copy.deepcopy(hf)  # never wrapped: the bare HF baseline
+    else:
+        hf, tok = build(shape, device=device, dtype=dtype)
+        plain = bare_view(hf)  # never wrapped, sharing the weights: the bare HF baseline
     bridge = wrap_bridge(hf, tok)
+    from interp.tokenization import token_rule
+
+    rule = token_rule(bridge)  # the run's tokenization rule, as extract_features applies it
     texts = _texts(n_texts)
     # The same batches extract_features builds: chunked, length-sorted, padded.
     batches = []
     n_tokens = 0
     for start in range(0, len(texts), batch_size * CHUNK_BATCHES):
-        seqs = _tokenize(tok, texts[start:start + batch_size * CHUNK_BATCHES], max_length=128, bos_id=None)
+        seqs = _tokenize(rule, texts[start:start + batch_size * CHUNK_BATCHES], max_length=128)
         seqs.sort(key=len)
         n_tokens += sum(len(s) for s in seqs)
         batches += [_pad(seqs[i:i + batch_size], tok.pad_token_id, "right") for i in range(0, len(seqs), batch_size)]
     loop_texts = texts[: max(32, n_texts // 8)]
-    loop_tokens = sum(len(s) for s in _tokenize(tok, loop_texts, max_length=128, bos_id=None))
+    loop_tokens = sum(len(s) for s in _tokenize(rule, loop_texts, max_length=128))
 
     def bare() -> None:
         with torch.inference_mode():
@@ -166,13 +178,21 @@ def main() -> dict[str, float]:
     ap.add_argument("--layers", type=int, default=N_LAYERS, help="model depth (4 = the embedded default's)")
     ap.add_argument("--d-model", type=int, default=D_MODEL, help="model width (256 = the embedded default's)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    from shapes import SHAPES
+
+    ap.add_argument("--shape", default=None, choices=list(SHAPES),
+                    help="random-init model of a paper shape (benchmarks/shapes.py) instead of --layers/--d-model")
+    ap.add_argument("--dtype", default="auto", help="with --shape: auto (paper policy), fp32 or bf16")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the 1k-vs-10k-texts RSS check (tiny model)")
     args = ap.parse_args()
     if args.rss_child is not None:
         _rss_child(args.rss_child)
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = {**throughput(n_texts=args.texts, device=args.device, n_layers=args.layers, d_model=args.d_model), **memory()}
+    out = {**throughput(n_texts=args.texts, device=args.device, n_layers=args.layers, d_model=args.d_model,
+                        shape=args.shape, dtype=args.dtype),
+           **({} if args.skip_memory else memory())}
     goals = {"ratio_extract_hf_vs_bare": 0.85, "ratio_extract_bridge_vs_bare": 0.85,
              "ratio_extract_hf_vs_loop": 5.0, "ratio_extract_bridge_vs_loop": 5.0}
     for k, v in out.items():

@@ -195,6 +195,10 @@ def bare_modules(hf: nn.Module) -> Iterator[nn.Module]:
             mod._modules[name] = child
 
 
+def _accepts(hf: nn.Module, name: str) -> bool:
+    return name in inspect.signature(hf.forward).parameters
+
+
 def _accepts_position_ids(hf: nn.Module) -> bool:
     # Families with learned/rotary positions take position_ids; ALiBi ones derive them from the mask.
     return "position_ids" in inspect.signature(hf.forward).parameters
@@ -247,6 +251,8 @@ def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches:
         kwargs: dict[str, Any] = {"attention_mask": mask, "use_cache": True}
         if use_pos:
             kwargs["position_ids"] = pos
+        if _accepts(hf, "logits_to_keep"):  # only the last position's logits are read (as HF generate does)
+            kwargs["logits_to_keep"] = 1
         res = hf(input_ids=ids, **kwargs)
         past = checked_cache(res.past_key_values, width)
         for step in range(n_steps):

@@ -3,6 +3,14 @@
 Every analysis speaks this vocabulary only (value vectors, key vectors, activation hook, final
 norm, W_U, LoRA targets). Nothing else in the project branches on model names or families.
 
+Where a family keeps its parts is *derived* from TransformerLens 4's own component mapping
+(``bridge.adapter.component_mapping``: ``blocks`` -> ``mlp`` -> ``in``/``gate``/``out``,
+``ln_final``, ``unembed``), so any architecture TransformerLens bridges and that has a dense MLP
+works without a table entry. :data:`OVERRIDES` holds the few facts the mapping lacks (the
+Cohere logit scale, our BOS policy for GPT-2); :data:`FAMILIES` documents the paper's families
+and is what the derivation must reproduce for them (tests/test_architecture.py). A FAMILIES
+entry is used directly only for a model the derivation cannot serve (no bridge, no dense MLP).
+
 Conventions (see docs/METHOD.md): neuron ``(l, i)`` is unit ``i`` of layer ``l``'s MLP; its
 activation is the MLP hidden value after the nonlinearity (for gated MLPs ``act(gate) * up``),
 which is exactly the input of the down projection; its value vector ``v_i`` is the ``i``-th
@@ -10,8 +18,9 @@ column of the down projection viewed as a map ``d_mlp -> d_model``, so ``mlp_out
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 import torch
 from jaxtyping import Float
@@ -36,6 +45,7 @@ class FamilySpec:
     lora_targets: tuple[str, ...]         # every linear layer of the block
     prepends_bos: bool                    # whether the family's released tokenizers prepend BOS (documentation;
                                           # interp.tokenization reads the tokenizer itself)
+    logit_softcap: float | None = None    # Gemma-2 style cap*tanh(logits/cap) after the unembedding
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -71,25 +81,183 @@ FAMILIES: dict[str, FamilySpec] = {
 
 
 class UnsupportedArchitectureError(ValueError):
-    """The model's family has no adapter."""
+    """The model's architecture cannot be bridged, or has no dense MLP to read neurons from."""
+
+
+# Facts the TransformerLens component mapping does not carry, per HF ``model_type``. Each one is
+# tested (tests/test_architecture.py::test_override_*).
+OVERRIDES: dict[str, dict[str, Any]] = {
+    # mGPT's HF tokenizer adds no BOS and our runs use one policy for every stage (docs/METHOD.md,
+    # "BOS"); TransformerLens's GPT-2 adapter defaults to prepending one.
+    "gpt2": {"prepends_bos": False, "example": "ai-forever/mGPT"},
+    # Cohere/Aya multiply the lm_head output by ``logit_scale`` outside any mapped component.
+    "cohere": {"logit_scale_attr": "logit_scale", "example": "CohereForAI/aya-23-8B"},
+    "cohere2": {"logit_scale_attr": "logit_scale", "example": "CohereForAI/aya-expanse-8b"},
+    "bloom": {"example": "bigscience/bloom-1b7"},
+    "llama": {"example": "meta-llama/Meta-Llama-3-8B"},
+}
+
+
+def _tl_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformer-lens")
+    except PackageNotFoundError:  # pragma: no cover - TL is a hard dependency
+        return "?"
+
+
+def supported_architectures() -> list[str]:
+    """Return the HF causal-LM class names TransformerLens 4 can bridge (the candidates we serve)."""
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    return sorted(a for a in SUPPORTED_ARCHITECTURES if a.endswith(("ForCausalLM", "LMHeadModel")))
 
 
 def supported_model_types() -> list[str]:
-    """Return the HF ``model_type`` values the adapter understands."""
+    """Return the HF ``model_type`` values of the paper's families (any bridged dense-MLP model works)."""
     return [t for spec in FAMILIES.values() for t in spec.model_types]
 
 
+def _unsupported(where: str, what: str) -> UnsupportedArchitectureError:
+    paper = ", ".join(f"{s.family} (model_type {'/'.join(s.model_types)}, e.g. {s.example})" for s in FAMILIES.values())
+    return UnsupportedArchitectureError(
+        f"{where + ': ' if where else ''}{what}. The MLP-neuron analyses need an architecture that "
+        f"TransformerLens {_tl_version()} bridges and whose blocks have a dense MLP. Paper families: {paper}. "
+        f"Causal LMs TransformerLens can bridge: {', '.join(supported_architectures())}"
+    )
+
+
 def spec_for_model_type(model_type: str, *, where: str = "") -> FamilySpec:
-    """Return the family spec serving HF ``model_type``, or a clear error listing the supported ones."""
+    """Return the documented spec of one of the paper's families (see :func:`spec_for_model` for any model)."""
     for spec in FAMILIES.values():
         if model_type in spec.model_types:
             return spec
-    listing = ", ".join(f"{s.family} (model_type {'/'.join(s.model_types)}, e.g. {s.example})"
-                        for s in FAMILIES.values())
-    raise UnsupportedArchitectureError(
-        f"{where + ': ' if where else ''}unsupported architecture model_type={model_type!r}; "
-        f"supported families: {listing}"
+    raise _unsupported(where, f"no documented family for model_type={model_type!r}")
+
+
+def architecture_name(config: Any, model: nn.Module | None = None) -> str:
+    """Return the HF class name TransformerLens selects its adapter by (e.g. ``LlamaForCausalLM``)."""
+    if model is not None:
+        return type(model).__name__
+    archs = getattr(config, "architectures", None)
+    if archs:
+        return str(archs[0])
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(config, "model_type", "?"), "?")
+
+
+def tl_adapter_for_config(config: Any, *, architecture: str | None = None, where: str = "",
+                          dtype: torch.dtype = torch.float32) -> Any:
+    """Return TransformerLens's ``ArchitectureAdapter`` for an HF config, or a clear error listing what is supported."""
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+    from transformer_lens.model_bridge.sources import build_bridge_config_from_hf
+
+    arch = architecture or architecture_name(config)
+    model_type = getattr(config, "model_type", "?")
+    if arch not in supported_architectures():
+        raise _unsupported(where, f"TransformerLens cannot bridge architecture {arch!r} (model_type {model_type!r})")
+    try:
+        cfg = build_bridge_config_from_hf(config, arch, getattr(config, "_name_or_path", "") or arch, dtype)
+        return ArchitectureAdapterFactory.select_architecture_adapter(cfg)
+    except (ValueError, AttributeError, TypeError, KeyError) as e:
+        raise _unsupported(where, f"TransformerLens could not build an adapter for {arch!r}: {e}") from e
+
+
+def spec_from_tl_adapter(tl_adapter: Any, config: Any, *, model: nn.Module | None = None,
+                         where: str = "") -> FamilySpec:
+    """Build a :class:`FamilySpec` from TransformerLens's component mapping, then apply :data:`OVERRIDES`.
+
+    ``blocks`` gives the layer list; its ``mlp`` component's ``in``/``gate``/``out`` linears give
+    W_in, the gate and W_out (``mlp.hook_post`` is the input of ``out``: the neuron activation);
+    ``ln_final`` and ``unembed`` give the final norm and W_U; every linear of a block is a LoRA
+    target. Whether W_out is a GPT-2 ``Conv1D`` is read off the module when ``model`` is given.
+    """
+    from transformer_lens.model_bridge.generalized_components import LinearBridge
+
+    model_type = str(getattr(config, "model_type", "?"))
+    arch = getattr(tl_adapter.cfg, "architecture", None) or architecture_name(config, model)
+    mapping = tl_adapter.get_component_mapping()
+    blocks = mapping.get("blocks")
+    mlp = getattr(blocks, "submodules", {}).get("mlp") if blocks is not None else None
+    parts = getattr(mlp, "submodules", {}) if mlp is not None else {}
+    if blocks is None or not isinstance(parts.get("in"), LinearBridge) or not isinstance(parts.get("out"), LinearBridge):
+        raise _unsupported(where, f"TransformerLens bridges {arch!r} but its blocks have no dense MLP "
+                                  "(blocks.mlp with in/out linears; mixture-of-experts and state-space blocks "
+                                  "have no single W_out to read value vectors from)")
+    for key in ("ln_final", "unembed"):
+        if key not in mapping:
+            raise _unsupported(where, f"TransformerLens's mapping of {arch!r} has no {key!r}")
+    prefix = f"{mlp.name}." if mlp.name else ""
+
+    def linears(comp: Any) -> list[str]:
+        out: list[str] = []
+        for sub in getattr(comp, "submodules", {}).values():
+            if isinstance(sub, LinearBridge) and sub.name:
+                out.append(str(sub.name).split(".")[-1])
+            out += linears(sub)
+        return out
+
+    w_out = prefix + parts["out"].name
+    conv1d = False
+    targets = list(dict.fromkeys(linears(blocks)))
+    if model is not None:
+        first = _get(model, str(blocks.name))[0]
+        conv1d = _is_conv1d(_get(first, w_out))
+        # Joint-QKV bridges add q/k/v views that are not modules of the HF block: not LoRA targets.
+        present = set(_hf_child_names(first))
+        targets = [t for t in targets if t in present]
+    cap = getattr(tl_adapter.cfg, "output_logits_soft_cap", None)
+    spec = FamilySpec(
+        family=model_type, model_types=(model_type,), example=arch, layers=str(blocks.name),
+        w_in=prefix + parts["in"].name,
+        w_gate=prefix + parts["gate"].name if isinstance(parts.get("gate"), LinearBridge) else None,
+        w_out=w_out, out_is_conv1d=conv1d, final_norm=str(mapping["ln_final"].name),
+        unembed=str(mapping["unembed"].name), logit_scale_attr=None,
+        lora_targets=tuple(targets),
+        prepends_bos=bool(getattr(tl_adapter.cfg, "default_prepend_bos", True)),
+        logit_softcap=float(cap) if cap is not None and float(cap) > 0 else None,
     )
+    return replace(spec, **OVERRIDES.get(model_type, {}))
+
+
+_SPECS: "weakref.WeakKeyDictionary[nn.Module, FamilySpec]" = weakref.WeakKeyDictionary()
+
+
+def spec_for_model(model: Any, *, where: str = "") -> FamilySpec:
+    """Return the spec of a loaded model (bridge, PeftModel or HF model), derived from TransformerLens."""
+    hf = hf_model_of(model)
+    if hf in _SPECS:
+        return _SPECS[hf]
+    try:
+        tl_adapter = getattr(model, "adapter", None)
+        if tl_adapter is None or not hasattr(tl_adapter, "get_component_mapping"):
+            dtype = next(hf.parameters()).dtype
+            tl_adapter = tl_adapter_for_config(hf.config, architecture=type(hf).__name__,
+                                               where=where or type(hf).__name__,
+                                               dtype=dtype if dtype.is_floating_point else torch.float32)
+        spec = spec_from_tl_adapter(tl_adapter, hf.config, model=hf, where=where or type(hf).__name__)
+    except UnsupportedArchitectureError:
+        spec = _table_spec(getattr(hf.config, "model_type", "?"))
+        if spec is None:
+            raise
+    _SPECS[hf] = spec
+    return spec
+
+
+def _table_spec(model_type: str) -> FamilySpec | None:
+    """Return an explicit :data:`FAMILIES` entry for a model the derivation cannot serve, if there is one."""
+    return next((s for s in FAMILIES.values() if model_type in s.model_types), None)
+
+
+def check_supported(config: Any, *, where: str = "") -> None:
+    """Fail early, before loading weights, when the analyses cannot serve ``config``'s architecture."""
+    try:
+        spec_from_tl_adapter(tl_adapter_for_config(config, where=where), config, where=where)
+    except UnsupportedArchitectureError:
+        if _table_spec(getattr(config, "model_type", "?")) is None:
+            raise
 
 
 def hf_model_of(model: Any) -> nn.Module:
@@ -108,6 +276,22 @@ def _unwrap(mod: nn.Module) -> nn.Module:
     while "_original_component" in mod._modules:
         mod = mod._modules["_original_component"]
     return mod
+
+
+def _is_conv1d(mod: nn.Module) -> bool:
+    """Whether a (possibly bridged or LoRA-wrapped) layer is a GPT-2 ``Conv1D`` ([d_in, d_out] storage)."""
+    mod = _unwrap(mod)
+    if hasattr(mod, "base_layer"):
+        mod = _unwrap(mod.base_layer)
+    return type(mod).__name__ == "Conv1D"
+
+
+def _hf_child_names(mod: nn.Module) -> Iterator[str]:
+    """Yield the names of every module under ``mod`` in the HF tree (bridge wrappers' own parts skipped)."""
+    for name, child in _unwrap(mod)._modules.items():
+        if child is not None:
+            yield name
+            yield from _hf_child_names(child)
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -146,8 +330,7 @@ class ModelAdapter:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.hf_model = hf_model_of(model)
-        cfg = self.hf_model.config
-        self.spec = spec_for_model_type(getattr(cfg, "model_type", "?"))
+        self.spec = spec_for_model(model)
         self.family = self.spec.family
         self.n_layers: int = len(_get(self.hf_model, self.spec.layers))
         w_out = self.out_proj(0)
@@ -237,9 +420,27 @@ class ModelAdapter:
 
     @property
     def logit_scale(self) -> float:
-        """Return the factor the family multiplies into its logits (Cohere/Aya: 1/16)."""
+        """Return the factor the family multiplies into its logits (Cohere/Aya: 1/16).
+
+        Read from the live module first (HF Cohere keeps ``self.logit_scale``; TransformerLens sets it
+        to 1 when it folds the scale into ``lm_head`` while processing weights), then from the config.
+        """
         attr = self.spec.logit_scale_attr
-        return float(getattr(self.hf_model.config, attr, 1.0)) if attr else 1.0
+        if not attr:
+            return 1.0
+        value = getattr(self.hf_model, attr, None)
+        if not isinstance(value, (int, float)):
+            value = getattr(self.hf_model.config, attr, None)
+        return 1.0 if value is None else float(value)
+
+    def apply_logit_softcap(self, logits: Tensor) -> Tensor:
+        """Apply the family's final logit soft cap (Gemma-2: ``cap * tanh(x / cap)``); identity otherwise.
+
+        ``final_norm(resid) @ unembed_matrix() (+ unembed_bias())`` gives the logits before it. The cap
+        is monotonic, so top-k token projections do not need it.
+        """
+        cap = self.spec.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
 
     @torch.no_grad()
     def unembed_matrix(self) -> Float[Tensor, "d_model d_vocab"]:

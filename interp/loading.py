@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from interp.architecture import FAMILIES, UnsupportedArchitectureError, hf_model_of, spec_for_model_type
+from interp.architecture import (FAMILIES, UnsupportedArchitectureError, check_supported, hf_model_of,
+                                 spec_for_model)
 
 DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
 
@@ -139,7 +140,7 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
     except RuntimeError:
         raise ValueError(f"device {device!r} not understood; use cpu, cuda, cuda:N or mps") from None
     config = _load_config(name, revision)
-    spec_for_model_type(getattr(config, "model_type", "?"), where=name)
+    check_supported(config, where=name)
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
     qc = _quant_config(quantization)
     if qc is not None:
@@ -206,7 +207,7 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
     config = hf_model.config
-    spec = spec_for_model_type(getattr(config, "model_type", "?"), where=model_id or type(hf_model).__name__)
+    spec = spec_for_model(hf_model, where=model_id or type(hf_model).__name__)
     archs = getattr(config, "architectures", None) or [type(hf_model).__name__]
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
@@ -491,7 +492,8 @@ def model_fingerprint(model: Any) -> str:
 
 def supported_families_text() -> str:
     """Return one line per supported family, for help texts and errors."""
-    return "\n".join(f"{s.family}: model_type {'/'.join(s.model_types)} (e.g. {s.example})" for s in FAMILIES.values())
+    return "\n".join([f"{s.family}: model_type {'/'.join(s.model_types)} (e.g. {s.example})" for s in FAMILIES.values()]
+                     + ["any other causal LM TransformerLens 4 bridges whose blocks have a dense MLP"])
 
 
 __all__ = [

@@ -135,16 +135,35 @@ def test_unsupported_architecture_lists_families(tmp_path: Path) -> None:
     import transformers as T
 
     tok = make_tokenizer()
+    cfg = T.CTRLConfig(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, dff=64, n_positions=64)
+    T.CTRLLMHeadModel(cfg).save_pretrained(tmp_path / "ctrl")
+    tok.save_pretrained(tmp_path / "ctrl")
+    with pytest.raises(UnsupportedArchitectureError) as e:
+        load_model(tmp_path / "ctrl", device="cpu")
+    msg = str(e.value)
+    assert "ctrl" in msg and "CTRLLMHeadModel" in msg
+    for fam in ("gpt2", "bloom", "llama", "cohere"):
+        assert fam in msg.lower()
+    assert "GPTNeoXForCausalLM" in msg  # the list of what TransformerLens bridges
+
+
+def test_architecture_without_a_table_entry_loads(tmp_path: Path) -> None:
+    """GPT-NeoX has no entry of ours: the spec comes from TransformerLens's mapping."""
+    import transformers as T
+
+    from interp.architecture import FAMILIES, get_adapter
+
+    tok = make_tokenizer()
     cfg = T.GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=64, max_position_embeddings=64)
     T.GPTNeoXForCausalLM(cfg).save_pretrained(tmp_path / "neox")
     tok.save_pretrained(tmp_path / "neox")
-    with pytest.raises(UnsupportedArchitectureError) as e:
-        load_model(tmp_path / "neox", device="cpu")
-    msg = str(e.value)
-    assert "gpt_neox" in msg
-    for fam in ("gpt2", "bloom", "llama", "cohere"):
-        assert fam in msg.lower()
+    assert "gpt_neox" not in {t for s in FAMILIES.values() for t in s.model_types}
+    bridge = load_model(tmp_path / "neox", device="cpu")
+    a = get_adapter(bridge)
+    assert (a.family, a.n_layers, a.d_model, a.d_mlp) == ("gpt_neox", 1, 32, 64)
+    _, cache = bridge.run_with_cache(IDS, names_filter=[a.hook_name(0)])
+    assert cache[a.hook_name(0)].shape[-1] == 64
 
 
 def test_loaded_module_is_wrapped(tiny_dirs: dict[str, Path]) -> None:

@@ -1,7 +1,8 @@
 """Tiny random-init models of every family the paper uses, built from configs (no hub access).
 
 Used across the suite: ``make_tokenizer()`` trains a small byte-level BPE in well under a second,
-``make_model(family)`` builds GPT-2 (mGPT), BLOOM, Llama or Cohere (Aya) with that vocabulary,
+``make_model(family)`` builds GPT-2 (mGPT), BLOOM, Llama or Cohere (Aya), or one of the newer
+families (Qwen2, Mistral, Gemma-2, XGLM; GQA where the family has it) with that vocabulary,
 and ``save_tiny(family, dir)`` writes a ``save_pretrained`` directory that ``load_model`` reads.
 """
 from __future__ import annotations
@@ -13,6 +14,10 @@ import transformers as T
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 FAMILIES = ("gpt2", "bloom", "llama", "cohere")
+# Newer multilingual families, served through TransformerLens's mapping with no table entry of ours.
+EXTRA_FAMILIES = ("qwen2", "mistral", "gemma2", "xglm")
+ALL_FAMILIES = FAMILIES + EXTRA_FAMILIES
+GATED = ("llama", "cohere", "qwen2", "mistral", "gemma2")
 
 TINY_TEXT = [
     "the quick brown fox jumps over the lazy dog", "I want to go home now", "you are a stupid idiot",
@@ -60,6 +65,18 @@ def make_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: int
         return T.CohereConfig(hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers,
                               num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
                               logit_scale=0.0625, **common)
+    gqa = dict(hidden_size=d_model, intermediate_size=d_mlp, num_hidden_layers=n_layers, num_attention_heads=2,
+               num_key_value_heads=1, max_position_embeddings=128, **common)
+    if family == "qwen2":
+        return T.Qwen2Config(**gqa)
+    if family == "mistral":
+        return T.MistralConfig(sliding_window=None, **gqa)
+    if family == "gemma2":  # a small soft cap so that tests which ignore it fail
+        return T.Gemma2Config(head_dim=d_model // 2, final_logit_softcapping=0.5, attn_logit_softcapping=50.0,
+                              query_pre_attn_scalar=d_model // 2, sliding_window=64, **gqa)
+    if family == "xglm":
+        return T.XGLMConfig(d_model=d_model, ffn_dim=d_mlp, num_layers=n_layers, attention_heads=2,
+                            max_position_embeddings=128, decoder_start_token_id=0, **common)
     raise ValueError(family)
 
 

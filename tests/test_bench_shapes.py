@@ -1,0 +1,85 @@
+"""benchmarks/shapes.py builds the paper's shapes, and the GPU check's distribution test can tell samplers apart."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from shapes import SHAPES, bare_view, build, shape_tokenizer, weights_bytes  # noqa: E402
+
+# Published parameter counts (billions) of the checkpoints the shapes copy.
+PUBLISHED_B = {"bloom-1b7": 1.72, "bloom-7b1": 7.07, "llama2-7b": 6.74, "llama3-8b": 8.03, "aya23-8b": 8.03}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_B))
+def test_shape_parameter_counts_match_the_checkpoints(name: str) -> None:
+    import transformers as T
+
+    with torch.device("meta"):
+        m = T.AutoModelForCausalLM.from_config(SHAPES[name].config())
+    n = sum(p.numel() for p in m.parameters()) / 1e9
+    assert n == pytest.approx(PUBLISHED_B[name], abs=0.01)
+
+
+def test_shape_details_that_change_the_code_path() -> None:
+    c = {k: s.config() for k, s in SHAPES.items()}
+    assert c["llama3-8b"].num_key_value_heads == 8 and c["llama2-7b"].num_key_value_heads == 32
+    assert c["aya23-8b"].logit_scale == pytest.approx(0.0625) and c["aya23-8b"].model_type == "cohere"
+    assert c["mgpt"].model_type == "gpt2" and c["mgpt"].n_inner == 8192
+    assert {s.dpo_preset for k, s in SHAPES.items() if k.endswith(("7b", "7b1", "8b"))} == {"paper-qlora"}
+
+
+def test_shape_tokenizer_covers_the_vocabulary() -> None:
+    tok = shape_tokenizer(5000)
+    assert len(tok) == 5000
+    assert isinstance(tok.decode([4999, 10, 3000]), str)
+    assert max(tok("I want to go home")["input_ids"]) < 320  # real text uses the trained pieces
+
+
+def test_bare_view_shares_weights_and_stays_unwrapped() -> None:
+    from interp.loading import wrap_bridge
+
+    hf, tok = build("tiny")
+    bare = bare_view(hf)
+    before = weights_bytes(hf)
+    bridge = wrap_bridge(hf, tok)
+    assert bare.transformer.h[0].mlp.c_fc.weight is hf.transformer.h[0].mlp.c_fc.weight
+    assert "_original_component" not in bare.transformer.h[0]._modules  # no bridge component inside
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(bare(ids).logits, bridge(ids, return_type="logits"), atol=1e-5, rtol=1e-5)
+    assert weights_bytes(bare) == before
+
+
+def test_pit_ks_accepts_the_right_sampler_and_rejects_a_wrong_one() -> None:
+    from gpu_checks import _pit_ks
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(50, generator=g) * 2, -1)
+    right = torch.multinomial(probs, 3000, replacement=True, generator=g).tolist()
+    wrong_p = torch.softmax(torch.log(probs) / 0.7, -1)  # a sharper temperature: not the same distribution
+    wrong = torch.multinomial(wrong_p, 3000, replacement=True, generator=g).tolist()
+    assert _pit_ks(right, probs, 0)["p_value"] > 0.01
+    assert _pit_ks(wrong, probs, 0)["p_value"] < 1e-4
+
+
+def test_qlora_recipe_check_passes_our_loader_and_fails_the_reference_fp4(tmp_path) -> None:
+    """The GPU check's recipe test: ours is NF4 + double quant + bf16 compute; a bare load_in_4bit is not."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from gpu_checks import qlora_recipe
+    from interp.loading import load_hf_model
+    from tiny_models import save_tiny
+
+    d = save_tiny("llama", tmp_path / "llama")
+    ours, _ = load_hf_model(d, device="cpu", quantization="4bit")
+    r = qlora_recipe(ours)
+    assert r["n_4bit_layers"] > 0 and r["all_nf4"] and r["all_double_quant"] and r["all_bf16_compute"]
+    ref = AutoModelForCausalLM.from_pretrained(d, quantization_config=BitsAndBytesConfig(load_in_4bit=True),
+                                               device_map={"": "cpu"})
+    r = qlora_recipe(ref)
+    assert r["n_4bit_layers"] > 0 and not r["all_nf4"] and not r["all_double_quant"]
