@@ -380,7 +380,7 @@ def save_figures_pdf(figures: Sequence[tuple[str, go.Figure]], path: str | os.Pa
         pages = []
         for i, ((caption, _), svg) in enumerate(zip(figures, svgs), start=1):
             data = base64.b64encode(svg.read_bytes()).decode("ascii")
-            pages.append(f'<section><img src="data:image/svg+xml;base64,{data}"><p>Fig. {i}. '
+            pages.append(f'<section><img src="data:image/svg+xml;base64,{data}"><p>'
                          f"{htmlmod.escape(caption)}</p></section>")
         page = Path(tmp) / "figures.html"
         from interp.report import FONT_STACK

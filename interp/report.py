@@ -248,7 +248,7 @@ def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, mani
                 parts.append('<figure class="figure">' + fig.to_html(
                     full_html=False, include_plotlyjs=False, div_id=f"xdetox-plot-{n_fig}",
                     config={"displaylogo": False, "responsive": True})
-                    + (f"<figcaption>Fig. {n_fig}. {htmlmod.escape(cap)}</figcaption>" if cap else "") + "</figure>")
+                    + (f"<figcaption>{htmlmod.escape(cap)}</figcaption>" if cap else "") + "</figure>")
             elif isinstance(item, pd.DataFrame):
                 parts.append(_table_html(item))
             elif isinstance(item, str):
