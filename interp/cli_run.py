@@ -49,9 +49,45 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_run_config(preset=preset if not args.config else None, config=args.config, overrides=overrides)
     name = preset if not args.config else Path(args.config).stem
     run_dir = Path(args.run_dir or f"runs/{name}")
+    _quiet_library_bars()
     report, summary = run_pipeline(cfg, run_dir, only=args.only, from_stage=args.from_stage, force=args.force,
                                    progress=not args.no_progress)
     if report.is_file():
-        print(f"report:  {report.resolve()}")
-        print(f"summary: {summary.resolve()}")
+        print(final_block(report, summary), end="")
     return 0
+
+
+def _quiet_library_bars() -> None:
+    """Hide the weight-loading/shard-writing bars of transformers and the hub: each stage has its own bar."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def final_block(report: "Path", summary: "Path") -> str:
+    """Return the closing block of ``xdetox run``: one line per verdict, then the paths of the outputs."""
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path(summary).read_text(encoding="utf-8")) if Path(summary).is_file() else {}
+    lines = ["", "verdicts (the paper's claims on this run):"]
+    for v in data.get("verdicts", []):
+        lines.append(f"  {v['claim']:<5} {v['verdict']:<13} {v['statement']}")
+        lines.append(f"        this run: {v['this_run']}")
+        lines.append(f"        decided by: {v['test']}")
+    if not data.get("verdicts"):
+        lines.append("  (none: the summary has no verdicts)")
+    lines += [f"report:  {Path(report).resolve()}", f"summary: {Path(summary).resolve()}"]
+    figures = Path(report).parent / "figures"
+    lines.append(f"figures: xdetox figures all --run-dir {Path(report).parent} --format png "
+                 f"(or --single-pdf {figures / 'figures.pdf'})")
+    return "\n".join(lines) + "\n"

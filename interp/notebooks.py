@@ -94,7 +94,7 @@ def execute_notebook(path: str | os.PathLike[str], *, preset: str, run_dir: str 
         env["BROWSER_PATH"] = _use_system_chromium()
     nb = nbformat.read(path, as_version=4)
     with _env(env):  # the kernel inherits this process's environment
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, startup_timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
