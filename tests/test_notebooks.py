@@ -44,6 +44,29 @@ def test_notebook_executes(path: Path, smoke_run: Path, forbidden: dict[str, str
     plots = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     if static_export_problem() is None and plots:  # figures are visible where plotly JS is not run
         assert all(o["data"].get("image/png", "")[:8] == "iVBORw0K" for o in plots)
+    _check_outputs_in_chromium(outputs, tmp_path)
+
+
+def _check_outputs_in_chromium(outputs: list, tmp_path: Path) -> None:
+    """Draw the notebook's figures and text outputs in headless Chromium: no JS errors, no tofu."""
+    from test_report import CHROMIUM, _font_probe, tofu_scripts
+
+    if CHROMIUM is None:
+        return
+    import plotly.graph_objects as go
+
+    from interp.report import render_report
+
+    items: list = []
+    for o in outputs:
+        data = o.get("data", {})
+        if "application/vnd.plotly.v1+json" in data:
+            items.append(go.Figure(data["application/vnd.plotly.v1+json"]))
+        elif "text/plain" in data or o.get("output_type") == "stream":
+            items.append(str(data.get("text/plain", o.get("text", ""))))
+    page = render_report({"outputs": items}, manifest={}, scorer_identity={})
+    measured = _font_probe(tmp_path, page)  # asserts no JS errors
+    assert tofu_scripts(measured) == [], measured
 
 
 def _leaky_notebook(tmp_path: Path, code: str) -> Path:
