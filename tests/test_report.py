@@ -331,3 +331,17 @@ def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
     badges = [(216, 240, 216), (247, 214, 214), (238, 238, 238)]
     assert sum(int((np.abs(px.astype(int) - c).sum(-1) < 6).sum()) for c in badges) > 300
     assert "summary.json" in page and '"toxicity_change_paired"' not in page  # linked, not inlined
+
+
+def test_smoke_run_report_layout(smoke_run: Path) -> None:
+    """The pipeline's report: verdicts first, a caption under every figure, every table in a scrolling
+    wrapper, long tables folded, summary.json linked beside it rather than inlined."""
+    page = (smoke_run / "report.html").read_text(encoding="utf-8")
+    body = page[page.index("<body>"):]
+    assert body.index('id="verdicts"') < body.index("<nav>") < body.index('id="s-overview"')
+    n_figs = body.count('<figure class="figure">')
+    assert n_figs >= 5 and body.count("<figcaption>") == n_figs
+    assert body.count("<table") == body.count('<div class="table-wrap"><table')
+    assert "show all" in body  # the neuron table is longer than the inline rows
+    assert '<a id="summary-link" href="summary.json">' in body and (smoke_run / "summary.json").is_file()
+    assert '"per_language"' not in body and "&quot;per_language&quot;" not in body
