@@ -49,28 +49,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_run_config(preset=preset if not args.config else None, config=args.config, overrides=overrides)
     name = preset if not args.config else Path(args.config).stem
     run_dir = Path(args.run_dir or f"runs/{name}")
-    _quiet_library_bars()
     report, summary = run_pipeline(cfg, run_dir, only=args.only, from_stage=args.from_stage, force=args.force,
                                    progress=not args.no_progress)
     if report.is_file():
         print(final_block(report, summary), end="")
     return 0
-
-
-def _quiet_library_bars() -> None:
-    """Hide the weight-loading/shard-writing bars of transformers and the hub: each stage has its own bar."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def final_block(report: "Path", summary: "Path") -> str:
