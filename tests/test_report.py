@@ -342,6 +342,13 @@ def test_smoke_run_report_layout(smoke_run: Path) -> None:
     n_figs = body.count('<figure class="figure">')
     assert n_figs >= 5 and body.count("<figcaption>") == n_figs
     assert body.count("<table") == body.count('<div class="table-wrap"><table')
-    assert "show all" in body  # the neuron table is longer than the inline rows
+    from interp.report import INLINE_ROWS
+
+    tables = re.findall(r'(<summary>[^<]*</summary>)?<div class="table-wrap">(<table.*?</table>)</div>', body, re.S)
+    inline = [t for s, t in tables if not s]
+    assert inline and all(t.count("<tr") <= INLINE_ROWS + 1 for t, in zip(inline)), "a long table is not folded"
+    for s, t in tables:
+        if s:  # a folded table holds every row its summary promises
+            assert t.count("<tr") == int(re.search(r"show all (\d+) rows", s).group(1)) + 1
     assert '<a id="summary-link" href="summary.json">' in body and (smoke_run / "summary.json").is_file()
     assert '"per_language"' not in body and "&quot;per_language&quot;" not in body
