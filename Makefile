@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: demo test smoke install lock clean-venv
+.PHONY: demo test smoke install lock notebooks clean-venv
 
 LOCK := requirements.lock
 EXTRAS := dev perspective quant notebooks figures
@@ -28,19 +28,27 @@ lock: $(STAMP)
 	  --strip-extras --allow-unsafe --no-emit-find-links --no-emit-index-url --no-emit-trusted-host \
 	  --output-file=$(LOCK) pyproject.toml
 
-# Headless Chromium renders report.html in the report test (and kaleido's static export).
+# Headless Chromium renders report.html in the report test and is kaleido's browser for static
+# figures (PNG/PDF/SVG; no Chrome download). The Noto fonts cover every script of the 17 languages
+# (Latin, Cyrillic, Arabic, Devanagari, CJK, Hangul, Kana): without them tokens render as tofu.
 CHROMIUM_STAMP := $(VENV)/.chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := chromium fonts-noto-core fonts-noto-cjk
 $(CHROMIUM_STAMP): $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-	  || echo "note: could not install chromium; the report screenshot test will skip with a reason"
+	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; } \
+	  || echo "note: could not install $(DEBIAN_PACKAGES); the report screenshot and static-figure tests will skip or fail with a reason"
 	touch $@
 
 install: $(STAMP)
 
 ## The main job: the whole pipeline on the embedded default model; writes report.html + summary.json.
-demo: $(STAMP)
+demo: $(STAMP) $(CHROMIUM_STAMP)
 	$(VENV)/bin/xdetox run --preset demo --run-dir $(RUN_DIR)
+
+## Execute every notebook on the demo run (runs/demo; `make demo` first or it runs the stages) and save it
+## with its outputs; each saved output passes the report's RTP-LX text guard or nothing is written.
+notebooks: $(STAMP) $(CHROMIUM_STAMP)
+	$(PY) -m interp.notebooks --preset demo --run-dir $(RUN_DIR)
 
 ## The test suite (CI runs exactly this through .ci/run). Exit code 5 (no tests collected) counts as failure.
 test: $(STAMP) $(CHROMIUM_STAMP)

@@ -230,7 +230,7 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int,
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(batches, desc=desc, leave=False)
+        it = tqdm(batches, desc=desc, leave=False, unit="batch")
     with bare_modules(hf):
         _decode_batches(hf, prompt_ids, it, n_steps, out, device, pad_id, use_pos, on_step, on_batch)
     return out

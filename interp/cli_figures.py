@@ -20,6 +20,13 @@ class FigureSpec:
     inputs: tuple[tuple[str, str, str], ...]
     draw: Callable[..., object]
 
+    @property
+    def caption(self) -> str:
+        """The figure's one-line caption (``interp.figures.CAPTIONS``), else its help text."""
+        from interp.figures import CAPTIONS
+
+        return CAPTIONS.get(getattr(self.draw, "__name__", ""), self.help)
+
 
 def _specs() -> dict[str, FigureSpec]:
     from interp import figures as F
@@ -98,7 +105,7 @@ def run_dir_table(run_dir: Path, stage: str, output: str, default_file: str) -> 
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from interp.figures import StaticExportUnavailable, save_figure
+    from interp.figures import StaticExportUnavailable, save_figure, save_figures_pdf
 
     specs = _specs()
     names = list(FIGURE_NAMES) if args.name == "all" else [args.name]
@@ -111,7 +118,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--run-dir {run_dir}: no such run directory (made by `xdetox run --run-dir DIR`)")
     out_dir = Path(args.out_dir) if args.out_dir else (run_dir / "figures" if run_dir else Path("."))
     rc = 0
-    drawn = 0
+    drawn: list[tuple[str, object]] = []
     for name in names:
         spec = specs[name]
         if args.table:
@@ -135,9 +142,12 @@ def _cmd(args: argparse.Namespace) -> int:
         except KeyError as e:  # a table without the columns this figure reads
             raise ValueError(f"{', '.join(map(str, paths))}: missing column {e.args[0]!r} that figure {name!r} "
                              f"reads; pass the {'/'.join(s + ' ' + o for s, o, _ in spec.inputs)} table") from None
-        drawn += 1
+        drawn.append((f"{spec.help}. {spec.caption}", fig))
+        formats = args.format or ([] if args.single_pdf else ["html"])
+        if not formats:
+            continue  # only the combined PDF was asked for
         try:
-            written = save_figure(fig, out_dir / name.replace("-", "_"), formats=tuple(args.format))
+            written = save_figure(fig, out_dir / name.replace("-", "_"), formats=tuple(formats))
         except StaticExportUnavailable as e:
             print(f"xdetox figures: {e}", file=sys.stderr)
             rc = 1
@@ -147,6 +157,12 @@ def _cmd(args: argparse.Namespace) -> int:
     if not drawn and rc == 0:
         raise ValueError(f"{run_dir}: no tables for any figure (no finished stages); run the study first "
                          f"(xdetox run --run-dir {run_dir})")
+    if args.single_pdf and drawn:
+        try:
+            print(save_figures_pdf(drawn, Path(args.single_pdf)))
+        except StaticExportUnavailable as e:
+            print(f"xdetox figures: {e}", file=sys.stderr)
+            rc = 1
     return rc
 
 
@@ -162,6 +178,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input table (.csv/.jsonl/.json) instead of --run-dir; repeat in input order "
                         "(retrieval-vs-drop: retrieval per-language table, then metrics compare table)")
     p.add_argument("--out-dir", default=None, help="where to write (default: RUN_DIR/figures or .)")
-    p.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "pdf", "svg"],
-                   help="output formats (html always works offline; png/pdf/svg need kaleido and Chromium)")
+    p.add_argument("--format", nargs="+", default=None, choices=["html", "png", "pdf", "svg"],
+                   help="output formats (default html, which always works offline; png/pdf/svg need kaleido and "
+                        "the system Chromium, no download)")
+    p.add_argument("--single-pdf", default=None, metavar="FILE.pdf",
+                   help="also write every drawn figure into this one PDF, one per page with its caption "
+                        "(with NAME all: the report's figures)")
     p.set_defaults(func=_cmd)

@@ -49,9 +49,44 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_run_config(preset=preset if not args.config else None, config=args.config, overrides=overrides)
     name = preset if not args.config else Path(args.config).stem
     run_dir = Path(args.run_dir or f"runs/{name}")
+    _quiet_library_bars()
     report, summary = run_pipeline(cfg, run_dir, only=args.only, from_stage=args.from_stage, force=args.force,
                                    progress=not args.no_progress)
     if report.is_file():
-        print(f"report:  {report.resolve()}")
-        print(f"summary: {summary.resolve()}")
+        print(final_block(report, summary), end="")
     return 0
+
+
+def _quiet_library_bars() -> None:
+    """Hide the bars of library bookkeeping (weight loading, shard writing, dataset maps): each long
+    stage keeps one bar for its own work units (the DPO trainer's steps included)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    def hook(factory, args, kwargs):  # type: ignore[no-untyped-def]
+        if str(kwargs.get("desc", "")).startswith(("Loading weights", "Writing model shards")):
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(hook)
+    datasets.disable_progress_bars()
+
+
+def final_block(report: "Path", summary: "Path") -> str:
+    """Return the closing block of ``xdetox run``: one line per verdict, then the paths of the outputs."""
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path(summary).read_text(encoding="utf-8")) if Path(summary).is_file() else {}
+    lines = ["", "verdicts (the paper's claims on this run):"]
+    for v in data.get("verdicts", []):
+        lines.append(f"  {v['claim']:<5} {v['verdict']:<13} {v['statement']}")
+        lines.append(f"        this run: {v['this_run']}")
+        lines.append(f"        decided by: {v['test']}")
+    if not data.get("verdicts"):
+        lines.append("  (none: the summary has no verdicts)")
+    lines += [f"report:  {Path(report).resolve()}", f"summary: {Path(summary).resolve()}"]
+    figures = Path(report).parent / "figures"
+    lines.append(f"figures: xdetox figures all --run-dir {Path(report).parent} --format png "
+                 f"(or --single-pdf {figures / 'figures.pdf'})")
+    return "\n".join(lines) + "\n"

@@ -33,6 +33,24 @@ BEFORE_COLOR, AFTER_COLOR = "#d62728", "#1f77b4"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
+#: One-line caption per figure: what to look at (used by the report and the PDF of its figures).
+CAPTIONS: dict[str, str] = {
+    "fig_toxicity_before_after": "Blue bars (after DPO) below red bars (before) in every language means English DPO "
+                                 "transferred; the smallest gaps are the languages it reached least.",
+    "fig_value_vector_tokens": "Look for rows whose top tokens mix languages and scripts: one value vector promoting "
+                               "toxic tokens of several languages is value-side multilinguality.",
+    "fig_key_activations": "Base (red) above 0 in many languages means the toxic keys fire beyond English; blue (DPO) "
+                           "below red everywhere means DPO turned them down in every language.",
+    "fig_intervention_sweep": "The black mean line should fall as the offset goes negative if the toxic neurons "
+                              "cause toxicity across languages.",
+    "fig_retrieval_heatmap": "Brighter cells: layers where English and language X sentences retrieve each other; "
+                             "middle layers usually align best.",
+    "fig_retrieval_vs_drop": "Each dot is a language: retrieval (en, X) against the toxicity outcome named on the "
+                             "y axis; the title gives Pearson r, p and n.",
+    "fig_table": "Averages over languages before and after DPO (paper Table 2).",
+}
+
+
 class FigureInputError(ValueError):
     """A table handed to a figure function lacks columns or rows."""
 
@@ -318,21 +336,80 @@ def save_figure(fig: go.Figure, path_without_ext: str | os.PathLike[str],
         out.append(atomic_write_text(base.with_suffix(".html"), figure_html(fig, div_id=base.name)))
     static = [f for f in formats if f != "html"]
     if static:
-        problem = static_export_problem()
-        if problem:
-            raise StaticExportUnavailable(problem)
-        chromium = find_chromium()
-        if chromium and not os.environ.get("BROWSER_PATH"):
-            os.environ["BROWSER_PATH"] = chromium  # kaleido's browser finder reads this
-        for fmt in static:
-            target = base.with_suffix(f".{fmt}")
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(fig.to_image(format=fmt))
-            out.append(target)
+        _use_system_chromium()
+        targets = [base.with_suffix(f".{fmt}") for fmt in static]
+        tmps = [t.with_name(f".{t.name}.tmp") for t in targets]
+        base.parent.mkdir(parents=True, exist_ok=True)
+        import plotly.io as pio
+
+        try:
+            pio.write_images([fig] * len(static), tmps, format=static)  # one browser session for every format
+            for tmp, target in zip(tmps, targets):
+                os.replace(tmp, target)
+                out.append(target)
+        finally:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
     return out
+
+
+def _use_system_chromium() -> str:
+    """Point kaleido at the system Chromium (no download) and return its path; raise if unavailable."""
+    problem = static_export_problem()
+    if problem:
+        raise StaticExportUnavailable(problem)
+    chromium = find_chromium()
+    assert chromium is not None
+    if not os.environ.get("BROWSER_PATH"):
+        os.environ["BROWSER_PATH"] = chromium  # kaleido's browser finder reads this
+    return chromium
+
+
+def save_figures_pdf(figures: Sequence[tuple[str, go.Figure]], path: str | os.PathLike[str], *,
+                     title: str = "xdetox figures") -> Path:
+    """Write every ``(caption, figure)`` into one PDF at ``path`` (one figure per page, caption under it).
+
+    Each figure is exported as SVG by kaleido (one browser session), the SVGs are laid out in
+    a plain page and headless Chromium prints it to PDF. Needs kaleido and Chromium.
+    """
+    import base64
+    import html as htmlmod
+    import subprocess
+    import tempfile
+
+    import plotly.io as pio
+
+    if not figures:
+        raise FigureInputError("save_figures_pdf: no figures to write")
+    chromium = _use_system_chromium()
+    target = Path(path)
+    with tempfile.TemporaryDirectory(prefix="xdetox-pdf-") as tmp:
+        svgs = [Path(tmp) / f"fig{i}.svg" for i in range(len(figures))]
+        pio.write_images([f for _, f in figures], svgs, format="svg", width=1000, height=620)
+        pages = []
+        for i, ((caption, _), svg) in enumerate(zip(figures, svgs), start=1):
+            data = base64.b64encode(svg.read_bytes()).decode("ascii")
+            pages.append(f'<section><img src="data:image/svg+xml;base64,{data}"><p>'
+                         f"{htmlmod.escape(caption)}</p></section>")
+        page = Path(tmp) / "figures.html"
+        from interp.report import FONT_STACK
+
+        page.write_text(
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{htmlmod.escape(title)}</title><style>'
+            f"@page{{size:A4 landscape;margin:12mm}} body{{font-family:{FONT_STACK};margin:0}}"
+            "section{page-break-after:always;text-align:center} img{width:100%;max-height:160mm;object-fit:contain}"
+            "p{font-size:13px;color:#333}</style></head><body>" + "".join(pages) + "</body></html>", encoding="utf-8")
+        with atomic_path(target) as out:
+            res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                  "--disable-background-networking", f"--user-data-dir={Path(tmp) / 'profile'}",
+                                  "--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()],
+                                 capture_output=True, text=True, timeout=300)
+            if res.returncode != 0 or not Path(out).stat().st_size:
+                raise StaticExportUnavailable(f"Chromium could not print {target}: {res.stderr.strip()[-500:]}")
+    return target
 
 
 __all__ = ["fig_toxicity_before_after", "fig_intervention_sweep", "fig_key_activations", "fig_retrieval_vs_drop",
            "fig_value_vector_tokens", "value_token_rows", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
            "save_figure", "figure_html", "find_chromium", "static_export_problem", "FigureInputError",
-           "StaticExportUnavailable", "AGGREGATE_ROWS"]
+           "StaticExportUnavailable", "AGGREGATE_ROWS", "CAPTIONS", "save_figures_pdf"]

@@ -172,7 +172,7 @@ def intervention_sweep(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(jobs, desc="intervention sweep", leave=False)
+        it = tqdm(jobs, desc="intervention sweep (offset x language)", leave=False, unit="setting")
     for offset, lang in it:
         iv = None if offset == 0 else NeuronIntervention(as_neuron_list(neurons), "add", float(offset), positions)
         texts = generate_with_intervention(model, chosen[lang], iv, max_new_tokens, batch_size=batch_size)

@@ -85,7 +85,7 @@ def key_activations(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(jobs, desc="key activations", leave=False)
+        it = tqdm(jobs, desc="key activations (model x language)", leave=False, unit="language")
     for j, (name, lang) in enumerate(it):
         acts = collect_generation_activations(models[name], langs[lang], neurons, n_new_tokens=n_new_tokens,
                                               batch_size=batch_size)

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,9 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             fn = getattr(self, f"stage_{name}")
-            summary, outputs = fn(self._begin_stage(name, key, forced=name in force))
+            # stdout carries only the stage lines; libraries' prints (trainer logs) go to stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                summary, outputs = fn(self._begin_stage(name, key, forced=name in force))
             produced = self._produced.pop(name, None)
             res = StageResult(name, key, summary, outputs, produced=produced)
             write_json(self.stage_dir(name) / "stage.json",

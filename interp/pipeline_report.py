@@ -49,7 +49,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     """Write report.html and summary.json into the run directory and return their paths."""
     from interp import figures as F
     from interp.coverage import language_coverage
-    from interp.report import ReportSection, write_report
+    from interp.report import Captioned, ReportSection, write_report
 
     out = pipe.output
     model_info = read_json(out("model", "model_info"))
@@ -72,6 +72,11 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     neuron_frame = neurons.to_frame()
     kept = neuron_frame[neuron_frame["kept"]] if "kept" in neuron_frame else neuron_frame
     cfg = pipe.config
+    verdict_inputs = _verdict_inputs(pipe, vocab)
+
+    def fig(fn: Any, *args: Any) -> Any:
+        drawn = _figure_or_note(fn, *args)
+        return Captioned(drawn, F.CAPTIONS[fn.__name__]) if not isinstance(drawn, str) else drawn
 
     sections = [
         ReportSection("Overview", [
@@ -85,7 +90,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         ReportSection("Table 2: averages over languages, before and after English DPO",
                       [averages]),
         ReportSection("Fig. 1: toxicity per language before and after English DPO",
-                      [_figure_or_note(F.fig_toxicity_before_after, cmp), cmp]),
+                      [fig(F.fig_toxicity_before_after, cmp), cmp]),
         ReportSection("Stage 1: English toxicity probe", [
             pd.DataFrame([{"split": k, **{m: v for m, v in val.items() if isinstance(v, (int, float))}}
                           for k, val in _flatten_metrics(probe_metrics).items()]),
@@ -93,13 +98,13 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
             transfer]),
         ReportSection("Stage 2: toxic value vectors (Tables 3/4)", [
             f"{len(kept)} of {len(neuron_frame)} candidate value vectors pass the activation filter (mean > 0).",
-            _figure_or_note(F.fig_value_vector_tokens, vocab), kept.reset_index(drop=True), value_mass]),
-        ReportSection("Fig. 3: toxic-neuron key activations per language, base vs DPO", [_figure_or_note(F.fig_key_activations, keys), keys]),
-        ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [_figure_or_note(F.fig_intervention_sweep, sweep), sweep]
+            fig(F.fig_value_vector_tokens, vocab), kept.reset_index(drop=True), value_mass]),
+        ReportSection("Fig. 3: toxic-neuron key activations per language, base vs DPO", [fig(F.fig_key_activations, keys), keys]),
+        ReportSection("Fig. 2: activation offset sweep on the toxic neurons", [fig(F.fig_intervention_sweep, sweep), sweep]
                       if len(sweep) else ["The sweep was disabled in this run's config."]),
-        ReportSection("Bilingual retrieval (en <-> X)", [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
+        ReportSection("Bilingual retrieval (en <-> X)", [fig(F.fig_retrieval_heatmap, retr_layers), retr]),
         ReportSection("Fig. 4: retrieval vs toxicity reduction (%EMT, positive = less toxic, as the paper)",
-                      [_figure_or_note(F.fig_retrieval_vs_drop, retr, cmp)]),
+                      [fig(F.fig_retrieval_vs_drop, retr, cmp)]),
         ReportSection("Dual multilinguality and its correlation with the toxicity drop", [signals, corr]),
     ]
     evals = pd.DataFrame(dpo_log.get("evals", []))
@@ -133,11 +138,37 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "retrieval": _records(retr),
         "dual_multilinguality": _records(signals),
         "correlation": _records(corr),
+        **verdict_inputs,
     })
+    from interp.verdicts import claim_verdicts
+
+    verdicts = claim_verdicts(summary, model_name=model_info["path"])
+    summary["verdicts"] = _round(verdicts.to_dict(orient="records"))
     manifest = make_manifest(kind="xdetox-report", config=cfg, seed=cfg.seed, model_id=model_info["path"])
     forbidden = {p.id: p.text for p in pipe.rtplx()}
+    note = ("Each verdict comes from this run's data by the test named in its row (95% level); "
+            "\"inconclusive\" means the test could not decide at this sample size. The paper's figures are "
+            f"for {verdicts.attrs.get('paper_model', 'mGPT')} (Li, Yong, Bach 2024).")
     return write_report(pipe.run_dir, sections=sections, manifest=manifest, scorer_identity=scorer,
-                        summary=summary, forbidden_texts=forbidden, title="xdetox: cross-lingual toxicity report")
+                        summary=summary, forbidden_texts=forbidden, title="xdetox: cross-lingual toxicity report",
+                        verdicts=verdicts, verdict_note=note)
+
+
+def _verdict_inputs(pipe: "Pipeline", vocab: pd.DataFrame) -> dict[str, Any]:
+    """Return the summary entries the verdicts read that no stage table holds: the paired EMT change
+    (C1, from the scored samples) and the value-token counts with the vocabulary's toxic share (C2)."""
+    from detox_train.evaluate import read_scored
+    from interp.data import load_lexicons
+    from interp.verdicts import paired_emt_change, value_token_stats
+    from interp.vocab import vocabulary_toxic_share
+
+    ev = pipe.config.evaluation
+    paired = paired_emt_change(read_scored(pipe.output("score", "before")), read_scored(pipe.output("score", "after")),
+                               n_boot=ev.n_boot, seed=pipe.config.seed)
+    share, n_tokens = vocabulary_toxic_share(pipe.base_model(), lexicons=load_lexicons(pipe.data_root),
+                                             seed=pipe.config.seed)
+    return {"toxicity_change_paired": _records(paired),
+            "value_tokens": value_token_stats(vocab, vocab_toxic_share=share, vocab_tokens=n_tokens)}
 
 
 def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -21,21 +21,44 @@ import plotly.graph_objects as go
 
 from interp.artifacts import atomic_write_text, to_jsonable, write_json
 
-ReportItem = Union[go.Figure, pd.DataFrame, str]
+
+
+@dataclass(frozen=True)
+class Captioned:
+    """A figure with its one-line caption (what to look at)."""
+
+    figure: go.Figure
+    caption: str
+
+
+ReportItem = Union[go.Figure, Captioned, pd.DataFrame, str]
+#: Tables longer than this show their first rows inline and the rest in a <details> element.
+INLINE_ROWS: int = 12
 
 #: Content-Security-Policy of the page: inline code only, no network at all.
 CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
        "img-src data: blob:; font-src data:; connect-src 'none'")
 
+#: Font stack covering the scripts of the 17 languages (Debian: fonts-noto-core, fonts-noto-cjk);
+#: the browser falls back per glyph, so each script finds its font.
+FONT_STACK = ('system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans Arabic", "Noto Naskh Arabic", '
+              '"Noto Sans Devanagari", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", '
+              '"Noto Sans CJK TC", "DejaVu Sans", sans-serif')
+
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:0 24px;color:#222}
+body{font-family:__FONTS__;margin:0 auto;max-width:1200px;padding:0 24px;color:#222}
 h1{margin-top:24px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:40px}
 nav ul{columns:2} table.xd{border-collapse:collapse;font-size:13px;margin:8px 0}
 table.xd th,table.xd td{border:1px solid #ddd;padding:3px 8px;text-align:right}
 table.xd th{background:#e8eef7} table.xd td:first-child,table.xd th:first-child{text-align:left}
+.table-wrap{overflow-x:auto;max-width:100%} details{margin:4px 0 12px 0} summary{cursor:pointer;color:#1f5fa8}
 pre{background:#f6f8fa;padding:12px;overflow:auto;font-size:12px} .note{color:#555}
-.figure{margin:12px 0 24px 0}
-"""
+figure.figure{margin:12px 0 24px 0} figcaption{color:#444;font-size:14px;margin-top:4px}
+table.verdicts{border-collapse:collapse;font-size:14px;width:100%} table.verdicts th,table.verdicts td{border:1px solid #ccc;padding:6px 8px;text-align:left;vertical-align:top}
+table.verdicts th{background:#e8eef7} .v{font-weight:bold;white-space:nowrap;padding:2px 6px;border-radius:4px}
+.v-holds{background:#d8f0d8;color:#145214} .v-does-not-hold{background:#f7d6d6;color:#7a1010} .v-inconclusive{background:#eee;color:#444}
+td.test{font-size:12px;color:#444}
+""".replace("__FONTS__", FONT_STACK)
 
 # Collects uncaught errors into the DOM so a headless browser's --dump-dom shows them.
 _ERROR_PROBE = """
@@ -128,18 +151,42 @@ def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *
 
 
 # ----------------------------------------------------------------------------- rendering
-def _table_html(df: pd.DataFrame, max_rows: int = 400) -> str:
+def _table_html(df: pd.DataFrame, max_rows: int = 400, inline_rows: int | None = None) -> str:
+    """Return ``df`` as a horizontally scrolling table; rows past ``inline_rows`` go in a <details>."""
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return "–" if v != v else (f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}")
         return str(v)
 
+    def html_of(part: pd.DataFrame) -> str:
+        return part.to_html(index=False, escape=True, border=0, classes="xd", na_rep="–",
+                            formatters={c: fmt for c in part.columns})
+
+    inline = INLINE_ROWS if inline_rows is None else inline_rows
     shown = df.head(max_rows)
-    body = shown.to_html(index=False, escape=True, border=0, classes="xd", na_rep="–",
-                         formatters={c: fmt for c in shown.columns})
+    body = f'<div class="table-wrap">{html_of(shown.head(inline))}</div>'
+    if len(shown) > inline:
+        body += (f'<details><summary>show all {len(shown)} rows</summary><div class="table-wrap">'
+                 f'{html_of(shown)}</div></details>')
     if len(df) > max_rows:
         body += f'<p class="note">showing {max_rows} of {len(df)} rows</p>'
     return body
+
+
+def verdict_table_html(verdicts: pd.DataFrame) -> str:
+    """Return the verdict table (claim, paper, this run, verdict, deciding test) as HTML."""
+    rows = []
+    for r in verdicts.to_dict(orient="records"):
+        v = str(r["verdict"])
+        cls = "v-" + re.sub(r"[^a-z]+", "-", v.lower()).strip("-")
+        rows.append(
+            f'<tr data-claim="{htmlmod.escape(str(r["claim"]))}" data-verdict="{htmlmod.escape(v)}">'
+            f'<td><b>{htmlmod.escape(str(r["claim"]))}</b> {htmlmod.escape(str(r["statement"]))}</td>'
+            f'<td>{htmlmod.escape(str(r["paper"]))}</td><td>{htmlmod.escape(str(r["this_run"]))}</td>'
+            f'<td><span class="v {cls}">{htmlmod.escape(v)}</span></td>'
+            f'<td class="test">{htmlmod.escape(str(r["test"]))}</td></tr>')
+    head = "<tr><th>claim</th><th>paper</th><th>this run (95% CI, n)</th><th>verdict</th><th>deciding test</th></tr>"
+    return f'<div class="table-wrap"><table class="verdicts">{head}{"".join(rows)}</table></div>'
 
 
 def _slug(title: str, used: set[str]) -> str:
@@ -156,7 +203,7 @@ def _as_sections(sections: Sequence[ReportSection] | Mapping[str, ReportItem | S
     if isinstance(sections, Mapping):
         out = []
         for title, items in sections.items():
-            if isinstance(items, (go.Figure, pd.DataFrame, str)):
+            if isinstance(items, (go.Figure, Captioned, pd.DataFrame, str)):
                 items = [items]
             out.append(ReportSection(str(title), list(items)))
         return out
@@ -169,8 +216,13 @@ def _as_sections(sections: Sequence[ReportSection] | Mapping[str, ReportItem | S
 
 def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, manifest: Mapping[str, Any],
                   scorer_identity: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
-                  title: str = "xdetox report") -> str:
-    """Return the report page as one self-contained HTML string (plotly.js inlined once)."""
+                  title: str = "xdetox report", verdicts: pd.DataFrame | None = None,
+                  summary_link: str | None = None, verdict_note: str = "") -> str:
+    """Return the report page as one self-contained HTML string (plotly.js inlined once).
+
+    ``verdicts`` (:func:`interp.verdicts.claim_verdicts`) opens the page. With ``summary_link``
+    the summary is linked as that file beside the report instead of inlined.
+    """
     from plotly.offline import get_plotlyjs
 
     secs = _as_sections(sections)
@@ -178,6 +230,11 @@ def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, mani
     parts: list[str] = []
     toc: list[str] = []
     n_fig = 0
+    lead = ""  # the answers come first, above the table of contents
+    if verdicts is not None:
+        note = f'<p class="note">{htmlmod.escape(verdict_note)}</p>' if verdict_note else ""
+        lead = ('<section id="verdicts"><h2>Verdicts: did the paper\'s claims hold on this run?</h2>'
+                f"{note}{verdict_table_html(verdicts)}</section>")
     for sec in secs:
         sid = _slug(sec.title, used)
         toc.append(f'<li><a href="#{sid}">{htmlmod.escape(sec.title)}</a></li>')
@@ -185,11 +242,13 @@ def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, mani
         if sec.note:
             parts.append(f'<p class="note">{htmlmod.escape(sec.note)}</p>')
         for item in sec.items:
-            if isinstance(item, go.Figure):
+            if isinstance(item, (go.Figure, Captioned)):
                 n_fig += 1
-                parts.append('<div class="figure">' + item.to_html(
+                fig, cap = (item.figure, item.caption) if isinstance(item, Captioned) else (item, "")
+                parts.append('<figure class="figure">' + fig.to_html(
                     full_html=False, include_plotlyjs=False, div_id=f"xdetox-plot-{n_fig}",
-                    config={"displaylogo": False, "responsive": True}) + "</div>")
+                    config={"displaylogo": False, "responsive": True})
+                    + (f"<figcaption>{htmlmod.escape(cap)}</figcaption>" if cap else "") + "</figure>")
             elif isinstance(item, pd.DataFrame):
                 parts.append(_table_html(item))
             elif isinstance(item, str):
@@ -199,13 +258,19 @@ def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, mani
                                 "use a plotly Figure, a DataFrame or a string")
         parts.append("</section>")
     meta = [("Scorer identity", scorer_identity), ("Run manifest", manifest)]
-    if summary is not None:
+    if summary is not None and not summary_link:
         meta.insert(0, ("Summary", summary))
     for name, obj in meta:
         sid = _slug(name, used)
         toc.append(f'<li><a href="#{sid}">{name}</a></li>')
         text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, sort_keys=False)
-        parts.append(f'<section id="{sid}"><h2>{name}</h2><pre>{htmlmod.escape(text)}</pre></section>')
+        link = ""
+        if name == "Run manifest" and summary_link:
+            href = htmlmod.escape(summary_link)
+            link = (f'<p>Every number of this report, machine-readable: <a id="summary-link" href="{href}">'
+                    f"{href}</a> (the file beside this report).</p>")
+        parts.append(f'<section id="{sid}"><h2>{name}</h2>{link}<details><summary>show</summary>'
+                     f'<pre>{htmlmod.escape(text)}</pre></details></section>')
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
@@ -213,8 +278,8 @@ def render_report(sections: Sequence[ReportSection] | Mapping[str, Any], *, mani
         f"<title>{htmlmod.escape(title)}</title>", f"<style>{_STYLE}</style>",
         f"<script>{_ERROR_PROBE}</script>",
         f'<script type="text/javascript">{get_plotlyjs()}</script>',
-        "</head><body>", f"<h1>{htmlmod.escape(title)}</h1>",
-        f'<nav><ul>{"".join(toc)}</ul></nav>', *parts,
+        "</head><body>", f"<h1>{htmlmod.escape(title)}</h1>", lead,
+        f'<nav><h2>Contents</h2><ul>{"".join(toc)}</ul></nav>', *parts,
         '<div id="js-errors" data-errors="0" hidden></div>', "</body></html>",
     ])
 
@@ -223,13 +288,15 @@ def write_report(out_dir: str | os.PathLike[str], *,
                  sections: Sequence[ReportSection] | Mapping[str, Any], manifest: Mapping[str, Any],
                  scorer_identity: Mapping[str, Any], summary: Mapping[str, Any],
                  forbidden_texts: Iterable[str] | Mapping[str, str] | None = None,
-                 title: str = "xdetox report") -> tuple[Path, Path]:
+                 title: str = "xdetox report", verdicts: pd.DataFrame | None = None,
+                 verdict_note: str = "") -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.json`` into ``out_dir`` atomically and return both paths.
 
     With ``forbidden_texts`` (the RTP-LX prompts) the page is checked by
     :func:`assert_no_prompt_text` first and nothing is written if it leaks any.
     """
-    page = render_report(sections, manifest=manifest, scorer_identity=scorer_identity, summary=summary, title=title)
+    page = render_report(sections, manifest=manifest, scorer_identity=scorer_identity, summary=summary, title=title,
+                         verdicts=verdicts, summary_link="summary.json", verdict_note=verdict_note)
     if forbidden_texts is not None:
         forbidden = dict(forbidden_texts) if isinstance(forbidden_texts, Mapping) else list(forbidden_texts)
         assert_no_prompt_text(page, forbidden)
@@ -240,4 +307,5 @@ def write_report(out_dir: str | os.PathLike[str], *,
     return html_path, json_path
 
 
-__all__ = ["write_report", "render_report", "ReportSection", "assert_no_prompt_text", "PromptTextLeakError", "CSP"]
+__all__ = ["write_report", "render_report", "ReportSection", "Captioned", "verdict_table_html", "assert_no_prompt_text",
+           "PromptTextLeakError", "CSP", "FONT_STACK"]

@@ -181,4 +181,24 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
     return VocabProjection(table, mass, pv, meta)
 
 
-__all__ = ["project_to_vocab", "VocabProjection", "decode_token"]
+def vocabulary_toxic_share(model: Any, *, lexicons: dict[str, list[str]] | None = None, max_tokens: int = 20000,
+                           seed: int = 0) -> tuple[float, int]:
+    """Return (share of vocabulary tokens tagged toxic, tokens examined): the rate at which a random
+    vector's top tokens would hit the lexicon, tagged exactly as :func:`project_to_vocab` tags them.
+
+    Vocabularies larger than ``max_tokens`` are measured on a seeded uniform sample of that size.
+    """
+    import numpy as np
+
+    with activate(model) as m:
+        tok = tokenizer_of(m)
+        n_vocab = int(get_adapter(m).unembed_matrix().shape[-1])
+    ids = np.arange(n_vocab)
+    if n_vocab > max_tokens:
+        ids = np.sort(np.random.default_rng(seed).choice(n_vocab, size=max_tokens, replace=False))
+    lex, _ = _lexicon(lexicons)
+    toxic = sum(1 for tid in ids.tolist() if tag_token(decode_token(tok, tid)[0], lex).toxic_languages)
+    return toxic / len(ids), len(ids)
+
+
+__all__ = ["project_to_vocab", "VocabProjection", "decode_token", "vocabulary_toxic_share"]

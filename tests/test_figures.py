@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -205,3 +206,78 @@ def test_static_png_export_with_kaleido_and_chromium(tmp_path) -> None:
     paths = F.save_figure(fig, tmp_path / "fig3", formats=("png",))
     assert [p.name for p in paths] == ["fig3.png"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
+
+
+needs_static = pytest.mark.skipif(F.static_export_problem() is not None,
+                                  reason=f"static export unavailable here: {F.static_export_problem()}")
+
+
+def _kaleido_downloads() -> list:
+    """Browsers kaleido/choreographer downloaded into their package (we never want one)."""
+    import choreographer
+
+    return sorted(Path(choreographer.__file__).parent.glob("cli/browser_exe*"))
+
+
+@needs_static
+def test_figures_cli_static_formats_and_one_pdf_on_a_run(smoke_run: Path, tmp_path) -> None:
+    """`xdetox figures NAME --format png pdf svg` and `figures all --single-pdf` on a finished run, with the
+    system Chromium (no download)."""
+    import subprocess
+    import sys
+
+    before = _kaleido_downloads()
+    out = tmp_path / "figs"
+    cmd = [sys.executable, "-m", "interp.cli", "figures"]
+    res = subprocess.run([*cmd, "value-tokens", "--run-dir", str(smoke_run), "--out-dir", str(out),
+                          "--format", "png", "pdf", "svg"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["value_tokens.pdf", "value_tokens.png", "value_tokens.svg"]
+    assert res.stdout.split() == [str(out / n) for n in ("value_tokens.png", "value_tokens.pdf", "value_tokens.svg")]
+    assert (out / "value_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "value_tokens.pdf").read_bytes()[:5] == b"%PDF-" and b"<svg" in (out / "value_tokens.svg").read_bytes()
+    book = tmp_path / "all_figures.pdf"
+    res = subprocess.run([*cmd, "all", "--run-dir", str(smoke_run), "--out-dir", str(tmp_path / "none"),
+                          "--single-pdf", str(book)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [str(book)] and not (tmp_path / "none").exists()
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", book.read_bytes()))
+    from interp.cli_figures import FIGURE_NAMES
+
+    assert pages == len(FIGURE_NAMES), pages  # one page per figure the run has tables for
+    assert _kaleido_downloads() == before
+
+
+def _tofu_in_static_export(tmp_path: Path) -> list[str]:
+    """Return the scripts whose tick label renders pixel for pixel like as many missing-glyph boxes."""
+    import plotly.io as pio
+    from test_report import SCRIPT_SAMPLES, TOFU, _png_pixels
+
+    F._use_system_chromium()
+    figs, files = [], []
+    for name, text in SCRIPT_SAMPLES.items():
+        for kind, label in (("glyphs", text), ("tofu", TOFU * len(text))):
+            fig = go.Figure(go.Bar(x=[label], y=[1]))
+            fig.update_layout(width=240, height=120, margin=dict(l=5, r=5, t=5, b=40), xaxis_tickfont_size=24)
+            figs.append(fig)
+            files.append(tmp_path / f"{name}_{kind}.png")
+    pio.write_images(figs, files, format="png")  # one kaleido (Chromium) session for all of them
+    return [n for n in SCRIPT_SAMPLES
+            if np.array_equal(_png_pixels(tmp_path / f"{n}_glyphs.png"), _png_pixels(tmp_path / f"{n}_tofu.png"))]
+
+
+@needs_static
+def test_static_export_renders_every_script(tmp_path) -> None:
+    assert _tofu_in_static_export(tmp_path) == []
+
+
+@needs_static
+def test_static_export_font_check_trips_without_the_fonts(tmp_path, monkeypatch) -> None:
+    dejavu = Path("/usr/share/fonts/truetype/dejavu")
+    if not dejavu.is_dir():
+        pytest.skip("fonts-dejavu-core not installed")
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f'<?xml version="1.0"?><fontconfig><dir>{dejavu}</dir><cachedir>{tmp_path / "c"}</cachedir>'
+                    "</fontconfig>", encoding="utf-8")
+    monkeypatch.setenv("FONTCONFIG_FILE", str(conf))  # kaleido's Chromium inherits it
+    assert {"Devanagari", "Han", "Hangul", "Kana"} <= set(_tofu_in_static_export(tmp_path))

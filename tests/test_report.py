@@ -52,8 +52,13 @@ def test_report_self_contained(tmp_path) -> None:
     assert json.loads(json_path.read_text()) == SUMMARY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "summary.json"]  # no temp files
     # Same inputs, same page (no random div ids).
-    again = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY)
+    again = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY,
+                          summary_link="summary.json")
     assert again == page
+    # The summary is the file beside the report, linked, not inlined.
+    assert 'href="summary.json"' in page and '"pearson_r_retrieval_emt"' not in page
+    inlined = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY)
+    assert '&quot;pearson_r_retrieval_emt&quot;' in inlined and 'href="summary.json"' not in inlined
 
 
 def test_dict_sections_and_bad_items() -> None:
@@ -113,10 +118,11 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); report rendering not checked")
 
 
-def _chromium(tmp: Path, page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _chromium(tmp: Path, page: Path, *extra: str, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # a fresh user-data-dir per run
     cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     shutil.rmtree(profile, ignore_errors=True)
     return res
 
@@ -191,3 +197,158 @@ def test_headless_check_catches_js_errors_and_blocked_requests(tmp_path) -> None
     path.write_text(bad, encoding="utf-8")
     dom = _chromium(tmp_path, path, "--dump-dom").stdout
     assert 'data-errors="2"' in dom and "boom" in dom and "blocked: http://192.0.2.1/x.png" in dom
+
+
+# ----------------------------------------------------------------------------- layout
+def test_long_and_wide_tables_scroll_and_fold() -> None:
+    from interp.report import INLINE_ROWS
+
+    long = pd.DataFrame({"layer": range(45), "neuron": range(45)})
+    wide = pd.DataFrame({f"column_{i}": [1.0] for i in range(40)})
+    page = render_report({"Long": long, "Wide": wide}, manifest={}, scorer_identity={})
+    sec = page[page.index('id="s-long"'):page.index('id="s-wide"')]
+    inline, folded = sec.split("<details>", 1)
+    assert inline.count("<tr") == INLINE_ROWS + 1  # header + the top rows
+    assert "show all 45 rows" in folded and folded.count("<tr") == 46
+    wide_sec = page[page.index('id="s-wide"'):]
+    assert '<div class="table-wrap"><table' in wide_sec and "<details>" not in wide_sec.split("</section>")[0]
+    assert ".table-wrap{overflow-x:auto" in page
+
+
+def test_captions_and_the_verdict_table_come_first() -> None:
+    from interp.report import Captioned
+    from interp.verdicts import claim_verdicts
+
+    t = synthetic_tables()
+    verdicts = claim_verdicts({})
+    page = render_report({"Keys": Captioned(F.fig_key_activations(t["keys"]), "Look at the red bars.")},
+                         manifest={}, scorer_identity={}, verdicts=verdicts)
+    assert "<figcaption>Look at the red bars.</figcaption>" in page
+    assert page.index('id="verdicts"') < page.index("<nav>") < page.index('id="s-keys"')
+    assert page.count("<tr data-claim=") == len(verdicts) == 5
+    assert 'data-verdict="inconclusive"' in page
+
+
+# ----------------------------------------------------------------------------- fonts in headless Chromium
+#: Tokens of each script the 17 languages use.
+SCRIPT_SAMPLES = {"Latin": "Übermäßig", "Cyrillic": "сексу", "Arabic": "عربي", "Devanagari": "हिन्दी",
+                  "Han": "你好世界", "Hangul": "한국어", "Kana": "ひらがなカタカナ"}
+TOFU = "\u0378"  # an unassigned code point: every font draws it as the missing-glyph box
+
+# Measures each sample in the page's own font stack against as many tofu boxes, into #font-probe.
+_FONT_PROBE = """<pre id="font-probe"></pre><script>
+document.addEventListener('DOMContentLoaded', function () {
+  var samples = %s, out = {};
+  function width(text) {
+    var s = document.createElement('span'); s.style.fontSize = '32px'; s.style.whiteSpace = 'pre';
+    s.textContent = text; document.body.appendChild(s);
+    var w = s.getBoundingClientRect().width; s.remove(); return w;
+  }
+  var box = width('%s');
+  for (var k in samples) {
+    var n = Array.from(samples[k]).length;
+    out[k] = {width: width(samples[k]), tofu: n * box};
+  }
+  var v = document.getElementById('verdicts');
+  out.__verdict_top = v ? v.getBoundingClientRect().top : -1;
+  out.__verdict_rows = document.querySelectorAll('#verdicts tr[data-claim]').length;
+  document.getElementById('font-probe').textContent = JSON.stringify(out);
+});
+</script>"""
+
+
+def _font_probe(tmp: Path, page_html: str, env: dict[str, str] | None = None) -> dict:
+    probe = _FONT_PROBE % (json.dumps(SCRIPT_SAMPLES, ensure_ascii=False), TOFU)
+    path = tmp / f"probe-{len(list(tmp.glob('probe-*')))}.html"
+    path.write_text(page_html.replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom = _chromium(tmp, path, "--dump-dom", "--window-size=1280,900", env=env)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="js-errors" data-errors="0"' in dom.stdout, re.findall(r'id="js-errors".{0,500}', dom.stdout)
+    found = re.search(r'<pre id="font-probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found and found.group(1), "the font probe did not run"
+    import html as htmlmod
+
+    return json.loads(htmlmod.unescape(found.group(1)))
+
+
+def tofu_scripts(measured: dict) -> list[str]:
+    """Return the scripts whose sample is as wide as the same number of missing-glyph boxes."""
+    return [k for k in SCRIPT_SAMPLES if abs(measured[k]["width"] - measured[k]["tofu"]) < 0.5]
+
+
+@needs_chromium
+def test_every_script_renders_in_the_report_font_stack(tmp_path) -> None:
+    from interp.verdicts import claim_verdicts
+
+    page = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, verdicts=claim_verdicts({}))
+    measured = _font_probe(tmp_path, page)
+    assert tofu_scripts(measured) == [], measured  # needs fonts-noto-core + fonts-noto-cjk (make test installs them)
+    assert measured["__verdict_rows"] == 5 and 0 <= measured["__verdict_top"] < 900  # on the first screen
+
+
+@needs_chromium
+def test_font_check_trips_without_the_fonts(tmp_path) -> None:
+    """With only DejaVu visible to fontconfig, CJK, Hangul, Kana and Devanagari are tofu and the check says so."""
+    dejavu = Path("/usr/share/fonts/truetype/dejavu")
+    if not dejavu.is_dir():
+        pytest.skip("fonts-dejavu-core not installed")
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(f'<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig><dir>{dejavu}</dir>'
+                    f"<cachedir>{tmp_path / 'fc-cache'}</cachedir></fontconfig>", encoding="utf-8")
+    import os
+
+    env = {**os.environ, "FONTCONFIG_FILE": str(conf)}
+    page = render_report({"x": "y"}, manifest={}, scorer_identity={})
+    missing = tofu_scripts(_font_probe(tmp_path, page, env=env))
+    assert {"Han", "Hangul", "Kana", "Devanagari"} <= set(missing) and "Latin" not in missing, missing
+
+
+@needs_chromium
+def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
+    """The real report: verdict table on the first screen, every script renders, no JS errors; its
+    verdicts are the ones the summary's data give."""
+    import os
+
+    from interp.verdicts import claim_verdicts
+
+    page = (smoke_run / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((smoke_run / "summary.json").read_text(encoding="utf-8"))
+    again = claim_verdicts(summary).to_dict(orient="records")
+    assert [(v["claim"], v["verdict"], v["test"]) for v in summary["verdicts"]] == \
+        [(v["claim"], v["verdict"], v["test"]) for v in again]
+    assert page.count("<tr data-claim=") == len(summary["verdicts"]) >= 5
+    measured = _font_probe(tmp_path, page)
+    assert tofu_scripts(measured) == [], measured
+    assert measured["__verdict_rows"] == len(summary["verdicts"]) and 0 <= measured["__verdict_top"] < 900
+    # Screenshots of the first screen and the whole page (kept where $XDETOX_SCREENSHOT_DIR says).
+    out = Path(os.environ.get("XDETOX_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, size in (("report_first_screen.png", "1280,900"), ("report_full_page.png", "1280,16000")):
+        res = _chromium(tmp_path, smoke_run / "report.html", f"--screenshot={out / name}", f"--window-size={size}")
+        assert res.returncode == 0 and (out / name).is_file(), res.stderr[-2000:]
+    px = _png_pixels(out / "report_first_screen.png")[..., :3]
+    # The verdict badges are drawn on the first screen (green, red or grey fills of the stylesheet).
+    badges = [(216, 240, 216), (247, 214, 214), (238, 238, 238)]
+    assert sum(int((np.abs(px.astype(int) - c).sum(-1) < 6).sum()) for c in badges) > 300
+    assert "summary.json" in page and '"toxicity_change_paired"' not in page  # linked, not inlined
+
+
+def test_smoke_run_report_layout(smoke_run: Path) -> None:
+    """The pipeline's report: verdicts first, a caption under every figure, every table in a scrolling
+    wrapper, long tables folded, summary.json linked beside it rather than inlined."""
+    page = (smoke_run / "report.html").read_text(encoding="utf-8")
+    body = page[page.index("<body>"):]
+    assert body.index('id="verdicts"') < body.index("<nav>") < body.index('id="s-overview"')
+    n_figs = body.count('<figure class="figure">')
+    assert n_figs >= 5 and body.count("<figcaption>") == n_figs
+    assert body.count("<table") == body.count('<div class="table-wrap"><table')
+    from interp.report import INLINE_ROWS
+
+    tables = re.findall(r'(<summary>[^<]*</summary>)?<div class="table-wrap">(<table.*?</table>)</div>', body, re.S)
+    inline = [t for s, t in tables if not s]
+    assert inline and all(t.count("<tr") <= INLINE_ROWS + 1 for t, in zip(inline)), "a long table is not folded"
+    for s, t in tables:
+        if s:  # a folded table holds every row its summary promises
+            assert t.count("<tr") == int(re.search(r"show all (\d+) rows", s).group(1)) + 1
+    assert '<a id="summary-link" href="summary.json">' in body and (smoke_run / "summary.json").is_file()
+    assert '"per_language"' not in body and "&quot;per_language&quot;" not in body
