@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--filter-file", default=None, help="activation filter on prompts from a text file (one per line)")
     f.add_argument("--n-new-tokens", type=int, default=20, help="greedy steps of the activation filter (paper: 20)")
     f.add_argument("--keep", choices=("positive_mean", "all"), default="positive_mean", help="filter rule")
+    f.add_argument("--positions", choices=("generation", "prompt"), default="generation",
+                   help="filter over greedy steps (paper) or over the prompt's own tokens (encoders: e5, XLM-R)")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--seed", type=int, default=0, help="seed for sampling filter prompts")
     f.add_argument("--out", required=True, help="output JSON table")
@@ -107,7 +109,8 @@ def cmd_find(args: argparse.Namespace) -> int:
         prompts = [p.text for p in pool]
     model = load_model_from_args(args)
     table = find_toxic_neurons(model, direction, top_k=args.top_k, filter_prompts=prompts,
-                               n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size)
+                               n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size,
+                               positions=args.positions)
     table.meta["probe"]["path"] = str(args.probe)
     out = table.to_json(args.out)
     kept = table.kept()

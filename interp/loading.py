@@ -121,9 +121,15 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
     else:  # encoders: the MLM class, so the bridge's adapter finds its module tree
         import transformers
+        from transformers.utils import logging as hf_logging
 
-        model, info = getattr(transformers, spec.auto_class).from_pretrained(
-            name, local_files_only=local or None, output_loading_info=True, **kwargs)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the absent MLM head is expected; _fix_missing_head records it
+        try:
+            model, info = getattr(transformers, spec.auto_class).from_pretrained(
+                name, local_files_only=local or None, output_loading_info=True, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         _fix_missing_head(model, info.get("missing_keys", []))
     if qc is None:
         model = model.to(device)

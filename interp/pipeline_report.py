@@ -109,6 +109,13 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         sections.append(ReportSection("DPO training log (held-out LM loss on neutral text, reward margins)",
                                       [evals[keep]]))
 
+    encoder_summary = None
+    if cfg.encoder.enabled:  # the mechanism on real pretrained weights, next to the generative default
+        from interp.encoder_analysis import report_sections
+
+        enc_sections, encoder_summary = report_sections(pipe)
+        sections.extend(enc_sections)
+
     summary = _round({
         "languages": cfg.languages,
         "seed": cfg.seed,
@@ -129,6 +136,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "retrieval": _records(retr),
         "dual_multilinguality": _records(signals),
         "correlation": _records(corr),
+        **({"encoder_analysis": encoder_summary} if encoder_summary is not None else {}),
     })
     manifest = make_manifest(kind="xdetox-report", config=cfg, seed=cfg.seed, model_id=model_info["path"])
     forbidden = {p.id: p.text for p in pipe.rtplx()}

@@ -184,3 +184,24 @@ def test_cli_dpo_refused_on_encoder(tmp_path):
     cfg = DPOTrainConfig.preset("cpu-demo", model=str(d), output_dir=str(tmp_path / "out"))
     with pytest.raises(GenerationUnsupportedError, match=r"DPO training.*'bert'"):
         _load_model(cfg, "cpu")
+
+
+def test_cli_refuses_generation_filter_on_encoder_and_runs_prompt_filter(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "bert"
+    _save_encoder("bert", d)
+    save_file({"direction": torch.randn(32)}, str(tmp_path / "probe.safetensors"))
+    (tmp_path / "prompts.txt").write_text("you are a stupid idiot\nwhat the hell is wrong with you\n")
+    base = [sys.executable, "-m", "interp.cli", "neurons", "find", "--model", str(d), "--probe",
+            str(tmp_path / "probe.safetensors"), "--filter-file", str(tmp_path / "prompts.txt"), "--top-k", "4",
+            "--out", str(tmp_path / "n.json")]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "activation filter" in r.stderr and "'bert'" in r.stderr and "positions='prompt'" in r.stderr
+    r = subprocess.run(base + ["--positions", "prompt"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "n.json").is_file()
