@@ -158,8 +158,10 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
 
 def _has_user_hooks(hf: nn.Module) -> bool:
     """Return whether any TransformerLens hook point under ``hf`` carries a hook right now."""
+    builtin = getattr(hf, "xdetox_builtin_hooks", set())
     for mod in hf.modules():
-        if type(mod).__name__ == "HookPoint" and (mod._forward_hooks or mod._forward_pre_hooks):
+        if type(mod).__name__ == "HookPoint" and any(
+                id(fn) not in builtin for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
             return True
     return False
 
@@ -355,7 +357,10 @@ def collect_prompt_activations(
                 x = torch.tensor([ids[i] + [pad_id] * (width - len(ids[i])) for i in rows], device=device)
                 mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in rows], device=device)
                 state["rows"], state["mask"] = torch.tensor(rows), mask
-                hf(input_ids=x, attention_mask=mask, **({} if get_adapter(hf).spec.is_encoder else {"use_cache": False}))
+                if get_adapter(hf).spec.is_encoder:  # the encoder alone: its MLM head is never read
+                    hf.base_model(input_ids=x, attention_mask=mask)
+                else:
+                    hf(input_ids=x, attention_mask=mask, use_cache=False)
     return acts
 
 

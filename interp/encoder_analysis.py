@@ -31,7 +31,7 @@ from interp.artifacts import read_json, write_json
 if TYPE_CHECKING:
     from interp.pipeline import Pipeline
 
-OUTPUTS = ("info", "probe_metrics", "transfer", "neurons", "vocab_table", "per_vector", "value_mass",
+OUTPUTS = ("info", "probe_metrics", "timings", "transfer", "neurons", "vocab_table", "per_vector", "value_mass",
            "key_activations", "key_ratio", "retrieval_per_layer", "retrieval", "signals", "correlation", "bars")
 
 
@@ -139,10 +139,11 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
         "probe_transfer_languages": int(transfer["auc"].notna().sum()),
         "top_vectors": int(len(top_pv)), "top_vectors_multilingual_lexicon": int(top_pv["multilingual"].sum()),
         "kept_neurons": int(len(kept)), "candidates": int(len(neurons)),
-        "seconds": times,
     }
+    # wall-clock seconds per step: kept out of bars/summary.json so that a rerun gives the same summary
     files = {
         "info": ("info.json", info), "probe_metrics": ("probe_metrics.json", metrics), "bars": ("bars.json", bars),
+        "timings": ("timings.json", times),
     }
     for name, (fname, obj) in files.items():
         write_json(d / fname, obj)

@@ -214,6 +214,10 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     bridge.xdetox_peft = None
     check_kv_cache(hf_model)
     setattr(bridge, NATIVE_BOS_ATTR, native_bos)
+    # Hooks the bridge itself installs for good (the BERT adapter's hook_mlp_in/out aliases) are not
+    # user hooks: recorded so that the bare-module fast paths still apply to such models.
+    hf_model.xdetox_builtin_hooks = {id(fn) for m in hf_model.modules()
+                                     for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())}
     return bridge
 
 

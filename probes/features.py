@@ -141,7 +141,9 @@ def _bare_hf_modules(root: nn.Module) -> Iterator[bool]:
     restored afterwards. Skipped (yields False) when any hook is active, so a caller's hooks
     (interventions, ablations) always apply.
     """
-    if any(m._forward_hooks or m._forward_pre_hooks for m in root.modules()):
+    builtin = getattr(root, "xdetox_builtin_hooks", set())  # the bridge's own permanent alias hooks
+    if any(id(fn) not in builtin for m in root.modules()
+           for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())):
         yield False
         return
     swaps: list[tuple[nn.Module, str, nn.Module]] = []

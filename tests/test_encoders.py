@@ -205,3 +205,21 @@ def test_cli_refuses_generation_filter_on_encoder_and_runs_prompt_filter(tmp_pat
     r = subprocess.run(base + ["--positions", "prompt"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "n.json").is_file()
+
+
+def test_retrieval_representations_on_encoder(enc):
+    """Layer reps on an encoder = mean over <s> text </s> of each hidden state (base model, no MLM head)."""
+    from interp.retrieval import layer_representations
+
+    texts = ["you are a stupid idiot", "I want to go home now"]
+    reps = layer_representations(enc, texts, cache=False, progress=False)
+    # Oracle: a plain HF copy of the same weights (no bridge), its own output_hidden_states.
+    plain = T.AutoModelForMaskedLM.from_pretrained(hf_model_of(enc).config._name_or_path,
+                                                   attn_implementation="eager").eval()
+    assert reps.shape == (3, 2, 32)
+    for i, t in enumerate(texts):
+        ids = enc.tokenizer(t, add_special_tokens=True)["input_ids"]
+        with torch.no_grad():
+            hs = plain(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        assert len(hs) == 3
+        torch.testing.assert_close(reps[:, i], torch.stack([h[0].mean(0) for h in hs]), atol=1e-5, rtol=1e-5)
