@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_languages_arg(a, what="RTP-LX languages")
     a.add_argument("--max-prompts", type=int, default=50, help="RTP-LX eval-split prompts per language (seeded)")
     a.add_argument("--n-new-tokens", type=int, default=20)
+    a.add_argument("--positions", choices=("generation", "prompt"), default="generation",
+                   help="average over greedy steps (paper) or over the prompt's own tokens (encoders)")
     a.add_argument("--batch-size", type=int, default=16)
     a.add_argument("--n-boot", type=int, default=1000)
     a.add_argument("--seed", type=int, default=0)
@@ -176,6 +178,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     models = dict(zip(("base", "dpo"), base_and_tuned(model))) if args.adapter else {"model": model}
     res = key_activations(models, neurons, prompts, n_new_tokens=args.n_new_tokens, batch_size=args.batch_size,
+                          positions=args.positions,
                           n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
