@@ -10,7 +10,10 @@ Over all configured languages this runs, with the library's own functions:
 2. :func:`~interp.neurons.find_toxic_neurons` with the activation filter over prompt tokens;
 3. the post-LN vocabulary projection with language tags and lexicon hits, and how many of the
    top probe-aligned value vectors hit the lexicon in >= 3 languages;
-4. prompt-side key activations per language and their ratio to English;
+4. prompt-side key activations per language on toxic and on clean RTP-LX prompts; the key-side
+   score is each language's toxic-minus-clean gap over English's gap (GELU activations of an
+   encoder are mostly negative, so the paper's ratio of raw means is often undefined; it is
+   kept as ``activation_ratio``);
 5. bilingual retrieval per layer, both directions (translated-200);
 6. dual-multilinguality scores and correlations across languages: retrieval against probe
    transfer AUC and against the key ratio.
@@ -33,6 +36,25 @@ if TYPE_CHECKING:
 
 OUTPUTS = ("info", "probe_metrics", "timings", "transfer", "neurons", "vocab_table", "per_vector", "value_mass",
            "key_activations", "key_ratio", "retrieval_per_layer", "retrieval", "signals", "correlation", "bars")
+
+
+TOXIC, CLEAN = 3.0, 1.34   # RTP-LX toxicity ratings (1-5) counted toxic / clean, as in probes.transfer_report
+
+
+def key_gap_ratio(toxic: pd.DataFrame, clean: pd.DataFrame, pivot: str = "en") -> pd.DataFrame:
+    """Return lang, toxic_mean, clean_mean, gap, key_ratio (= gap / English gap), activation_ratio.
+
+    ``toxic``/``clean`` are :func:`~interp.key_activations.key_activations` summaries (one model).
+    ``key_ratio`` is NaN when English's gap is not positive; ``activation_ratio`` is the paper's
+    toxic-prompt mean over English's (NaN when English's mean is not positive).
+    """
+    t = toxic.set_index("lang")["mean"]
+    cl = clean.set_index("lang")["mean"].reindex(t.index)
+    gap = t - cl
+    en_gap, en_t = float(gap.get(pivot, float("nan"))), float(t.get(pivot, float("nan")))
+    return pd.DataFrame({"lang": t.index, "toxic_mean": t.values, "clean_mean": cl.values, "gap": gap.values,
+                         "key_ratio": (gap / en_gap).values if en_gap > 0 else float("nan"),
+                         "activation_ratio": (t / en_t).values if en_t > 0 else float("nan")})
 
 
 def multilingual_vectors(per_vector: pd.DataFrame, min_languages: int = 3) -> pd.Series:
@@ -95,10 +117,22 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     top_pv = top.per_vector.assign(multilingual=multilingual_vectors(top.per_vector).values)
     lap("vocab")
 
-    # 4. prompt-side key activations per language
-    kp = {lang: [p.text for p in ps] for lang, ps in pipe.eval_prompts(c.key_prompts, "eval", salt="keys").items()}
-    keys = key_activations({"e5": model}, chosen.layers_neurons(), kp, positions="prompt", n_boot=c.n_boot,
-                           seed=seed, progress=pipe.progress)
+    # 4. prompt-side key activations per language, on toxic and on clean prompts. An encoder's GELU
+    # activations are mostly negative, so a ratio of raw means to English is often undefined; the
+    # key side is scored as the toxic-minus-clean gap of each language relative to English's gap.
+    pool = pipe.eval_prompts(None, "eval", salt="keys")
+    sets = {"toxic": {lang: [p.text for p in ps if (p.toxicity or 0) >= TOXIC][: c.key_prompts] for lang, ps in pool.items()},
+            "clean": {lang: [p.text for p in ps if p.toxicity is not None and p.toxicity <= CLEAN][: c.key_prompts]
+                      for lang, ps in pool.items()}}
+    for name, by_lang in sets.items():
+        empty = [lang for lang, ps in by_lang.items() if not ps]
+        if empty:
+            raise ValueError(f"encoder analysis: no {name} RTP-LX eval prompts for {empty}")
+    runs = {name: key_activations({"e5": model}, chosen.layers_neurons(), by_lang, positions="prompt",
+                                  n_boot=c.n_boot, seed=seed, progress=pipe.progress) for name, by_lang in sets.items()}
+    key_summary = pd.concat([r.summary.assign(model=f"e5 ({name} prompts)") for name, r in runs.items()],
+                            ignore_index=True)
+    key_ratio = key_gap_ratio(runs["toxic"].summary, runs["clean"].summary)
     lap("key_activations")
 
     # 5. retrieval per layer, both directions
@@ -110,7 +144,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     # 6. dual multilinguality and correlations across languages (English excluded)
     langs = pipe.config.languages
     signals = dual_multilinguality(value_mass=proj.language_mass[proj.language_mass["lang"].isin(langs)],
-                                   key_ratio=keys.ratio_to_english, probe_auc=transfer[["lang", "auc"]],
+                                   key_ratio=key_ratio[["lang", "key_ratio"]], probe_auc=transfer[["lang", "auc"]],
                                    retrieval=retr.per_language[["lang", "retrieval_acc"]])
     last_acc = last[["lang", "acc_mean"]].rename(columns={"acc_mean": "retrieval_last_layer"})
     signals = signals.merge(last_acc, on="lang", how="left")
@@ -149,7 +183,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
         write_json(d / fname, obj)
     neurons.to_json(d / "neurons.json")
     tables = {"transfer": transfer, "vocab_table": proj.table, "per_vector": top_pv, "value_mass": proj.language_mass,
-              "key_activations": keys.summary, "key_ratio": keys.ratio_to_english,
+              "key_activations": key_summary, "key_ratio": key_ratio,
               "retrieval_per_layer": retr.per_layer, "retrieval": retr.per_language, "signals": signals,
               "correlation": corr}
     for name, df in tables.items():
@@ -209,8 +243,10 @@ def report_sections(pipe: "Pipeline") -> tuple[list[Any], dict[str, Any]]:
             f"{test.get('accuracy', float('nan')):.3f}, ROC-AUC {test.get('roc_auc', float('nan')):.3f}.", transfer]),
         ReportSection(f"{head}: value vectors, vocabulary projection with language tags", [
             _figure_or_note(F.fig_value_vector_tokens, vocab), shown]),
-        ReportSection(f"{head}: prompt-side key activations per language",
-                      [_figure_or_note(F.fig_key_activations, keys), keys]),
+        ReportSection(f"{head}: prompt-side key activations per language (toxic vs clean prompts)", [
+            "Mean activation of the analysed neurons over each prompt's tokens. key_ratio = the language's "
+            "toxic-minus-clean gap over English's gap (activation_ratio: the paper's ratio of raw means).",
+            _figure_or_note(F.fig_key_activations, keys), keys, pd.read_csv(out("key_ratio"))]),
         ReportSection(f"{head}: bilingual retrieval per layer (en <-> X)",
                       [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
         ReportSection(f"{head}: dual multilinguality and correlations across languages", [signals, corr]),

@@ -68,3 +68,16 @@ def test_rerun_is_cached_and_config_change_reruns(encoder_run):
     assert changed.returncode == 0 and "[encoder] cached" not in changed.stdout, changed.stderr[-2000:]
     neurons = json.loads((run_dir / "stages" / "encoder" / "neurons.json").read_text())
     assert len(neurons["rows"]) == 10
+
+
+def test_key_gap_ratio_independent():
+    from interp.encoder_analysis import key_gap_ratio
+
+    toxic = pd.DataFrame({"lang": ["en", "de", "ja"], "mean": [-0.05, -0.08, -0.02]})
+    clean = pd.DataFrame({"lang": ["ja", "en", "de"], "mean": [-0.03, -0.15, -0.10]})
+    out = key_gap_ratio(toxic, clean).set_index("lang")
+    # gaps: en 0.10, de 0.02, ja 0.01 -> ratios 1, 0.2, 0.1; raw means are negative -> activation_ratio NaN
+    assert out.loc["de", "key_ratio"] == pytest.approx(0.2) and out.loc["ja", "key_ratio"] == pytest.approx(0.1)
+    assert out.loc["en", "gap"] == pytest.approx(0.10) and out["activation_ratio"].isna().all()
+    neg = key_gap_ratio(toxic, clean.assign(mean=[0.0, 0.0, 0.0]))
+    assert neg["key_ratio"].isna().all()
