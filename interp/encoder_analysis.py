@@ -34,7 +34,7 @@ from interp.artifacts import read_json, write_json
 if TYPE_CHECKING:
     from interp.pipeline import Pipeline
 
-OUTPUTS = ("info", "probe_metrics", "timings", "transfer", "neurons", "vocab_table", "per_vector", "value_mass",
+OUTPUTS = ("info", "probe", "probe_metrics", "timings", "transfer", "neurons", "vocab_table", "per_vector", "value_mass",
            "key_activations", "key_ratio", "retrieval_per_layer", "retrieval", "signals", "correlation", "bars")
 
 
@@ -182,6 +182,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     for name, (fname, obj) in files.items():
         write_json(d / fname, obj)
     neurons.to_json(d / "neurons.json")
+    probe.save(d / "probe.safetensors")
     tables = {"transfer": transfer, "vocab_table": proj.table, "per_vector": top_pv, "value_mass": proj.language_mass,
               "key_activations": key_summary, "key_ratio": key_ratio,
               "retrieval_per_layer": retr.per_layer, "retrieval": retr.per_language, "signals": signals,
@@ -190,6 +191,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
         df.to_csv(d / f"{name}.csv", index=False)
     outputs = {name: pipe.rel(d / fname) for name, (fname, _) in files.items()}
     outputs["neurons"] = pipe.rel(d / "neurons.json")
+    outputs["probe"] = pipe.rel(d / "probe.safetensors")
     outputs.update({name: pipe.rel(d / f"{name}.csv") for name in tables})
     summary = (f"{a.family} encoder {c.model}: last-layer retrieval {bars['retrieval_last_layer_mean']:.3f}, "
                f"probe transfer AUC {bars['probe_transfer_mean_auc']:.3f} over {bars['probe_transfer_languages']} "
