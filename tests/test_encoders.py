@@ -13,7 +13,13 @@ ENCODERS = ("bert", "xlm-roberta")
 
 
 def _save_encoder(kind: str, directory) -> None:
+    from tokenizers import processors
+
     tok = make_tokenizer()
+    # Like BERT/XLM-R/e5 tokenizers, this one adds <s> ... </s> (here BOS = EOS) itself.
+    bos = tok.bos_token
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single=f"{bos} $A {bos}",
+                                                                  special_tokens=[(bos, tok.bos_token_id)])
     common = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=64, max_position_embeddings=80, pad_token_id=1, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
@@ -208,7 +214,8 @@ def test_cli_refuses_generation_filter_on_encoder_and_runs_prompt_filter(tmp_pat
 
 
 def test_retrieval_representations_on_encoder(enc):
-    """Layer reps on an encoder = mean over <s> text </s> of each hidden state (base model, no MLM head)."""
+    """Layer reps on an encoder = mean of each hidden state over the text's own tokens (the encoder reads
+    <s> text </s>; retrieval pools without the special tokens), from the base model without its MLM head."""
     from interp.retrieval import layer_representations
 
     texts = ["you are a stupid idiot", "I want to go home now"]
@@ -218,8 +225,7 @@ def test_retrieval_representations_on_encoder(enc):
                                                    attn_implementation="eager").eval()
     assert reps.shape == (3, 2, 32)
     for i, t in enumerate(texts):
-        ids = enc.tokenizer(t, add_special_tokens=True)["input_ids"]
         with torch.no_grad():
-            hs = plain(torch.tensor([ids]), output_hidden_states=True).hidden_states
+            hs = plain(_ids(enc, t), output_hidden_states=True).hidden_states
         assert len(hs) == 3
-        torch.testing.assert_close(reps[:, i], torch.stack([h[0].mean(0) for h in hs]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(reps[:, i], torch.stack([h[0, 1:-1].mean(0) for h in hs]), atol=1e-5, rtol=1e-5)
