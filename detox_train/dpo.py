@@ -285,6 +285,9 @@ def _load_model(config: DPOTrainConfig, device: str) -> tuple[Any, Any]:
     quant = "4bit" if config.method == "qlora" else None
     # Weights stay fp32 (bf16 runs use autocast); the QLoRA base is NF4 with bf16 compute.
     model, tok = load_hf_model(config.model, dtype="float32", device=device, quantization=quant)
+    from interp.architecture import get_adapter, require_generation
+
+    require_generation(get_adapter(model).spec, "DPO training")  # needs the policy's own sampled log-probs
     if quant is not None and device == "cpu":
         _disable_bnb_cpu_packing(model)
     from interp.tokenization import token_rule

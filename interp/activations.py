@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from interp.architecture import _unwrap, get_adapter, hf_model_of
+from interp.architecture import _unwrap, get_adapter, hf_model_of, require_generation
 from interp.loading import activate, checked_cache
 
 Neuron = tuple[int, int]
@@ -158,8 +158,10 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
 
 def _has_user_hooks(hf: nn.Module) -> bool:
     """Return whether any TransformerLens hook point under ``hf`` carries a hook right now."""
+    builtin = getattr(hf, "xdetox_builtin_hooks", set())
     for mod in hf.modules():
-        if type(mod).__name__ == "HookPoint" and (mod._forward_hooks or mod._forward_pre_hooks):
+        if type(mod).__name__ == "HookPoint" and any(
+                id(fn) not in builtin for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
             return True
     return False
 
@@ -219,6 +221,7 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     hf = hf_model_of(model)
+    require_generation(get_adapter(hf).spec, "greedy decoding")
     device = next(hf.parameters()).device
     pad_id = getattr(hf.config, "pad_token_id", None)
     pad_id = 0 if pad_id is None else int(pad_id)
@@ -286,6 +289,7 @@ def collect_generation_activations(
     """
     validate_prompts(prompts)
     with activate(model) as m:
+        require_generation(get_adapter(m).spec, "the activation filter / key activations over greedy steps")
         neurons = validate_neurons(m, neurons)
         ids = encode_prompts(m, prompts, max_length=generation_budget(m, n_new_tokens))
         groups = group_by_layer(neurons)
@@ -313,5 +317,58 @@ def collect_generation_activations(
     return (acts, tokens) if return_tokens else acts
 
 
-__all__ = ["collect_generation_activations", "greedy_decode", "encode_prompts", "generation_budget", "activation_hooks",
+@torch.no_grad()
+def collect_prompt_activations(
+    model: Any, prompts: list[str], neurons: list[Neuron], *, batch_size: int = 16, progress: bool = False,
+) -> Float[Tensor, "n_prompts 1 n_neurons"]:
+    """Return each neuron's activation averaged over the prompt's own tokens (one forward, no decoding).
+
+    The prompt-position counterpart of :func:`collect_generation_activations`, for every family
+    and the only one for encoders: a mask-aware mean over all real tokens of the prompt (specials
+    included, as :func:`encode_prompts` builds them). Shape ``[n_prompts, 1, n_neurons]`` so that
+    callers averaging over (prompts, steps) treat both alike. Right padding; encoders and decoders
+    see each prompt exactly as alone (causal models never attend to right padding).
+    """
+    validate_prompts(prompts)
+    with activate(model) as m:
+        neurons = validate_neurons(m, neurons)
+        ids = encode_prompts(m, prompts)
+        groups = group_by_layer(neurons)
+        cols = {l: torch.tensor([u for _, u in g]) for l, g in groups.items()}
+        slots = {l: torch.tensor([j for j, _ in g]) for l, g in groups.items()}
+        acts = torch.zeros(len(prompts), 1, len(neurons), dtype=torch.float32)
+        hf = hf_model_of(m)
+        device = next(hf.parameters()).device
+        pad_id = getattr(hf.config, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+        state: dict[str, Any] = {}
+
+        def grab(layer: int, act: Tensor) -> None:
+            mask = state["mask"].to(act.device, torch.float32)[:, :, None]
+            sel = act[:, :, cols[layer].to(act.device)].float()
+            mean = ((sel * mask).sum(1) / mask.sum(1)).cpu()
+            acts[state["rows"][:, None], 0, slots[layer][None, :]] = mean
+            return None
+
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        it: Any = batches
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(batches, desc="prompt activations", leave=False)
+        with activation_hooks(m, {l: grab for l in groups}), bare_modules(hf):
+            for rows in it:
+                width = max(len(ids[i]) for i in rows)
+                x = torch.tensor([ids[i] + [pad_id] * (width - len(ids[i])) for i in rows], device=device)
+                mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in rows], device=device)
+                state["rows"], state["mask"] = torch.tensor(rows), mask
+                if get_adapter(hf).spec.is_encoder:  # the encoder alone: its MLM head is never read
+                    hf.base_model(input_ids=x, attention_mask=mask)
+                else:
+                    hf(input_ids=x, attention_mask=mask, use_cache=False)
+    return acts
+
+
+__all__ = ["collect_generation_activations", "collect_prompt_activations", "greedy_decode", "encode_prompts", "generation_budget", "activation_hooks",
            "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]

@@ -46,6 +46,32 @@ class FamilySpec:
     prepends_bos: bool                    # whether the family's released tokenizers prepend BOS (documentation;
                                           # interp.tokenization reads the tokenizer itself)
     logit_softcap: float | None = None    # Gemma-2 style cap*tanh(logits/cap) after the unembedding
+    # --- encoder (post-LN) support; the defaults describe the decoder families above ---
+    hook: str = "blocks.{layer}.mlp.hook_post"   # TransformerBridge hook carrying the activations
+    generative: bool = True               # False: no causal LM head, so no greedy decoding / DPO / sampling
+    auto_class: str = "AutoModelForCausalLM"     # transformers Auto class that loads a checkpoint
+    bridge_architecture: str | None = None       # TransformerBridge adapter to use (None: config.architectures[0])
+    post_ln: str | None = None            # post-LN: the LayerNorm right after the MLP residual add (per block)
+    appends_eos: bool = False             # whether inputs end with EOS/SEP (encoders: <s> ... </s>)
+
+    @property
+    def is_encoder(self) -> bool:
+        """Whether the family is a bidirectional encoder (no generation)."""
+        return not self.generative
+
+
+class GenerationUnsupportedError(ValueError):
+    """A stage that decodes tokens was asked to run on an encoder family."""
+
+
+def require_generation(spec: "FamilySpec", stage: str) -> None:
+    """Refuse ``stage`` (it decodes tokens) on an encoder family, naming the stage and the family."""
+    if not spec.generative:
+        raise GenerationUnsupportedError(
+            f"{stage} needs greedy/sampled generation, which the {spec.family!r} family (a bidirectional "
+            f"post-LN encoder, model_type {'/'.join(spec.model_types)}) cannot do. Use the prompt-position "
+            "version instead (activation filter / key activations over prompt tokens: positions='prompt'; "
+            "the `encoder-analysis` preset runs every stage that applies to encoders)")
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -76,6 +102,28 @@ FAMILIES: dict[str, FamilySpec] = {
         out_is_conv1d=False, final_norm="model.norm", unembed="lm_head", logit_scale_attr="logit_scale",
         lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         prepends_bos=True,
+    ),
+    # Post-LN encoders (BERT, multilingual-e5, XLM-R and the classifiers built on it). The MLP has no
+    # module of its own: W_in is intermediate.dense and W_out is output.dense, followed by the
+    # residual add and output.LayerNorm. The "unembedding" is the tied word embedding matrix (e5
+    # has no MLM head); final_norm is the last block's output LayerNorm ({last} = n_layers - 1).
+    "bert": FamilySpec(
+        family="bert", model_types=("bert",), example="intfloat/multilingual-e5-small",
+        layers="bert.encoder.layer", w_in="intermediate.dense", w_gate=None, w_out="output.dense",
+        out_is_conv1d=False, final_norm="bert.encoder.layer.{last}.output.LayerNorm",
+        unembed="bert.embeddings.word_embeddings", logit_scale_attr=None,
+        lora_targets=("query", "key", "value", "dense"), prepends_bos=True,
+        hook="blocks.{layer}.mlp.out.hook_in", generative=False, auto_class="AutoModelForMaskedLM",
+        bridge_architecture="BertForMaskedLM", post_ln="output.LayerNorm", appends_eos=True,
+    ),
+    "xlm-roberta": FamilySpec(
+        family="xlm-roberta", model_types=("xlm-roberta", "roberta"), example="FacebookAI/xlm-roberta-base",
+        layers="roberta.encoder.layer", w_in="intermediate.dense", w_gate=None, w_out="output.dense",
+        out_is_conv1d=False, final_norm="roberta.encoder.layer.{last}.output.LayerNorm",
+        unembed="roberta.embeddings.word_embeddings", logit_scale_attr=None,
+        lora_targets=("query", "key", "value", "dense"), prepends_bos=True,
+        hook="blocks.{layer}.mlp.out.hook_in", generative=False, auto_class="AutoModelForMaskedLM",
+        bridge_architecture="RobertaForMaskedLM", post_ln="output.LayerNorm", appends_eos=True,
     ),
 }
 
@@ -230,6 +278,10 @@ def spec_for_model(model: Any, *, where: str = "") -> FamilySpec:
     hf = hf_model_of(model)
     if hf in _SPECS:
         return _SPECS[hf]
+    encoder = _encoder_spec(getattr(hf.config, "model_type", "?"))
+    if encoder is not None:
+        _SPECS[hf] = encoder
+        return encoder
     try:
         tl_adapter = getattr(model, "adapter", None)
         if tl_adapter is None or not hasattr(tl_adapter, "get_component_mapping"):
@@ -251,8 +303,23 @@ def _table_spec(model_type: str) -> FamilySpec | None:
     return next((s for s in FAMILIES.values() if model_type in s.model_types), None)
 
 
+def _encoder_spec(model_type: str) -> FamilySpec | None:
+    """Return the table's encoder entry for ``model_type``: an override of the derivation, since
+    TransformerLens's encoder mapping lacks the post-LN facts and its ``mlp.hook_post`` never fires."""
+    spec = _table_spec(model_type)
+    return spec if spec is not None and spec.is_encoder else None
+
+
+def auto_class_for(config: Any) -> str:
+    """Return the transformers Auto class that loads ``config``'s checkpoint for the analyses."""
+    encoder = _encoder_spec(getattr(config, "model_type", "?"))
+    return encoder.auto_class if encoder is not None else "AutoModelForCausalLM"
+
+
 def check_supported(config: Any, *, where: str = "") -> None:
     """Fail early, before loading weights, when the analyses cannot serve ``config``'s architecture."""
+    if _encoder_spec(getattr(config, "model_type", "?")) is not None:
+        return
     try:
         spec_from_tl_adapter(tl_adapter_for_config(config, where=where), config, where=where)
     except UnsupportedArchitectureError:
@@ -357,12 +424,16 @@ class ModelAdapter:
 
     def final_norm(self) -> nn.Module:
         """Return the final norm applied before the unembedding."""
-        return _get(self.hf_model, self.spec.final_norm)
+        return _get(self.hf_model, self.spec.final_norm.replace("{last}", str(self.n_layers - 1)))
+
+    def post_ln(self, layer: int) -> nn.Module | None:
+        """Return the LayerNorm right after layer ``layer``'s MLP residual add (post-LN families), else None."""
+        return _get(self.block(layer), self.spec.post_ln) if self.spec.post_ln else None
 
     def hook_name(self, layer: int) -> str:
         """Return the TransformerBridge hook that carries layer ``layer``'s neuron activations."""
         self.block(layer)
-        return f"blocks.{layer}.mlp.hook_post"
+        return self.spec.hook.format(layer=layer)
 
     # ---------------------------------------------------------------- weights
     def _out_shape(self, mod: nn.Module) -> tuple[int, int]:
@@ -417,6 +488,24 @@ class ModelAdapter:
             return None
         layers = list(range(self.n_layers)) if layers is None else layers
         return torch.stack([self._rows(self.gate_proj(l), False, False).float() for l in layers])
+
+    @torch.no_grad()
+    def vocab_vectors(self, layers: list[int] | None = None) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        """Return value vectors as the vocabulary projection reads them (``vocab_vectors @ W_U``).
+
+        Pre-LN families: the raw value vectors (the paper's ``W_U v``, no final norm). Post-LN
+        encoders: ``v`` is added to the residual right before the block's output LayerNorm, so the
+        direction it moves the normalised stream is ``gamma * (v - mean(v)) / sigma``; with
+        ``sigma > 0`` a common scale, ``gamma_l * (v - mean(v))`` is projected (centred, scaled by
+        the downstream LayerNorm gains, bias left out as for W_U's bias). Equivalently: the
+        layer's own LayerNorm applied to ``v`` alone, minus its bias, up to a positive factor.
+        """
+        layers = list(range(self.n_layers)) if layers is None else layers
+        V = self.value_vectors(layers)
+        if not self.spec.post_ln:
+            return V
+        gains = torch.stack([effective_weight(self.post_ln(l)).float() for l in layers])   # [n, d_model]
+        return (V - V.mean(-1, keepdim=True)) * gains[:, None, :].to(V.device)
 
     @property
     def logit_scale(self) -> float:

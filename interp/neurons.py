@@ -165,16 +165,22 @@ def _probe_info(probe: Any, direction: Tensor) -> dict[str, Any]:
 def find_toxic_neurons(
     model: Any, probe: Any, *, top_k: int = 100, filter_prompts: Sequence[str] | None = None,
     n_new_tokens: int = 20, keep: Keep = "positive_mean", batch_size: int = 16, progress: bool = True,
+    positions: Literal["generation", "prompt"] = "generation",
 ) -> ToxicNeurons:
     """Return the global top-k value vectors by cosine to the probe, optionally activation-filtered.
 
     With ``filter_prompts`` (English prompts), each candidate's mean activation at the last
     position over ``n_new_tokens`` greedy steps is recorded and ``kept`` is ``mean > 0``
     (``keep="positive_mean"``) or always true (``keep="all"``). Without prompts every row is kept
-    and ``mean_activation`` is None.
+    and ``mean_activation`` is None. ``positions="prompt"`` averages over the prompt's own tokens
+    instead of greedy steps (one forward, no decoding): the filter for encoders, which cannot
+    generate (``positions="generation"`` on an encoder is refused, naming the stage and family).
     """
-    from interp.activations import collect_generation_activations
+    from interp.activations import collect_generation_activations, collect_prompt_activations
     from interp.loading import activate, model_id
+
+    if positions not in ("generation", "prompt"):
+        raise ValueError(f"positions must be 'generation' or 'prompt', got {positions!r}")
 
     if keep not in ("positive_mean", "all"):
         raise ValueError(f"keep must be 'positive_mean' or 'all', got {keep!r}")
@@ -186,7 +192,11 @@ def find_toxic_neurons(
         cos, layers, units = rank_value_vectors(adapter.value_vectors(), direction, top_k)
     neurons = [(int(l), int(u)) for l, u in zip(layers, units)]
     means: list[float | None] = [None] * len(neurons)
-    if filter_prompts is not None:
+    if filter_prompts is not None and positions == "prompt":
+        acts = collect_prompt_activations(model, list(filter_prompts), neurons, batch_size=batch_size,
+                                          progress=progress)
+        means = [float(x) for x in acts.mean(dim=(0, 1))]
+    elif filter_prompts is not None:
         acts = collect_generation_activations(model, list(filter_prompts), neurons, n_new_tokens=n_new_tokens,
                                               batch_size=batch_size, progress=progress)
         means = [float(x) for x in acts.mean(dim=(0, 1))]
@@ -196,7 +206,8 @@ def find_toxic_neurons(
     meta = {"model_id": model_id(model), "probe": _probe_info(probe, direction), "top_k": top_k,
             "n_layers": adapter.n_layers, "d_mlp": adapter.d_mlp,
             "filter": None if filter_prompts is None else {"n_prompts": len(filter_prompts),
-                                                          "n_new_tokens": n_new_tokens, "keep": keep}}
+                                                          "n_new_tokens": n_new_tokens, "keep": keep,
+                                                          **({"positions": "prompt"} if positions == "prompt" else {})}}
     return ToxicNeurons(rows, meta)
 
 

@@ -32,7 +32,7 @@ from interp.tokenization import set_bos_policy
 
 STAGES: tuple[str, ...] = (
     "model", "probe", "neurons", "dpo", "generate", "score", "metrics",
-    "key_activations", "intervention", "retrieval", "correlation", "report",
+    "key_activations", "intervention", "retrieval", "correlation", "encoder", "report",
 )
 
 # Which earlier stages each stage reads (its cache key includes theirs).
@@ -48,8 +48,9 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "intervention": ("model", "neurons"),
     "retrieval": ("model",),
     "correlation": ("neurons", "probe", "key_activations", "retrieval", "metrics"),
+    "encoder": (),
     "report": ("model", "probe", "neurons", "dpo", "metrics", "key_activations", "intervention",
-               "retrieval", "correlation", "score"),
+               "retrieval", "correlation", "score", "encoder"),
 }
 
 # The config sections each stage depends on.
@@ -57,7 +58,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model",), "probe": ("probe",), "neurons": ("neurons",), "dpo": ("dpo",),
     "generate": ("evaluation",), "score": ("evaluation",), "metrics": ("evaluation",),
     "key_activations": ("key_activations",), "intervention": ("intervention", "evaluation"),
-    "retrieval": ("retrieval",), "correlation": ("correlation",), "report": (),
+    "retrieval": ("retrieval",), "correlation": ("correlation",), "encoder": ("encoder",), "report": (),
 }
 
 # Stages that may read the system's gettext catalogs (interp.data.gettext_parallel's default folder).
@@ -185,8 +186,14 @@ class Pipeline:
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
             parts["default_model"] = resolve_preset(self.config.model.default_preset)[2].name
-        parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name]}
+        parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name] if self.selected(d)}
+        if self.config.stages is not None:
+            parts["stages"] = list(self.config.stages)
         return stable_hash({"stage": name, **parts})
+
+    def selected(self, name: str) -> bool:
+        """Whether the config runs stage ``name`` (``stages: [...]`` restricts a preset to some stages)."""
+        return self.config.stages is None or name in self.config.stages
 
     def data_fingerprint(self) -> str:
         """Return the content fingerprint of the data root (every file's path and sha256)."""
@@ -263,6 +270,8 @@ class Pipeline:
         """Run the stages (all, or ``only``, or from ``from_stage`` on) and return the report stage's result."""
         only = [check_stage(s) for s in (only or [])]
         force = {check_stage(s) for s in (force or [])}
+        for s in self.config.stages or []:
+            check_stage(s)
         if from_stage is not None:
             start = STAGES.index(check_stage(from_stage))
             force |= set(STAGES[start:])
@@ -281,7 +290,7 @@ class Pipeline:
         self._check_selection([s for s in STAGES if not only or s in only], force)
         last: StageResult | None = None
         for name in STAGES:
-            if only and name not in only:
+            if (only and name not in only) or not self.selected(name):
                 continue
             key = self.stage_key(name)
             done = None if name in force else self._done(name, key)
@@ -704,9 +713,22 @@ class Pipeline:
         return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {n} languages",
                 {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
 
+    def stage_encoder(self, d: Path) -> tuple[str, dict[str, Any]]:
+        """The encoder analysis on real pretrained weights (multilingual-e5-small), when enabled."""
+        if not self.config.encoder.enabled:
+            return "encoder analysis disabled (encoder.enabled: false)", {}
+        from interp.encoder_analysis import run_encoder_analysis
+
+        return run_encoder_analysis(self, d, log=self.log)
+
     def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.pipeline_report import build_report
 
+        if not self.selected("model"):  # an encoder-only run (preset encoder-analysis)
+            from interp.encoder_analysis import write_encoder_report
+
+            html, summary = write_encoder_report(self)
+            return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
         html, summary = build_report(self, d)
         return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
 

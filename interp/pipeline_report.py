@@ -116,6 +116,12 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
 
     extra_sections, beyond = _experiment_sections(pipe, model_info)
     sections += extra_sections
+    encoder_summary = None
+    if cfg.encoder.enabled:  # the mechanism on real pretrained weights, next to the generative default
+        from interp.encoder_analysis import report_sections
+
+        enc_sections, encoder_summary = report_sections(pipe)
+        sections.extend(enc_sections)
 
     summary = _round({
         "beyond_the_paper": beyond,
@@ -139,6 +145,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "dual_multilinguality": _records(signals),
         "correlation": _records(corr),
         **verdict_inputs,
+        **({"encoder_analysis": encoder_summary} if encoder_summary is not None else {}),
     })
     from interp.verdicts import claim_verdicts
 

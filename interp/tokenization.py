@@ -99,6 +99,7 @@ class TokenRule:
     policy: str
     add_bos: bool
     native_bos: bool
+    add_eos: bool = False   # encoders (BERT/XLM-R/e5) read "<s> text </s>": EOS/SEP closes prompts and sentences
 
     @property
     def bos_id(self) -> int | None:
@@ -133,14 +134,16 @@ class TokenRule:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         out: list[list[int]] = []
         truncated: list[int] = []
+        eos = getattr(self.tokenizer, "eos_token_id", None)
         for i, body in enumerate(self.text_ids(texts)):
             head: list[int] = []
+            tail: list[int] = [int(eos)] if self.add_eos and eos is not None and purpose != "continuation" else []
             if purpose != "continuation" and self.add_bos and self.bos_id is not None:
                 head = [int(self.bos_id)]
             if purpose == "prompt" and not head and not body:
                 head = [self.start_id]
-            if max_length is not None and len(head) + len(body) > max_length:
-                room = max(max_length - len(head), 0)
+            if max_length is not None and len(head) + len(body) + len(tail) > max_length:
+                room = max(max_length - len(head) - len(tail), 0)
                 if purpose == "prompt":       # keep the end: it is what the model continues
                     body = body[len(body) - room:] if room else []
                     if not head and not body:
@@ -148,7 +151,7 @@ class TokenRule:
                 else:                         # keep the start
                     body = body[:room]
                 truncated.append(i)
-            out.append(head + body)
+            out.append(head + body + tail)
         return out, truncated
 
     def special_ids(self) -> set[int]:
@@ -182,7 +185,7 @@ class TokenRule:
     def describe(self) -> dict[str, Any]:
         """Return the rule as manifest fields."""
         return {"bos_policy": self.policy, "adds_bos": self.add_bos, "native_bos": self.native_bos,
-                "bos_token_id": self.bos_id}
+                "bos_token_id": self.bos_id, **({"adds_eos": True} if self.add_eos else {})}
 
 
 def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None = None) -> TokenRule:
@@ -199,8 +202,16 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
     if native is None:
         native = native_adds_bos(tok)
     add = {"auto": bool(native), "always": True, "never": False}[pol]
+    add_eos = False
+    if holder is not None:  # the family decides: encoders close every input with EOS/SEP
+        from interp.architecture import UnsupportedArchitectureError, get_adapter
+
+        try:
+            add_eos = get_adapter(holder).spec.appends_eos and getattr(tok, "eos_token_id", None) is not None
+        except (TypeError, UnsupportedArchitectureError):
+            add_eos = False
     return TokenRule(tokenizer=tok, policy=pol, add_bos=add and getattr(tok, "bos_token_id", None) is not None,
-                     native_bos=bool(native))
+                     native_bos=bool(native), add_eos=add_eos)
 
 
 __all__ = ["TokenRule", "token_rule", "native_adds_bos", "set_bos_policy", "bos_policy_of", "check_policy",

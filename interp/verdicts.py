@@ -366,7 +366,7 @@ def claim_verdicts(summary: Mapping[str, Any], *, model_name: str | None = None)
 
     Reads ``toxicity_change_paired`` (C1), ``value_tokens`` (C2), ``key_activations`` (C3),
     ``correlation`` (C4), ``probe_transfer`` (P) and, where an encoder is studied,
-    ``encoder.probe_transfer`` (P-enc). The paper's figures are those of the model named by
+    ``encoder_analysis.probe_transfer`` (P-enc). The paper's figures are those of the model named by
     ``model_name`` (or ``summary['model']['name']``), else mGPT's.
     """
     name = model_name or str((summary.get("model") or {}).get("name") or "")
@@ -376,7 +376,7 @@ def claim_verdicts(summary: Mapping[str, Any], *, model_name: str | None = None)
             verdict_c3(summary.get("key_activations"), model),
             verdict_c4(summary.get("correlation"), model),
             verdict_transfer(summary.get("probe_transfer"), model)]
-    encoder = summary.get("encoder")
+    encoder = summary.get("encoder_analysis")  # written by interp.encoder_analysis.report_sections
     if isinstance(encoder, Mapping) and encoder.get("probe_transfer"):
         rows.append(verdict_transfer(encoder["probe_transfer"], model, claim="P-enc",
                                      what=f"the English probe on the encoder {encoder.get('name', '')}".rstrip()))

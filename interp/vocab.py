@@ -127,7 +127,7 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
         a = get_adapter(m)
         tok = tokenizer_of(m)
         layers = sorted({l for l, _ in pairs})
-        V = a.value_vectors(layers)
+        V = a.vocab_vectors(layers)   # raw v; post-LN encoders: gamma * (v - mean v), see the adapter
         vecs = torch.stack([V[layers.index(l), i] for l, i in pairs])
         W_U = a.unembed_matrix().to(vecs.device)
         scores = vecs @ W_U
@@ -177,7 +177,8 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
                          "lexicon_hits": [float(pv[f"hits_{l}"].mean()) for l in langs_all]})
     meta = {"k": kk, "n_vectors": len(pairs), "lexicon": lex_source, "final_norm": False, "unembed_bias": False,
             "token_languages": ("measured on data: " + str(token_languages.meta.get("source", "given texts"))
-                                if token_languages is not None else "script and hint letters")}
+                                if token_languages is not None else "script and hint letters"),
+            **({"post_ln": "centred, scaled by the block's output LayerNorm gains"} if a.spec.post_ln else {})}
     return VocabProjection(table, mass, pv, meta)
 
 

@@ -144,7 +144,9 @@ def _bare_hf_modules(root: nn.Module) -> Iterator[bool]:
     restored afterwards. Skipped (yields False) when any hook is active, so a caller's hooks
     (interventions, ablations) always apply.
     """
-    if any(m._forward_hooks or m._forward_pre_hooks for m in root.modules()):
+    builtin = getattr(root, "xdetox_builtin_hooks", set())  # the bridge's own permanent alias hooks
+    if any(id(fn) not in builtin for m in root.modules()
+           for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())):
         yield False
         return
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
@@ -232,7 +234,8 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     path: Path | None = None
     if use_cache:
         key = {"fingerprint": fingerprint or model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
-               "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1}
+               "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1,
+               **({"eos": True} if rule.add_eos else {})}
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)
         if path.is_file():
@@ -250,9 +253,12 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
             log.warning("feature cache entry %s is damaged (%s); rebuilding it", path, problem)
             path.unlink(missing_ok=True)
 
+    # Encoders read "<s> text </s>" (e5 mean-pools over all of it), right-padded, positions their own.
+    if adapter.spec.is_encoder:
+        side = "right"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = next(hf.parameters()).device
-    takes_positions = "position_ids" in inspect.signature(hf.forward).parameters
+    takes_positions = "position_ids" in inspect.signature(hf.forward).parameters and not adapter.spec.is_encoder
     out = torch.empty((len(texts), adapter.d_model), dtype=torch.float32)
     capture = _Capture()
     target = _capture_module(model, layer)

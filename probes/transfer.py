@@ -15,7 +15,7 @@ TRANSFER_COLUMNS = ("lang", "n", "n_toxic", "n_clean", "auc", "spearman", "n_rat
 
 def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *, toxic_threshold: float = 3.0,
                     clean_threshold: float = 1.34, batch_size: int = 32, cache_dir: Any = None,
-                    progress: bool = True, check: bool = True) -> pd.DataFrame:
+                    progress: bool = True, check: bool = True, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
     """Return one row per language: ``lang, n, n_toxic, n_clean, auc, spearman, n_rated``.
 
     Each prompt (``interp.data.Prompt``) with a human Toxicity rating is scored by the probe on
@@ -23,7 +23,9 @@ def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *,
     count as toxic and <= ``clean_threshold`` as clean; ratings in between are dropped from the
     AUC (``n`` = ``n_toxic + n_clean``). ``spearman`` correlates the probe score with the raw
     rating over all ``n_rated`` rated prompts. AUC is NaN when a language lacks either class.
-    The table carries ids' aggregates only, never prompt text.
+    The table carries ids' aggregates only, never prompt text. With ``n_boot > 0`` the columns
+    ``auc_lo``/``auc_hi`` add a 95% percentile bootstrap CI of the AUC, resampling the toxic and
+    the clean prompts of the language separately (so every resample holds both classes).
     """
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
@@ -54,7 +56,24 @@ def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *,
         rho = float(spearmanr(s, r).statistic) if len(r) > 2 and np.ptp(r) > 0 else math.nan
         rows.append({"lang": lang, "n": int(keep.sum()), "n_toxic": int(toxic.sum()), "n_clean": int(clean.sum()),
                      "auc": auc, "spearman": rho, "n_rated": int(sel.sum())})
-    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+        if n_boot > 0:
+            rows[-1]["auc_lo"], rows[-1]["auc_hi"] = _auc_ci(s[toxic], s[clean], n_boot, seed)
+    cols = list(TRANSFER_COLUMNS) + (["auc_lo", "auc_hi"] if n_boot > 0 else [])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _auc_ci(pos: np.ndarray, neg: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """Return the stratified percentile bootstrap 95% CI of the AUC of ``pos`` vs ``neg`` scores."""
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    p = pos[rng.integers(0, len(pos), size=(n_boot, len(pos)))]
+    q = neg[rng.integers(0, len(neg), size=(n_boot, len(neg)))]
+    # AUC = P(pos > neg) + 0.5 P(pos == neg), computed per resample over all pairs
+    gt = (p[:, :, None] > q[:, None, :]).mean(axis=(1, 2))
+    eq = (p[:, :, None] == q[:, None, :]).mean(axis=(1, 2))
+    aucs = gt + 0.5 * eq
+    return float(np.quantile(aucs, 0.025)), float(np.quantile(aucs, 0.975))
 
 
 __all__ = ["transfer_report", "TRANSFER_COLUMNS"]

@@ -182,7 +182,7 @@ def test_claim_verdicts_reads_the_summary_by_name_and_adds_the_encoder_row() -> 
     before, after = _scored(5, {"de": -0.3, "ja": -0.3})
     summary = {"toxicity_change_paired": V.paired_emt_change(before, after).to_dict(orient="records"),
                "correlation": _corr("emt_change_pct", -0.9, 0.001),
-               "encoder": {"name": "multilingual-e5-small",
+               "encoder_analysis": {"name": "multilingual-e5-small",
                            "probe_transfer": [{"lang": "de", "n": 100, "n_toxic": 50, "n_clean": 50, "auc": 0.9}]}}
     df = V.claim_verdicts(summary, model_name="bigscience/bloom-1b7")
     assert list(df["claim"]) == ["C1", "C2", "C3", "C4", "P", "P-enc"]

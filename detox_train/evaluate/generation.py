@@ -277,6 +277,11 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     from tqdm.auto import tqdm
 
     prompts = _validate(prompts)
+    if backend == "hf":  # encoders (BERT/XLM-R/e5) cannot sample: a clear refusal, not a shape error
+        from interp.architecture import get_adapter, require_generation
+
+        require_generation(get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec,
+                           "sampling continuations (evaluation)")
     if k < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"k, max_new_tokens and batch_size must be >= 1 (got {k}, {max_new_tokens}, {batch_size})")
     if not 0 < top_p <= 1 or temperature <= 0:
