@@ -172,7 +172,7 @@ def _manifest_path(out_path: Path) -> Path:
 
 
 def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: str | None,
-                    tokenization: Any = None) -> None:
+                    tokenization: Any = None, prompt_budget: int | None = None) -> None:
     """Refuse to resume a file written with other settings or other weights (it would mix two experiments).
 
     Models are compared by weight fingerprint (:func:`interp.loading.model_fingerprint`), never by
@@ -182,10 +182,11 @@ def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: s
     if not out_path.exists() or out_path.stat().st_size == 0:
         return
     old = read_json(mpath) if mpath.exists() else {}
+    # The tokenization rule (BOS policy, adds-BOS) and the prompt budget decide the prompt ids a row continued.
     if old.get("config") != dataclasses.asdict(settings) or to_jsonable(old.get("tokenization")) != to_jsonable(
-            tokenization):
-        raise ValueError(f"{out_path}: existing samples were generated with other settings "
-                         f"(see {mpath}); use a new --out file or delete the old one")
+            tokenization) or old.get("prompt_budget") != prompt_budget:
+        raise ValueError(f"{out_path}: existing samples were generated with other settings, tokenization rule "
+                         f"or prompt budget (see {mpath}); use a new --out file or delete the old one")
     if fingerprint is None or old.get("model_fingerprint") != fingerprint:
         why = ("this backend cannot fingerprint its weights" if fingerprint is None else
                f"they come from another model (weights fingerprint {old.get('model_fingerprint')}, "
@@ -308,7 +309,7 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
         # Prompts longer than the context keep their end (what generation continues); say how many.
         extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
                      truncated_prompt_ids=[prompts[i].id for i in cut])
-    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"))
+    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"), extra.get("prompt_budget"))
     write_json(_manifest_path(out_path), make_manifest(
         kind="eval-samples", config=settings, seed=seed, model_id=mid, extra=extra))
 

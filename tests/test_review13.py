@@ -1,0 +1,54 @@
+"""Issue 13 cold-review follow-ups: resumes keyed by the tokenization rule and prompt budget, the paper
+probe split, the mean paired cosine signal, explicit gettext use in token languages, the CLI BOS flag."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detox_train.evaluate import generate
+from interp.data import Prompt
+
+GEN = dict(k=2, max_new_tokens=4, seed=3, progress=False, batch_size=4)
+
+
+def _prompts() -> list[Prompt]:
+    return [Prompt(id=f"t:en:{i}", lang="en", text=t, index=i, toxicity=None, source="test", group=i)
+            for i, t in enumerate(["I want", "the quick brown fox jumps", "you are a"])]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_tokenizer):
+    from tiny_models import make_model
+
+    return make_model("gpt2", len(tiny_tokenizer), seed=0)
+
+
+# ----------------------------------------------------------------------------- 1: generation resume
+def test_generation_never_resumes_rows_of_another_bos_policy(tiny_lm, tiny_tokenizer, tmp_path) -> None:
+    from interp.tokenization import set_bos_policy
+
+    out = tmp_path / "s.jsonl"
+    set_bos_policy(tiny_lm, "never")
+    generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
+    set_bos_policy(tiny_lm, "always")
+    try:
+        with pytest.raises(ValueError, match="tokenization rule"):
+            generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
+        fresh = generate(tiny_lm, _prompts(), out_path=tmp_path / "b.jsonl", tokenizer=tiny_tokenizer, **GEN)
+        set_bos_policy(tiny_lm, "never")
+        old = generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
+        assert [s.text for s in fresh] != [s.text for s in old]  # the policy really changes the samples
+    finally:
+        set_bos_policy(tiny_lm, "auto")
+
+
+def test_generation_never_resumes_rows_of_another_prompt_budget(tiny_lm, tiny_tokenizer, tmp_path,
+                                                               monkeypatch) -> None:
+    import interp.tokenization as T
+
+    out = tmp_path / "s.jsonl"
+    generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
+    monkeypatch.setattr(T, "context_length", lambda model: 7)  # budget 3: the long prompt is cut
+    with pytest.raises(ValueError, match="prompt budget"):
+        generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
