@@ -52,3 +52,25 @@ def test_generation_never_resumes_rows_of_another_prompt_budget(tiny_lm, tiny_to
     monkeypatch.setattr(T, "context_length", lambda model: 7)  # budget 3: the long prompt is cut
     with pytest.raises(ValueError, match="prompt budget"):
         generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
+
+
+# ----------------------------------------------------------------------------- 2: paper probe split
+def test_probe_split_is_90_10_train_validation_and_an_extra_test_is_labelled(tmp_path: Path, tiny_dirs) -> None:
+    from interp.loading import load_model
+    from probes.train import train_probe
+    from test_paper_settings import _write_jigsaw
+
+    train, test, n_scored = _write_jigsaw(tmp_path)
+    bridge = load_model(str(tiny_dirs["gpt2"]))
+    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_path=test, solver="paper",
+                       cache_dir=tmp_path / "c", progress=False, seed=99)
+    split = m["split"]
+    # The whole train file is train + validation, 90/10 (the paper's split); the test CSV is the test set.
+    assert split["train"] + split["validation"] == 40 and split["validation"] == 4 == m["val"]["n"]
+    assert split["test"] == n_scored and "Jigsaw test" in split["test_role"]
+    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_fraction=0.1, solver="paper",
+                       cache_dir=tmp_path / "c", progress=False, seed=99)
+    split = m["split"]
+    assert split["train"] + split["validation"] + split["test"] == 40
+    assert split["validation"] == m["val"]["n"] and "extra" in split["test_role"] and "not in the paper" in split[
+        "test_role"]
