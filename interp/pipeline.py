@@ -696,11 +696,14 @@ class Pipeline:
         key = pd.read_csv(self.output("key_activations", "ratio"))
         auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
         auc = auc.rename(columns={"probe_auc": "auc"})
-        retr = pd.read_csv(self.output("retrieval", "per_language"))[["lang", "retrieval_acc"]]
+        retr = pd.read_csv(self.output("retrieval", "per_language"))
+        # Top-1 retrieval accuracy, and the reference's printed "retrieval acc" under its real name.
+        retr = retr[[c for c in ("lang", "retrieval_acc", "mean_paired_cosine") if c in retr.columns]]
         # Languages without parallel data have no retrieval: NaN there, their other signals still count.
         gap = [lang for lang in langs if lang != "en" and lang not in set(retr["lang"])]
         if gap:
-            retr = pd.concat([retr, pd.DataFrame({"lang": gap, "retrieval_acc": float("nan")})], ignore_index=True)
+            retr = pd.concat([retr, pd.DataFrame({"lang": gap, **{c: float("nan") for c in retr.columns if c != "lang"}})],
+                             ignore_index=True)
         signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
         write_csv(d / "dual_multilinguality.csv", signals)
         cmp = pd.read_csv(self.output("metrics", "compare"))

@@ -74,3 +74,27 @@ def test_probe_split_is_90_10_train_validation_and_an_extra_test_is_labelled(tmp
     assert split["train"] + split["validation"] + split["test"] == 40
     assert split["validation"] == m["val"]["n"] and "extra" in split["test_role"] and "not in the paper" in split[
         "test_role"]
+
+
+# ----------------------------------------------------------------------------- 3: mean paired cosine signal
+def test_mean_paired_cosine_is_a_named_correlation_signal() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from interp.multilinguality import dual_multilinguality
+    from interp.pipeline import correlate_available
+
+    langs = ["en", "de", "fr", "ja", "ru", "zh"]
+    acc = [0.1, 0.9, 0.2, 0.4, 0.3]
+    cos = [0.8, 0.3, 0.5, 0.9, 0.1]
+    drop = [10.0, 40.0, 25.0, 30.0, 5.0]
+    retr = pd.DataFrame({"lang": langs[1:], "retrieval_acc": acc, "mean_paired_cosine": cos})
+    value = pd.DataFrame({"lang": langs, "value_mass": np.linspace(0, 1, 6)})
+    sig = dual_multilinguality(value_mass=value, retrieval=retr)
+    assert "mean_paired_cosine" in sig.columns and np.isnan(sig.set_index("lang").loc["en", "mean_paired_cosine"])
+    drops = pd.DataFrame({"lang": langs[1:], "emt_reduction_pct": drop})
+    stats = correlate_available(sig, drops, outcomes=("emt_reduction_pct",), n_boot=50, n_perm=50, seed=0)
+    by = stats.set_index("signal")["pearson_r"]
+    assert by["mean_paired_cosine"] == pytest.approx(np.corrcoef(cos, drop)[0, 1])
+    assert by["retrieval_acc"] == pytest.approx(np.corrcoef(acc, drop)[0, 1])
+    assert by["mean_paired_cosine"] != pytest.approx(by["retrieval_acc"])
