@@ -182,6 +182,10 @@ class Pipeline:
         parts["data"] = self.data_fingerprint()  # content of the data root, wherever it lives
         if name in READS_GETTEXT:  # system gettext catalogs: the default model's corpus, held-out text, retrieval
             parts["gettext"] = self.gettext_fingerprint()
+        if name == "neurons" and self.config.neurons.token_language_gettext:  # the very strings token languages use
+            from interp.token_languages import gettext_texts, texts_sha
+
+            parts["gettext_strings"] = texts_sha(gettext_texts(self.config.languages, GETTEXT_DIR))
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
@@ -502,8 +506,10 @@ class Pipeline:
         from interp.activations import tokenizer_of
         from interp.token_languages import token_languages_from_data
 
-        # Token languages measured on the data root's text (evaluation texts held out).
-        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages)
+        # Token languages measured on the data root's RTP-LX training split (+ gettext if the config says so).
+        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages,
+                                       gettext=c.token_language_gettext, locale_dir=GETTEXT_DIR)
+        write_json(d / "token_languages.json", {**tl.meta, "evaluation_prompt_split": self.config.evaluation.prompt_split})
         proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
                                 token_languages=tl)
         write_csv(d / "vocab_table.csv", proj.table)
@@ -511,6 +517,7 @@ class Pipeline:
         return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
                 f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
+                 "token_languages": self.rel(d / "token_languages.json"),
                  "value_mass": self.rel(d / "value_language_mass.csv")})
 
     def stage_dpo(self, d: Path) -> tuple[str, dict[str, Any]]:

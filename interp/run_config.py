@@ -52,6 +52,9 @@ class NeuronStageConfig:
         "help": "keep filter prompts with RTP-LX toxicity >= this (1-5); null = no threshold (paper: none named)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps for the activation filter"})
     vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector (paper appendix: 30)"})
+    token_language_gettext: bool = field(default=False, metadata={
+        "help": "also measure token languages on each language's own system gettext strings (/usr/share/locale; "
+                "not in the data root, so off by default; the strings used are hashed into the stage key)"})
 
 
 @dataclass

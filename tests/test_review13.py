@@ -98,3 +98,88 @@ def test_mean_paired_cosine_is_a_named_correlation_signal() -> None:
     assert by["mean_paired_cosine"] == pytest.approx(np.corrcoef(cos, drop)[0, 1])
     assert by["retrieval_acc"] == pytest.approx(np.corrcoef(acc, drop)[0, 1])
     assert by["mean_paired_cosine"] != pytest.approx(by["retrieval_acc"])
+
+
+# ----------------------------------------------------------------------------- 4: gettext in token languages
+def _write_mo(path: Path, messages: dict[str, str]) -> None:
+    """Write a little-endian GNU .mo catalog of ``messages`` (header entry included)."""
+    import struct
+
+    items = sorted({"": "Content-Type: text/plain; charset=UTF-8\n", **messages}.items())
+    keys = [k.encode() for k, _ in items]
+    vals = [v.encode() for _, v in items]
+    n = len(items)
+    koff, voff = 28, 28 + 8 * n
+    data_start = 28 + 16 * n
+    kdata, vdata, ktab, vtab = b"", b"", [], []
+    for k in keys:
+        ktab.append((len(k), data_start + len(kdata)))
+        kdata += k + b"\0"
+    vstart = data_start + len(kdata)
+    for v in vals:
+        vtab.append((len(v), vstart + len(vdata)))
+        vdata += v + b"\0"
+    out = struct.pack("<7I", 0x950412DE, 0, n, koff, voff, 0, 0)
+    out += b"".join(struct.pack("<2I", *x) for x in ktab) + b"".join(struct.pack("<2I", *x) for x in vtab)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(out + kdata + vdata)
+
+
+def _locale(root: Path, de_word: str = "Fenster") -> Path:
+    _write_mo(root / "de" / "LC_MESSAGES" / "app.mo", {"open the main window now": f"jetzt das {de_word} öffnen",
+                                                      "close every open file here": "alle offenen Dateien schließen"})
+    _write_mo(root / "fr" / "LC_MESSAGES" / "app.mo", {"open the main window now": "ouvrir la fenêtre principale"})
+    return root
+
+
+def test_a_languages_gettext_strings_do_not_depend_on_the_other_languages(tmp_path) -> None:
+    from interp.data import gettext_monolingual, gettext_parallel
+
+    loc = _locale(tmp_path / "loc")
+    alone = gettext_monolingual(["en", "de"], loc)
+    with_fr = gettext_monolingual(["en", "de", "fr"], loc)
+    assert alone["de"] == with_fr["de"] == ["alle offenen Dateien schließen", "jetzt das Fenster öffnen"]
+    assert alone["en"] == with_fr["en"]
+    # (the parallel reader, by design, keeps only strings translated into every language)
+    assert len(gettext_parallel(["en", "de", "fr"], loc)["de"]) == 1
+
+
+def test_token_language_gettext_is_explicit_and_its_strings_are_in_the_stage_key(tmp_path, monkeypatch) -> None:
+    import interp.pipeline as P
+    from interp.run_config import load_run_config
+
+    loc = _locale(tmp_path / "loc")
+    monkeypatch.setattr(P, "GETTEXT_DIR", str(loc))
+    # (the stages that build the default model read the catalogs too; hold their stat fingerprint still)
+    monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
+    langs = {"languages": ["en", "de", "fr"]}
+    off = P.Pipeline(load_run_config(preset="smoke", overrides=langs), tmp_path / "a", log=lambda _m: None)
+    on = P.Pipeline(load_run_config(preset="smoke", overrides={**langs, "neurons": {"token_language_gettext": True}}),
+                    tmp_path / "b", log=lambda _m: None)
+    assert off.config.neurons.token_language_gettext is False  # off unless asked for
+    key_off, key_on = off.stage_key("neurons"), on.stage_key("neurons")
+    assert key_off != key_on
+    from interp import data
+
+    _locale(loc, de_word="Fensterchen")  # same files, other strings
+    data._gettext_table.cache_clear()
+    on2 = P.Pipeline(on.config, tmp_path / "c", log=lambda _m: None)
+    off2 = P.Pipeline(off.config, tmp_path / "d", log=lambda _m: None)
+    assert on2.stage_key("neurons") != key_on       # the strings used are in the key
+    assert off2.stage_key("neurons") == key_off     # and a run that does not use them ignores them
+    data._gettext_table.cache_clear()
+
+
+def test_token_languages_record_the_gettext_strings_they_used(tmp_path, tiny_tokenizer, data_root) -> None:
+    from interp import data
+    from interp.token_languages import gettext_texts, texts_sha, token_languages_from_data
+
+    loc = _locale(tmp_path / "loc")
+    data._gettext_table.cache_clear()
+    plain = token_languages_from_data(tiny_tokenizer, data_root, ["en", "de", "fr"])
+    used = token_languages_from_data(tiny_tokenizer, data_root, ["en", "de", "fr"], gettext=True, locale_dir=loc)
+    assert plain.meta["gettext"] is False and "gettext_sha" not in plain.meta
+    assert used.meta["gettext_sha"] == texts_sha(gettext_texts(["en", "de", "fr"], loc))
+    assert used.meta["gettext_strings"] == {"en": 2, "de": 2, "fr": 1}
+    assert int(used.totals.sum()) > int(plain.totals.sum())
+    data._gettext_table.cache_clear()
