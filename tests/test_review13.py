@@ -183,3 +183,27 @@ def test_token_languages_record_the_gettext_strings_they_used(tmp_path, tiny_tok
     assert used.meta["gettext_strings"] == {"en": 2, "de": 2, "fr": 1}
     assert int(used.totals.sum()) > int(plain.totals.sum())
     data._gettext_table.cache_clear()
+
+
+# ----------------------------------------------------------------------------- 6: one rule everywhere
+def test_passing_the_bridges_own_tokenizer_keeps_auto(tiny_dirs, tmp_path) -> None:
+    """generate/continuation_nll/retrieval given ``tokenizer=bridge.tokenizer`` (re-opened by TransformerLens
+    with BOS on) must see the ids of ``auto`` (GPT-2: no BOS), as when no tokenizer is passed."""
+    from detox_train.evaluate.metrics import continuation_nll
+    from interp.loading import load_model
+    from interp.tokenization import native_adds_bos, token_rule
+    from test_tokenization import _capture
+
+    bridge = load_model(str(tiny_dirs["gpt2"]))
+    tok = bridge.tokenizer
+    assert native_adds_bos(tok) and not token_rule(bridge).add_bos
+    assert token_rule(bridge, tokenizer=tok).add_bos is False
+    text = "the quick brown fox"
+    bare = list(tok(text, add_special_tokens=False)["input_ids"])
+    with _capture(bridge) as seen:
+        generate(bridge, [Prompt(id="t:en:0", lang="en", text=text, index=0, toxicity=None, source="t", group=0)],
+                 out_path=tmp_path / "g.jsonl", tokenizer=tok, k=1, max_new_tokens=1, progress=False)
+    assert seen[0] == bare
+    with _capture(bridge) as seen:
+        continuation_nll(bridge, [text], [" jumps"], tokenizer=tok)
+    assert seen[0][:len(bare)] == bare
