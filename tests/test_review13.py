@@ -207,3 +207,26 @@ def test_passing_the_bridges_own_tokenizer_keeps_auto(tiny_dirs, tmp_path) -> No
     with _capture(bridge) as seen:
         continuation_nll(bridge, [text], [" jumps"], tokenizer=tok)
     assert seen[0][:len(bare)] == bare
+
+
+def test_onpolicy_pairs_prompt_ids_follow_the_rule(tiny_tokenizer) -> None:
+    from detox_train.pairs import onpolicy_pairs
+    from interp.tokenization import set_bos_policy
+    from tiny_models import make_model
+
+    model = make_model("gpt2", len(tiny_tokenizer), seed=0)
+    seen: list[list[int]] = []
+    orig = model.generate
+
+    def spy(*a, **kw):
+        seen.append(kw["input_ids"][0].tolist())
+        return orig(*a, **kw)
+
+    model.generate = spy
+    bare = list(tiny_tokenizer("I want to", add_special_tokens=False)["input_ids"])
+    set_bos_policy(model, "always")
+    onpolicy_pairs(model, tiny_tokenizer, ["I want to"], lambda t: list(range(len(t))), k=2, max_new_tokens=2)
+    assert seen[-1] == [tiny_tokenizer.bos_token_id] + bare  # BOS id 0 is a real id, not "missing"
+    set_bos_policy(model, "never")
+    onpolicy_pairs(model, tiny_tokenizer, ["I want to"], lambda t: list(range(len(t))), k=2, max_new_tokens=2)
+    assert seen[-1] == bare
