@@ -230,3 +230,36 @@ def test_onpolicy_pairs_prompt_ids_follow_the_rule(tiny_tokenizer) -> None:
     set_bos_policy(model, "never")
     onpolicy_pairs(model, tiny_tokenizer, ["I want to"], lambda t: list(range(len(t))), k=2, max_new_tokens=2)
     assert seen[-1] == bare
+
+
+def test_vllm_backend_sends_the_rules_token_ids(tiny_tokenizer, tmp_path) -> None:
+    """A stand-in ``vllm.LLM`` (same call surface): prompts arrive as ids, BOS by policy, cut to the budget."""
+    from types import SimpleNamespace
+
+    import detox_train.evaluate.generation as G
+    from interp.tokenization import set_bos_policy
+
+    class FakeLLM:
+        llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=6))
+
+        def __init__(self):
+            self.got = []
+
+        def get_tokenizer(self):
+            return tiny_tokenizer
+
+        def generate(self, prompts, params, use_tqdm=False):
+            self.got.extend(prompts)
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=" x", token_ids=[1])] * p.n) for p in params]
+
+    llm = set_bos_policy(FakeLLM(), "always")
+    G_params = lambda **kw: SimpleNamespace(**kw)  # noqa: E731
+    s = G.GenerationSettings(k=2, max_new_tokens=2, backend="vllm")
+    rule, budget = G._vllm_prompt_rule(llm, 2)
+    assert budget == 4
+    ps = _prompts()
+    G._generate_vllm(llm, ps, {p.id: [0, 1] for p in ps}, s, rule, budget, sampling_params=G_params)
+    for p, got in zip(ps, llm.got):
+        bare = list(tiny_tokenizer(p.text, add_special_tokens=False)["input_ids"])
+        want = [tiny_tokenizer.bos_token_id] + bare[-3:] if len(bare) > 3 else [tiny_tokenizer.bos_token_id] + bare
+        assert got == {"prompt_token_ids": want}
