@@ -164,6 +164,7 @@ class Pipeline:
         self._models: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
         self._produced: dict[str, str] = {}
+        self._rules: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def stage_dir(self, name: str) -> Path:
@@ -317,9 +318,16 @@ class Pipeline:
             last = res
         assert last is not None, "no stage selected"
         # Written once the selected stages succeeded: a refused or failed attempt leaves the old one.
+        # tokenization.models: each model's resolved rule (adds BOS or not under ``auto``), from the models
+        # loaded now plus those an earlier run with the same policy and model recorded (a cached stage loads none).
+        old = read_json(self.run_dir / "manifest.json") if (self.run_dir / "manifest.json").is_file() else {}
+        old_tok = old.get("tokenization") or {}
+        same = old_tok.get("bos_policy") == self.config.bos and old.get("model_id") == self.config.model.name
+        models = {**(dict(old_tok.get("models") or {}) if same else {}), **self._rules}
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
                        model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
-                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos,
+                                                                      "models": models}})
         return last
 
     def _begin_stage(self, name: str, key: str, *, forced: bool) -> Path:
@@ -396,7 +404,7 @@ class Pipeline:
 
             m = self.config.model
             self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["base"], self.config.bos)
+        return self._policy("base", self._models["base"])
 
     def tuned_model(self) -> Any:
         """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
@@ -411,7 +419,7 @@ class Pipeline:
                 self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
             else:
                 self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["tuned"], self.config.bos)
+        return self._policy("tuned", self._models["tuned"])
 
     def probe(self) -> Any:
         from probes import ToxicityProbe
@@ -462,7 +470,7 @@ class Pipeline:
         info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
                 "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
         write_json(d / "model_info.json", info)
-        self._models["base"] = set_bos_policy(bridge, self.config.bos)
+        self._models["base"] = self._policy("base", bridge)
         self._produced["model"] = info["fingerprint"]
         return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
                 {"model_info": self.rel(d / "model_info.json")})
@@ -610,7 +618,15 @@ class Pipeline:
 
             m = self.config.model
             self._models["judge"] = load_model(name, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["judge"], self.config.bos)
+        return self._policy("judge", self._models["judge"])
+
+    def _policy(self, role: str, model: Any) -> Any:
+        """Set the run's BOS policy on ``model`` and record its resolved rule in the run manifest."""
+        from interp.tokenization import token_rule
+
+        set_bos_policy(model, self.config.bos)
+        self._rules[role] = token_rule(model).describe()  # into the run manifest when the run ends
+        return model
 
     def _judge_fingerprint(self, model: Any) -> str:
         from interp.loading import model_fingerprint

@@ -263,3 +263,22 @@ def test_vllm_backend_sends_the_rules_token_ids(tiny_tokenizer, tmp_path) -> Non
         bare = list(tiny_tokenizer(p.text, add_special_tokens=False)["input_ids"])
         want = [tiny_tokenizer.bos_token_id] + bare[-3:] if len(bare) > 3 else [tiny_tokenizer.bos_token_id] + bare
         assert got == {"prompt_token_ids": want}
+
+
+# ----------------------------------------------------------------------------- 7: manifest records resolved BOS
+@pytest.mark.parametrize("policy,adds", [("auto", False), ("always", True)])
+def test_run_manifest_records_the_resolved_adds_bos_per_model(tmp_path, policy, adds) -> None:
+    import json
+
+    from interp.pipeline import Pipeline
+    from interp.run_config import load_run_config
+
+    pipe = Pipeline(load_run_config(preset="smoke", overrides={"bos": policy}), tmp_path / "r", log=lambda _m: None)
+    pipe.run(only=["model"])
+    tok = json.loads((tmp_path / "r" / "manifest.json").read_text())["tokenization"]
+    assert tok["bos_policy"] == policy
+    assert tok["models"]["base"]["adds_bos"] is adds and tok["models"]["base"]["native_bos"] is False
+    again = Pipeline(pipe.config, tmp_path / "r", log=lambda _m: None)
+    again.run(only=["model"])  # cached: the resolved rule stays recorded
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["tokenization"]["models"]["base"] == tok[
+        "models"]["base"]
