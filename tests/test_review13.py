@@ -282,3 +282,22 @@ def test_run_manifest_records_the_resolved_adds_bos_per_model(tmp_path, policy, 
     again.run(only=["model"])  # cached: the resolved rule stays recorded
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["tokenization"]["models"]["base"] == tok[
         "models"]["base"]
+
+
+@pytest.mark.parametrize("argv", [["neurons", "find"], ["probe", "train"], ["eval", "generate"]])
+def test_standalone_clis_take_bos_and_the_model_carries_it(argv, tiny_dirs) -> None:
+    import argparse
+
+    from interp.cli_common import add_model_args, load_model_from_args
+    from interp.tokenization import token_rule
+
+    from interp.cli import build_parser
+
+    helptext = build_parser()._subparsers._group_actions[0].choices[argv[0]]._subparsers._group_actions[0].choices[
+        argv[1]].format_help()
+    assert "--bos" in helptext
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    for policy, adds in (("auto", False), ("always", True), ("never", False)):
+        model = load_model_from_args(p.parse_args(["--model", str(tiny_dirs["gpt2"]), "--bos", policy]))
+        assert token_rule(model).policy == policy and token_rule(model).add_bos is adds
