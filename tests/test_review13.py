@@ -301,3 +301,33 @@ def test_standalone_clis_take_bos_and_the_model_carries_it(argv, tiny_dirs) -> N
     for policy, adds in (("auto", False), ("always", True), ("never", False)):
         model = load_model_from_args(p.parse_args(["--model", str(tiny_dirs["gpt2"]), "--bos", policy]))
         assert token_rule(model).policy == policy and token_rule(model).add_bos is adds
+
+
+# ----------------------------------------------------------------------------- 8: n_languages threshold
+def test_n_languages_ignores_slivers_of_a_measured_distribution(tiny_tokenizer) -> None:
+    import torch
+
+    from interp.architecture import _unwrap, get_adapter
+    from interp.loading import wrap_bridge
+    from interp.token_languages import count_token_languages
+    from interp.vocab import project_to_vocab
+    from tiny_models import make_model
+
+    tok = tiny_tokenizer
+    hf = make_model("gpt2", len(tok))
+    a = get_adapter(hf)
+    fox = tok("the quick brown fox", add_special_tokens=False)["input_ids"][-2]
+    W_U = a.unembed_matrix()
+    with torch.no_grad():
+        _unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
+    bridge = wrap_bridge(hf, tok)
+    # "fox" is about 95% English, 5% German by rate (German has 20x more other text per fox).
+    texts = {"en": ["the quick brown fox"] * 10, "de": ["the quick brown fox " + "Ich will nach Hause " * 40]}
+    tl = count_token_languages(tok, texts, min_count=1)
+    d = tl.distribution(fox)
+    assert 0 < d["de"] < 0.1 < d["en"]
+    pv = project_to_vocab(bridge, [(1, 0)], k=1, lexicons={}, token_languages=tl).per_vector
+    assert int(pv["n_languages"].iloc[0]) == 1  # German's sliver is no language of this vector
+    even = count_token_languages(tok, {"en": ["the quick brown fox"] * 5, "de": ["the quick brown fox"] * 5})
+    pv = project_to_vocab(bridge, [(1, 0)], k=1, lexicons={}, token_languages=even).per_vector
+    assert int(pv["n_languages"].iloc[0]) == 2
