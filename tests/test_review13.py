@@ -331,3 +331,24 @@ def test_n_languages_ignores_slivers_of_a_measured_distribution(tiny_tokenizer) 
     even = count_token_languages(tok, {"en": ["the quick brown fox"] * 5, "de": ["the quick brown fox"] * 5})
     pv = project_to_vocab(bridge, [(1, 0)], k=1, lexicons={}, token_languages=even).per_vector
     assert int(pv["n_languages"].iloc[0]) == 2
+
+
+def test_neurons_project_uses_measured_token_languages(tiny_dirs, tmp_path, data_root) -> None:
+    import json
+
+    import torch
+
+    from interp.artifacts import save_tensors
+    from test_neurons_cli import run
+
+    model = str(tiny_dirs["gpt2"])
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    save_tensors(probe / "probe.safetensors", {"weight": torch.randn(1, 32), "bias": torch.zeros(1)})
+    common = ["--model", model, "--device", "cpu", "--dtype", "float32"]
+    out = tmp_path / "neurons.json"
+    assert run(["neurons", "find", *common, "--probe", str(probe), "--top-k", "3", "--out", str(out)]) == 0
+    assert run(["neurons", "project", *common, "--data-root", str(data_root), "--languages", "en", "de",
+                "--neurons", str(out), "--all", "--k", "5", "--out-dir", str(tmp_path / "v")]) == 0
+    man = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    assert man["config"]["token_languages"].startswith("measured on data")
