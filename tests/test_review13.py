@@ -352,3 +352,20 @@ def test_neurons_project_uses_measured_token_languages(tiny_dirs, tmp_path, data
                 "--neurons", str(out), "--all", "--k", "5", "--out-dir", str(tmp_path / "v")]) == 0
     man = json.loads((tmp_path / "v" / "manifest.json").read_text())
     assert man["config"]["token_languages"].startswith("measured on data")
+
+
+def test_data_check_lists_extra_rtplx_locales(tmp_path, capsys) -> None:
+    from interp.artifacts import write_jsonl
+    from interp.cli import main
+    from test_data_helpers import make_mini_root, rtplx_row
+
+    root = make_mini_root(tmp_path / "data")
+    write_jsonl(root / "rtp-lx-v0.2" / "RTP_LX_SW.jsonl",
+                [rtplx_row(str(i), "SW", f"ninataka kwenda nyumbani {i}") for i in range(5)])
+    assert main(["data", "check", "--data-root", str(root), "--locale-dir", str(tmp_path / "no-locale")]) == 0
+    out = capsys.readouterr().out
+    sw = [line.split() for line in out.splitlines() if line.startswith("sw ")]
+    assert sw and sw[0][1] == "5" and int(sw[0][2]) + int(sw[0][3]) == 5
+    assert "beyond the paper's 17: sw" in out
+    en = [line.split() for line in out.splitlines() if line.startswith("en ")]
+    assert en[0][1] == "12"
