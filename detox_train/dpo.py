@@ -206,17 +206,24 @@ def heldout_neutral_texts(config: DPOTrainConfig, eval_pairs: Sequence[Preferenc
 @torch.no_grad()
 def lm_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16,
             max_length: int = 256) -> float:
-    """Return the mean next-token NLL (nats/token, token-weighted) of ``texts`` after a start token."""
+    """Return the mean next-token NLL (nats/token, token-weighted) of ``texts`` after a start token.
+
+    Each text is scored as the continuation of an empty prompt under the tokenization rule
+    (:mod:`interp.tokenization`: the empty prompt is BOS, else the start token), cut from the right.
+    """
+    from interp.tokenization import token_rule
+
     was_training = model.training
     model.eval()
     device = next(p for p in model.parameters()).device
-    start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    rule = token_rule(model, tokenizer=tokenizer)
+    head = rule.ids("", "prompt")
+    start_id = head[0]
     total, count = 0.0, 0
     try:
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[i:i + batch_size]), add_special_tokens=False, truncation=True,
-                            max_length=max_length - 1)
-            rows = [[start_id] + ids for ids in enc["input_ids"]]
+            body, _ = rule.encode(list(texts[i:i + batch_size]), "continuation", max_length=max_length - len(head))
+            rows = [head + ids for ids in body]
             width = max(len(r) for r in rows)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
             ids = torch.full((len(rows), width), pad, dtype=torch.long)

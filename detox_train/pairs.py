@@ -99,16 +99,16 @@ def onpolicy_pairs(model: Any, tokenizer: Any, prompts: Sequence[Any],
     was_training = hf.training
     hf.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from interp.tokenization import token_rule
+
+    rule = token_rule(model, tokenizer=tokenizer)
     out: list[PreferencePair] = []
     n_ties = 0
     try:
         for i, p in enumerate(tqdm(prompts, desc="on-policy pairs", leave=False)):
             pid, text = _prompt_id_text(p, i)
-            enc = tokenizer(text, return_tensors="pt")
-            ids = enc["input_ids"]
-            if ids.shape[1] == 0:  # an empty prompt: start from the BOS/EOS token
-                ids = torch.tensor([[tokenizer.bos_token_id or tokenizer.eos_token_id]])
-            ids = ids.to(device)
+            # The run's tokenization rule: BOS by its policy; an empty prompt becomes the start token.
+            ids = torch.tensor([rule.ids(text, "prompt")], device=device)
             torch.manual_seed(seed + i)
             gen = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
                               temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,

@@ -125,7 +125,7 @@ def pooled_activations(model: Any, texts: list[str], *, pooling: Literal["max", 
                        batch_size: int = 16, max_length: int = 128,
                        progress: bool = False) -> Float[Tensor, "n_texts n_layers d_mlp"]:
     """Return every neuron's activation pooled over each text's tokens (max or mean), fp32 CPU."""
-    from interp.activations import encode_prompts
+    from interp.tokenization import token_rule
 
     validate_prompts(texts, where="texts")
     if pooling not in ("max", "mean"):
@@ -134,7 +134,8 @@ def pooled_activations(model: Any, texts: list[str], *, pooling: Literal["max", 
         a = get_adapter(m)
         hf = hf_model_of(m)
         device = next(hf.parameters()).device
-        ids = [x[:max_length] for x in encode_prompts(m, texts)]
+        # Standalone texts: the rule's "sentence" ids (BOS by the run's policy), cut from the right.
+        ids, _ = token_rule(m).encode(list(texts), "sentence", max_length=max_length)
         out = torch.zeros(len(texts), a.n_layers, a.d_mlp)
         state: dict[str, Any] = {}
 

@@ -13,6 +13,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, help="PEFT adapter directory to apply on top of --model")
     p.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--bos", default="auto", choices=["auto", "always", "never"],
+                   help="BOS policy of every tokenization (auto: the model's own tokenizer; always reproduces "
+                        "the reference's TransformerLens runs)")
 
 
 def add_data_root_arg(p: argparse.ArgumentParser) -> None:
@@ -22,10 +25,12 @@ def add_data_root_arg(p: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace) -> Any:
-    """Return the bridge named by --model/--adapter/--dtype/--device."""
+    """Return the bridge named by --model/--adapter/--dtype/--device, carrying the --bos policy."""
     from interp.loading import load_model
+    from interp.tokenization import set_bos_policy
 
-    return load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+    model = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+    return set_bos_policy(model, getattr(args, "bos", None) or "auto")
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, help: str, *, model: bool = False,

@@ -42,10 +42,19 @@ def check_data(root: str | Path | None = None, *, locale_dir: str = "/usr/share/
             report.errors[name] = str(e)
 
     def rtplx() -> None:
-        prompts = D.load_rtplx(base)
+        from interp.coverage import rtplx_languages
+
+        # Locales beyond the paper's 17 (later RTP-LX releases) get rows too, after the 17.
+        extra = [lang for lang in rtplx_languages(base) if lang not in LANGUAGES]
+        for lang in extra:
+            rows[lang] = {c: "-" for c in COLUMNS}
+        if extra:
+            report.notes.append(f"RTP-LX locales beyond the paper's 17: {', '.join(extra)} "
+                                "(name them with --set languages=[...])")
+        prompts = D.load_rtplx(base, [*LANGUAGES, *extra])
         n = Counter(p.lang for p in prompts)
         ev = Counter(p.lang for p in D.rtplx_split(prompts, "eval", root=base))
-        for lang in LANGUAGES:
+        for lang in [*LANGUAGES, *extra]:
             rows[lang].update(rtplx=n[lang], eval=ev[lang], train=n[lang] - ev[lang])
         _, rep = D.align_by_index(prompts)
         report.totals["RTP-LX alignment"] = rep.summary()
@@ -92,9 +101,9 @@ def check_data(root: str | Path | None = None, *, locale_dir: str = "/usr/share/
 
 def format_check(report: DataCheck) -> str:
     """Return the check as a plain-text table plus totals, notes and errors."""
-    lines = [f"data root: {report.root}", "", f"{'lang':<5}" + "".join(f"{c:>9}" for c in COLUMNS)]
+    lines = [f"data root: {report.root}", "", f"{'lang':<8}" + "".join(f"{c:>9}" for c in COLUMNS)]
     for lang, row in report.per_language.items():
-        lines.append(f"{lang:<5}" + "".join(f"{row[c]!s:>9}" for c in COLUMNS))
+        lines.append(f"{lang:<8}" + "".join(f"{row[c]!s:>9}" for c in COLUMNS))
     lines.append("")
     lines.extend(f"{k}: {v}" for k, v in report.totals.items())
     lines.extend(f"note: {n}" for n in report.notes)

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--all", action="store_true", help="use every candidate, not only the kept ones")
     pr.add_argument("--k", type=int, default=30, help="tokens per vector (paper: 5 main text, 30 appendix)")
     pr.add_argument("--out-dir", required=True, help="writes vocab_table.csv, value_language_mass.csv, tokens.html")
+    add_languages_arg(pr, what="languages token languages are measured over")
+    pr.add_argument("--gettext", action="store_true",
+                    help="also measure token languages on each language's own system gettext strings")
     pr.set_defaults(func=cmd_project)
 
     a = add_command(ns, "activations", "key activations per language (paper Fig. 3); base vs --adapter",
@@ -164,7 +167,17 @@ def cmd_project(args: argparse.Namespace) -> int:
         lexicons = load_lexicons(args.data_root)
     except (OSError, ValueError) as e:
         print(f"xdetox: warning: no lexicons ({e}); tokens get script tags only")
-    proj = project_to_vocab(model, neurons, k=args.k, lexicons=lexicons)
+    # Token languages measured on the data root's text, as the pipeline does; script tags only without data.
+    token_languages = None
+    try:
+        from interp.activations import tokenizer_of
+        from interp.token_languages import token_languages_from_data
+
+        token_languages = token_languages_from_data(tokenizer_of(model), args.data_root, args.languages,
+                                                    gettext=args.gettext)
+    except (OSError, ValueError) as e:
+        print(f"xdetox: warning: token languages not measured ({e}); tokens get script tags")
+    proj = project_to_vocab(model, neurons, k=args.k, lexicons=lexicons, token_languages=token_languages)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "vocab_table.csv", proj.table.to_csv(index=False))

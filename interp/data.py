@@ -801,20 +801,22 @@ def _keep_gettext(msgid: str, msgstr: str) -> bool:
 _GETTEXT_DIRS = {"pt": ("pt_BR", "pt"), "zh": ("zh_CN", "zh_Hans", "zh")}
 
 
+@lru_cache(maxsize=64)
+def _gettext_table(lang: str, locale_dir: str) -> dict[str, str]:
+    """Return {msgid: msgstr} of the kept messages of one language's catalogs (first catalog wins)."""
+    base = Path(locale_dir)
+    table: dict[str, str] = {}
+    for sub in _GETTEXT_DIRS.get(lang, (lang,)):
+        for mo in sorted((base / sub / "LC_MESSAGES").glob("*.mo")):
+            for k, v in _mo_catalog(mo).items():
+                if _keep_gettext(k, v):
+                    table.setdefault(k, v)
+    return table
+
+
 @lru_cache(maxsize=4)
 def _gettext_cached(langs: tuple[str, ...], locale_dir: str) -> dict[str, tuple[str, ...]]:
-    base = Path(locale_dir)
-    per_lang: dict[str, dict[str, str]] = {}
-    for lang in langs:
-        if lang == "en":
-            continue
-        table: dict[str, str] = {}
-        for sub in _GETTEXT_DIRS.get(lang, (lang,)):
-            for mo in sorted((base / sub / "LC_MESSAGES").glob("*.mo")):
-                for k, v in _mo_catalog(mo).items():
-                    if _keep_gettext(k, v):
-                        table.setdefault(k, v)
-        per_lang[lang] = table
+    per_lang: dict[str, dict[str, str]] = {lang: _gettext_table(lang, locale_dir) for lang in langs if lang != "en"}
     others = [lang for lang in langs if lang != "en"]
     if not others:
         raise ValueError("gettext_parallel needs at least one language besides English")
@@ -836,10 +838,36 @@ def gettext_parallel(languages: Iterable[str] | None = None,
     return {lang: list(v) for lang, v in _gettext_cached(langs, str(locale_dir)).items()}
 
 
+def gettext_monolingual(languages: Iterable[str] | None = None,
+                        locale_dir: str | Path = "/usr/share/locale") -> dict[str, list[str]]:
+    """Return ``{lang: [strings]}`` of each language's own gettext messages, independent of the others.
+
+    Unlike :func:`gettext_parallel` (strings translated into *every* requested language), a
+    language's list depends only on its own catalogs, so adding a language changes no other
+    language's text. A language is its kept msgstrs (same filter as :func:`gettext_parallel`);
+    English is the msgids kept in the catalogs of the paper's 16 other languages (a fixed set, so
+    it too does not move with the run's languages). Empty lists when no catalog is installed.
+    """
+    from interp.languages import LANGUAGES as PAPER_LANGUAGES
+
+    langs = tuple(normalize_languages(languages, where="gettext_monolingual(languages=)"))
+    if not Path(locale_dir).is_dir():
+        return {lang: [] for lang in langs}
+    out: dict[str, list[str]] = {}
+    for lang in langs:
+        if lang == "en":
+            ids = set().union(*(_gettext_table(x, str(locale_dir)) for x in PAPER_LANGUAGES if x != "en"))
+            out[lang] = sorted(ids)
+        else:
+            table = _gettext_table(lang, str(locale_dir))
+            out[lang] = [table[k] for k in sorted(table)]
+    return out
+
+
 __all__ = [
     "Prompt", "LabeledText", "ParaDetoxRow", "PreferencePair", "DataFormatError", "AlignmentReport",
     "normalize_text", "load_rtplx", "rtplx_annotations", "align_by_index", "load_translated_200",
     "is_eval_index", "is_eval_prompt", "t200_indices", "rtplx_split", "heldout_texts",
     "load_paradetox", "paradetox_labeled", "load_davidson", "load_jigsaw", "load_jigsaw_sample",
-    "load_pplm_pairs", "load_lexicons", "gettext_parallel", "EVAL_FRACTION", "RTPLX_N_TRANSLATED",
+    "load_pplm_pairs", "load_lexicons", "gettext_parallel", "gettext_monolingual", "EVAL_FRACTION", "RTPLX_N_TRANSLATED",
 ]

@@ -3,7 +3,8 @@
 Signals come from other stages as plain tables keyed by ``lang``:
 value side (toxic neurons' top-k token mass in language X, lexicon hits), key side (toxic
 neuron activation on X prompts relative to English, before DPO), probe-transfer AUC on X, and
-bilingual retrieval accuracy (en, X).
+bilingual retrieval accuracy (en, X), and the mean paired cosine (en, X), the number the reference
+code printed as "retrieval acc" (a named alternative, never under that name).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pandas as pd
 from interp.languages import normalize_language
 from interp.stats import CorrelationInputError, align_languages, lang_indexed
 
-SIGNAL_COLUMNS: tuple[str, ...] = ("value_mass", "lexicon_hits", "key_ratio", "probe_auc", "retrieval_acc")
+SIGNAL_COLUMNS: tuple[str, ...] = ("value_mass", "lexicon_hits", "key_ratio", "probe_auc", "retrieval_acc",
+                                   "mean_paired_cosine")
 
 
 class MultilingualityInputError(CorrelationInputError):
@@ -35,10 +37,10 @@ def dual_multilinguality(*, value_mass: pd.DataFrame | None = None, key_ratio: p
 
     Inputs (each optional; a missing one omits its column): ``value_mass`` (lang, value_mass
     [, lexicon_hits]), ``key_ratio`` (lang, key_ratio), ``probe_auc`` (lang, auc),
-    ``retrieval`` (lang, retrieval_acc). The language sets must match; the error names the
+    ``retrieval`` (lang, retrieval_acc [, mean_paired_cosine]). The language sets must match; the error names the
     languages missing from each table. ``how="inner"`` keeps only the shared languages.
     ``retrieval`` may omit the ``pivot`` (retrieval is measured *against* it, as in
-    :func:`interp.retrieval.bilingual_retrieval`): its ``retrieval_acc`` is then NaN.
+    :func:`interp.retrieval.bilingual_retrieval`): its retrieval signals are then NaN.
     """
     tables: dict[str, pd.DataFrame] = {}
     if value_mass is not None:
@@ -49,11 +51,12 @@ def dual_multilinguality(*, value_mass: pd.DataFrame | None = None, key_ratio: p
     if probe_auc is not None:
         tables["probe_auc"] = _prepare(probe_auc, "probe_auc", {"auc": "probe_auc"}, {})
     if retrieval is not None:
-        t = _prepare(retrieval, "retrieval", {"retrieval_acc": "retrieval_acc"}, {})
+        t = _prepare(retrieval, "retrieval", {"retrieval_acc": "retrieval_acc"},
+                     {"mean_paired_cosine": "mean_paired_cosine"})
         pivot = normalize_language(pivot, where="dual_multilinguality(pivot=)")
         others_have_pivot = any(pivot in x.index for x in tables.values())
         if pivot not in t.index and others_have_pivot:
-            t = pd.concat([t, pd.DataFrame({"retrieval_acc": [float("nan")]}, index=pd.Index([pivot], name="lang"))])
+            t = pd.concat([t, pd.DataFrame({c: [float("nan")] for c in t.columns}, index=pd.Index([pivot], name="lang"))])
         tables["retrieval"] = t
     if not tables:
         raise MultilingualityInputError("dual_multilinguality: no signal table given (value_mass, key_ratio, "

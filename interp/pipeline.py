@@ -164,6 +164,7 @@ class Pipeline:
         self._models: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
         self._produced: dict[str, str] = {}
+        self._rules: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def stage_dir(self, name: str) -> Path:
@@ -182,6 +183,10 @@ class Pipeline:
         parts["data"] = self.data_fingerprint()  # content of the data root, wherever it lives
         if name in READS_GETTEXT:  # system gettext catalogs: the default model's corpus, held-out text, retrieval
             parts["gettext"] = self.gettext_fingerprint()
+        if name == "neurons" and self.config.neurons.token_language_gettext:  # the very strings token languages use
+            from interp.token_languages import gettext_texts, texts_sha
+
+            parts["gettext_strings"] = texts_sha(gettext_texts(self.config.languages, GETTEXT_DIR))
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
@@ -313,9 +318,16 @@ class Pipeline:
             last = res
         assert last is not None, "no stage selected"
         # Written once the selected stages succeeded: a refused or failed attempt leaves the old one.
+        # tokenization.models: each model's resolved rule (adds BOS or not under ``auto``), from the models
+        # loaded now plus those an earlier run with the same policy and model recorded (a cached stage loads none).
+        old = read_json(self.run_dir / "manifest.json") if (self.run_dir / "manifest.json").is_file() else {}
+        old_tok = old.get("tokenization") or {}
+        same = old_tok.get("bos_policy") == self.config.bos and old.get("model_id") == self.config.model.name
+        models = {**(dict(old_tok.get("models") or {}) if same else {}), **self._rules}
         write_manifest(self.run_dir, kind="xdetox-run", config=self.config, seed=self.config.seed,
                        model_id=self.config.model.name, inputs={"data_fingerprint": self.data_fingerprint()},
-                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos}})
+                       extra={"stages": list(STAGES), "tokenization": {"bos_policy": self.config.bos,
+                                                                      "models": models}})
         return last
 
     def _begin_stage(self, name: str, key: str, *, forced: bool) -> Path:
@@ -392,7 +404,7 @@ class Pipeline:
 
             m = self.config.model
             self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["base"], self.config.bos)
+        return self._policy("base", self._models["base"])
 
     def tuned_model(self) -> Any:
         """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
@@ -407,7 +419,7 @@ class Pipeline:
                 self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
             else:
                 self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["tuned"], self.config.bos)
+        return self._policy("tuned", self._models["tuned"])
 
     def probe(self) -> Any:
         from probes import ToxicityProbe
@@ -458,7 +470,7 @@ class Pipeline:
         info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
                 "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
         write_json(d / "model_info.json", info)
-        self._models["base"] = set_bos_policy(bridge, self.config.bos)
+        self._models["base"] = self._policy("base", bridge)
         self._produced["model"] = info["fingerprint"]
         return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
                 {"model_info": self.rel(d / "model_info.json")})
@@ -502,8 +514,10 @@ class Pipeline:
         from interp.activations import tokenizer_of
         from interp.token_languages import token_languages_from_data
 
-        # Token languages measured on the data root's text (evaluation texts held out).
-        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages)
+        # Token languages measured on the data root's RTP-LX training split (+ gettext if the config says so).
+        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages,
+                                       gettext=c.token_language_gettext, locale_dir=GETTEXT_DIR)
+        write_json(d / "token_languages.json", {**tl.meta, "evaluation_prompt_split": self.config.evaluation.prompt_split})
         proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
                                 token_languages=tl)
         write_csv(d / "vocab_table.csv", proj.table)
@@ -511,6 +525,7 @@ class Pipeline:
         return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
                 f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
+                 "token_languages": self.rel(d / "token_languages.json"),
                  "value_mass": self.rel(d / "value_language_mass.csv")})
 
     def stage_dpo(self, d: Path) -> tuple[str, dict[str, Any]]:
@@ -603,7 +618,15 @@ class Pipeline:
 
             m = self.config.model
             self._models["judge"] = load_model(name, dtype=m.dtype, device=m.device)
-        return set_bos_policy(self._models["judge"], self.config.bos)
+        return self._policy("judge", self._models["judge"])
+
+    def _policy(self, role: str, model: Any) -> Any:
+        """Set the run's BOS policy on ``model`` and record its resolved rule in the run manifest."""
+        from interp.tokenization import token_rule
+
+        set_bos_policy(model, self.config.bos)
+        self._rules[role] = token_rule(model).describe()  # into the run manifest when the run ends
+        return model
 
     def _judge_fingerprint(self, model: Any) -> str:
         from interp.loading import model_fingerprint
@@ -696,11 +719,14 @@ class Pipeline:
         key = pd.read_csv(self.output("key_activations", "ratio"))
         auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
         auc = auc.rename(columns={"probe_auc": "auc"})
-        retr = pd.read_csv(self.output("retrieval", "per_language"))[["lang", "retrieval_acc"]]
+        retr = pd.read_csv(self.output("retrieval", "per_language"))
+        # Top-1 retrieval accuracy, and the reference's printed "retrieval acc" under its real name.
+        retr = retr[[c for c in ("lang", "retrieval_acc", "mean_paired_cosine") if c in retr.columns]]
         # Languages without parallel data have no retrieval: NaN there, their other signals still count.
         gap = [lang for lang in langs if lang != "en" and lang not in set(retr["lang"])]
         if gap:
-            retr = pd.concat([retr, pd.DataFrame({"lang": gap, "retrieval_acc": float("nan")})], ignore_index=True)
+            retr = pd.concat([retr, pd.DataFrame({"lang": gap, **{c: float("nan") for c in retr.columns if c != "lang"}})],
+                             ignore_index=True)
         signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
         write_csv(d / "dual_multilinguality.csv", signals)
         cmp = pd.read_csv(self.output("metrics", "compare"))

@@ -123,19 +123,24 @@ def toxic_value_vectors(model: Any, tokenizer: Any, direction: torch.Tensor, lex
 @torch.no_grad()
 def greedy_continuations(model: Any, tokenizer: Any, texts: list[str], *, new_tokens: int = 20,
                          batch_size: int = 32) -> list[str]:
-    """Return the greedy ``new_tokens``-token continuation (text only) of each prompt."""
+    """Return the greedy ``new_tokens``-token continuation (text only) of each prompt.
+
+    Prompt ids come from the tokenization rule (:mod:`interp.tokenization`), left-padded.
+    """
+    from interp.tokenization import token_rule
+
+    rule = token_rule(model, tokenizer=tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else rule.start_id
+    device = next(model.parameters()).device
     out: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only generation needs the prompt flush right
-    try:
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-            gen = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
-            out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
+    for i in range(0, len(texts), batch_size):
+        seqs, _ = rule.encode(texts[i:i + batch_size], "prompt")
+        width = max(len(x) for x in seqs)  # left padding: decoder-only generation needs the prompt flush right
+        ids = torch.tensor([[pad] * (width - len(x)) + x for x in seqs], device=device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=pad, eos_token_id=None)
+        out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
     return out
 
 

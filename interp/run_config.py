@@ -31,7 +31,9 @@ class ProbeStageConfig:
     jigsaw_path: str | None = field(default=None, metadata={"help": "Kaggle Jigsaw train.csv when dataset=jigsaw"})
     jigsaw_test_path: str | None = field(default=None, metadata={
         "help": "Kaggle Jigsaw test.csv (+ test_labels.csv beside it) as the test set; the train file then all trains"})
-    test_fraction: float = field(default=0.2, metadata={"help": "held-out share without a test file (paper: 0.1)"})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "extra held-out test share when no test file is given (not in the paper, whose 90/10 is the "
+                "paper solver's train/validation split; its test set is the Jigsaw test CSV)"})
     seed: int | None = field(default=None, metadata={"help": "probe split/init seed; null = the run seed (paper: 99)"})
     solver: Literal["paper", "logreg"] = field(default="paper", metadata={"help": "paper: torch BCE/Adam; logreg: sklearn"})
     max_examples: int | None = field(default=4000, metadata={"help": "cap on training texts (None = all)"})
@@ -50,6 +52,9 @@ class NeuronStageConfig:
         "help": "keep filter prompts with RTP-LX toxicity >= this (1-5); null = no threshold (paper: none named)"})
     n_new_tokens: int = field(default=20, metadata={"help": "greedy steps for the activation filter"})
     vocab_k: int = field(default=30, metadata={"help": "top tokens per value vector (paper appendix: 30)"})
+    token_language_gettext: bool = field(default=False, metadata={
+        "help": "also measure token languages on each language's own system gettext strings (/usr/share/locale; "
+                "not in the data root, so off by default; the strings used are hashed into the stage key)"})
 
 
 @dataclass

@@ -11,13 +11,19 @@ versus non-Latin script. Here a token's language distribution is measured:
 * a token seen fewer than ``min_count`` times over all languages is **undetermined** (``und``):
   too little evidence to say.
 
-The text is what the data root holds per language, with every evaluation text held out: RTP-LX
-*training-split* prompts (:func:`interp.data.rtplx_split`, which also excludes translated-200)
-and gettext strings (msgstr per language, msgid for English) from ``/usr/share/locale``. Token ids
-come from the one tokenization rule (:mod:`interp.tokenization`, continuation ids: no specials).
+The text is what the data root holds per language: RTP-LX *training-split* prompts
+(:func:`interp.data.rtplx_split`, which excludes the evaluation split and translated-200). These
+are held out from an evaluation over the ``eval`` split (the default), not from one over
+``prompt_split: all`` (the paper preset), which also samples the training split. Optionally
+(``neurons.token_language_gettext``, off by default since they are not in the data root) each
+language's own system gettext strings are added (:func:`interp.data.gettext_monolingual`: a
+language's strings do not depend on which other languages a run asks for); the strings used are
+hashed into the metadata and the neurons stage key. Token ids come from the one tokenization rule
+(:mod:`interp.tokenization`, continuation ids: no specials).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -86,9 +92,33 @@ def count_token_languages(tokenizer: Any, texts_by_language: Mapping[str, Sequen
     return TokenLanguages(langs, counts, totals, min_count, info)
 
 
+GETTEXT_DIR = "/usr/share/locale"
+
+
+def gettext_texts(languages: Iterable[str] | None = None, locale_dir: str | os.PathLike[str] = GETTEXT_DIR
+                  ) -> dict[str, list[str]]:
+    """Return each language's own gettext strings (:func:`interp.data.gettext_monolingual`)."""
+    from interp import data
+
+    try:
+        return data.gettext_monolingual(languages, locale_dir)
+    except (OSError, ValueError):
+        return {}  # no readable catalogs on this machine
+
+
+def texts_sha(texts_by_language: Mapping[str, Sequence[str]]) -> str:
+    """Return the sha256 of exactly these strings per language (what a stage key and manifest record)."""
+    h = hashlib.sha256()
+    for lang in sorted(texts_by_language):
+        h.update(f"{lang}\x00{len(texts_by_language[lang])}\x00".encode())
+        for t in texts_by_language[lang]:
+            h.update(t.encode("utf-8") + b"\x00")
+    return h.hexdigest()[:16]
+
+
 def language_texts(root: str | os.PathLike[str] | None = None, languages: Iterable[str] | None = None, *,
-                   gettext: bool = True) -> dict[str, list[str]]:
-    """Return the held-out-safe text of each language: RTP-LX training split (+ gettext strings)."""
+                   gettext: bool = False, locale_dir: str | os.PathLike[str] = GETTEXT_DIR) -> dict[str, list[str]]:
+    """Return each language's RTP-LX training-split text (+ its own gettext strings when ``gettext``)."""
     from interp import data
     from interp.coverage import rtplx_languages
     from interp.languages import normalize_languages
@@ -101,24 +131,36 @@ def language_texts(root: str | os.PathLike[str] | None = None, languages: Iterab
         for p in data.rtplx_split(data.load_rtplx(root, have), "train", root=root):
             out[p.lang].append(p.text)
     if gettext:
-        try:
-            for lang, texts in data.gettext_parallel(langs).items():
-                if lang in out:
-                    out[lang].extend(texts)
-        except (OSError, ValueError):
-            pass  # no gettext catalogs on this machine: RTP-LX alone
+        for lang, texts in gettext_texts(langs, locale_dir).items():
+            if lang in out:
+                out[lang].extend(texts)
     return out
 
 
 def token_languages_from_data(tokenizer: Any, root: str | os.PathLike[str] | None = None,
                               languages: Iterable[str] | None = None, *, min_count: int = MIN_COUNT,
-                              gettext: bool = True) -> TokenLanguages:
-    """Return token language distributions measured on the data root's text (see the module doc)."""
-    texts = language_texts(root, languages, gettext=gettext)
-    return count_token_languages(tokenizer, texts, min_count=min_count,
-                                 meta={"source": "RTP-LX train split" + (" + gettext" if gettext else ""),
-                                       "held_out": "RTP-LX eval split and translated-200"})
+                              gettext: bool = False, locale_dir: str | os.PathLike[str] = GETTEXT_DIR
+                              ) -> TokenLanguages:
+    """Return token language distributions measured on the data root's text (see the module doc).
+
+    ``gettext`` adds each language's own system gettext strings (off by default: they are not in
+    the data root); ``meta["gettext_sha"]`` then hashes exactly the strings used.
+    """
+    langs = list(languages) if languages is not None else None
+    texts = language_texts(root, langs, gettext=False)
+    meta: dict[str, Any] = {"source": "RTP-LX train split" + (" + gettext" if gettext else ""),
+                            "held_out": "RTP-LX eval split and translated-200 (an evaluation over "
+                                        "prompt_split 'all' also uses the train split)",
+                            "gettext": bool(gettext)}
+    if gettext:
+        g = {lang: v for lang, v in gettext_texts(list(texts), locale_dir).items() if lang in texts}
+        for lang, v in g.items():
+            texts[lang].extend(v)
+        meta.update(gettext_dir=str(locale_dir), gettext_sha=texts_sha(g),
+                    gettext_strings={lang: len(v) for lang, v in g.items()})
+    return count_token_languages(tokenizer, texts, min_count=min_count, meta=meta)
 
 
 __all__ = ["TokenLanguages", "count_token_languages", "language_texts", "token_languages_from_data",
+           "gettext_texts", "texts_sha",
            "UNDETERMINED", "MIN_COUNT"]

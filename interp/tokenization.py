@@ -198,7 +198,10 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
     if tok is None:
         raise ValueError("no tokenizer: pass tokenizer= with a plain HF model (a TransformerBridge carries one)")
     pol = check_policy(policy if policy is not None else (bos_policy_of(holder) if holder is not None else "auto"))
-    native = getattr(holder, NATIVE_BOS_ATTR, None) if tokenizer is None else None
+    # The bridge's own tokenizer object was re-opened by TransformerLens with BOS forced on: passing it
+    # explicitly must not turn ``auto`` into BOS-on, so its native behaviour is the one stored on the bridge.
+    own = tokenizer is None or (holder is not None and tokenizer is getattr(holder, "tokenizer", None))
+    native = getattr(holder, NATIVE_BOS_ATTR, None) if own else None
     if native is None:
         native = native_adds_bos(tok)
     add = {"auto": bool(native), "always": True, "never": False}[pol]

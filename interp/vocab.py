@@ -51,7 +51,8 @@ class VocabProjection:
     toxic_langs. ``language_mass``: one row per language (lang, value_mass, lexicon_hits): the mean
     over vectors of the share of top-k tokens in that language, and the mean number of top-k
     tokens that are lexicon hits of that language. ``per_vector``: layer, neuron, one column per
-    language (its share), ``und``, n_languages, effective_languages, n_toxic, top_tokens.
+    language (its share), ``und``, n_languages (languages with a share of at least
+    ``N_LANGUAGES_MIN_TOKENS``/k: half a token's worth), effective_languages, n_toxic, top_tokens.
     """
 
     table: Any
@@ -103,6 +104,10 @@ def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
         return default_lexicon(), "LDNOOBW (data root)"
     except (OSError, ValueError) as e:
         return None, f"none ({e})"
+
+
+#: Tokens' worth of a vector's top-k a language needs before ``n_languages`` counts it.
+N_LANGUAGES_MIN_TOKENS = 0.5
 
 
 @torch.no_grad()
@@ -166,7 +171,10 @@ def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k:
         known = {l: v for l, v in share.items() if l != UNDETERMINED and v > 0}
         total = sum(known.values())
         entropy = -sum((v / total) * math.log(v / total) for v in known.values()) if total else 0.0
-        per_vector.append({"layer": layer, "neuron": neuron, **share, "n_languages": len(known),
+        # A language counts once it holds at least half a token's worth of the top-k (share >= 0.5/k),
+        # not any sliver a measured distribution spreads over it.
+        n_langs = sum(1 for v in known.values() if v >= N_LANGUAGES_MIN_TOKENS / kk - 1e-12)
+        per_vector.append({"layer": layer, "neuron": neuron, **share, "n_languages": n_langs,
                            "effective_languages": math.exp(entropy) if total else 0.0,
                            "n_toxic": sum(1 for r in rows[-kk:] if r["toxic"]),
                            "top_tokens": " | ".join(r["token"] for r in rows[-min(kk, 10):]),

@@ -149,6 +149,17 @@ def _fit_and_score(model: Any, train: list[Any], test: list[Any], *, solver: Sol
     return probe, out
 
 
+def _split_description(val: int, n_train: int, n_test: int, test_file: bool) -> dict[str, Any]:
+    """Return what each split is, as the paper would name it (its 90/10 is train/validation)."""
+    n = n_train + n_test
+    return {"train": n_train - val, "validation": val, "test": n_test,
+            "validation_role": ("the paper's 90/10 train/validation split of the training texts (best epoch)"
+                                if val else "none (logreg solver)"),
+            "test_role": ("the Jigsaw test split (as the paper's ROC-AUC)" if test_file else
+                          f"extra held-out split ({n_test}/{n} texts), not in the paper: give a Jigsaw test "
+                          "CSV (probe.jigsaw_test_path) for the paper's test set")}
+
+
 def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | os.PathLike[str] | None = None,
                 jigsaw_path: str | os.PathLike[str] | None = None, solver: Solver = "paper",
                 layer: int | None = None, pooling: Pooling = "mean", max_examples: int | None = None,
@@ -158,9 +169,10 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                 ) -> tuple[ToxicityProbe, dict[str, Any]]:
     """Return (fitted probe, metrics) for an English toxicity probe on ``model``'s features.
 
-    Metrics hold ``train``, ``val`` (paper solver's validation split) and ``test`` (a held-out
-    ``test_fraction`` of the data, split by paraphrase group; the paper's 90/10 split is
-    ``test_fraction=0.1`` over the full train file) each as accuracy/roc_auc/f1/n. With
+    Metrics hold ``train``, ``val`` (the paper solver's validation split: the paper's 90/10
+    train/validation split of the training texts) and ``test`` (without ``test_path``: an *extra*
+    held-out ``test_fraction`` of the data, split by paraphrase group, which the paper does not
+    have) each as accuracy/roc_auc/f1/n; ``split`` says what each split is. With
     ``test_path`` (a Jigsaw test CSV, see :func:`load_jigsaw_test`) the whole data set trains and
     ``test`` is that file, as the paper's ROC-AUC on the Jigsaw test split;
     with ``random_init_baseline`` also ``random_init`` = the same recipe on a freshly
@@ -191,6 +203,8 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                  "n_test": len(test), "n_toxic": int(sum(r.label for r in train + test)),
                  "test_fraction": None if test_path is not None else test_fraction,
                  "test_source": str(test_path) if test_path is not None else "split", "max_examples": max_examples,
+                 "split": _split_description(int(metrics.get("val", {}).get("n", 0)), len(train), len(test),
+                                            test_path is not None),
                  "split_seed": seed,
                  "ids_hash": stable_hash(sorted(r.id for r in train + test))}
     metrics = {"dataset": dataset, "feature": feature_name(layer, pooling), "solver": solver, **data_info,

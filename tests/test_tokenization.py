@@ -186,5 +186,5 @@ def test_policy_is_in_every_stage_key_and_the_run_manifest(tmp_path) -> None:
         assert same == (stage == "model"), stage  # the weights do not depend on it; everything after does
     always.run(only=["model"])
     man = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert man["tokenization"] == {"bos_policy": "always"} and man["config"]["bos"] == "always"
+    assert man["tokenization"]["bos_policy"] == "always" and man["config"]["bos"] == "always"
     assert token_rule(always.base_model()).add_bos  # the loaded model carries the run's policy

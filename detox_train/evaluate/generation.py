@@ -172,7 +172,7 @@ def _manifest_path(out_path: Path) -> Path:
 
 
 def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: str | None,
-                    tokenization: Any = None) -> None:
+                    tokenization: Any = None, prompt_budget: int | None = None) -> None:
     """Refuse to resume a file written with other settings or other weights (it would mix two experiments).
 
     Models are compared by weight fingerprint (:func:`interp.loading.model_fingerprint`), never by
@@ -182,10 +182,11 @@ def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: s
     if not out_path.exists() or out_path.stat().st_size == 0:
         return
     old = read_json(mpath) if mpath.exists() else {}
+    # The tokenization rule (BOS policy, adds-BOS) and the prompt budget decide the prompt ids a row continued.
     if old.get("config") != dataclasses.asdict(settings) or to_jsonable(old.get("tokenization")) != to_jsonable(
-            tokenization):
-        raise ValueError(f"{out_path}: existing samples were generated with other settings "
-                         f"(see {mpath}); use a new --out file or delete the old one")
+            tokenization) or old.get("prompt_budget") != prompt_budget:
+        raise ValueError(f"{out_path}: existing samples were generated with other settings, tokenization rule "
+                         f"or prompt budget (see {mpath}); use a new --out file or delete the old one")
     if fingerprint is None or old.get("model_fingerprint") != fingerprint:
         why = ("this backend cannot fingerprint its weights" if fingerprint is None else
                f"they come from another model (weights fingerprint {old.get('model_fingerprint')}, "
@@ -240,17 +241,38 @@ def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]]
     return samples
 
 
-def _generate_vllm(model: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings) -> list[Sample]:
-    """vLLM backend: one request per prompt with its own seed (optional dependency)."""
+def _vllm_prompt_rule(model: Any, max_new_tokens: int) -> tuple[Any, int | None]:
+    """Return (tokenization rule, prompt token budget) of a ``vllm.LLM`` (its own HF tokenizer)."""
+    from interp.tokenization import token_rule
+
+    rule = token_rule(model, tokenizer=model.get_tokenizer())
     try:
-        from vllm import SamplingParams
-    except ImportError as e:  # pragma: no cover - optional
-        raise ImportError("backend='vllm' needs vLLM: pip install 'xdetox[vllm]' (or use backend='hf')") from e
-    params = [SamplingParams(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
-                             seed=row_seed(s.seed, p.id, 0) & 0x7FFFFFFF) for p in batch]
-    outs = model.generate([p.text for p in batch], params, use_tqdm=False)  # pragma: no cover
+        limit = int(model.llm_engine.model_config.max_model_len)
+    except (AttributeError, TypeError, ValueError):
+        limit = None
+    return rule, (None if limit is None else max(limit - max_new_tokens, 1))
+
+
+def _generate_vllm(model: Any, batch: list[Any], todo: dict[str, list[int]], s: GenerationSettings,
+                   rule: Any = None, budget: int | None = None, sampling_params: Any = None) -> list[Sample]:
+    """vLLM backend: one request per prompt with its own seed (optional dependency).
+
+    Prompts go in as token ids from the tokenization rule (BOS policy, left truncation to the
+    budget), so vLLM samples continue exactly the ids the HF backend would.
+    """
+    if sampling_params is None:
+        try:
+            from vllm import SamplingParams as sampling_params
+        except ImportError as e:  # pragma: no cover - optional
+            raise ImportError("backend='vllm' needs vLLM: pip install 'xdetox[vllm]' (or use backend='hf')") from e
+    if rule is None:
+        rule, budget = _vllm_prompt_rule(model, s.max_new_tokens)
+    params = [sampling_params(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens,
+                              seed=row_seed(s.seed, p.id, 0) & 0x7FFFFFFF) for p in batch]
+    ids, _ = rule.encode([p.text for p in batch], "prompt", max_length=budget)
+    outs = model.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
     samples = []
-    for p, o in zip(batch, outs):  # pragma: no cover
+    for p, o in zip(batch, outs):
         for j, c in enumerate(o.outputs):
             if j in todo[p.id]:
                 samples.append(Sample(p.id, normalize_language(p.lang), j, c.text, len(c.token_ids)))
@@ -301,14 +323,14 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
     extra: dict[str, Any] = {"model_fingerprint": fingerprint, "n_prompts": len(prompts),
                              "prompts_sha": text_sha("\n".join(f"{p.id}\t{sha[p.id]}" for p in prompts)),
                              "languages": sorted({normalize_language(p.lang) for p in prompts})}
-    rule, budget = None, None
-    if backend == "hf":
-        rule, budget = _prompt_rule(model, tokenizer, max_new_tokens)
-        _, cut = rule.encode([p.text for p in prompts], "prompt", max_length=budget)
-        # Prompts longer than the context keep their end (what generation continues); say how many.
-        extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
-                     truncated_prompt_ids=[prompts[i].id for i in cut])
-    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"))
+    # Both backends encode prompts by the one rule (vLLM gets token ids).
+    rule, budget = (_prompt_rule(model, tokenizer, max_new_tokens) if backend == "hf"
+                    else _vllm_prompt_rule(model, max_new_tokens))
+    _, cut = rule.encode([p.text for p in prompts], "prompt", max_length=budget)
+    # Prompts longer than the context keep their end (what generation continues); say how many.
+    extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
+                 truncated_prompt_ids=[prompts[i].id for i in cut])
+    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"), extra.get("prompt_budget"))
     write_json(_manifest_path(out_path), make_manifest(
         kind="eval-samples", config=settings, seed=seed, model_id=mid, extra=extra))
 
@@ -334,7 +356,7 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
                 with activate(model):  # a ModelView toggles its adapter for the call
                     new = _generate_hf(hf, tok, batch, todo, settings, rule, budget)
             else:
-                new = _generate_vllm(model, batch, todo, settings)
+                new = _generate_vllm(model, batch, todo, settings, rule, budget)
             rows = [{**dataclasses.asdict(x), "prompt_sha": sha[x.prompt_id]} for x in new]
             app.write_many(rows)
             for x, row in zip(new, rows):
