@@ -78,6 +78,10 @@ class UnknownStageError(ConfigError):
     """A stage name given to --from/--only/--force does not exist."""
 
 
+class StaleStageError(ConfigError):
+    """A stage that ``--only`` would reuse was built under another key than the current one."""
+
+
 class RunDirLockedError(ValueError):
     """Another process is running the pipeline in the same run directory."""
 
@@ -236,12 +240,17 @@ class Pipeline:
         return data
 
     def _key_of(self, name: str) -> str:
+        """Return the key of stage ``name`` as this run uses it: refuse a stored stage of another key."""
         if name in self.results:
             return self.results[name].key
+        key = self.stage_key(name)
         data = self._marker(name)
-        if data is not None:
-            return str(data["key"])
-        return self.stage_key(name)
+        if data is not None and data["key"] != key:
+            raise StaleStageError(
+                f"stage {name!r} in {self.run_dir / 'stages' / name} was built from another config, data or "
+                f"upstream stage than this run's; rerun it (add {name} to --only, or run without --only) before "
+                "the stages that use it")
+        return key
 
     def _done(self, name: str, key: str) -> StageResult | None:
         data = self._marker(name)

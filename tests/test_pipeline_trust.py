@@ -253,3 +253,29 @@ def test_metrics_refuse_samples_outside_the_requested_prompt_set(preset_runs, tm
         f.write(json.dumps({**row, "prompt_id": "rtplx:en:999999"}) + "\n")
     with pytest.raises(ValueError, match="not the .* requested prompts"):
         _run(_cfg(), run_dir, only=["metrics"], force=["metrics"])
+
+
+# ----------------------------------------------------------------------------- --only and stale upstream stages
+def test_only_refuses_an_upstream_stage_of_another_config(tmp_path: Path) -> None:
+    """--only never reuses a dependency built from an older config: its stored key must be its current key."""
+    from interp.cli import main
+    from interp.pipeline import StaleStageError
+    from interp.artifacts import write_json
+
+    run_dir = tmp_path / "run"
+    old, new = _cfg(), _cfg(**{"probe.test_fraction": 0.1})
+    marker = run_dir / "stages" / "probe" / "stage.json"
+    marker.parent.mkdir(parents=True)
+    write_json(marker, {"key": Pipeline(old, run_dir).stage_key("probe"), "summary": "old", "outputs": {},
+                        "produced": None})
+    neurons_old = Pipeline(old, run_dir).stage_key("neurons")  # the stored probe matches: accepted
+    assert Pipeline(old, run_dir)._key_of("probe") == Pipeline(old, tmp_path / "empty").stage_key("probe")
+    with pytest.raises(StaleStageError, match="stage 'probe' .* another config"):
+        Pipeline(new, run_dir).stage_key("neurons")
+    with pytest.raises(StaleStageError):
+        _run(new, run_dir, only=["neurons"])
+    assert not (run_dir / "stages" / "neurons").exists()  # refused before the stage began
+    # The CLI: one clear line, exit 2 (no stage runs, so this is cheap).
+    assert main(["run", "--preset", "smoke", "--set", "probe.test_fraction=0.1", "--run-dir", str(run_dir),
+                 "--only", "neurons", "--no-progress"]) == 2
+    assert neurons_old != Pipeline(new, tmp_path / "empty").stage_key("neurons")
