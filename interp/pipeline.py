@@ -71,6 +71,10 @@ NOT_READ: dict[str, tuple[str, ...]] = {
     "generate": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot", "evaluation.scorer",
                  "evaluation.scorer_options"),
     "score": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot"),
+    # The sweep reads only the scorer from `evaluation` (its prompts, tokens and decoding are its own).
+    "intervention": tuple(f"evaluation.{f}" for f in ("prompt_split", "n_prompts", "k", "max_new_tokens",
+                                                      "temperature", "top_p", "batch_size", "perplexity",
+                                                      "judge", "n_boot")),
 }
 
 

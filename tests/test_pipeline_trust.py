@@ -279,3 +279,16 @@ def test_only_refuses_an_upstream_stage_of_another_config(tmp_path: Path) -> Non
     assert main(["run", "--preset", "smoke", "--set", "probe.test_fraction=0.1", "--run-dir", str(run_dir),
                  "--only", "neurons", "--no-progress"]) == 2
     assert neurons_old != Pipeline(new, tmp_path / "empty").stage_key("neurons")
+
+
+def test_intervention_key_ignores_the_metrics_only_evaluation_fields(tmp_path: Path) -> None:
+    """The costly sweep reruns for a new scorer, never for a new judge, n_boot or sampling setting."""
+    def key(**o) -> str:
+        return Pipeline(_cfg(**o), tmp_path).stage_key("intervention")
+
+    base = key()
+    same = {"evaluation.judge": "/some/judge", "evaluation.n_boot": 7, "evaluation.k": 3,
+            "evaluation.n_prompts": 2, "evaluation.temperature": 0.5, "evaluation.perplexity": False}
+    assert key(**same) == base
+    assert key(**{"evaluation.scorer": "lexicon" if _cfg().evaluation.scorer != "lexicon" else "e5"}) != base
+    assert key(**{"intervention.n_prompts": _cfg().intervention.n_prompts + 1}) != base
