@@ -540,6 +540,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             trainer.accelerator.wait_for_everyone()
             if trainer.is_world_process_zero():
                 _clear_run(out)
+            trainer.accelerator.wait_for_everyone()  # no rank reads or writes `out` while rank 0 clears it
             ckpt = None
     main = trainer.is_world_process_zero()
     if main:

@@ -174,6 +174,36 @@ def test_dpo_checkpoint_resumes_only_into_the_run_that_wrote_it(tmp_path, heldou
     assert json.loads((again / "manifest.json").read_text())["resumed_from"] == "checkpoint-2"
 
 
+def test_dpo_restart_clears_the_old_run_between_two_barriers(tmp_path, heldout, monkeypatch) -> None:
+    """Multi-GPU: every rank waits before rank 0 deletes the old checkpoints, and again after it."""
+    import accelerate
+
+    import detox_train.dpo as dpo
+    from tiny_models import save_tiny
+
+    model_dir = save_tiny("gpt2", tmp_path / "base")
+    kw = dict(heldout_source=str(heldout), heldout_texts=1)
+    run = tmp_path / "run"
+    dpo.train_dpo(_cfg(model_dir, run, **kw), pairs=_pairs())
+    events: list[str] = []
+    clear, wait = dpo._clear_run, accelerate.Accelerator.wait_for_everyone
+    monkeypatch.setattr(dpo, "_clear_run", lambda out: (events.append("clear"), clear(out))[1])
+    monkeypatch.setattr(accelerate.Accelerator, "wait_for_everyone",
+                        lambda self: (events.append("wait"), wait(self))[1])
+    import trl
+
+    real_train = trl.DPOTrainer.train
+
+    def train(self, *a, **k):
+        events.append("train")
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(trl.DPOTrainer, "train", train)
+    dpo.train_dpo(_cfg(model_dir, run, learning_rate=5e-2, **kw), pairs=_pairs(), resume=True, on_mismatch="restart")
+    i = events.index("clear")
+    assert events[i - 1] == "wait" and events[i + 1] == "wait" and events.index("train") > i + 1, events
+
+
 # ----------------------------------------------------------------------------- DPO long prompts
 def _paper_keep_end(tok, prompt: str, chosen: str, rejected: str, max_length: int, max_prompt_length: int):
     """Oracle on token ids: paper-era TRL tokenize_row with truncation_mode="keep_end" (prompt with its
