@@ -395,6 +395,35 @@ def tree_fingerprint(root: str | os.PathLike[str], n: int = 16, *, content: bool
     return stable_hash(sorted(entries), n=n)
 
 
+def path_identity(value: str | os.PathLike[str] | None) -> Any:
+    """Return what a path-valued setting points at, for stage keys (None when it names no local path).
+
+    A file: its size, mtime and sha256 (memoised per process by path, size and mtime). A folder (model
+    weights): the (name, size, mtime) of its files, cheap for GBs of weights. A name that is no local
+    path (an HF hub model) is looked up in the HF cache: the snapshot commit it resolves to, if cached.
+    """
+    if value is None or value == "":
+        return None
+    p = Path(value).expanduser()
+    if p.is_file():
+        st = p.stat()
+        memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if memo not in _TREE_MEMO:
+            _TREE_MEMO[memo] = file_sha256(p, n=None)
+        return {"file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _TREE_MEMO[memo]}
+    if p.is_dir():
+        return {"dir": p.name, "stat": tree_fingerprint(p, content=False)}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(str(value), "config.json")
+    except Exception:  # not a valid repo id either: a plain name such as 'base' or 'paradetox'
+        return None
+    if isinstance(hit, str):  # .../snapshots/<commit>/config.json
+        return {"hub_snapshot": Path(hit).parent.name}
+    return None
+
+
 def package_versions() -> dict[str, str]:
     """Return versions of the packages that determine results."""
     out: dict[str, str] = {"python": platform.python_version()}

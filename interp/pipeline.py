@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from interp.artifacts import (InputError, file_sha256, read_json, stable_hash, tree_fingerprint, write_csv,
-                             write_json, write_manifest)
+from interp.artifacts import (InputError, file_sha256, path_identity, read_json, stable_hash, tree_fingerprint,
+                             write_csv, write_json, write_manifest)
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
 from interp.tokenization import set_bos_policy
@@ -75,6 +75,16 @@ NOT_READ: dict[str, tuple[str, ...]] = {
     "intervention": tuple(f"evaluation.{f}" for f in ("prompt_split", "n_prompts", "k", "max_new_tokens",
                                                       "temperature", "top_p", "batch_size", "perplexity",
                                                       "judge", "n_boot")),
+}
+
+
+# Path-valued fields each stage reads: their key holds what the path points at (see path_identity),
+# not only the path string, so new weights or an edited file at the same path rerun the stage.
+PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("model.name", "model.adapter"),
+    "probe": ("probe.jigsaw_path", "probe.jigsaw_test_path"),
+    "dpo": ("dpo.overrides.pairs", "dpo.overrides.heldout_source"),
+    "metrics": ("evaluation.judge",),
 }
 
 
@@ -132,6 +142,14 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     if not files:
         raise FileNotFoundError(f"{d}: no weights (*.safetensors) to fingerprint")
     return stable_hash([[p.name, file_sha256(p, n=None)] for p in files])
+
+
+def _field(cfg: dict[str, Any], dotted: str) -> Any:
+    """Return the value at a dotted path of a config dict (None where absent)."""
+    cur: Any = cfg
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
 
 
 def _default_names() -> tuple[str, ...]:
@@ -199,6 +217,8 @@ class Pipeline:
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
             parts["default_model"] = resolve_preset(self.config.model.default_preset)[2].name
+        parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
+                           if isinstance(v := _field(cfg, f), str)}
         parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name] if self.selected(d)}
         if self.config.stages is not None:
             parts["stages"] = list(self.config.stages)

@@ -292,3 +292,37 @@ def test_intervention_key_ignores_the_metrics_only_evaluation_fields(tmp_path: P
     assert key(**same) == base
     assert key(**{"evaluation.scorer": "lexicon" if _cfg().evaluation.scorer != "lexicon" else "e5"}) != base
     assert key(**{"intervention.n_prompts": _cfg().intervention.n_prompts + 1}) != base
+
+
+def test_path_valued_inputs_key_by_what_they_point_at(tmp_path: Path) -> None:
+    """New weights or an edited file at the same path change the key of the stage that reads it."""
+    import time
+
+    from tiny_models import save_tiny
+
+    model_dir, judge_dir = save_tiny("gpt2", tmp_path / "m"), save_tiny("gpt2", tmp_path / "j")
+    jig, pairs = tmp_path / "train.csv", tmp_path / "pairs.jsonl"
+    jig.write_text("id,comment_text,toxic\n1,hello,0\n")
+    pairs.write_text('{"id": "a", "prompt": "", "chosen": "x", "rejected": "y"}\n')
+    cfg = _cfg(**{"model.name": str(model_dir), "probe.jigsaw_path": str(jig), "evaluation.judge": str(judge_dir),
+                  "dpo.overrides": {"pairs": str(pairs)}})
+
+    def keys() -> dict[str, str]:
+        pipe = Pipeline(cfg, tmp_path / "run")
+        return {s: pipe.stage_key(s) for s in ("model", "probe", "dpo", "metrics")}
+
+    k0 = keys()
+    assert keys() == k0  # stable while nothing changes
+    time.sleep(0.01)
+    save_tiny("gpt2", model_dir, seed=1)  # other weights, same path
+    k1 = keys()
+    assert k1["model"] != k0["model"]
+    jig.write_text("id,comment_text,toxic\n1,hello,1\n")  # same size, other content
+    k2 = keys()
+    assert k2["probe"] != k1["probe"] and k2["model"] == k1["model"]
+    pairs.write_text('{"id": "a", "prompt": "", "chosen": "z", "rejected": "y"}\n')
+    k3 = keys()
+    assert k3["dpo"] != k2["dpo"] and k3["probe"] == k2["probe"]
+    save_tiny("gpt2", judge_dir, seed=2)
+    k4 = keys()
+    assert k4["metrics"] != k3["metrics"] and k4["dpo"] == k3["dpo"]
