@@ -216,7 +216,7 @@ class Pipeline:
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
-            parts["default_model"] = resolve_preset(self.config.model.default_preset)[2].name
+            parts["default_model"] = resolve_preset(self.config.model.default_preset, self.config.data_root)[2].name
         parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
                            if isinstance(v := _field(cfg, f), str)}
         parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name] if self.selected(d)}

