@@ -264,10 +264,11 @@ def test_only_refuses_an_upstream_stage_of_another_config(tmp_path: Path) -> Non
 
     run_dir = tmp_path / "run"
     old, new = _cfg(), _cfg(**{"probe.test_fraction": 0.1})
-    marker = run_dir / "stages" / "probe" / "stage.json"
-    marker.parent.mkdir(parents=True)
-    write_json(marker, {"key": Pipeline(old, run_dir).stage_key("probe"), "summary": "old", "outputs": {},
-                        "produced": None})
+    for stage in ("model", "probe"):  # both built under the old config (the model's key is the same in both)
+        marker = run_dir / "stages" / stage / "stage.json"
+        marker.parent.mkdir(parents=True)
+        write_json(marker, {"key": Pipeline(old, run_dir).stage_key(stage), "summary": "old", "outputs": {},
+                            "produced": None})
     neurons_old = Pipeline(old, run_dir).stage_key("neurons")  # the stored probe matches: accepted
     assert Pipeline(old, run_dir)._key_of("probe") == Pipeline(old, tmp_path / "empty").stage_key("probe")
     with pytest.raises(StaleStageError, match="stage 'probe' .* another config"):
