@@ -61,9 +61,11 @@ class DPOTrainConfig:
         "help": "maximum prompt length in TOKENS (the paper's limit; TRL 1.16 has no such option, so it is "
                 "applied here: see long_prompts)"})
     long_prompts: Literal["drop", "truncate_left"] = field(default="drop", metadata={
-        "help": "prompts over max_prompt_length: 'drop' the pair (see drop_long), or 'truncate_left' = keep "
-                "the prompt's last max_prompt_length tokens, as the paper's TRL did (truncation_mode keep_end); "
-                "the manifest counts both (n_pairs.dropped_prompt_too_long, n_pairs.prompt_truncated_left)"})
+        "help": "prompts over max_prompt_length: 'drop' the pair (see drop_long), or 'truncate_left' = the "
+                "paper-era TRL keep_end rule: only when prompt + longer response (+EOS) exceeds max_length, keep "
+                "the prompt's last max_prompt_length tokens (its BOS counted inside), then cut the responses to "
+                "max_length - max_prompt_length; the manifest counts each (n_pairs.dropped_prompt_too_long, "
+                "n_pairs.prompt_truncated_left, n_pairs.response_truncated)"})
     drop_long: bool = field(default=True, metadata={
         "help": "true: drop pairs over the token limits and report the count; false: stop with an error "
                 "naming the first offending pair"})

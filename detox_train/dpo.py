@@ -139,12 +139,12 @@ def prepare_pairs(pairs: Sequence[PreferencePair], tokenizer: Any, config: DPOTr
     """Return (train, eval, filter report): validated, subsampled, token-filtered and split pairs."""
     pairs = validate_pairs(list(pairs), where=f"pairs ({config.pairs})")
     pairs = subsample(pairs, config.max_pairs, config.seed)
-    n_cut = 0
+    n_cut = n_resp = 0
     if config.long_prompts == "truncate_left":
-        pairs, n_cut = truncate_prompts_left(pairs, tokenizer, config.max_prompt_length)
+        pairs, n_cut, n_resp = truncate_prompts_left(pairs, tokenizer, config.max_prompt_length, config.max_length)
     kept, report = filter_pairs_by_tokens(pairs, tokenizer, config.max_length, config.max_prompt_length,
-                                          drop=config.drop_long)
-    report.n_prompt_truncated = n_cut
+                                          drop=config.drop_long, check_prompt=config.long_prompts != "truncate_left")
+    report.n_prompt_truncated, report.n_response_truncated = n_cut, n_resp
     if not kept:
         raise ValueError(f"all {report.n_in} pairs exceed the token limits (max_prompt_length="
                          f"{config.max_prompt_length}, max_length={config.max_length}); raise them")
@@ -540,6 +540,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             trainer.accelerator.wait_for_everyone()
             if trainer.is_world_process_zero():
                 _clear_run(out)
+            trainer.accelerator.wait_for_everyone()  # no rank reads or writes `out` while rank 0 clears it
             ckpt = None
     main = trainer.is_world_process_zero()
     if main:
@@ -576,6 +577,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
                 "n_pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "in": report.n_in,
                             "dropped_prompt_too_long": report.n_prompt_too_long,
                             "prompt_truncated_left": report.n_prompt_truncated,
+                            "response_truncated": report.n_response_truncated,
                             "long_prompts": config.long_prompts,
                             "dropped_too_long": report.n_too_long},
                 "trainable_parameters": n_train,

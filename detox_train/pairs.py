@@ -176,6 +176,7 @@ class FilterReport:
     max_prompt_length: int
     dropped_ids: list[str] = field(default_factory=list)
     n_prompt_truncated: int = 0  # prompts cut from the left to max_prompt_length before filtering
+    n_response_truncated: int = 0  # pairs whose responses were cut to max_length - max_prompt_length
 
     @property
     def n_dropped(self) -> int:
@@ -202,42 +203,95 @@ def _n_tokens(tokenizer: Any, texts: list[str], *, specials: bool = False) -> li
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=specials)["input_ids"]]
 
 
-def truncate_prompts_left(pairs: Sequence[PreferencePair], tokenizer: Any, max_prompt_length: int
-                          ) -> tuple[list[PreferencePair], int]:
-    """Return (pairs, n truncated): prompts over ``max_prompt_length`` tokens keep only their end.
+def truncate_prompts_left(pairs: Sequence[PreferencePair], tokenizer: Any, max_prompt_length: int,
+                          max_length: int | None = None) -> tuple[list[PreferencePair], int, int]:
+    """Return (pairs, n prompts cut, n pairs whose responses were cut): the paper-era TRL ``keep_end`` rule.
 
-    This is what the paper's TRL did (``truncation_mode="keep_end"``): the prompt's last tokens
-    lead into the completion, so they are the ones to keep. The cut is made in the text at the
-    start of a token (offset mapping), so no character is split, and re-counted until the kept
-    suffix fits (a re-tokenised suffix can merge differently at its first token).
+    The paper's TRL (0.8-0.9 ``DPOTrainer.tokenize_row``, ``truncation_mode="keep_end"``) did this per pair,
+    with lengths in tokens as TRL tokenizes them (the prompt with its specials, each response + EOS):
+    only when prompt + the longer response exceeds ``max_length``, keep the prompt's last
+    ``max_prompt_length`` tokens; if the pair is still too long, cut both responses to their first
+    ``max_length - max_prompt_length`` tokens. A long prompt whose pair fits is kept whole.
+    (TRL 1.16's ``keep_end`` is something else: it cuts the joined sequence from the left, responses
+    included, and is deprecated.) Differences, by design: the prompt's specials (a BOS) are kept and
+    counted inside ``max_prompt_length`` (the old TRL cut a leading BOS off), and a cut response keeps
+    its EOS inside the budget. Cuts are made in the text at token starts (offset mapping), so no
+    character is split, and re-counted until the pair fits (re-tokenised text can merge differently).
+    ``max_length=None`` cuts every prompt over ``max_prompt_length`` (no response cut).
     """
     pairs = list(pairs)
     out: list[PreferencePair] = []
-    n_cut = 0
-    for p, n in zip(pairs, _n_tokens(tokenizer, [p.prompt for p in pairs])):
-        if n <= max_prompt_length:
+    n_cut = n_resp = 0
+    if not pairs:
+        return out, 0, 0
+
+    def n_head(prompt: str) -> int:
+        return _n_tokens(tokenizer, [dpo_prompt_text(prompt, tokenizer)], specials=True)[0]
+
+    def n_resp_eos(prompt: str, resp: str) -> int:  # the response's tokens in context, + the EOS TRL appends
+        head = dpo_prompt_text(prompt, tokenizer)
+        return _n_tokens(tokenizer, [head + resp], specials=True)[0] - n_head(prompt) + 1
+
+    def too_long(p: PreferencePair) -> bool:
+        if max_length is None:
+            return n_head(p.prompt) > max_prompt_length
+        return n_head(p.prompt) + max(n_resp_eos(p.prompt, p.chosen), n_resp_eos(p.prompt, p.rejected)) > max_length
+
+    for p in pairs:
+        if not too_long(p):
             out.append(p)
             continue
-        enc = tokenizer(p.prompt, add_special_tokens=False, return_offsets_mapping=True)
-        starts = [a for a, _ in enc["offset_mapping"]]
-        i = len(starts) - max_prompt_length
-        text = p.prompt[starts[i]:]
-        while i < len(starts) - 1 and _n_tokens(tokenizer, [text])[0] > max_prompt_length:
-            i += 1
+        if n_head(p.prompt) > max_prompt_length:
+            enc = tokenizer(p.prompt, add_special_tokens=False, return_offsets_mapping=True)
+            starts = [a for a, _ in enc["offset_mapping"]]
+            n_special = n_head(p.prompt) - len(starts)
+            if max_prompt_length - n_special < 1:
+                raise ValueError(f"max_prompt_length={max_prompt_length} leaves no room for a prompt token after "
+                                 f"the tokenizer's {n_special} special token(s); raise it")
+            i = max(0, len(starts) - (max_prompt_length - n_special))
             text = p.prompt[starts[i]:]
-        out.append(dataclasses.replace(p, prompt=text))
-        n_cut += 1
-    return out, n_cut
+            while i < len(starts) - 1 and n_head(text) > max_prompt_length:
+                i += 1
+                text = p.prompt[starts[i]:]
+            p = dataclasses.replace(p, prompt=text)
+            n_cut += 1
+        if max_length is not None and too_long(p):
+            budget = max_length - max_prompt_length - 1  # response tokens; + EOS = max_length - max_prompt_length
+            if budget < 1:
+                raise ValueError(f"max_length={max_length} leaves no room for a response after "
+                                 f"max_prompt_length={max_prompt_length}; raise max_length")
+            p = dataclasses.replace(p, chosen=_keep_start(tokenizer, p.prompt, p.chosen, budget),
+                                    rejected=_keep_start(tokenizer, p.prompt, p.rejected, budget))
+            n_resp += 1
+        out.append(p)
+    return out, n_cut, n_resp
+
+
+def _keep_start(tokenizer: Any, prompt: str, resp: str, budget: int) -> str:
+    """Return the longest token-start prefix of ``resp`` with at most ``budget`` tokens after the prompt."""
+    head = dpo_prompt_text(prompt, tokenizer)
+    n0 = _n_tokens(tokenizer, [head], specials=True)[0]
+    enc = tokenizer(resp, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [a for a, _ in enc["offset_mapping"]]
+    if len(starts) <= budget:
+        return resp
+    j = budget
+    text = resp[:starts[j]]
+    while j > 1 and _n_tokens(tokenizer, [head + text], specials=True)[0] - n0 > budget:
+        j -= 1
+        text = resp[:starts[j]]
+    return text
 
 
 def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_length: int,
-                           max_prompt_length: int, *, drop: bool = True,
+                           max_prompt_length: int, *, drop: bool = True, check_prompt: bool = True,
                            ) -> tuple[list[PreferencePair], FilterReport]:
     """Return (kept pairs, report): lengths are counted in TOKENS of ``tokenizer``, never characters.
 
     A pair is dropped when its prompt has more than ``max_prompt_length`` tokens, or when prompt +
     chosen or prompt + rejected (+1 for the EOS the trainer appends) exceeds ``max_length``. With
-    ``drop=False`` the first such pair raises a ValueError naming it instead.
+    ``drop=False`` the first such pair raises a ValueError naming it instead. ``check_prompt=False``
+    skips the prompt limit (after :func:`truncate_prompts_left`, a long prompt whose pair fits stays whole).
     """
     pairs = list(pairs)
     # Count exactly what TRL will tokenize: its prompt text (an empty prompt is the start token)
@@ -250,7 +304,7 @@ def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_
     kept: list[PreferencePair] = []
     rep = FilterReport(len(pairs), 0, 0, 0, max_length, max_prompt_length)
     for p, np_, nc, nr in zip(pairs, n_prompt, n_full_c, n_full_r):
-        if np_ > max_prompt_length:
+        if check_prompt and np_ > max_prompt_length:
             if not drop:
                 raise ValueError(f"{_where(p)}: prompt has {np_} tokens, more than max_prompt_length="
                                  f"{max_prompt_length}; shorten it, raise max_prompt_length, or set drop_long")

@@ -362,7 +362,47 @@ def file_sha256(path: str | os.PathLike[str], n: int | None = 16) -> str:
     return h.hexdigest()[:n] if n else h.hexdigest()
 
 
-_TREE_MEMO: dict[tuple[str, int, int], str] = {}
+_TREE_MEMO: dict[tuple[str, int, int, int], str] = {}  # (resolved path, size, mtime_ns, ctime_ns) -> sha256
+_DISK_MEMO = {"loaded": False, "dirty": False}
+
+
+def _memo_path() -> Path:
+    from interp.paths import cache_dir
+
+    return cache_dir("file-hashes") / "sha256.json"
+
+
+def _file_sha(path: Path, st: os.stat_result) -> str:
+    """Return the sha256 of ``path``, memoised by (path, size, mtime, ctime) in-process and on disk.
+
+    The disk memo (``<cache>/file-hashes/sha256.json``, written by :func:`_save_file_memo`) makes a
+    rerun's data-root fingerprint a walk of ``stat`` calls instead of reading every byte again; any
+    write to a file changes its ctime, so an edited file is always hashed afresh.
+    """
+    if not _DISK_MEMO["loaded"]:
+        _DISK_MEMO["loaded"] = True
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            for p, size, mtime, ctime, sha in json.loads(_memo_path().read_text(encoding="utf-8")):
+                _TREE_MEMO.setdefault((p, size, mtime, ctime), sha)
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo not in _TREE_MEMO:
+        _TREE_MEMO[memo] = file_sha256(path, n=None)
+        _DISK_MEMO["dirty"] = True
+    return _TREE_MEMO[memo]
+
+
+def _save_file_memo() -> None:
+    """Write the file-hash memo to the cache (atomically; a read-only cache is left alone)."""
+    if not _DISK_MEMO["dirty"]:
+        return
+    with contextlib.suppress(OSError):
+        path = _memo_path()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        latest = {k[0]: [*k, v] for k, v in _TREE_MEMO.items()}  # one entry per file: its newest state
+        rows = [r for p, r in latest.items() if os.path.exists(p)]
+        tmp.write_text(json.dumps(rows), encoding="utf-8")
+        os.replace(tmp, path)
+        _DISK_MEMO["dirty"] = False
 
 
 def tree_fingerprint(root: str | os.PathLike[str], n: int = 16, *, content: bool = True) -> str:
@@ -370,7 +410,8 @@ def tree_fingerprint(root: str | os.PathLike[str], n: int = 16, *, content: bool
 
     It names *what* the data is, not where it lives: a byte-identical copy elsewhere has the same
     fingerprint, and editing, adding or removing any file changes it. Hidden files and folders
-    (``.name``) are skipped. File hashes are memoised per process by (path, size, mtime).
+    (``.name``) are skipped. File hashes are memoised by (path, size, mtime, ctime), in-process and
+    in the cache folder (see ``_file_sha``), so a rerun reads no file it has hashed before.
     ``content=False`` hashes (path, size, mtime) instead: cheap for large system folders (gettext
     catalogs), and it errs on the side of "changed" (a copy gets new mtimes).
     """
@@ -385,14 +426,40 @@ def tree_fingerprint(root: str | os.PathLike[str], n: int = 16, *, content: bool
                 continue
             path = Path(dirpath) / name
             st = path.stat()
-            memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
             if not content:
                 entries.append((path.relative_to(root).as_posix(), f"{st.st_size}:{st.st_mtime_ns}"))
                 continue
-            if memo not in _TREE_MEMO:
-                _TREE_MEMO[memo] = file_sha256(path, n=None)
-            entries.append((path.relative_to(root).as_posix(), _TREE_MEMO[memo]))
+            entries.append((path.relative_to(root).as_posix(), _file_sha(path, st)))
+    _save_file_memo()
     return stable_hash(sorted(entries), n=n)
+
+
+def path_identity(value: str | os.PathLike[str] | None) -> Any:
+    """Return what a path-valued setting points at, for stage keys (None when it names no local path).
+
+    A file: its size, mtime and sha256 (memoised per process by path, size and mtime). A folder (model
+    weights): the (name, size, mtime) of its files, cheap for GBs of weights. A name that is no local
+    path (an HF hub model) is looked up in the HF cache: the snapshot commit it resolves to, if cached.
+    """
+    if value is None or value == "":
+        return None
+    p = Path(value).expanduser()
+    if p.is_file():
+        st = p.stat()
+        sha = _file_sha(p, st)
+        _save_file_memo()
+        return {"file": p.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+    if p.is_dir():
+        return {"dir": p.name, "stat": tree_fingerprint(p, content=False)}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(str(value), "config.json")
+    except Exception:  # not a valid repo id either: a plain name such as 'base' or 'paradetox'
+        return None
+    if isinstance(hit, str):  # .../snapshots/<commit>/config.json
+        return {"hub_snapshot": Path(hit).parent.name}
+    return None
 
 
 def package_versions() -> dict[str, str]:

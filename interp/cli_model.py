@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     data_root(args.data_root)  # a missing data root is reported even when a cached build exists
     if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
-        shutil.rmtree(resolve_preset(args.preset)[2], ignore_errors=True)
+        shutil.rmtree(resolve_preset(args.preset, args.data_root)[2], ignore_errors=True)
     directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress)
     m = read_json(directory / "manifest.json")
     print(directory)

@@ -633,12 +633,27 @@ def _build_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def resolve_preset(preset: str = "default") -> tuple[str, DefaultModelRecipe, Path]:
-    """Return (preset name, recipe, cache directory), applying ``$XDETOX_DEFAULT_PRESET`` to ``default``."""
+def data_tag(data_root: str | os.PathLike[str] | None = None) -> str:
+    """Return a fingerprint of what the corpus is built from: the data root's content and the gettext catalogs."""
+    from interp.artifacts import stable_hash, tree_fingerprint
+    from interp.paths import data_root as resolve_root
+
+    loc = Path("/usr/share/locale")  # interp.data.gettext_parallel's default folder
+    return stable_hash({"data": tree_fingerprint(resolve_root(data_root)),
+                        "gettext": tree_fingerprint(loc, content=False) if loc.is_dir() else None}, n=12)
+
+
+def resolve_preset(preset: str = "default", data_root: str | os.PathLike[str] | None = None
+                   ) -> tuple[str, DefaultModelRecipe, Path]:
+    """Return (preset name, recipe, cache directory), applying ``$XDETOX_DEFAULT_PRESET`` to ``default``.
+
+    The directory is keyed by the recipe and by the data it is trained from (:func:`data_tag`), so a
+    model built from one data root is never reused for another.
+    """
     if preset == "default" and os.environ.get(PRESET_ENV):
         preset = os.environ[PRESET_ENV]
     recipe = get_recipe(preset)
-    return preset, recipe, cache_dir("default-model") / f"{preset}-{recipe_hash(recipe)}"
+    return preset, recipe, cache_dir("default-model") / f"{preset}-{recipe_hash(recipe)}-{data_tag(data_root)}"
 
 
 def default_model_dir(preset: str = "default", data_root: str | os.PathLike[str] | None = None, *,
@@ -648,7 +663,7 @@ def default_model_dir(preset: str = "default", data_root: str | os.PathLike[str]
     ``preset="default"`` is overridden by ``$XDETOX_DEFAULT_PRESET`` when set (tests and CI use
     ``smoke``). With ``build=False`` a missing model is an error instead of a build.
     """
-    preset, recipe, directory = resolve_preset(preset)
+    preset, recipe, directory = resolve_preset(preset, data_root)
     if is_built(directory):
         return directory
     if not build:

@@ -520,6 +520,41 @@ def _canonical_parameters(root: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return out
 
 
+_SUM_CHUNK = 1 << 22  # elements summed at a time: 32 MB of float64, whatever the tensor's size
+_SUMS: dict[int, tuple[tuple[Any, ...], str]] = {}  # id(param) -> (state key, formatted sum); see _param_sum
+
+
+def _param_sum(p: torch.Tensor, flat: torch.Tensor, sample: torch.Tensor) -> str:
+    """Return the float64 sum of ``p`` as text, in chunks (no full-size copy) and memoised per parameter.
+
+    The memo holds only while the parameter is provably unchanged: same storage (``data_ptr``), same
+    autograd version counter (bumped by every in-place op on it: optimizer steps, ``copy_``,
+    ``load_state_dict``) and same first/last 64 values and ~4096 evenly spread ones (which catch
+    writes through ``.data``, which bypass the counter, as in a LoRA merge's ``weight.data += delta``).
+    Not seen: a ``.data`` write that touches none of the sampled elements; call
+    :func:`clear_fingerprint_memo` after such surgery. The entry dies with the parameter (``weakref``).
+    """
+    import weakref
+
+    spread = flat[::max(1, flat.numel() // 4096)].float().cpu()  # ~4096 elements across the whole tensor
+    key = (p.data_ptr(), flat.numel(), str(flat.dtype), str(flat.device), p._version, sample.numpy().tobytes(),
+           spread.numpy().tobytes())
+    hit = _SUMS.get(id(p))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    total = sum(float(flat[i:i + _SUM_CHUNK].to(torch.float64).sum()) for i in range(0, flat.numel(), _SUM_CHUNK))
+    text = f"{total:.6e}"
+    if id(p) not in _SUMS:
+        weakref.finalize(p, _SUMS.pop, id(p), None)
+    _SUMS[id(p)] = (key, text)
+    return text
+
+
+def clear_fingerprint_memo() -> None:
+    """Forget every memoised parameter sum (after writing weights through ``.data`` or storage)."""
+    _SUMS.clear()
+
+
 @torch.no_grad()
 def model_fingerprint(model: Any) -> str:
     """Return a short hash of the config and a sample of every parameter (cheap, weight-sensitive).
@@ -536,7 +571,7 @@ def model_fingerprint(model: Any) -> str:
         h.update(name.encode())
         h.update(str(tuple(p.shape)).encode())
         h.update(sample.numpy().tobytes())
-        h.update(f"{float(flat.float().sum()):.6e}".encode())
+        h.update(_param_sum(p, flat, sample).encode())
     if isinstance(model, ModelView):
         h.update(str(model.adapter_enabled).encode())
     return h.hexdigest()[:16]

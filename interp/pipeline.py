@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from interp.artifacts import (InputError, file_sha256, read_json, stable_hash, tree_fingerprint, write_csv,
-                             write_json, write_manifest)
+from interp.artifacts import (InputError, file_sha256, path_identity, read_json, stable_hash, tree_fingerprint,
+                             write_csv, write_json, write_manifest)
 from interp.configio import ConfigError, config_to_dict
 from interp.run_config import RunConfig
 from interp.tokenization import set_bos_policy
@@ -71,11 +71,29 @@ NOT_READ: dict[str, tuple[str, ...]] = {
     "generate": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot", "evaluation.scorer",
                  "evaluation.scorer_options"),
     "score": ("evaluation.perplexity", "evaluation.judge", "evaluation.n_boot"),
+    # The sweep reads only the scorer from `evaluation` (its prompts, tokens and decoding are its own).
+    "intervention": tuple(f"evaluation.{f}" for f in ("prompt_split", "n_prompts", "k", "max_new_tokens",
+                                                      "temperature", "top_p", "batch_size", "perplexity",
+                                                      "judge", "n_boot")),
+}
+
+
+# Path-valued fields each stage reads: their key holds what the path points at (see path_identity),
+# not only the path string, so new weights or an edited file at the same path rerun the stage.
+PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("model.name", "model.adapter"),
+    "probe": ("probe.jigsaw_path", "probe.jigsaw_test_path"),
+    "dpo": ("dpo.overrides.pairs", "dpo.overrides.heldout_source"),
+    "metrics": ("evaluation.judge",),
 }
 
 
 class UnknownStageError(ConfigError):
     """A stage name given to --from/--only/--force does not exist."""
+
+
+class StaleStageError(ConfigError):
+    """A stage that ``--only`` would reuse was built under another key than the current one."""
 
 
 class RunDirLockedError(ValueError):
@@ -124,6 +142,14 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     if not files:
         raise FileNotFoundError(f"{d}: no weights (*.safetensors) to fingerprint")
     return stable_hash([[p.name, file_sha256(p, n=None)] for p in files])
+
+
+def _field(cfg: dict[str, Any], dotted: str) -> Any:
+    """Return the value at a dotted path of a config dict (None where absent)."""
+    cur: Any = cfg
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
 
 
 def _default_names() -> tuple[str, ...]:
@@ -190,7 +216,9 @@ class Pipeline:
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
-            parts["default_model"] = resolve_preset(self.config.model.default_preset)[2].name
+            parts["default_model"] = resolve_preset(self.config.model.default_preset, self.config.data_root)[2].name
+        parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
+                           if isinstance(v := _field(cfg, f), str)}
         parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name] if self.selected(d)}
         if self.config.stages is not None:
             parts["stages"] = list(self.config.stages)
@@ -236,12 +264,17 @@ class Pipeline:
         return data
 
     def _key_of(self, name: str) -> str:
+        """Return the key of stage ``name`` as this run uses it: refuse a stored stage of another key."""
         if name in self.results:
             return self.results[name].key
+        key = self.stage_key(name)
         data = self._marker(name)
-        if data is not None:
-            return str(data["key"])
-        return self.stage_key(name)
+        if data is not None and data["key"] != key:
+            raise StaleStageError(
+                f"stage {name!r} in {self.run_dir / 'stages' / name} was built from another config, data or "
+                f"upstream stage than this run's; rerun it (add {name} to --only, or run without --only) before "
+                "the stages that use it")
+        return key
 
     def _done(self, name: str, key: str) -> StageResult | None:
         data = self._marker(name)

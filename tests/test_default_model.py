@@ -30,7 +30,9 @@ def full_corpus(data_root):
 def smoke_dir(tmp_path_factory, data_root) -> Path:
     """One smoke build per session, placed where the cache would put it."""
     root = tmp_path_factory.mktemp("xdetox_cache")
-    out = root / "default-model" / f"smoke-{recipe_hash(SMOKE)}"
+    from interp.default_model import resolve_preset
+
+    out = root / "default-model" / resolve_preset("smoke", data_root)[2].name  # recipe + data tag
     build_default_model(SMOKE, data_root, out, progress=False)
     return out
 

