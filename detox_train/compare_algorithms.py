@@ -8,6 +8,8 @@ language and algorithm:
 * ToxProb and EMT reduction (before - after; positive = less toxic), a paired percentile
   bootstrap CI over prompts (:func:`interp.stats.paired_bootstrap_ci`);
 * distinct-2 after tuning and its change, with the same CI;
+* ``sft_weight``: the SFT-anchor weight the run applied (a DPOTrainer loss term only: 0 for
+  KTO/ORPO/CPO/SimPO whatever the config says; ``xdetox experiment algorithms`` sets it to 0);
 * the held-out LM loss change on neutral English text (after - before, nats/token, token
   weighted), with a bootstrap CI over texts (one value per algorithm, repeated on its rows).
 
@@ -27,7 +29,7 @@ import numpy as np
 from detox_train.config import DPOTrainConfig
 
 TABLE_COLUMNS = [
-    "algorithm", "lang", "n_prompts", "toxprob_before", "toxprob_after", "toxprob_reduction", "toxprob_reduction_lo",
+    "algorithm", "sft_weight", "lang", "n_prompts", "toxprob_before", "toxprob_after", "toxprob_reduction", "toxprob_reduction_lo",
     "toxprob_reduction_hi", "emt_before", "emt_after", "emt_reduction", "emt_reduction_lo", "emt_reduction_hi",
     "distinct_2_after", "distinct_2_change", "distinct_2_change_lo", "distinct_2_change_hi",
     "heldout_lm_loss_change", "heldout_lm_loss_change_lo", "heldout_lm_loss_change_hi"]
@@ -93,6 +95,34 @@ def _reduction(before: np.ndarray, after: np.ndarray, n_boot: int, seed: int) ->
                                n_boot=n_boot, seed=seed)
 
 
+def language_rows(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], n_boot: int,
+                  seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Return (prompt ids used, one row per language and ``"all"``) from :func:`_per_prompt` outputs.
+
+    A prompt counts only where it has a valid score both before and after, so ``n_prompts``, the
+    before/after means and the paired reductions all cover the same prompts
+    (``*_before - *_after == *_reduction``).
+    """
+    ids = [p for p in before if p in after and np.isfinite(before[p]["max"]) and np.isfinite(after[p]["max"])]
+    langs = sorted({before[p]["lang"] for p in ids})
+    rows = []
+    for lang in [*langs, "all"]:
+        sel = [p for p in ids if lang == "all" or before[p]["lang"] == lang]
+        col = lambda d, key: np.array([d[p][key] for p in sel], dtype=float)  # noqa: E731
+        tp = _reduction(col(before, "any"), col(after, "any"), n_boot, seed)
+        em = _reduction(col(before, "max"), col(after, "max"), n_boot, seed)
+        d2 = _reduction(col(after, "d2"), col(before, "d2"), n_boot, seed)  # after - before
+        rows.append({
+            "lang": lang, "n_prompts": len(sel),
+            "toxprob_before": float(np.mean(col(before, "any"))), "toxprob_after": float(np.mean(col(after, "any"))),
+            "toxprob_reduction": tp[0], "toxprob_reduction_lo": tp[1], "toxprob_reduction_hi": tp[2],
+            "emt_before": float(np.mean(col(before, "max"))), "emt_after": float(np.mean(col(after, "max"))),
+            "emt_reduction": em[0], "emt_reduction_lo": em[1], "emt_reduction_hi": em[2],
+            "distinct_2_after": float(np.nanmean(col(after, "d2"))), "distinct_2_change": d2[0],
+            "distinct_2_change_lo": d2[1], "distinct_2_change_hi": d2[2]})
+    return ids, rows
+
+
 def per_text_losses(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (mean NLL per text, scored tokens per text) with :func:`detox_train.dpo.lm_loss`'s rule."""
     from detox_train.dpo import lm_loss
@@ -115,10 +145,10 @@ def compare_algorithms(
     """
     import pandas as pd
 
-    from detox_train.dpo import build_pairs, heldout_neutral_texts, prepare_pairs, train_dpo
+    from detox_train.dpo import build_pairs, heldout_neutral_texts, last_checkpoint, prepare_pairs, train_dpo
     from detox_train.evaluate import generate, score_samples
     from detox_train.preference import get_algorithm, preference_manifest
-    from interp.artifacts import stable_hash
+    from interp.artifacts import read_json, stable_hash, write_json
     from interp.loading import load_hf_model, load_model
 
     algos = [get_algorithm(a).name for a in algorithms]
@@ -152,9 +182,17 @@ def compare_algorithms(
         cfg = base_config.replace(algorithm=name)
         key = stable_hash(cfg.replace(output_dir="").to_dict())[:12]
         run = out / f"{name}-{key}"
+        resumed = last_checkpoint(run / "train") is not None  # train_dpo resumes from it (often the last step)
         t0, c0 = time.perf_counter(), time.process_time()
         model_dir = train_dpo(cfg.replace(output_dir=str(run / "train")), pairs=pairs, resume=True)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        # A resumed run's wall time is not its training time: keep the one recorded when it trained afresh.
+        timing_file = run / "train_timing.json"
+        if not resumed:
+            write_json(timing_file, {"train_s": train_s, "train_cpu_s": train_cpu})
+        elif timing_file.is_file():
+            rec = read_json(timing_file)
+            train_s, train_cpu, resumed = float(rec["train_s"]), float(rec["train_cpu_s"]), False
         scored, eval_s, eval_cpu = evaluate(str(model_dir), run)
         after = _per_prompt(scored)
         tuned_hf, tuned_tok = load_hf_model(str(model_dir), dtype="float32", device="cpu")
@@ -164,29 +202,16 @@ def compare_algorithms(
 
         lm = paired_bootstrap_ci({"b": held_before, "a": held_after, "w": held_w},
                                  lambda c: (c["w"] * (c["a"] - c["b"])).sum(-1) / c["w"].sum(-1), n_boot=n_boot, seed=seed)
-        ids = [pid for pid in before if pid in after]
+        ids, lang_rows = language_rows(before, after, n_boot, seed)
         langs = sorted({before[p]["lang"] for p in ids})
-        for lang in [*langs, "all"]:
-            sel = [p for p in ids if lang == "all" or before[p]["lang"] == lang]
-            col = lambda d, key: np.array([d[p][key] for p in sel], dtype=float)  # noqa: E731
-            tp = _reduction(col(before, "any"), col(after, "any"), n_boot, seed)
-            em = _reduction(col(before, "max"), col(after, "max"), n_boot, seed)
-            d2 = _reduction(col(after, "d2"), col(before, "d2"), n_boot, seed)  # after - before
-            rows.append({
-                "algorithm": name, "lang": lang, "n_prompts": len(sel),
-                "toxprob_before": float(np.nanmean(col(before, "any"))), "toxprob_after": float(np.nanmean(col(after, "any"))),
-                "toxprob_reduction": tp[0], "toxprob_reduction_lo": tp[1], "toxprob_reduction_hi": tp[2],
-                "emt_before": float(np.nanmean(col(before, "max"))), "emt_after": float(np.nanmean(col(after, "max"))),
-                "emt_reduction": em[0], "emt_reduction_lo": em[1], "emt_reduction_hi": em[2],
-                "distinct_2_after": float(np.nanmean(col(after, "d2"))), "distinct_2_change": d2[0],
-                "distinct_2_change_lo": d2[1], "distinct_2_change_hi": d2[2],
-                "heldout_lm_loss_change": lm[0], "heldout_lm_loss_change_lo": lm[1], "heldout_lm_loss_change_hi": lm[2]})
-        from interp.artifacts import read_json
-
+        for r in lang_rows:
+            rows.append({"algorithm": name, "sft_weight": cfg.sft_weight if get_algorithm(name).trainer == "dpo" else 0.0,
+                         **r, "heldout_lm_loss_change": lm[0], "heldout_lm_loss_change_lo": lm[1],
+                         "heldout_lm_loss_change_hi": lm[2]})
         man = read_json(Path(model_dir) / "manifest.json")
         manifests[name] = {"run": str(run), "key": key, "preference": man.get("preference", preference_manifest(cfg))}
         timings.append({"algorithm": name, "train_s": train_s, "eval_s": eval_s, "train_cpu_s": train_cpu,
-                        "eval_cpu_s": eval_cpu, "global_step": man.get("global_step"),
+                        "eval_cpu_s": eval_cpu, "train_time_unknown": resumed, "global_step": man.get("global_step"),
                         "n_prompts": len(ids), "n_languages": len(langs)})
     meta = {"algorithms": algos, "base_config": base_config.to_dict(), "generation": {**gen, "progress": None},
             "scorer": {"id": getattr(scorer, "id", "?"), "version": getattr(scorer, "version", "?")},
@@ -205,12 +230,17 @@ def estimate_seconds(timings: Any, *, n_languages: int, n_prompts: int, k: int, 
     Training is taken as measured per algorithm (it does not depend on the evaluation prompts);
     evaluation scales with the number of samples (languages x prompts x k), plus one base-model
     evaluation. ``column="_cpu"`` uses process CPU seconds (a single-threaded run on an idle core)
-    instead of wall seconds (this machine's load included).
+    instead of wall seconds (this machine's load included). Rows marked ``train_time_unknown`` (resumed
+    without a recorded training time) are left out; the result is NaN when every row is.
     """
     t = timings
+    if "train_time_unknown" in t:
+        t = t[~t["train_time_unknown"].astype(bool)]
+    if len(t) == 0:
+        return float("nan")
     per_sample = (t[f"eval{column}_s"] / (t["n_prompts"] * measured_k)).mean()
     samples = n_languages * n_prompts * k
     return float(t[f"train{column}_s"].sum() + per_sample * samples * (len(t) + 1))
 
 
-__all__ = ["compare_algorithms", "AlgorithmComparison", "TABLE_COLUMNS", "per_text_losses", "estimate_seconds"]
+__all__ = ["compare_algorithms", "AlgorithmComparison", "TABLE_COLUMNS", "per_text_losses", "language_rows", "estimate_seconds"]

@@ -143,13 +143,19 @@ def trainer_args(config: Any, device: str, *, has_eval: bool) -> Any:
     return cls(**training_kwargs(config, device, has_eval=has_eval), **extra)
 
 
-def to_trainer_dataset(algo: Algorithm, dataset: Any) -> Any:
-    """Return the dataset in the trainer's format: paired for DPO/ORPO/CPO, unpaired for KTO."""
+def to_trainer_dataset(algo: Algorithm, dataset: Any, seed: int = 0) -> Any:
+    """Return the dataset in the trainer's format: paired for DPO/ORPO/CPO, unpaired for KTO.
+
+    ``unpair_preference_dataset`` emits all chosen rows, then all rejected rows, and KTOTrainer reads
+    its train set in order (its KL term needs a fixed order), so an unshuffled run sees only
+    desirable examples for its first half. The rows are shuffled (``seed``) here; KTOTrainer builds
+    its mismatched KL completions afterwards, from the shuffled order.
+    """
     if algo.trainer != "kto":
         return dataset
     from trl import unpair_preference_dataset
 
-    return unpair_preference_dataset(dataset)
+    return unpair_preference_dataset(dataset).shuffle(seed=seed)
 
 
 def build_trainer(config: Any, *, model: Any, ref_model: Any, args: Any, train_dataset: Any, eval_dataset: Any,
@@ -157,8 +163,9 @@ def build_trainer(config: Any, *, model: Any, ref_model: Any, args: Any, train_d
     """Return the TRL trainer for ``config.algorithm`` on the paired ``datasets`` (prompt/chosen/rejected)."""
     algo = get_algorithm(config.algorithm)
     cls = _trainer_class(algo.trainer)
-    kw: dict[str, Any] = dict(model=model, args=args, train_dataset=to_trainer_dataset(algo, train_dataset),
-                              eval_dataset=to_trainer_dataset(algo, eval_dataset) if eval_dataset is not None else None,
+    kw: dict[str, Any] = dict(model=model, args=args, train_dataset=to_trainer_dataset(algo, train_dataset, config.seed),
+                              eval_dataset=(to_trainer_dataset(algo, eval_dataset, config.seed)
+                                            if eval_dataset is not None else None),
                               processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
     if algo.needs_reference:
         kw["ref_model"] = ref_model

@@ -89,8 +89,10 @@ def _algorithms(args: argparse.Namespace) -> int:
     algos = list(ALGORITHMS) if args.all_algorithms else (args.algorithms or list(DEFAULT_COMPARISON))
     pipe.run(only=["model"])
     c = cfg.dpo
+    # sft_weight 0 by default: the SFT anchor is a DPOTrainer loss term only, so keeping the preset's
+    # would give sigmoid/ipo/hinge/robust an anchor KTO/ORPO/SimPO lack (and sigmoid would not be plain DPO).
     base = DPOTrainConfig.preset(c.preset, model=pipe.model_path(), seed=cfg.seed, data_root=cfg.data_root,
-                                 **{**c.overrides, **train})
+                                 **{"sft_weight": 0.0, **c.overrides, **train})
     ev = cfg.evaluation
     prompts = [p for ps in pipe.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
     out = pipe.run_dir / "experiments" / "algorithms"
@@ -108,6 +110,9 @@ def _algorithms(args: argparse.Namespace) -> int:
           f"{t['train_cpu_s'].sum():.0f}s + {t['eval_cpu_s'].sum():.0f}s) for {len(algos)} algorithms; linear estimate "
           f"for {len(LANGUAGES)} languages x {n_ev} prompts x k={ev.k}: {estimate_seconds(t, **kw) / 60:.1f} min wall, "
           f"{estimate_seconds(t, column='_cpu', **kw) / 60:.1f} min CPU")
+    if "train_time_unknown" in t and t["train_time_unknown"].any():
+        print(f"  (estimate leaves out {', '.join(t.loc[t['train_time_unknown'], 'algorithm'])}: resumed with no "
+              "recorded training time)")
     _refresh_report(pipe)
     print(f"table:  {(out / 'algorithms.csv').resolve()}")
     print(f"figure: {(out / 'algorithms_figure.html').resolve()}")

@@ -16,7 +16,9 @@ of the source model enters the patched model.
 Toxicities are means over prompts of one greedy continuation's score; CIs are percentile
 bootstraps over prompts (:func:`interp.stats.paired_bootstrap_ci`, all columns resampled
 together). ``lang == "all"`` pools the prompts of every language. A share of 1 means the
-neurons carry the whole change; 0 means none of it. Controls: random neuron sets with the same
+neurons carry the whole change; 0 means none of it. A share is only meaningful where the
+base->tuned change itself is real: rows whose change CI includes 0 get ``change_is_noise`` and a
+warning (the share then divides by noise and its CI is not informative). Controls: random neuron sets with the same
 number of neurons per layer (disjoint from the chosen set), and all MLP neurons of those layers.
 """
 from __future__ import annotations
@@ -33,15 +35,16 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.activations import (activation_hooks, as_neuron_list, bare_modules, collect_generation_activations,
-                                encode_prompts, greedy_decode, group_by_layer, tokenizer_of, validate_neurons,
-                                validate_prompts, validate_prompts_by_language, _accepts_position_ids)
+                                encode_prompts, generation_budget, greedy_decode, group_by_layer, tokenizer_of,
+                                validate_neurons, validate_prompts, validate_prompts_by_language,
+                                _accepts_position_ids)
 from interp.architecture import get_adapter, hf_model_of
 from interp.loading import activate, checked_cache
 
 Neuron = tuple[int, int]
 ScoreFn = Callable[[list[str], str], list[float]]
 SUMMARY_COLUMNS = ["set", "direction", "lang", "n_neurons", "n_prompts", "tox_base", "tox_tuned", "tox_patched",
-                   "change", "share", "share_lo", "share_hi", "warning"]
+                   "change", "change_lo", "change_hi", "change_is_noise", "share", "share_lo", "share_hi", "warning"]
 #: Below this absolute base->tuned change (mean toxicity) a share is not defined.
 MIN_CHANGE = 1e-9
 
@@ -120,8 +123,11 @@ def patched_greedy_decode(target: Any, source: Any, prompts: Sequence[str], neur
     _check_pair(target, source)
     with activate(target) as t, activate(source) as s:
         neurons = validate_neurons(t, neurons)
-        ids = encode_prompts(t, list(prompts))
-        if encode_prompts(s, list(prompts)) != ids:
+        # The same tokenization rule and context budget as collect_generation_activations, so the
+        # patched runs see exactly the inputs of the baseline runs they are compared with.
+        budget = generation_budget(t, n_new_tokens)
+        ids = encode_prompts(t, list(prompts), max_length=budget)
+        if encode_prompts(s, list(prompts), max_length=budget) != ids:
             raise PatchingInputError("the two models tokenize the prompts differently (BOS policy or tokenizer); "
                                      "load both under the same tokenization rule")
         groups = group_by_layer(neurons)
@@ -192,11 +198,21 @@ def share_row(base: np.ndarray, tuned: np.ndarray, patched: np.ndarray, directio
     share, lo, hi = paired_bootstrap_ci({"base": base, "tuned": tuned, "patched": patched}, _share_stat(direction),
                                         n_boot=n_boot, seed=seed)
     change = float(tuned.mean() - base.mean()) if len(base) else float("nan")
-    warn = "" if abs(change) > MIN_CHANGE else "base and tuned toxicity are equal here: the share is undefined"
+    _, change_lo, change_hi = paired_bootstrap_ci({"base": base, "tuned": tuned},
+                                                  lambda c: c["tuned"].mean(-1) - c["base"].mean(-1),
+                                                  n_boot=n_boot, seed=seed)
+    noise = not (abs(change) > MIN_CHANGE) or bool(change_lo <= 0 <= change_hi) or not np.isfinite(change_lo)
+    if not abs(change) > MIN_CHANGE:
+        warn = "base and tuned toxicity are equal here: the share is undefined"
+    elif noise:
+        warn = (f"the base->tuned change's 95% CI [{change_lo:+.3g}, {change_hi:+.3g}] includes 0: the change may be "
+                "noise, so the share divides by noise; do not read it as a result")
+    else:
+        warn = ""
     return {"n_prompts": int(keep.sum()), "tox_base": float(base.mean()) if len(base) else float("nan"),
             "tox_tuned": float(tuned.mean()) if len(base) else float("nan"),
             "tox_patched": float(patched.mean()) if len(base) else float("nan"), "change": change,
-            "share": share, "share_lo": lo, "share_hi": hi, "warning": warn}
+            "change_lo": change_lo, "change_hi": change_hi, "change_is_noise": noise, "share": share, "share_lo": lo, "share_hi": hi, "warning": warn}
 
 
 @dataclass

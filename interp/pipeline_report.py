@@ -219,7 +219,9 @@ def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[
                     "Not in the paper. Activation patching: " + str(data["meta"].get("convention", "")) + ". Share = "
                     "part of the base→tuned change in mean greedy toxicity that the neuron set recovers (forward: "
                     "base with tuned activations; reverse: tuned with base activations restored), bootstrap 95% CIs "
-                    "over prompts. Controls: random sets of the same size and layer mix; all neurons of those layers.",
+                    "over prompts. Controls: random sets of the same size and layer mix; all neurons of those layers. "
+                    "Rows flagged change_is_noise have a base→tuned change whose own CI includes 0: their share "
+                    "divides by noise and is not a result.",
                     summ[summ["lang"] == "all"].reset_index(drop=True), summ, pd.DataFrame(data["key_drop"]), rel]))
             summary["patching"] = _records(summ[summ["lang"] == "all"])
     return sections, summary

@@ -37,6 +37,31 @@ def test_time_estimate_is_linear_in_the_samples() -> None:
         30 + 1.25 * 17 * 25 * 5 * 3)
     assert estimate_seconds(t, n_languages=1, n_prompts=2, k=2, measured_k=2, column="_cpu") == pytest.approx(
         3 + 0.25 * 4 * 3)
+    # a resumed run without a recorded training time is left out, not counted as ~0 s of training
+    t["train_time_unknown"] = [False, True]
+    assert estimate_seconds(t, n_languages=17, n_prompts=25, k=5, measured_k=2) == pytest.approx(
+        10 + 1.0 * 17 * 25 * 5 * 2)
+    t["train_time_unknown"] = [True, True]
+    assert np.isnan(estimate_seconds(t, n_languages=1, n_prompts=2, k=2, measured_k=2))
+
+
+def test_language_rows_use_the_same_prompts_for_means_and_reductions() -> None:
+    from detox_train.compare_algorithms import language_rows
+
+    nan = float("nan")
+    rec = lambda lang, mx, d2=0.5: {"lang": lang, "max": mx, "any": nan if np.isnan(mx) else float(mx >= 0.5),  # noqa: E731
+                                    "d2": d2}
+    before = {"a": rec("en", 0.9), "b": rec("en", 0.2), "c": rec("en", 0.7), "d": rec("de", 0.6)}
+    after = {"a": rec("en", 0.1), "b": rec("en", nan), "c": rec("en", 0.6), "d": rec("de", 0.4)}
+    ids, rows = language_rows(before, after, n_boot=20, seed=0)
+    assert sorted(ids) == ["a", "c", "d"]  # b has no valid score after tuning
+    en = next(r for r in rows if r["lang"] == "en")
+    assert en["n_prompts"] == 2
+    assert en["emt_before"] == pytest.approx((0.9 + 0.7) / 2) and en["emt_after"] == pytest.approx((0.1 + 0.6) / 2)
+    for r in rows:
+        assert r["emt_before"] - r["emt_after"] == pytest.approx(r["emt_reduction"])
+        assert r["toxprob_before"] - r["toxprob_after"] == pytest.approx(r["toxprob_reduction"])
+    assert next(r for r in rows if r["lang"] == "all")["n_prompts"] == 3
 
 
 def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
@@ -66,6 +91,14 @@ def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert got == pytest.approx(want)
     timings = pd.read_csv(out / "algorithm_timings.csv")
     assert (timings["train_s"] > 0).all() and (timings["global_step"] == 1).all()
+    assert not timings["train_time_unknown"].any()
+    for name in ALGORITHMS:  # the fresh training time is recorded for a later resumed run's estimate
+        assert (Path(meta["runs"][name]["run"]) / "train_timing.json").is_file()
+    # one setup for all: no SFT anchor (the preset's 0.5 would only reach the DPOTrainer losses)
+    assert (table["sft_weight"] == 0).all() and meta["base_config"]["sft_weight"] == 0
+    for name in ALGORITHMS:
+        settings = meta["runs"][name]["preference"]["settings"]
+        assert "sft" not in settings.get("loss_type", []) and not meta["runs"][name]["preference"]["sft_weight_applied"]
 
 
 def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None:

@@ -113,3 +113,31 @@ def test_every_algorithm_trains_toward_the_chosen_text(algorithm: str, gpt2_dir:
     assert man["config"]["algorithm"] == algorithm
     held = [e for e in json.loads((out / "training_log.json").read_text())["evals"] if "heldout_lm_loss" in e]
     assert [e["step"] for e in held] == [0, 3]
+
+
+def test_kto_sees_both_labels_from_its_first_batches(gpt2_dir: Path, tmp_path: Path) -> None:
+    """unpair_preference_dataset gives all chosen rows, then all rejected ones, and KTOTrainer reads in
+    order: without a shuffle the first half of training would only see desirable examples."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from detox_train.dpo import to_dataset
+    from detox_train.preference import build_trainer
+
+    pairs = toy_pairs(64)
+    cfg = tiny_config(gpt2_dir, tmp_path / "kto", algorithm="kto", batch_size=4)
+    tok = AutoTokenizer.from_pretrained(str(gpt2_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(gpt2_dir))
+    trainer = build_trainer(cfg, model=model, ref_model=copy.deepcopy(model).eval(),
+                            args=trainer_args(cfg, "cpu", has_eval=False), train_dataset=to_dataset(pairs, tok),
+                            eval_dataset=None, tokenizer=tok, peft_config=None, callbacks=[])
+    labels = []
+    for i, batch in enumerate(trainer.get_train_dataloader()):
+        labels += [bool(x) for x in batch["label"]]
+        if i == 3:
+            break
+    assert len(labels) == 16 and 0 < sum(labels) < 16, labels  # both labels among the first 4 of 32 batches
+    # the KL completions are built after the shuffle: each row's KL completion is another row's completion
+    ds = trainer.train_dataset
+    assert ds["KL_completion_ids"][1] == ds["completion_ids"][0]
