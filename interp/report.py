@@ -121,13 +121,14 @@ def _strip_plotlyjs(page: str) -> str:
 
 
 _TAG = re.compile(r"<[^<>]*>")
+_NON_ALNUM = re.compile(r"[\W_]+")
 _BASE = np.uint64(1_000_003)
 
 
 def _key(text: str) -> str:
     """Return the matching key of ``text``: casefolded letters and digits only, so whitespace, <br>,
     punctuation and line breaks a figure inserts cannot hide a prompt."""
-    return "".join(c for c in text.casefold() if c.isalnum())
+    return _NON_ALNUM.sub("", text.casefold())
 
 
 def _shingle_hashes(key: str, width: int) -> np.ndarray:
@@ -135,9 +136,12 @@ def _shingle_hashes(key: str, width: int) -> np.ndarray:
     if len(key) < width:
         return np.zeros(0, dtype=np.uint64)
     codes = np.frombuffer(key.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    powers = np.array([pow(int(_BASE), width - 1 - j, 2 ** 64) for j in range(width)], dtype=np.uint64)
+    n = len(codes) - width + 1
+    h = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        return np.lib.stride_tricks.sliding_window_view(codes, width) @ powers
+        for j in range(width):  # Horner over the window offsets: width vector ops, wrapping mod 2**64
+            h = h * _BASE + codes[j:j + n]
+    return h
 
 
 def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *, min_chars: int = 20) -> None:
@@ -157,21 +161,33 @@ def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *
     keys = [(k, t) for k, t in keys if len(t) >= min_chars]
     if not keys:
         return
-    per = [_shingle_hashes(t, min_chars) for _, t in keys]
-    owner = np.repeat(np.arange(len(keys)), [len(h) for h in per])
-    every = np.concatenate(per)
+    # All prompts' windows in one pass over their concatenation, dropping windows that cross a boundary.
+    lens = np.array([len(t) for _, t in keys])
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    allh = _shingle_hashes("".join(t for _, t in keys), min_chars)
+    owner_all = np.repeat(np.arange(len(keys)), lens)[:len(allh)]
+    ok = np.arange(len(allh)) + min_chars <= (starts + lens)[owner_all]
+    every, owner = allh[ok], owner_all[ok]
     wanted = np.unique(every)
+    table = np.zeros(1 << 25, dtype=bool)  # a 32 MB prefilter on the low hash bits: exact lookup only for its hits
+    table[(wanted & np.uint64((1 << 25) - 1)).astype(np.int64)] = True
     page = _unescape_page(_strip_plotlyjs(html))
     windows: set[str] = set()
     found = np.zeros(0, dtype=np.uint64)
     for variant in (page, _TAG.sub("", page)):
         pk = _key(variant)
         ph = _shingle_hashes(pk, min_chars)
-        hit = np.flatnonzero(np.isin(ph, wanted))
+        maybe = np.flatnonzero(table[(ph & np.uint64((1 << 25) - 1)).astype(np.int64)])
+        pos = np.minimum(np.searchsorted(wanted, ph[maybe]), len(wanted) - 1)
+        hit = maybe[wanted[pos] == ph[maybe]]
         windows.update(pk[i:i + min_chars] for i in hit.tolist())
         found = np.union1d(found, ph[hit])
     # Owners of the hit hashes, each confirmed on the text (a 64-bit hash collision names no one).
-    cand = np.unique(owner[np.isin(every, found)]).tolist() if found.size else []
+    if found.size:
+        pos = np.minimum(np.searchsorted(found, every), len(found) - 1)
+        cand = np.unique(owner[found[pos] == every]).tolist()
+    else:
+        cand = []
     hits = sorted(keys[j][0] for j in cand if any(keys[j][1][i:i + min_chars] in windows
                                                     for i in range(len(keys[j][1]) - min_chars + 1)))
     if hits:
