@@ -18,38 +18,58 @@ from typing import Any, Iterable, Iterator, Mapping
 from interp.report import PromptTextLeakError, assert_no_prompt_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-#: Output mimetypes whose content is text (images are checked by never holding text).
-_TEXT_MIMES = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json",
-               "application/vnd.plotly.v1+json", "image/svg+xml")
+#: Mimetypes a figure image can be checked through: the source it was rendered from, holding its text.
+_SOURCE_MIMES = ("application/vnd.plotly.v1+json", "image/svg+xml", "text/html", "application/json")
+#: Raster images: their text cannot be read back, so they pass only beside a checked source.
+_RASTER = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
 
 
 def output_texts(nb: Any) -> Iterator[tuple[int, str]]:
-    """Yield (cell index, text) for every textual output of every code cell: streams, rich data, errors."""
+    """Yield (cell index, text) for every output of every code cell: streams, every mimetype of rich
+    data (``application/javascript``, ``application/vnd.dataresource+json`` and any other included),
+    output metadata and errors. Raises :class:`PromptTextLeakError` for a raster image without a
+    source sibling (:data:`_SOURCE_MIMES`), since its pixels could hold text no check can read."""
     import json
+
+    def text(x: Any) -> str:
+        return x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
 
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
         for out in cell.get("outputs", []):
             kind = out.get("output_type")
+            if out.get("metadata"):
+                yield i, text(out["metadata"])
             if kind == "stream":
                 yield i, str(out.get("text", ""))
-            elif kind in ("display_data", "execute_result"):
-                for mime, data in (out.get("data") or {}).items():
-                    if mime in _TEXT_MIMES or mime.startswith("text/"):
-                        yield i, data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+            elif kind in ("display_data", "execute_result", "update_display_data"):
+                data = out.get("data") or {}
+                raster = [m for m in data if m in _RASTER or (m.startswith("image/") and m != "image/svg+xml")]
+                if raster and not any(m in data for m in _SOURCE_MIMES):
+                    raise PromptTextLeakError(
+                        f"cell {i}: a {raster[0]} output has no checkable source beside it "
+                        f"(one of {', '.join(_SOURCE_MIMES)}); save figures as plotly figures, not bare images")
+                for mime, value in data.items():
+                    if mime not in raster:
+                        yield i, text(value)
             elif kind == "error":
                 yield i, "\n".join([str(out.get("ename", "")), str(out.get("evalue", "")), *out.get("traceback", [])])
+            else:
+                yield i, text(dict(out))
 
 
 def check_notebook_outputs(nb: Any, forbidden: Mapping[str, str] | Iterable[str], *, name: str = "notebook") -> None:
     """Raise :class:`PromptTextLeakError` naming ``name`` and the cell if any output holds RTP-LX prompt text."""
     forbidden = dict(forbidden) if isinstance(forbidden, Mapping) else list(forbidden)
-    for i, text in output_texts(nb):
-        try:
-            assert_no_prompt_text(text, forbidden)
-        except PromptTextLeakError as e:
-            raise PromptTextLeakError(f"{name}, cell {i}: {e}") from None
+    try:
+        for i, text in output_texts(nb):
+            try:
+                assert_no_prompt_text(text, forbidden)
+            except PromptTextLeakError as e:
+                raise PromptTextLeakError(f"{name}, cell {i}: {e}") from None
+    except PromptTextLeakError as e:
+        raise PromptTextLeakError(str(e) if str(e).startswith(name) else f"{name}, {e}") from None
 
 
 def rtplx_texts(data_root: str | os.PathLike[str] | None = None) -> dict[str, str]:

@@ -535,6 +535,7 @@ class Pipeline:
     def stage_neurons(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.data import load_lexicons
         from interp.neurons import find_toxic_neurons
+        from interp.activations import as_neuron_list
         from interp.vocab import project_to_vocab
 
         c = self.config.neurons
@@ -555,10 +556,20 @@ class Pipeline:
                                 token_languages=tl)
         write_csv(d / "vocab_table.csv", proj.table)
         write_csv(d / "value_language_mass.csv", proj.language_mass)
+        # C2's null: random non-candidate value vectors of the same layers, projected and tagged alike.
+        from interp.vocab import random_value_vectors
+
+        null_pairs = random_value_vectors(self.base_model(), sorted({int(l) for l, _ in as_neuron_list(chosen)}),
+                                          as_neuron_list(neurons), max(10 * len(chosen), 100), seed=self.config.seed)
+        if null_pairs:
+            null = project_to_vocab(self.base_model(), null_pairs, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
+                                    token_languages=tl)
+            write_csv(d / "vocab_null.csv", null.table)
         return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
                 f"({len(filter_prompts)} English prompts)",
                 {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
                  "token_languages": self.rel(d / "token_languages.json"),
+                 **({"vocab_null": self.rel(d / "vocab_null.csv")} if (d / "vocab_null.csv").is_file() else {}),
                  "value_mass": self.rel(d / "value_language_mass.csv")})
 
     def stage_dpo(self, d: Path) -> tuple[str, dict[str, Any]]:

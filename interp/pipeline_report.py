@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from interp.artifacts import make_manifest, read_json
+from interp.artifacts import InputError, make_manifest, read_json
 
 if TYPE_CHECKING:
     from interp.pipeline import Pipeline
@@ -127,7 +127,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         "beyond_the_paper": beyond,
         "languages": cfg.languages,
         "seed": cfg.seed,
-        "model": {k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")},
+        "model": {"name": model_info["path"],
+                  **{k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")}},
         "scorer": scorer,
         "perplexity_judge": read_json(out("metrics", "judge")),
         "data_fingerprint": pipe.data_fingerprint(),
@@ -149,7 +150,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     })
     from interp.verdicts import claim_verdicts
 
-    verdicts = claim_verdicts(summary, model_name=model_info["path"])
+    verdicts = claim_verdicts(summary)  # reads summary["model"]["name"], as a recompute from summary.json does
     summary["verdicts"] = _round(verdicts.to_dict(orient="records"))
     manifest = make_manifest(kind="xdetox-report", config=cfg, seed=cfg.seed, model_id=model_info["path"])
     forbidden = {p.id: p.text for p in pipe.rtplx()}
@@ -165,17 +166,17 @@ def _verdict_inputs(pipe: "Pipeline", vocab: pd.DataFrame) -> dict[str, Any]:
     """Return the summary entries the verdicts read that no stage table holds: the paired EMT change
     (C1, from the scored samples) and the value-token counts with the vocabulary's toxic share (C2)."""
     from detox_train.evaluate import read_scored
-    from interp.data import load_lexicons
     from interp.verdicts import paired_emt_change, value_token_stats
-    from interp.vocab import vocabulary_toxic_share
 
     ev = pipe.config.evaluation
     paired = paired_emt_change(read_scored(pipe.output("score", "before")), read_scored(pipe.output("score", "after")),
                                n_boot=ev.n_boot, seed=pipe.config.seed)
-    share, n_tokens = vocabulary_toxic_share(pipe.base_model(), lexicons=load_lexicons(pipe.data_root),
-                                             seed=pipe.config.seed)
+    try:  # C2's null (random non-candidate vectors); a run from before it existed has none: C2 inconclusive
+        null = pd.read_csv(pipe.output("neurons", "vocab_null"))
+    except InputError:
+        null = None
     return {"toxicity_change_paired": _records(paired),
-            "value_tokens": value_token_stats(vocab, vocab_toxic_share=share, vocab_tokens=n_tokens)}
+            "value_tokens": value_token_stats(vocab, null, languages=pipe.config.languages, seed=pipe.config.seed)}
 
 
 def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

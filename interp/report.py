@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -119,32 +120,78 @@ def _strip_plotlyjs(page: str) -> str:
     return page.replace(get_plotlyjs(), "")
 
 
-def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *, min_chars: int = 20) -> None:
-    """Raise :class:`PromptTextLeakError` if any prompt (or its first ``min_chars`` characters) is in ``html``.
+_TAG = re.compile(r"<[^<>]*>")
+_NON_ALNUM = re.compile(r"[\W_]+")
+_BASE = np.uint64(1_000_003)
 
-    Matching ignores case, whitespace runs, HTML entities and JSON escapes, so text inside plotly
-    figure JSON and HTML tables is caught. ``texts`` may map ids to texts (the error then names
-    ids; it never repeats the text itself). Texts shorter than ``min_chars`` are not checked.
+
+def _key(text: str) -> str:
+    """Return the matching key of ``text``: casefolded letters and digits only, so whitespace, <br>,
+    punctuation and line breaks a figure inserts cannot hide a prompt."""
+    return _NON_ALNUM.sub("", text.casefold())
+
+
+def _shingle_hashes(key: str, width: int) -> np.ndarray:
+    """Return the polynomial hash (mod 2**64) of every ``width``-character window of ``key``."""
+    if len(key) < width:
+        return np.zeros(0, dtype=np.uint64)
+    codes = np.frombuffer(key.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = len(codes) - width + 1
+    h = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(width):  # Horner over the window offsets: width vector ops, wrapping mod 2**64
+            h = h * _BASE + codes[j:j + n]
+    return h
+
+
+def assert_no_prompt_text(html: str, texts: Iterable[str] | Mapping[str, str], *, min_chars: int = 20) -> None:
+    """Raise :class:`PromptTextLeakError` if any ``min_chars``-character stretch of any prompt is in ``html``.
+
+    Every window of every prompt is matched (not only its start), so a prompt's tail or a prompt
+    minus its first characters is caught too. Matching is on letters and digits only, casefolded,
+    after JSON escapes and HTML entities are decoded; the page is checked both as is (text in tag
+    attributes) and with its tags removed (text split by ``<b>``/``<br>``/``<span>``), so plotly
+    hover text and HTML tables are covered. The windows are 64-bit rolling hashes compared in one
+    vectorised pass; a hash hit is confirmed on the text. ``texts`` may map ids to texts (the error
+    then names ids; it never repeats the text). Prompts with fewer than ``min_chars`` letters and
+    digits are not checked.
     """
     items = list(texts.items()) if isinstance(texts, Mapping) else [(f"#{i}", t) for i, t in enumerate(texts)]
-    page = _unescape_page(_strip_plotlyjs(html))
-    by_prefix: dict[str, list[str]] = {}
-    for key, t in items:
-        norm = _normalize(str(t))
-        if len(norm) >= min_chars:
-            by_prefix.setdefault(norm[:min_chars], []).append(key)
-    if not by_prefix:
+    keys = [(k, _key(str(t))) for k, t in items]
+    keys = [(k, t) for k, t in keys if len(t) >= min_chars]
+    if not keys:
         return
-    hits: list[str] = []
-    # One pass over the page with fixed-width windows: cost ~ page length, not page x prompts.
-    found: set[str] = set()
-    for i in range(max(0, len(page) - min_chars + 1)):
-        window = page[i:i + min_chars]
-        if window in by_prefix and window not in found:
-            found.add(window)
-            hits.extend(by_prefix[window])
+    # All prompts' windows in one pass over their concatenation, dropping windows that cross a boundary.
+    lens = np.array([len(t) for _, t in keys])
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    allh = _shingle_hashes("".join(t for _, t in keys), min_chars)
+    owner_all = np.repeat(np.arange(len(keys)), lens)[:len(allh)]
+    ok = np.arange(len(allh)) + min_chars <= (starts + lens)[owner_all]
+    every, owner = allh[ok], owner_all[ok]
+    wanted = np.unique(every)
+    table = np.zeros(1 << 25, dtype=bool)  # a 32 MB prefilter on the low hash bits: exact lookup only for its hits
+    table[(wanted & np.uint64((1 << 25) - 1)).astype(np.int64)] = True
+    page = _unescape_page(_strip_plotlyjs(html))
+    windows: set[str] = set()
+    found = np.zeros(0, dtype=np.uint64)
+    for variant in (page, _TAG.sub("", page)):
+        pk = _key(variant)
+        ph = _shingle_hashes(pk, min_chars)
+        maybe = np.flatnonzero(table[(ph & np.uint64((1 << 25) - 1)).astype(np.int64)])
+        pos = np.minimum(np.searchsorted(wanted, ph[maybe]), len(wanted) - 1)
+        hit = maybe[wanted[pos] == ph[maybe]]
+        windows.update(pk[i:i + min_chars] for i in hit.tolist())
+        found = np.union1d(found, ph[hit])
+    # Owners of the hit hashes, each confirmed on the text (a 64-bit hash collision names no one).
+    if found.size:
+        pos = np.minimum(np.searchsorted(found, every), len(found) - 1)
+        cand = np.unique(owner[found[pos] == every]).tolist()
+    else:
+        cand = []
+    hits = sorted(keys[j][0] for j in cand if any(keys[j][1][i:i + min_chars] in windows
+                                                    for i in range(len(keys[j][1]) - min_chars + 1)))
     if hits:
-        shown = ", ".join(sorted(hits)[:10]) + (" ..." if len(hits) > 10 else "")
+        shown = ", ".join(hits[:10]) + (" ..." if len(hits) > 10 else "")
         raise PromptTextLeakError(
             f"the report contains the text of {len(hits)} RTP-LX prompt(s) ({shown}); publish only ids and "
             "aggregates: remove prompt text from every table and figure before writing the report")

@@ -2,8 +2,8 @@
 
 | claim | statement | deciding test |
 |---|---|---|
-| C1 | English DPO lowers toxicity in every language | per language, paired bootstrap 95% CI (over prompts) of the EMT change |
-| C2 | the toxic value vectors promote toxic tokens of many languages | exact binomial test of the toxic share of their top tokens against the vocabulary's, and the number of languages hit |
+| C1 | English DPO lowers toxicity in every language | per language, paired Student-t 95% CI (over prompts) of the EMT change; Holm-corrected t-tests to reject |
+| C2 | the toxic value vectors promote toxic tokens of many languages | per vector, distinct toxic top tokens vs an empirical null of random non-candidate vectors of the same layers, and the number of measured languages of those tokens |
 | C3 | the toxic keys fire on toxic prompts of many languages, and DPO lowers them everywhere | per language, base activation CI above 0; DPO and base 95% CIs disjoint |
 | C4 | the per-language toxicity reduction correlates with bilingual retrieval | Pearson r of retrieval vs the %EMT reduction, permutation p-value |
 | P | the English toxicity probe transfers to other languages | per language, ROC-AUC vs human ratings with its Hanley–McNeil 95% CI against 0.5 |
@@ -22,12 +22,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from interp.stats import empirical_pvalue, holm, mean_ci
+
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 VERDICTS: tuple[str, ...] = (HOLDS, FAILS, INCONCLUSIVE)
 #: Significance level of every deciding test (two-sided 95% CIs, p < 0.05).
 ALPHA: float = 0.05
 #: "Many languages": at least this many, and at least half of those studied.
 MANY_MIN: int = 3
+#: Fewer prompts than this in a language and its per-language test cannot decide (C1, C3): "inconclusive".
+MIN_PER_LANGUAGE: int = 10
 
 #: The paper's figures per studied model (Li, Yong, Bach 2024; ../shared/docs/METHOD.md). ``None``:
 #: the paper gives no number for that model. Table 2 EMT is the 17-language mean before -> after.
@@ -43,7 +47,7 @@ PAPER: dict[str, dict[str, Any]] = {
 }
 _PAPER_NAMES: tuple[tuple[str, str], ...] = (
     ("mgpt", "mGPT"), ("bloom-1b7", "BLOOM-1.7B"), ("bloom-7b1", "BLOOM-7.1B"), ("llama-2-7b", "Llama2-7B"),
-    ("llama-2", "Llama2-7B"), ("llama-3", "Llama3-8B"), ("meta-llama-3", "Llama3-8B"), ("aya-23", "Aya-23-8B"),
+    ("llama-3-8b", "Llama3-8B"), ("aya-23-8b", "Aya-23-8B"),
 )
 
 
@@ -82,6 +86,12 @@ def _f(x: float | None, d: int = 3) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:+.{d}f}" if x < 0 else f"{x:.{d}f}"
 
 
+def _nan(x: Any) -> float:
+    """Return ``x`` as a finite float, else NaN (0.0 stays 0.0, unlike ``_fin(x) or nan``)."""
+    v = _fin(x)
+    return math.nan if v is None else v
+
+
 def _fin(x: Any) -> float | None:
     try:
         v = float(x)
@@ -102,14 +112,15 @@ def _langs(xs: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------- C1 data: paired EMT change
 def paired_emt_change(before: Sequence[Any], after: Sequence[Any], *, n_boot: int = 1000, seed: int = 0
                       ) -> pd.DataFrame:
-    """Return per language the EMT change (after - before) with a paired bootstrap 95% CI over prompts.
+    """Return per language the EMT change (after - before) with a paired Student-t 95% CI over prompts.
 
     ``before``/``after`` are scored samples (``prompt_id``, ``lang``, ``score``, ``failed``). A
     prompt's max toxicity is taken over its valid samples; prompts are paired by id (a prompt
     lacking valid samples on either side is dropped), and the same resampled prompts are used
-    for both sides, so the CI is of the paired difference. The ``all`` row is the mean over
-    languages, its CI a bootstrap stratified by language. Columns: lang, n_prompts,
-    emt_before, emt_after, emt_change, ci_lo, ci_hi.
+    for both sides, so the CI is of the paired difference (t-interval of the per-prompt
+    differences, :func:`interp.stats.mean_ci`; ``p`` its two-sided t-test against 0). The ``all``
+    row is the mean over languages, its CI a bootstrap stratified by language. Columns: lang,
+    n_prompts, emt_before, emt_after, emt_change, ci_lo, ci_hi, p.
     """
     def maxima(samples: Sequence[Any]) -> dict[tuple[str, str], float]:
         out: dict[tuple[str, str], float] = {}
@@ -131,11 +142,10 @@ def paired_emt_change(before: Sequence[Any], after: Sequence[Any], *, n_boot: in
         xb, xa = np.array([b[k] for k in ks]), np.array([a[k] for k in ks])
         d = xa - xb
         idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-        boot = d[idx].mean(1)
-        boots.append(boot)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+        boots.append(d[idx].mean(1))
+        _, lo, hi, p = mean_ci(d, level=1 - ALPHA)  # Student-t: the percentile bootstrap is too narrow at small n
         rows.append({"lang": lang, "n_prompts": len(ks), "emt_before": float(xb.mean()), "emt_after": float(xa.mean()),
-                     "emt_change": float(d.mean()), "ci_lo": float(lo), "ci_hi": float(hi)})
+                     "emt_change": float(d.mean()), "ci_lo": float(lo), "ci_hi": float(hi), "p": float(p)})
     df = pd.DataFrame(rows)
     lo, hi = np.percentile(np.mean(boots, axis=0), [2.5, 97.5])
     mean = {"lang": "all", "n_prompts": int(df["n_prompts"].sum()), "emt_before": float(df["emt_before"].mean()),
@@ -144,10 +154,25 @@ def paired_emt_change(before: Sequence[Any], after: Sequence[Any], *, n_boot: in
     return pd.concat([df, pd.DataFrame([mean])], ignore_index=True)
 
 
-def verdict_c1(paired: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model: str = "mGPT") -> Verdict:
-    """C1 from :func:`paired_emt_change` rows: holds if every language's CI lies below 0."""
+def _scorer_name(scorer: Mapping[str, Any] | str | None) -> str:
+    """Return "name version" of a toxicity scorer identity (``{'id', 'version'}``), or "unnamed scorer"."""
+    if isinstance(scorer, Mapping):
+        name = " ".join(str(scorer[k]) for k in ("id", "version") if scorer.get(k))
+        return name or "unnamed scorer"
+    return str(scorer) if scorer else "unnamed scorer"
+
+
+def verdict_c1(paired: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model: str = "mGPT", *,
+               scorer: Mapping[str, Any] | str | None = None) -> Verdict:
+    """C1 from :func:`paired_emt_change` rows: holds if every language's CI lies below 0.
+
+    Does not hold if some language's increase is significant after Holm correction over the
+    languages (t-test p, needs the ``p`` column); a language with fewer than
+    :data:`MIN_PER_LANGUAGE` prompts makes the verdict inconclusive. The row names the scorer,
+    since the paper's EMT is Perspective's and this run's is ``scorer``'s.
+    """
     (pb, pa), pm = _paper(model, "emt")
-    paper = f"17-language mean EMT {pb:.3f} → {pa:.3f} ({pm}, Table 2)"
+    paper = f"17-language mean EMT {pb:.3f} → {pa:.3f} ({pm}, Table 2; scorer: Perspective API TOXICITY, 2024)"
     statement = "English DPO lowers toxicity in every language"
     if paired is None or not len(paired):
         return Verdict("C1", statement, paper, "–", None, None, None, 0, INCONCLUSIVE,
@@ -155,15 +180,25 @@ def verdict_c1(paired: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model:
     df = pd.DataFrame(paired)
     langs, mean = df[df["lang"] != "all"], df[df["lang"] == "all"]
     m = mean.iloc[0] if len(mean) else None
-    lowered = langs[langs["ci_hi"] < 0]["lang"].tolist()
-    not_lowered = langs[langs["ci_lo"] >= 0]["lang"].tolist()
+    small = langs[langs["n_prompts"] < MIN_PER_LANGUAGE]["lang"].tolist()
+    lowered = langs[(langs["ci_hi"] < 0) & (langs["n_prompts"] >= MIN_PER_LANGUAGE)]["lang"].tolist()
+    p = pd.to_numeric(langs["p"], errors="coerce") if "p" in langs else pd.Series(np.nan, langs.index)
+    # The family is every language: a decrease counts as p = 1 for "increase" (two-sided p otherwise).
+    p_up = np.where(langs["emt_change"].to_numpy(dtype=float) > 0, p.to_numpy(dtype=float), 1.0)
+    adj = holm(p_up)
+    not_lowered = langs["lang"][(adj < ALPHA) & (langs["n_prompts"] >= MIN_PER_LANGUAGE).to_numpy()].tolist()
     n = int(langs["n_prompts"].sum())
     run = (f"mean EMT {m['emt_before']:.3f} → {m['emt_after']:.3f}, change {_f(m['emt_change'])} "
-           f"[95% CI {_f(m['ci_lo'])}, {_f(m['ci_hi'])}]; n = {n} prompts in {len(langs)} languages") if m is not None else "–"
-    test = ("paired bootstrap 95% CI of the per-language EMT change (after − before, over prompts): "
+           f"[95% CI {_f(m['ci_lo'])}, {_f(m['ci_hi'])}]; n = {n} prompts in {len(langs)} languages; "
+           f"scorer: {_scorer_name(scorer)}") if m is not None else "–"
+    test = ("paired Student-t 95% CI of the per-language EMT change (after − before, over prompts): "
             f"below 0 in {len(lowered)}/{len(langs)} ({_langs(lowered)})")
     if not_lowered:
-        verdict, test = FAILS, test + f"; excludes any decrease in {_langs(not_lowered)}"
+        verdict = FAILS
+        test += f"; significant increase (t-test, Holm-corrected over {len(langs)} languages) in {_langs(not_lowered)}"
+    elif small:
+        verdict = INCONCLUSIVE
+        test += f"; fewer than {MIN_PER_LANGUAGE} prompts in {_langs(small)}"
     elif len(lowered) == len(langs):
         verdict = HOLDS
     else:
@@ -175,60 +210,99 @@ def verdict_c1(paired: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model:
 
 
 # ----------------------------------------------------------------------------- C2: value vectors
-def value_token_stats(vocab_table: pd.DataFrame, *, vocab_toxic_share: float | None = None,
-                      vocab_tokens: int | None = None) -> dict[str, Any]:
-    """Return the C2 counts from the long vocab table (``interp.vocab``: one row per vector and rank).
+def _per_vector_counts(table: pd.DataFrame) -> tuple[list[int], list[list[str]]]:
+    """Return, per vector of a long vocab table, its distinct toxic tokens and the distinct measured
+    languages (``lang`` column, ``und`` excluded) of those toxic tokens."""
+    if table is None or not len(table):
+        return [], []
+    toxic = table["toxic"].astype(str).str.lower().isin(("true", "1")) if "toxic" in table else pd.Series(False, table.index)
+    ident = "token_id" if "token_id" in table else "token"
+    lang = table["lang"].fillna("").astype(str) if "lang" in table else pd.Series("", table.index)
+    n_tok, langs = [], []
+    for _, g in table.assign(_t=toxic, _l=lang).groupby(["layer", "neuron"], sort=True):
+        t = g[g["_t"]]
+        n_tok.append(int(t[ident].nunique()))
+        langs.append(sorted({x for x in t["_l"] if x and x != "und"}))
+    return n_tok, langs
 
-    ``toxic_languages`` maps each language to the number of top-token slots it has a lexicon hit
-    in; ``vocab_toxic_share`` is the share of vocabulary tokens the same lexicon tags toxic (the
-    rate a random vector's top tokens would hit), measured over ``vocab_tokens`` tokens.
+
+def value_token_stats(vocab_table: pd.DataFrame, null_table: pd.DataFrame | None = None, *,
+                      languages: Sequence[str] | None = None, n_perm: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Return the C2 statistics: per kept vector, its distinct toxic top tokens and the distinct
+    *measured* languages of those tokens (the vocab table's ``lang``: P(lang | token) >= 0.5 from
+    :mod:`interp.token_languages`; ``und`` tokens count for no language), against an empirical null.
+
+    ``null_table`` is the same projection of random non-candidate value vectors from the same layers
+    (:func:`interp.vocab.random_value_vectors`). The null distribution of the kept vectors' mean
+    count is that of ``n_perm`` random sets of as many null vectors (drawn without replacement
+    where the pool allows); ``p_tokens``/``p_languages`` are one-sided empirical p-values. The
+    vector, not the top-k slot, is the unit, so a single toxic token cannot make a claim.
     """
-    df = vocab_table
-    toxic = df["toxic"].astype(str).str.lower().isin(("true", "1")) if "toxic" in df else pd.Series(False, df.index)
+    n_tok, langs = _per_vector_counts(vocab_table)
     per_lang: dict[str, int] = {}
-    for cell in df.loc[toxic, "toxic_langs"].fillna("").astype(str) if "toxic_langs" in df else []:
-        for lang in filter(None, cell.split(",")):
+    for ls in langs:
+        for lang in ls:
             per_lang[lang] = per_lang.get(lang, 0) + 1
-    n_vec = int(df.groupby(["layer", "neuron"]).ngroups) if len(df) else 0
-    return {"n_vectors": n_vec, "n_tokens": int(len(df)), "n_toxic_tokens": int(toxic.sum()),
-            "toxic_languages": dict(sorted(per_lang.items())), "vocab_toxic_share": vocab_toxic_share,
-            "vocab_tokens": vocab_tokens}
+    out: dict[str, Any] = {
+        "n_vectors": len(n_tok), "n_tokens": int(len(vocab_table)) if vocab_table is not None else 0,
+        "n_toxic_tokens": int(sum(n_tok)), "toxic_tokens_per_vector": n_tok,
+        "toxic_languages_per_vector": [len(x) for x in langs], "toxic_languages": dict(sorted(per_lang.items())),
+        "languages_studied": list(languages) if languages is not None else None,
+        "null_vectors": 0, "null_mean_toxic_tokens": None, "null_mean_languages": None,
+        "p_tokens": None, "p_languages": None, "n_perm": n_perm}
+    nt0, nl0 = _per_vector_counts(null_table) if null_table is not None else ([], [])
+    if nt0 and n_tok:
+        nt0a, nl0a = np.asarray(nt0, float), np.asarray([len(x) for x in nl0], float)
+        k, pool = len(n_tok), len(nt0)
+        rng = np.random.default_rng(seed)
+        idx = (np.argsort(rng.random((n_perm, pool)), axis=1)[:, :k] if pool >= k
+               else rng.integers(0, pool, size=(n_perm, k)))
+        out.update({"null_vectors": pool, "null_mean_toxic_tokens": float(nt0a.mean()),
+                    "null_mean_languages": float(nl0a.mean()),
+                    "p_tokens": empirical_pvalue(float(np.mean(n_tok)), nt0a[idx].mean(1)),
+                    "p_languages": empirical_pvalue(float(np.mean(out["toxic_languages_per_vector"])),
+                                                    nl0a[idx].mean(1))})
+    return out
 
 
 def verdict_c2(stats: Mapping[str, Any] | None, model: str = "mGPT") -> Verdict:
-    """C2: holds if the top tokens are toxic more often than the vocabulary (binomial p < 0.05) and the
-    toxic tokens span at least :data:`MANY_MIN` languages; does not hold if they span at most one."""
-    from scipy.stats import binomtest
-
+    """C2: holds if the kept vectors have significantly more distinct toxic top tokens than random
+    non-candidate vectors of the same layers (empirical p < 0.05) and those toxic tokens' measured
+    languages number at least :func:`_many` of the languages studied (the rule C3 uses); does not
+    hold if the excess is significant but its toxic tokens are of at most one measured language."""
     paper, pm = _paper(model, "neurons")
     paper = f"{paper} ({pm}, Tables 3/4)"
     statement = "the toxic value vectors promote toxic tokens of many languages"
-    if not stats or not stats.get("n_tokens"):
+    if not stats or not stats.get("n_vectors"):
         return Verdict("C2", statement, paper, "–", None, None, None, 0, INCONCLUSIVE,
                        "no vocabulary projection of the toxic value vectors in this run")
-    n, k = int(stats["n_tokens"]), int(stats["n_toxic_tokens"])
-    langs = [lang for lang, c in stats.get("toxic_languages", {}).items() if c > 0]
-    p0 = _fin(stats.get("vocab_toxic_share"))
-    res = binomtest(k, n, p0 if p0 is not None and 0 < p0 < 1 else 0.5, alternative="greater")
-    ci = binomtest(k, n).proportion_ci(confidence_level=1 - ALPHA, method="exact")  # two-sided Clopper–Pearson
-    run = (f"{k} of {n} top-token slots of {stats.get('n_vectors', '?')} vectors are lexicon-toxic "
-           f"({k / n:.1%} [95% CI {ci.low:.1%}, {ci.high:.1%}]), in {len(langs)} languages ({_langs(langs)})")
-    if p0 is None:
-        test = f"toxic tokens in {len(langs)} languages; no vocabulary base rate, so no binomial test"
-        verdict = FAILS if len(langs) <= 1 else INCONCLUSIVE
+    per = np.asarray(stats.get("toxic_tokens_per_vector") or [], float)
+    nv = int(stats["n_vectors"])
+    langs = [lang for lang, c in (stats.get("toxic_languages") or {}).items() if c > 0]
+    studied = stats.get("languages_studied")
+    need = _many(len(studied)) if studied else MANY_MIN
+    m, lo, hi, _ = mean_ci(per) if per.size else (math.nan,) * 4
+    run = (f"{_f(m, 2)} distinct lexicon-toxic top tokens per vector (mean of {nv} vectors"
+           + (f", 95% CI {_f(lo, 2)}, {_f(hi, 2)}" if _fin(lo) is not None else "")
+           + f"); their measured languages: {len(langs)} ({_langs(langs)})")
+    p_tok, p_lang = _fin(stats.get("p_tokens")), _fin(stats.get("p_languages"))
+    if p_tok is None:
+        return Verdict("C2", statement, paper, run, _fin(m), _fin(lo), _fin(hi), nv, INCONCLUSIVE,
+                       "no random-vector null in this run, so no test of the toxic-token excess")
+    null_m = _fin(stats.get("null_mean_toxic_tokens"))
+    test = (f"empirical null: mean distinct toxic tokens per vector vs {stats.get('n_perm')} random sets of "
+            f"{nv} of {stats.get('null_vectors')} non-candidate value vectors from the same layers (null mean "
+            f"{_f(null_m, 2)}): one-sided p = {p_tok:.3g}; distinct measured languages per vector vs null: p = "
+            + (f"{p_lang:.3g}" if p_lang is not None else "–")
+            + f"; toxic tokens' measured languages {len(langs)} (need ≥ {need})")
+    if p_tok < ALPHA and len(langs) <= 1:
+        verdict = FAILS
+        test += "; the excess toxic tokens are of at most one measured language"
+    elif p_tok < ALPHA and len(langs) >= need:
+        verdict = HOLDS
     else:
-        test = (f"one-sided exact binomial test vs the vocabulary's toxic share {p0:.2%} "
-                f"(over {stats.get('vocab_tokens', '?')} tokens): p = {res.pvalue:.3g}; toxic tokens in "
-                f"{len(langs)} languages (need ≥ {MANY_MIN})")
-        if len(langs) <= 1 or ci.high < p0:
-            verdict = FAILS
-            test += ("; at most one language has toxic tokens" if len(langs) <= 1
-                     else "; the toxic share's CI lies below the vocabulary's")
-        elif res.pvalue < ALPHA and len(langs) >= MANY_MIN:
-            verdict = HOLDS
-        else:
-            verdict = INCONCLUSIVE
-    return Verdict("C2", statement, paper, run, k / n, float(ci.low), float(ci.high), n, verdict, test)
+        verdict = INCONCLUSIVE
+    return Verdict("C2", statement, paper, run, _fin(m), _fin(lo), _fin(hi), nv, verdict, test)
 
 
 # ----------------------------------------------------------------------------- C3: keys
@@ -250,6 +324,7 @@ def verdict_c3(key_summary: pd.DataFrame | Sequence[Mapping[str, Any]] | None, m
     df = df[df["lang"] != "all"]
     b = df[df["model"] == base].set_index("lang")
     t = df[df["model"] == tuned].set_index("lang").reindex(b.index)
+    small = b.index[b["n_prompts"] < MIN_PER_LANGUAGE].tolist() if "n_prompts" in b else []
     fire = b.index[b["ci_lo"] > 0].tolist()
     lowered = b.index[t["ci_hi"] < b["ci_lo"]].tolist()
     raised = b.index[t["ci_lo"] > b["ci_hi"]].tolist()
@@ -266,6 +341,9 @@ def verdict_c3(key_summary: pd.DataFrame | Sequence[Mapping[str, Any]] | None, m
         verdict = FAILS
         if raised:
             test += f"; wholly above in {_langs(raised)}"
+    elif small:
+        verdict = INCONCLUSIVE
+        test += f"; fewer than {MIN_PER_LANGUAGE} prompts in {_langs(small)}"
     elif len(fire) >= need and len(lowered) == len(b):
         verdict = HOLDS
     else:
@@ -296,8 +374,11 @@ def reduction_correlation(records: pd.DataFrame | Sequence[Mapping[str, Any]] | 
 
 def verdict_c4(correlation: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model: str = "mGPT") -> Verdict:
     """C4: holds if r(retrieval, reduction) > 0 with permutation p < 0.05; does not hold if r <= 0 with p < 0.05."""
-    r_paper, pm = _paper(model, "r")
-    paper = f"Pearson r = {r_paper:.3f}, p < 0.01, n = 16 languages ({pm}, Fig. 4)"
+    if model in PAPER and "r" in PAPER[model] and PAPER[model]["r"] is None:
+        paper = f"— (the paper reports no r for {model})"  # never another model's r in its place
+    else:
+        r_paper, pm = _paper(model, "r")
+        paper = f"Pearson r = {r_paper:.3f}, p < 0.01, n = 16 languages ({pm}, Fig. 4)"
     statement = "the per-language toxicity reduction correlates with bilingual retrieval (en, X)"
     found = reduction_correlation(correlation)
     if found is None:
@@ -311,7 +392,7 @@ def verdict_c4(correlation: pd.DataFrame | Sequence[Mapping[str, Any]] | None, m
         return Verdict("C4", statement, paper, f"n = {n} languages: {why}", None, None, None, n, INCONCLUSIVE,
                        f"Pearson r not computed ({why})")
     r *= sign
-    lo, hi = sorted((sign * (_fin(row.get("boot_lo")) or math.nan), sign * (_fin(row.get("boot_hi")) or math.nan)))
+    lo, hi = sorted((sign * _nan(row.get("boot_lo")), sign * _nan(row.get("boot_hi"))))
     run = f"Pearson r = {r:+.3f} [bootstrap 95% CI {_f(lo)}, {_f(hi)}], n = {n} languages"
     test = f"two-sided permutation test of Pearson r (retrieval vs %EMT reduction): p = {p:.3g}"
     if p < ALPHA:
@@ -322,21 +403,30 @@ def verdict_c4(correlation: pd.DataFrame | Sequence[Mapping[str, Any]] | None, m
 
 
 # ----------------------------------------------------------------------------- P: probe transfer
+def auc_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Return the Hanley–McNeil (1982) standard error of a ROC-AUC (NaN without both classes)."""
+    if not (n_pos and n_neg) or not math.isfinite(auc):
+        return math.nan
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
 def auc_ci(auc: float, n_pos: int, n_neg: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Return the Hanley–McNeil (1982) normal-approximation CI of a ROC-AUC, clipped to [0, 1]."""
     from scipy.stats import norm
 
-    if not (n_pos and n_neg) or not math.isfinite(auc):
+    se = auc_se(auc, n_pos, n_neg)
+    if not math.isfinite(se):
         return math.nan, math.nan
-    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
-    z = norm.ppf(1 - alpha / 2) * math.sqrt(max(var, 0.0))
+    z = norm.ppf(1 - alpha / 2) * se
     return max(0.0, auc - z), min(1.0, auc + z)
 
 
 def verdict_transfer(transfer: pd.DataFrame | Sequence[Mapping[str, Any]] | None, model: str = "mGPT", *,
                      claim: str = "P", what: str = "the English toxicity probe") -> Verdict:
-    """P: holds if every non-English language's AUC CI lies above 0.5; does not hold if one lies below."""
+    """P: holds if every non-English language's AUC CI lies above 0.5; does not hold if one lies below 0.5
+    by a Hanley–McNeil z-test that survives Holm correction over the languages."""
     paper, _ = _paper(model, "probe")
     statement = f"{what} transfers to other languages (ROC-AUC > 0.5 against human ratings)"
     df = pd.DataFrame(transfer) if transfer is not None else pd.DataFrame()
@@ -348,14 +438,21 @@ def verdict_transfer(transfer: pd.DataFrame | Sequence[Mapping[str, Any]] | None
                        "no non-English language has both toxic and clean rated prompts")
     cis = [auc_ci(float(r.auc), int(r.n_toxic), int(r.n_clean)) for r in df.itertuples()]
     df["lo"], df["hi"] = [c[0] for c in cis], [c[1] for c in cis]
-    above, below = df[df["lo"] > 0.5]["lang"].tolist(), df[df["hi"] < 0.5]["lang"].tolist()
+    from scipy.stats import norm
+
+    se_l = np.array([auc_se(float(r.auc), int(r.n_toxic), int(r.n_clean)) for r in df.itertuples()])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_below = np.where(df["auc"].to_numpy(float) < 0.5,
+                           2 * norm.sf(np.abs(df["auc"].to_numpy(float) - 0.5) / se_l), 1.0)  # family: all
+    above = df[df["lo"] > 0.5]["lang"].tolist()
+    below = df["lang"][holm(p_below) < ALPHA].tolist()
     mean = float(df["auc"].mean())
     se = math.sqrt(sum(((h - l) / 3.92) ** 2 for l, h in cis)) / len(df)
     n = int(df["n"].sum())
     run = (f"mean ROC-AUC over {len(df)} non-English languages {mean:.3f} [95% CI {mean - 1.96 * se:.3f}, "
            f"{mean + 1.96 * se:.3f}]; n = {n} rated prompts")
     test = (f"Hanley–McNeil 95% CI of each language's AUC: above 0.5 in {len(above)}/{len(df)} ({_langs(above)})"
-            + (f", below 0.5 in {_langs(below)}" if below else ""))
+            + (f"; below 0.5 (z-test, Holm-corrected over {len(df)} languages) in {_langs(below)}" if below else ""))
     verdict = FAILS if below else HOLDS if len(above) == len(df) else INCONCLUSIVE
     return Verdict(claim, statement, paper, run, mean, mean - 1.96 * se, mean + 1.96 * se, n, verdict, test)
 
@@ -371,7 +468,7 @@ def claim_verdicts(summary: Mapping[str, Any], *, model_name: str | None = None)
     """
     name = model_name or str((summary.get("model") or {}).get("name") or "")
     model = paper_model(name)
-    rows = [verdict_c1(summary.get("toxicity_change_paired"), model),
+    rows = [verdict_c1(summary.get("toxicity_change_paired"), model, scorer=summary.get("scorer")),
             verdict_c2(summary.get("value_tokens"), model),
             verdict_c3(summary.get("key_activations"), model),
             verdict_c4(summary.get("correlation"), model),
@@ -386,5 +483,5 @@ def claim_verdicts(summary: Mapping[str, Any], *, model_name: str | None = None)
 
 
 __all__ = ["Verdict", "claim_verdicts", "paired_emt_change", "value_token_stats", "verdict_c1", "verdict_c2",
-           "verdict_c3", "verdict_c4", "verdict_transfer", "reduction_correlation", "auc_ci", "paper_model",
+           "verdict_c3", "verdict_c4", "verdict_transfer", "reduction_correlation", "auc_ci", "auc_se", "paper_model",
            "PAPER", "VERDICTS", "HOLDS", "FAILS", "INCONCLUSIVE"]

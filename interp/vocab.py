@@ -210,4 +210,24 @@ def vocabulary_toxic_share(model: Any, *, lexicons: dict[str, list[str]] | None 
     return toxic / len(ids), len(ids)
 
 
-__all__ = ["project_to_vocab", "VocabProjection", "decode_token", "vocabulary_toxic_share"]
+def random_value_vectors(model: Any, layers: Sequence[int], exclude: Sequence[tuple[int, int]], n: int, *,
+                         seed: int = 0) -> list[tuple[int, int]]:
+    """Return ``n`` seeded random (layer, neuron) pairs from ``layers``, none of them in ``exclude``.
+
+    The null for C2 (:func:`interp.verdicts.value_token_stats`): value vectors from the same layers
+    as the toxic ones that were not candidates, projected and tagged exactly like them.
+    """
+    import numpy as np
+
+    with activate(model) as m:
+        d_mlp = int(get_adapter(m).value_vectors([int(layers[0])]).shape[1]) if len(layers) else 0
+    taken = {(int(l), int(i)) for l, i in exclude}
+    pool = [(int(l), i) for l in sorted(set(int(x) for x in layers)) for i in range(d_mlp) if (int(l), i) not in taken]
+    if not pool:
+        return []
+    idx = np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)
+    return [pool[j] for j in sorted(idx.tolist())]
+
+
+__all__ = ["project_to_vocab", "VocabProjection", "decode_token", "vocabulary_toxic_share",
+           "random_value_vectors"]

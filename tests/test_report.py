@@ -316,6 +316,20 @@ def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
     again = claim_verdicts(summary).to_dict(orient="records")
     assert [(v["claim"], v["verdict"], v["test"]) for v in summary["verdicts"]] == \
         [(v["claim"], v["verdict"], v["test"]) for v in again]
+    # Independent expectations, not the same function again: the model is named in the summary, and
+    # C1's verdict follows from its per-language rows by the rule written out here.
+    from interp.verdicts import MIN_PER_LANGUAGE, paper_model
+
+    assert summary["model"]["name"] and paper_model(summary["model"]["name"]) in summary["verdicts"][0]["paper"]
+    rows = [r for r in summary["toxicity_change_paired"] if r["lang"] != "all"]
+    c1 = summary["verdicts"][0]
+    if all(r["ci_hi"] < 0 and r["n_prompts"] >= MIN_PER_LANGUAGE for r in rows):
+        assert c1["verdict"] == "holds"
+    if any(r["n_prompts"] < MIN_PER_LANGUAGE for r in rows) or any(r["ci_lo"] <= 0 <= r["ci_hi"] for r in rows):
+        assert c1["verdict"] != "holds"
+    assert summary["scorer"]["id"] in c1["this_run"]
+    c2 = summary["value_tokens"]
+    assert c2["n_vectors"] == len({(r["layer"], r["neuron"]) for r in _csv(smoke_run / "stages" / "neurons" / "vocab_table.csv")})
     assert page.count("<tr data-claim=") == len(summary["verdicts"]) >= 5
     measured = _font_probe(tmp_path, page)
     assert tofu_scripts(measured) == [], measured
@@ -331,6 +345,13 @@ def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
     badges = [(216, 240, 216), (247, 214, 214), (238, 238, 238)]
     assert sum(int((np.abs(px.astype(int) - c).sum(-1) < 6).sum()) for c in badges) > 300
     assert "summary.json" in page and '"toxicity_change_paired"' not in page  # linked, not inlined
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def test_smoke_run_report_layout(smoke_run: Path) -> None:

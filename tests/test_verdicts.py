@@ -67,38 +67,188 @@ def test_c1_verdict_follows_the_per_language_cis(shift: dict[str, float], verdic
     before, after = _scored(3, shift)
     v = V.verdict_c1(V.paired_emt_change(before, after, n_boot=500))
     assert v.verdict == verdict and v.claim == "C1" and v.n == 60
-    assert "paired bootstrap" in v.test and "0.502 → 0.157" in v.paper
+    assert "paired Student-t" in v.test and "0.502 → 0.157" in v.paper and "Perspective" in v.paper
     assert v.ci_lo <= v.value <= v.ci_hi
 
 
+# ----------------------------------------------------------------------------- C1 statistics (issue-18 review)
+def test_mean_ci_is_the_student_t_interval_and_keeps_its_level_at_small_n() -> None:
+    from scipy import stats as sps
+
+    from interp.stats import mean_ci
+
+    x = np.array([0.1, -0.3, 0.25, 0.05, -0.1])
+    m, lo, hi, p = mean_ci(x)
+    elo, ehi = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (m, lo, hi) == pytest.approx((x.mean(), elo, ehi)) and p == pytest.approx(sps.ttest_1samp(x, 0).pvalue)
+    rng = np.random.default_rng(0)
+    for n in (4, 25):  # false "below 0" under a true mean of 0: nominal 2.5% (percentile bootstrap: ~11%, ~4%)
+        miss = np.mean([mean_ci(rng.normal(size=n))[2] < 0 for _ in range(3000)])
+        assert miss < 0.035, (n, miss)
+
+
+def test_paired_emt_change_cis_are_t_intervals_of_the_prompt_differences() -> None:
+    from scipy import stats as sps
+
+    before, after = _scored(7, {"de": -0.1, "ja": 0.02}, n_prompts=6)
+    out = V.paired_emt_change(before, after, n_boot=300).set_index("lang")
+    frame = lambda xs: pd.DataFrame([vars(x) for x in xs]).groupby(["lang", "prompt_id"])["score"].max()  # noqa: E731
+    d = (frame(after) - frame(before))
+    for lang in ("de", "ja"):
+        x = d.loc[lang].to_numpy()
+        lo, hi = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+        assert (out.loc[lang, "ci_lo"], out.loc[lang, "ci_hi"]) == pytest.approx((lo, hi))
+        assert out.loc[lang, "p"] == pytest.approx(sps.ttest_1samp(x, 0).pvalue)
+
+
+def test_key_activation_ci_is_the_same_t_interval() -> None:
+    from interp.key_activations import bootstrap_ci
+    from interp.stats import mean_ci
+
+    x = np.array([0.2, 0.1, -0.05, 0.3])
+    assert bootstrap_ci(x, 1000, 0) == pytest.approx(mean_ci(x)[1:3])
+
+
+def test_holm_matches_the_step_down_definition() -> None:
+    from interp.stats import holm
+
+    p = np.array([0.01, 0.04, 0.03, np.nan, 0.005])
+    adj = holm(p)
+    ok = [0, 1, 2, 4]
+    order = sorted(ok, key=lambda i: p[i])
+    expect, run = {}, 0.0
+    for rank, i in enumerate(order):
+        run = max(run, min(1.0, (len(ok) - rank) * p[i]))
+        expect[i] = run
+    assert np.isnan(adj[3]) and all(adj[i] == pytest.approx(expect[i]) for i in ok)
+
+
+def _c1_rows(changes: dict[str, tuple[float, float, float, float]], n: int = 30) -> list[dict]:
+    return [{"lang": k, "n_prompts": n, "emt_before": 0.5, "emt_after": 0.5 + c, "emt_change": c, "ci_lo": lo,
+             "ci_hi": hi, "p": p} for k, (c, lo, hi, p) in changes.items()] + [
+        {"lang": "all", "n_prompts": n * len(changes), "emt_before": 0.5, "emt_after": 0.4, "emt_change": -0.1,
+         "ci_lo": -0.2, "ci_hi": 0.0}]
+
+
+def test_c1_one_uncorrected_increase_among_16_languages_does_not_fail() -> None:
+    rows = {f"l{i}": (-0.2, -0.3, -0.1, 1e-4) for i in range(15)}
+    rows["l15"] = (0.05, 0.001, 0.1, 0.03)  # its own CI excludes 0, Holm over 16 does not
+    v = V.verdict_c1(_c1_rows(rows))
+    assert v.verdict == V.INCONCLUSIVE
+    rows["l15"] = (0.05, 0.03, 0.07, 1e-5)  # survives Holm (16 * 1e-5 < 0.05)
+    v = V.verdict_c1(_c1_rows(rows))
+    assert v.verdict == V.FAILS and "Holm" in v.test and "l15" in v.test
+
+
+def test_c1_below_the_minimum_n_is_inconclusive_and_names_the_scorer() -> None:
+    rows = {"de": (-0.2, -0.3, -0.1, 1e-4), "ja": (-0.2, -0.3, -0.1, 1e-4)}
+    v = V.verdict_c1(_c1_rows(rows, n=V.MIN_PER_LANGUAGE - 1), scorer={"id": "toxcls", "version": "1.2"})
+    assert v.verdict == V.INCONCLUSIVE and f"fewer than {V.MIN_PER_LANGUAGE}" in v.test
+    assert "scorer: toxcls 1.2" in v.this_run
+    assert V.verdict_c1(_c1_rows(rows), scorer={"id": "toxcls", "version": "1.2"}).verdict == V.HOLDS
+
+
 # ----------------------------------------------------------------------------- C2
-def _vocab(toxic_langs_per_vector: list[list[str]], k: int = 10) -> pd.DataFrame:
+def _vtable(vectors: list[list[tuple[str, str]]], k: int = 30, layer: int = 1, start: int = 0) -> pd.DataFrame:
+    """One row per (vector, rank); ``vectors[v]`` lists its toxic tokens as (token, measured lang)."""
     rows = []
-    for v, langs in enumerate(toxic_langs_per_vector):
+    for v, toks in enumerate(vectors):
         for rank in range(1, k + 1):
-            lang = langs[rank - 1] if rank <= len(langs) else ""
-            rows.append({"layer": 1, "neuron": v, "rank": rank, "token": f"t{v}_{rank}", "toxic": bool(lang),
-                         "toxic_langs": lang})
+            tok, lang = toks[rank - 1] if rank <= len(toks) else (f"c{v}_{rank}", "en")
+            toxic = rank <= len(toks)
+            rows.append({"layer": layer, "neuron": start + v, "rank": rank, "token_id": hash(tok) % 10 ** 9,
+                         "token": tok, "lang": lang, "toxic": toxic, "toxic_langs": "en,de,fr" if toxic else ""})
     return pd.DataFrame(rows)
 
 
-def test_c2_counts_and_verdicts() -> None:
-    many = _vocab([["en", "de", "ru"], ["es", "en"], ["ru"], []])
-    stats = V.value_token_stats(many, vocab_toxic_share=0.01, vocab_tokens=5000)
-    assert stats["n_tokens"] == 40 and stats["n_toxic_tokens"] == 6 and stats["n_vectors"] == 4
-    assert stats["toxic_languages"] == {"de": 1, "en": 2, "es": 1, "ru": 2}
-    assert V.verdict_c2(stats).verdict == V.HOLDS
-    # The same tokens are no evidence when the vocabulary is as toxic as they are.
-    assert V.verdict_c2({**stats, "vocab_toxic_share": 0.15}).verdict == V.INCONCLUSIVE
-    one = V.value_token_stats(_vocab([["en", "en"], ["en"]]), vocab_toxic_share=0.01, vocab_tokens=5000)
-    assert V.verdict_c2(one).verdict == V.FAILS
-    none = V.verdict_c2({**stats, "vocab_toxic_share": None})
-    assert none.verdict == V.INCONCLUSIVE and "no vocabulary base rate" in none.test
-    v = V.verdict_c2(stats)
-    from scipy.stats import binom
+LANGS = ["en", "de", "fr", "es", "ru", "ja"]
 
-    assert f"p = {binom.sf(5, 40, 0.01):.3g}" in v.test  # P(X >= 6), computed directly
-    assert v.ci_lo < 6 / 40 < v.ci_hi
+
+def test_c2_one_toxic_token_in_three_lexicons_does_not_hold() -> None:
+    # The review's case: one toxic token in 30 slots, listed in 3 lexicons. The old binomial test said "holds".
+    kept = _vtable([[("sex", "en")]])
+    null = _vtable([[("sex", "en")] if i % 10 == 0 else [] for i in range(100)], start=100)
+    stats = V.value_token_stats(kept, null, languages=LANGS)
+    v = V.verdict_c2(stats)
+    assert stats["toxic_languages"] == {"en": 1} and v.verdict != V.HOLDS
+
+
+def test_c2_holds_on_many_multilingual_toxic_tokens_per_vector_and_p_is_the_enumerated_null() -> None:
+    import itertools
+
+    multi = [("sex", "en"), ("seks", "nl"), ("sexo", "es"), ("сексу", "ru"), ("porn", "de")]
+    kept = _vtable([multi[:4], multi[1:], multi])
+    null = _vtable([[("sex", "en")] if i % 5 == 0 else [] for i in range(60)], start=100)
+    stats = V.value_token_stats(kept, null, languages=LANGS)
+    assert stats["toxic_tokens_per_vector"] == [4, 4, 5] and stats["toxic_languages_per_vector"] == [4, 4, 5]
+    v = V.verdict_c2(stats)
+    assert v.verdict == V.HOLDS and stats["p_tokens"] < 0.01 and "random sets" in v.test and v.n == 3
+    assert v.value == pytest.approx(13 / 3)
+    # Monolingual toxic vectors: a significant excess, but of one language.
+    mono = _vtable([[(f"x{j}", "en") for j in range(5)]] * 3)
+    assert V.verdict_c2(V.value_token_stats(mono, null, languages=LANGS)).verdict == V.FAILS
+    # No null: no test.
+    assert V.verdict_c2(V.value_token_stats(kept, None, languages=LANGS)).verdict == V.INCONCLUSIVE
+    # The empirical p against an exact enumeration of all subsets of a small pool.
+    small = _vtable([[("a", "en"), ("b", "de")], [], [("a", "en")], [], [("c", "fr"), ("d", "ja"), ("e", "es")]],
+                    start=200)
+    two = _vtable([[("a", "en"), ("b", "de")], [("c", "fr")]])
+    got = V.value_token_stats(two, small, languages=LANGS, n_perm=20000)["p_tokens"]
+    counts = [2, 0, 1, 0, 3]
+    means = [np.mean(c) for c in itertools.combinations(counts, 2)]
+    assert got == pytest.approx(np.mean([m >= 1.5 for m in means]), abs=0.02)
+
+
+def test_random_value_vectors_excludes_candidates_and_stays_in_the_layers() -> None:
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from interp import vocab
+
+    class FakeAdapter:
+        def value_vectors(self, layers):
+            return torch.zeros(len(layers), 8, 4)
+
+    import contextlib
+    orig = (vocab.activate, vocab.get_adapter)
+    vocab.activate = lambda m: contextlib.nullcontext(m)  # type: ignore[assignment]
+    vocab.get_adapter = lambda m: FakeAdapter()  # type: ignore[assignment]
+    try:
+        pairs = vocab.random_value_vectors(NS(), [2, 3], [(2, 0), (3, 1)], 100, seed=1)
+    finally:
+        vocab.activate, vocab.get_adapter = orig
+    assert len(pairs) == 14 and len(set(pairs)) == 14
+    assert not {(2, 0), (3, 1)} & set(pairs) and {l for l, _ in pairs} == {2, 3}
+
+
+# ----------------------------------------------------------------------------- small fixes (issue-18 review)
+def test_c4_zero_bound_is_shown_and_models_without_a_paper_r_show_a_dash() -> None:
+    rows = _corr("emt_reduction_pct", 0.5, 0.01)
+    rows[1]["boot_lo"] = 0.0
+    v = V.verdict_c4(rows)
+    assert v.ci_lo == 0.0 and "CI 0.000" in v.this_run
+    for m in ("Llama3-8B", "Aya-23-8B"):
+        paper = V.verdict_c4(rows, model=m).paper
+        assert paper.startswith("—") and "0.732" not in paper
+    assert V.paper_model("meta-llama/Llama-2-13b-hf") != "Llama2-7B"
+    assert V.paper_model("meta-llama/Llama-2-7b-hf") == "Llama2-7B"
+    assert V.paper_model("meta-llama/Meta-Llama-3-8B") == "Llama3-8B"
+    assert V.paper_model("CohereForAI/aya-23-8B") == "Aya-23-8B"
+
+
+def test_transfer_fail_needs_a_holm_significant_language() -> None:
+    from scipy.stats import norm
+
+    n = 60
+    aucs = {f"l{i}": 0.8 for i in range(16)}
+    # an AUC whose own 95% CI just excludes 0.5 from below, but not after Holm over 16 languages
+    se = V.auc_se(0.4, n // 2, n // 2)
+    aucs["l15"] = 0.5 - 2.2 * se
+    table = pd.DataFrame([{"lang": k, "n": n, "n_toxic": n // 2, "n_clean": n // 2, "auc": a} for k, a in aucs.items()])
+    lo, hi = V.auc_ci(aucs["l15"], n // 2, n // 2)
+    assert hi < 0.5 and 2 * norm.sf(2.0) * 16 > 0.05
+    assert V.verdict_transfer(table).verdict == V.INCONCLUSIVE
 
 
 # ----------------------------------------------------------------------------- C3
@@ -191,5 +341,8 @@ def test_claim_verdicts_reads_the_summary_by_name_and_adds_the_encoder_row() -> 
                    "P-enc": V.HOLDS}
     assert df.attrs["paper_model"] == "BLOOM-1.7B"
     assert "0.493 → 0.185" in df.loc[0, "paper"] and "r = 0.590" in df.loc[3, "paper"]
+    # Without model_name, the summary's own model.name decides (as pipeline_report saves it).
+    again = V.claim_verdicts({**summary, "model": {"name": "bigscience/bloom-1b7"}})
+    assert again.attrs["paper_model"] == "BLOOM-1.7B"
     assert V.paper_model("/root/.cache/xdetox/default-model/demo-1") == "mGPT"
     assert set(df["verdict"]) <= set(V.VERDICTS)
