@@ -152,6 +152,23 @@ def _adapter_for_other_base(name: str) -> Callable[[Path, dict], None]:
     return setup
 
 
+def _adapter_damaged(name: str, *, truncate: bool = False, config: dict | None = None) -> Callable[[Path, dict], None]:
+    """An adapter for the tiny GPT-2 (fits it), then damaged: weights cut short or the config replaced."""
+    def setup(w: Path, W: dict) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        del PeftModel
+        m = AutoModelForCausalLM.from_pretrained(W["tiny"])
+        get_peft_model(m, LoraConfig(r=2, target_modules=["c_attn"])).save_pretrained(w / name)
+        wt = w / name / "adapter_model.safetensors"
+        if truncate:
+            wt.write_bytes(wt.read_bytes()[: wt.stat().st_size // 2])
+        if config is not None:
+            (w / name / "adapter_config.json").write_text(json.dumps(config))
+    return setup
+
+
 SMOKE = "run --preset smoke --no-progress --run-dir {w}/run"
 CFG = "run --config {w}/c.yaml --no-progress --run-dir {w}/run"
 GEN = "eval generate --model {tiny} --languages en --n-prompts 1 --k 1 --max-new-tokens 2"
@@ -273,6 +290,16 @@ CASES: list[Case] = [
     Case("gen-adapter-missing", GEN + " --adapter {w}/noad --out {w}/s.jsonl", 2, ("noad",)),
     Case("gen-adapter-other-base", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("tiny-llama-elsewhere",),
          _adapter_for_other_base("ad")),
+    Case("gen-adapter-truncated", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("adapter_model.safetensors",
+                                                                                    "truncated"),
+         _adapter_damaged("ad", truncate=True)),
+    Case("gen-adapter-config-bare", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter", "'r'"), _adapter_damaged("ad", config={"peft_type": "LORA"})),
+    Case("gen-adapter-config-no-type", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter", "peft_type"), _adapter_damaged("ad", config={"r": 2})),
+    Case("gen-adapter-config-bad-type", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter"),
+         _adapter_damaged("ad", config={"peft_type": "NOPE", "r": 2, "target_modules": ["c_attn"]})),
     Case("gen-adapter-bad-json", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("adapter_config.json",),
          _w("ad/adapter_config.json", "{oops")),
     Case("gen-data-root", GEN + " --data-root {w}/nodata --out {w}/s.jsonl", 2, ("nodata",)),
@@ -509,6 +536,11 @@ CASES: list[Case] = [
          _adapter_for_other_base("ad")),
     Case("merge-base-other", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2, ("tiny-llama-elsewhere",),
          _adapter_for_other_base("ad")),
+    Case("merge-adapter-truncated", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2,
+         ("adapter_model.safetensors", "truncated"), _adapter_damaged("ad", truncate=True)),
+    Case("merge-adapter-config-bare", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2,
+         ("adapter_config.json", "malformed adapter", "'r'"),
+         _adapter_damaged("ad", config={"peft_type": "LORA", "base_model_name_or_path": "gpt2"})),
     # ---------------------------------------------------------------- figures
     Case("fig-empty-run", "figures toxicity --run-dir {w}/run", 2, ("metrics", "run it first"), _mkdir("run/stages")),
     Case("fig-all-empty-run", "figures all --run-dir {w}/run", 2, ("run", "no tables"), _mkdir("run/stages")),
