@@ -99,8 +99,8 @@ def _scored(pid: str = "rtplx:en:1", lang: str = "en", j: int = 0, score: object
 GOOD_SCORED = [_scored(f"rtplx:en:{i}", j=j, score=0.1 * (i % 7)) for i in range(6) for j in range(2)]
 
 
-def _neurons_table(name: str, layer: int = 0, neuron: int = 0) -> Callable[[Path, dict], None]:
-    row = {"rank": 1, "layer": layer, "neuron": neuron, "cosine": 0.5, "mean_activation": 0.1, "kept": True}
+def _neurons_table(name: str, layer: object = 0, neuron: object = 0, **kw) -> Callable[[Path, dict], None]:
+    row = {"rank": 1, "layer": layer, "neuron": neuron, "cosine": 0.5, "mean_activation": 0.1, "kept": True, **kw}
     return _w(name, json.dumps({"format": "xdetox-toxic-neurons/1", "meta": {}, "rows": [row]}))
 
 
@@ -476,6 +476,14 @@ CASES: list[Case] = [
          ("n.json", "layer", "99"), _neurons_table("n.json", layer=99)),
     Case("project-neuron-range", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2,
          ("n.json", "neuron", "99999"), _neurons_table("n.json", neuron=99999)),
+    Case("project-neuron-float", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "neuron"),
+         _neurons_table("n.json", neuron=1.5)),
+    Case("project-layer-str", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "layer"),
+         _neurons_table("n.json", layer="0")),
+    Case("project-cosine-nan", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "cosine"),
+         _neurons_table("n.json", cosine=float("nan"))),
+    Case("project-kept-str", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "kept"),
+         _neurons_table("n.json", kept="false")),
     Case("project-out-file", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/f", 2,
          ("f", "directory"), _seq(_neurons_table("n.json"), _w("f", "x"))),
     Case("project-non-utf8", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2,
