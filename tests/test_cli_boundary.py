@@ -27,3 +27,19 @@ def test_broken_project_import_is_a_bug_report(capsys) -> None:
         assert rc == 1, err
         assert "Traceback" in err and "pip install" not in err
         assert BUG_REPORT.splitlines()[0][:30] in err
+
+
+def test_manifest_argv_redacts_secret_values_only(monkeypatch) -> None:
+    """`--set key_activations.n_prompts=3` is kept; secret flag values and secret-named settings are not."""
+    import sys
+
+    from interp.artifacts import make_manifest
+
+    sentinel = "SENTINEL-9f3a"
+    monkeypatch.setattr(sys, "argv", ["xdetox", "run", "--set", "key_activations.n_prompts=3", "--api-key", sentinel,
+                                      f"--token={sentinel}", "--set", f"evaluation.scorer_options.api_key={sentinel}",
+                                      "--set", f"x.password={sentinel}", "--keyfile-free"])
+    argv = make_manifest(kind="t")["argv"]
+    assert "key_activations.n_prompts=3" in argv and "--keyfile-free" in argv and "--api-key" in argv
+    assert sentinel not in " ".join(argv)
+    assert "evaluation.scorer_options.api_key=<redacted>" in argv
