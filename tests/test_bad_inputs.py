@@ -180,6 +180,8 @@ NO_KEY = {"PERSPECTIVE_API_KEY": None}
 CASES: list[Case] = [
     # ---------------------------------------------------------------- xdetox run: the config
     Case("run-config-list", CFG, 2, ("c.yaml", "mapping"), _w("c.yaml", "- 1\n- 2\n")),
+    Case("run-config-empty", CFG, 2, ("c.yaml", "empty config"), _w("c.yaml", "")),
+    Case("run-config-empty-mapping", CFG, 2, ("c.yaml", "empty config"), _w("c.yaml", "{}\n# nothing\n")),
     Case("run-config-scalar", CFG, 2, ("c.yaml", "mapping"), _w("c.yaml", "42\n")),
     Case("run-config-bad-yaml", CFG, 2, ("c.yaml:2",), _w("c.yaml", "seed: 1\n  bad: indent\n")),
     Case("run-config-unknown-key", CFG, 2, ("c.yaml", "bogus"), _w("c.yaml", "bogus: 1\n")),
