@@ -559,6 +559,8 @@ CASES: list[Case] = [
     Case("fig-table-ext", "figures toxicity --table {w}/t.txt", 2, ("t.txt", ".csv"), _w("t.txt", "a")),
     Case("fig-table-columns", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "column"),
          _w("t.csv", "a,b\n1,2\n")),
+    Case("fig-table-emt-range", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "emt_after", "7.5"),
+         _w("t.csv", "lang,emt_before,emt_after,toxprob_before,toxprob_after\nen,0.4,7.5,0.3,0.2\n")),
     Case("fig-table-empty", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "empty"), _w("t.csv", "")),
     Case("fig-table-utf8", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "UTF-8"),
          _w("t.csv", b"lang,emt\ncaf\xe9,1\n")),
