@@ -71,9 +71,9 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
             raise ValueError("--scorer hf needs --hf-model DIR (a local sequence-classification checkpoint)")
         if not Path(args.hf_model).is_dir():
             raise FileNotFoundError(f"--hf-model {args.hf_model}: no such model directory")
+        return get_scorer("hf", path=args.hf_model, toxic_label=args.toxic_label, activation=args.activation)
     if args.scorer == "e5" and args.e5_head and not Path(args.e5_head).is_dir():
         raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
-        return get_scorer("hf", path=args.hf_model, toxic_label=args.toxic_label, activation=args.activation)
     if args.scorer == "e5":
         return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
     return get_scorer("lexicon", data_root=args.data_root)
@@ -146,6 +146,19 @@ def _check_comparable(before: list[Any], after: list[Any], before_path: str, aft
         raise InputError(f"--before {before_path} and --scored {after_path} cover different prompt sets "
                          f"({len(only_b)} prompt ids only in before, e.g. {only_b[:2]}; {len(only_a)} only in after, "
                          f"e.g. {only_a[:2]}); generate both from the same prompts")
+    kb, ka = (sorted(set(_k_per_prompt(rows).values())) for rows in (before, after))
+    if kb != ka:
+        raise InputError(f"--before {before_path} has {'/'.join(map(str, kb))} samples per prompt but --scored "
+                         f"{after_path} has {'/'.join(map(str, ka))}; generate both with the same "
+                         "--samples-per-prompt (k) or the rates would not be comparable")
+
+
+def _k_per_prompt(rows: list[Any]) -> dict[str, int]:
+    """Samples per prompt id (distinct sample indices)."""
+    seen: dict[str, set[int]] = {}
+    for r in rows:
+        seen.setdefault(r.prompt_id, set()).add(r.sample_index)
+    return {p: len(v) for p, v in seen.items()}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

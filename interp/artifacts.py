@@ -118,6 +118,36 @@ def redact_url(text: str) -> str:
     return _URL.sub(fix, text)
 
 
+_SECRET_NAME = ("api_key", "apikey", "api-key", "token", "password", "passwd", "secret")
+
+
+def _is_secret_name(name: str) -> bool:
+    n = name.lower().lstrip("-").replace("-", "_")
+    return any(s.replace("-", "_") in n for s in _SECRET_NAME)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """Return ``argv`` with the values of secret flags (``--api-key V``, ``--token=V``) and of
+    secret-named ``NAME=V`` assignments (``--set scorer.api_key=V``) replaced by ``<redacted>``;
+    every other argument (``--set key_activations.n_prompts=3``) is kept."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        name, eq, _ = a.partition("=")
+        if eq and _is_secret_name(name.rsplit(".", 1)[-1]):
+            out.append(f"{name}=<redacted>")
+        elif a.startswith("-") and _is_secret_name(a):
+            out.append(a)
+            hide_next = True
+        else:
+            out.append(a)
+    return out
+
+
 def redact(obj: Any) -> Any:
     """Return a JSON-like object with secrets in URLs redacted in every string (see :func:`redact_url`)."""
     if isinstance(obj, str):
@@ -499,7 +529,7 @@ def make_manifest(*, kind: str, config: Any = None, seed: int | None = None,
         "inputs": redact(to_jsonable(inputs or {})),
         "versions": package_versions(),
         "git_sha": git_sha(),
-        "argv": redact(sys.argv[:1] + [a for a in sys.argv[1:] if "key" not in a.lower()]),
+        "argv": redact(redact_argv(sys.argv)),
         **redact(to_jsonable(extra or {})),
     }
 

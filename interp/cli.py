@@ -77,6 +77,8 @@ def user_error_message(e: BaseException) -> str | None:
     if isinstance(e, UnicodeDecodeError):  # a loader that did not name the file (should not happen)
         msg = f"an input file is not valid UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8"
     elif isinstance(e, (ModuleNotFoundError, ImportError)):
+        if (getattr(e, "name", None) or "").split(".")[0] in ("interp", "probes", "detox_train"):
+            return None  # a broken import inside the project is a bug, not a missing package
         msg = str(e)
         if "pip install" not in msg and getattr(e, "name", None):
             msg += f"; install it with `pip install {e.name.split('.')[0]}`"

@@ -122,6 +122,7 @@ def _algorithms(args: argparse.Namespace) -> int:
 def _patching(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from interp.artifacts import write_csv
     from interp.figures import save_figure
     from interp.patching import activation_patching
 
@@ -143,14 +144,14 @@ def _patching(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     res.meta["scorer"] = {"id": scorer.id, "version": scorer.version}
     res.to_json(out / "patching.json")
-    res.summary.to_csv(out / "patching_summary.csv", index=False)
-    res.key_drop.to_csv(out / "key_drop.csv", index=False)
+    write_csv(out / "patching_summary.csv", res.summary)
+    write_csv(out / "key_drop.csv", res.key_drop)
     retr = pd.read_csv(pipe.output("retrieval", "per_language"))[["lang", "retrieval_acc"]]
     try:
         rel = res.relation(retr, n_boot=cfg.correlation.n_boot, n_perm=cfg.correlation.n_perm, seed=cfg.seed)
     except ValueError as e:  # e.g. fewer than 3 non-English languages with a defined share
         rel = pd.DataFrame([{"warning": str(e)}])
-    rel.to_csv(out / "patching_relation.csv", index=False)
+    write_csv(out / "patching_relation.csv", rel)
     save_figure(res.figure(), out / "patching_figure")
     s = res.summary[res.summary["lang"] == "all"]
     print(s[["set", "direction", "n_neurons", "change", "share", "share_lo", "share_hi"]].to_string(

@@ -36,6 +36,7 @@ import statistics
 import struct
 import unicodedata
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -302,6 +303,12 @@ def load_rtplx(root: str | Path | None = None, languages: Iterable[str] | None =
             except RuntimeError as e:  # zipfile reports wrong/missing passwords this way
                 msg = "wrong or missing password" if "password" in str(e).lower() else str(e)
                 raise DataFormatError(display, msg, hint="pass password= (the rule is in the RTP-LX README)") from None
+            except (zipfile.BadZipFile, zlib.error, UnicodeDecodeError, EOFError) as e:
+                # ZipCrypto checks one byte of the password, so 1 wrong password in 256 gets past it and
+                # fails later: as a bad CRC, a zlib error or undecodable text.
+                raise DataFormatError(display, f"wrong password, or the zip is damaged ({type(e).__name__})",
+                                      hint="pass the right password= (the rule is in the RTP-LX README), "
+                                      "or re-download the zip") from None
             except NotImplementedError:
                 raise DataFormatError(display, "unsupported zip encryption/compression (e.g. AES)",
                                       hint="extract it with `7z x` and pass the folder as root") from None

@@ -74,6 +74,16 @@ def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> pd.DataFram
         if len(bad) and (num.notna().any() or str(c).startswith(("emt", "toxprob", "avgtox"))):
             raise FigureInputError(f"{what}: column {c!r} must be numeric, but row {int(bad.index[0]) + 1} holds "
                                    f"{bad.iloc[0]!r}; fix the table (or regenerate it)")
+    for c in columns:  # a score outside its range (EMT 7.5) would be plotted as if real
+        base = str(c).removesuffix("_before").removesuffix("_after")
+        hi = {"emt": 1.0, "avgtox": 1.0, "toxprob": 100.0}.get(base)
+        if hi is None:
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        out = num[(num < 0) | (num > hi)]
+        if len(out):
+            raise FigureInputError(f"{what}: column {c!r} must lie in [0, {hi:g}], but row {int(out.index[0]) + 1} "
+                                   f"holds {out.iloc[0]!r}; fix the table (or regenerate it)")
     return df
 
 

@@ -387,13 +387,48 @@ def _load_peft(peft_cls: Any, hf_model: Any, adapter_path: Path, model_id: str) 
     acfg = read_json(adapter_path / "adapter_config.json")
     if not isinstance(acfg, dict):
         raise InputError(f"{adapter_path / 'adapter_config.json'}: not an adapter config (expected a JSON object)")
+    _check_adapter_config(acfg, adapter_path / "adapter_config.json")
+    weights = adapter_path / "adapter_model.safetensors"
+    if weights.is_file():
+        from interp.artifacts import check_safetensors
+
+        check_safetensors(weights)  # a truncated file names itself instead of a safetensors traceback
     try:
         return peft_cls.from_pretrained(hf_model, str(adapter_path), adapter_name="default")
-    except (ValueError, RuntimeError, KeyError) as e:
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
         base = acfg.get("base_model_name_or_path")
+        msg = str(e)
+        if not any(k in msg for k in ("Target module", "target module", "not found in the base model",
+                                      "size mismatch", "shape")):
+            raise InputError(f"{adapter_path / 'adapter_config.json'}: malformed adapter: "
+                             f"{type(e).__name__}: {msg.splitlines()[0][:200] if msg else ''}; re-save it with "
+                             "PEFT (save_pretrained) or `xdetox dpo train`") from e
         raise InputError(f"{adapter_path}: this adapter was trained for base model {base!r} and does not fit the "
                          f"model given ({model_id}): {str(e).splitlines()[0][:200]}; pass --model {base} (or the "
                          "matching base) with this adapter") from e
+
+
+def _check_adapter_config(acfg: dict, path: Path) -> None:
+    """Refuse an adapter config that lacks or mistypes the fields PEFT needs, naming the field."""
+    from interp.artifacts import InputError
+
+    def bad(field: str, what: str) -> InputError:
+        return InputError(f"{path}: malformed adapter: field {field!r} {what}; re-save it with PEFT "
+                          "(save_pretrained) or `xdetox dpo train`")
+
+    ptype = acfg.get("peft_type")
+    if not isinstance(ptype, str):
+        raise bad("peft_type", "is missing or not a string")
+    if ptype.upper() == "LORA":
+        r = acfg.get("r")
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            raise bad("r", f"must be a positive integer (the LoRA rank), got {r!r}")
+        tm = acfg.get("target_modules")
+        if not (isinstance(tm, str) or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm))):
+            raise bad("target_modules", f"must be a module name or a list of them, got {tm!r}")
+        alpha = acfg.get("lora_alpha")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+            raise bad("lora_alpha", f"must be a number, got {alpha!r}")
 
 
 def _joint_qkv_bridges(bridge: Any) -> list[nn.Module]:

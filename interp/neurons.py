@@ -133,16 +133,36 @@ class ToxicNeurons:
                              "write it with `xdetox neurons find` or ToxicNeurons.to_json")
         if not isinstance(data["rows"], list):
             raise ValueError(f"{path}: field 'rows' must be a list of neuron rows, got {type(data['rows']).__name__}")
+        import math
+
         rows = []
         for j, r in enumerate(data["rows"]):
-            try:
-                rows.append(NeuronRow(rank=int(r["rank"]), layer=int(r["layer"]), neuron=int(r["neuron"]),
-                                      cosine=float(r["cosine"]),
-                                      mean_activation=None if r.get("mean_activation") is None
-                                      else float(r["mean_activation"]), kept=bool(r["kept"])))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}: rows[{j}] is malformed ({e!r}); expected rank, layer, neuron, "
-                                 "cosine, mean_activation, kept") from e
+            if not isinstance(r, dict):
+                raise ValueError(f"{path}: rows[{j}] must be an object with rank, layer, neuron, cosine, "
+                                 f"mean_activation, kept; got {type(r).__name__}")
+
+            def field(name: str, kind: str, *, optional: bool = False) -> Any:
+                if name not in r and optional:
+                    return None
+                if name not in r:
+                    raise ValueError(f"{path}: rows[{j}] has no field {name!r}; expected rank, layer, neuron, "
+                                     "cosine, mean_activation, kept")
+                v = r[name]
+                if v is None and optional:
+                    return None
+                ok = {"int": isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                      "float": isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and (math.isfinite(v) or name == "mean_activation"),
+                      "bool": isinstance(v, bool)}[kind]
+                if not ok:
+                    want = {"int": "a non-negative integer", "float": "a finite number", "bool": "true or false"}
+                    raise ValueError(f"{path}: rows[{j}] field {name!r} must be {want[kind]}, got {v!r}")
+                return v
+
+            rows.append(NeuronRow(rank=field("rank", "int"), layer=field("layer", "int"),
+                                  neuron=field("neuron", "int"), cosine=float(field("cosine", "float")),
+                                  mean_activation=None if (ma := field("mean_activation", "float", optional=True))
+                                  is None else float(ma), kept=field("kept", "bool")))
         return cls(rows, dict(data.get("meta", {})))
 
     def __repr__(self) -> str:

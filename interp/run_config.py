@@ -216,6 +216,12 @@ def load_run_config(*, preset: str | None = None, config: str | Path | None = No
     else:
         path = Path(config)  # type: ignore[arg-type]
     cfg = load_config(RunConfig, path)
+    if config is not None:
+        import yaml
+
+        if not yaml.safe_load(path.read_text(encoding="utf-8")):  # valid YAML here: load_config read it
+            raise ConfigError(f"empty config file {path}; give at least one setting (e.g. `seed: 0`), "
+                              "or run a shipped config with --preset NAME")
     if not overrides:
         return cfg
     from interp.configio import config_to_dict

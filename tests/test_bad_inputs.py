@@ -99,8 +99,8 @@ def _scored(pid: str = "rtplx:en:1", lang: str = "en", j: int = 0, score: object
 GOOD_SCORED = [_scored(f"rtplx:en:{i}", j=j, score=0.1 * (i % 7)) for i in range(6) for j in range(2)]
 
 
-def _neurons_table(name: str, layer: int = 0, neuron: int = 0) -> Callable[[Path, dict], None]:
-    row = {"rank": 1, "layer": layer, "neuron": neuron, "cosine": 0.5, "mean_activation": 0.1, "kept": True}
+def _neurons_table(name: str, layer: object = 0, neuron: object = 0, **kw) -> Callable[[Path, dict], None]:
+    row = {"rank": 1, "layer": layer, "neuron": neuron, "cosine": 0.5, "mean_activation": 0.1, "kept": True, **kw}
     return _w(name, json.dumps({"format": "xdetox-toxic-neurons/1", "meta": {}, "rows": [row]}))
 
 
@@ -152,6 +152,23 @@ def _adapter_for_other_base(name: str) -> Callable[[Path, dict], None]:
     return setup
 
 
+def _adapter_damaged(name: str, *, truncate: bool = False, config: dict | None = None) -> Callable[[Path, dict], None]:
+    """An adapter for the tiny GPT-2 (fits it), then damaged: weights cut short or the config replaced."""
+    def setup(w: Path, W: dict) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        del PeftModel
+        m = AutoModelForCausalLM.from_pretrained(W["tiny"])
+        get_peft_model(m, LoraConfig(r=2, target_modules=["c_attn"])).save_pretrained(w / name)
+        wt = w / name / "adapter_model.safetensors"
+        if truncate:
+            wt.write_bytes(wt.read_bytes()[: wt.stat().st_size // 2])
+        if config is not None:
+            (w / name / "adapter_config.json").write_text(json.dumps(config))
+    return setup
+
+
 SMOKE = "run --preset smoke --no-progress --run-dir {w}/run"
 CFG = "run --config {w}/c.yaml --no-progress --run-dir {w}/run"
 GEN = "eval generate --model {tiny} --languages en --n-prompts 1 --k 1 --max-new-tokens 2"
@@ -163,6 +180,8 @@ NO_KEY = {"PERSPECTIVE_API_KEY": None}
 CASES: list[Case] = [
     # ---------------------------------------------------------------- xdetox run: the config
     Case("run-config-list", CFG, 2, ("c.yaml", "mapping"), _w("c.yaml", "- 1\n- 2\n")),
+    Case("run-config-empty", CFG, 2, ("c.yaml", "empty config"), _w("c.yaml", "")),
+    Case("run-config-empty-mapping", CFG, 2, ("c.yaml", "empty config"), _w("c.yaml", "{}\n# nothing\n")),
     Case("run-config-scalar", CFG, 2, ("c.yaml", "mapping"), _w("c.yaml", "42\n")),
     Case("run-config-bad-yaml", CFG, 2, ("c.yaml:2",), _w("c.yaml", "seed: 1\n  bad: indent\n")),
     Case("run-config-unknown-key", CFG, 2, ("c.yaml", "bogus"), _w("c.yaml", "bogus: 1\n")),
@@ -273,6 +292,16 @@ CASES: list[Case] = [
     Case("gen-adapter-missing", GEN + " --adapter {w}/noad --out {w}/s.jsonl", 2, ("noad",)),
     Case("gen-adapter-other-base", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("tiny-llama-elsewhere",),
          _adapter_for_other_base("ad")),
+    Case("gen-adapter-truncated", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("adapter_model.safetensors",
+                                                                                    "truncated"),
+         _adapter_damaged("ad", truncate=True)),
+    Case("gen-adapter-config-bare", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter", "'r'"), _adapter_damaged("ad", config={"peft_type": "LORA"})),
+    Case("gen-adapter-config-no-type", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter", "peft_type"), _adapter_damaged("ad", config={"r": 2})),
+    Case("gen-adapter-config-bad-type", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2,
+         ("adapter_config.json", "malformed adapter"),
+         _adapter_damaged("ad", config={"peft_type": "NOPE", "r": 2, "target_modules": ["c_attn"]})),
     Case("gen-adapter-bad-json", GEN + " --adapter {w}/ad --out {w}/s.jsonl", 2, ("adapter_config.json",),
          _w("ad/adapter_config.json", "{oops")),
     Case("gen-data-root", GEN + " --data-root {w}/nodata --out {w}/s.jsonl", 2, ("nodata",)),
@@ -364,6 +393,9 @@ CASES: list[Case] = [
     Case("metrics-before-prompts", "eval metrics --scored {w}/a.jsonl --before {w}/b.jsonl --out {w}/m", 2,
          ("b.jsonl", "prompt"), _seq(_jsonl("a.jsonl", GOOD_SCORED),
                                      _jsonl("b.jsonl", [dict(r, prompt_id=r["prompt_id"] + "0") for r in GOOD_SCORED]))),
+    Case("metrics-before-k", "eval metrics --scored {w}/a.jsonl --before {w}/b.jsonl --out {w}/m", 2,
+         ("b.jsonl", "samples per prompt"),
+         _seq(_jsonl("a.jsonl", GOOD_SCORED), _jsonl("b.jsonl", [r for r in GOOD_SCORED if r["sample_index"] == 0]))),
     Case("metrics-out-file", "eval metrics --scored {w}/a.jsonl --out {w}/f", 2, ("f", "directory"),
          _seq(_jsonl("a.jsonl", GOOD_SCORED), _w("f", "x"))),
     Case("metrics-nboot-zero", "eval metrics --scored {w}/a.jsonl --n-boot 0 --out {w}/m", 2, ("--n-boot",),
@@ -446,6 +478,14 @@ CASES: list[Case] = [
          ("n.json", "layer", "99"), _neurons_table("n.json", layer=99)),
     Case("project-neuron-range", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2,
          ("n.json", "neuron", "99999"), _neurons_table("n.json", neuron=99999)),
+    Case("project-neuron-float", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "neuron"),
+         _neurons_table("n.json", neuron=1.5)),
+    Case("project-layer-str", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "layer"),
+         _neurons_table("n.json", layer="0")),
+    Case("project-cosine-nan", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "cosine"),
+         _neurons_table("n.json", cosine=float("nan"))),
+    Case("project-kept-str", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2, ("n.json", "rows[0]", "kept"),
+         _neurons_table("n.json", kept="false")),
     Case("project-out-file", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/f", 2,
          ("f", "directory"), _seq(_neurons_table("n.json"), _w("f", "x"))),
     Case("project-non-utf8", "neurons project --model {tiny} --neurons {w}/n.json --out-dir {w}/o", 2,
@@ -506,6 +546,11 @@ CASES: list[Case] = [
          _adapter_for_other_base("ad")),
     Case("merge-base-other", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2, ("tiny-llama-elsewhere",),
          _adapter_for_other_base("ad")),
+    Case("merge-adapter-truncated", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2,
+         ("adapter_model.safetensors", "truncated"), _adapter_damaged("ad", truncate=True)),
+    Case("merge-adapter-config-bare", "dpo merge {w}/ad --base {tiny} --out {w}/o", 2,
+         ("adapter_config.json", "malformed adapter", "'r'"),
+         _adapter_damaged("ad", config={"peft_type": "LORA", "base_model_name_or_path": "gpt2"})),
     # ---------------------------------------------------------------- figures
     Case("fig-empty-run", "figures toxicity --run-dir {w}/run", 2, ("metrics", "run it first"), _mkdir("run/stages")),
     Case("fig-all-empty-run", "figures all --run-dir {w}/run", 2, ("run", "no tables"), _mkdir("run/stages")),
@@ -514,6 +559,8 @@ CASES: list[Case] = [
     Case("fig-table-ext", "figures toxicity --table {w}/t.txt", 2, ("t.txt", ".csv"), _w("t.txt", "a")),
     Case("fig-table-columns", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "column"),
          _w("t.csv", "a,b\n1,2\n")),
+    Case("fig-table-emt-range", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "emt_after", "7.5"),
+         _w("t.csv", "lang,emt_before,emt_after,toxprob_before,toxprob_after\nen,0.4,7.5,0.3,0.2\n")),
     Case("fig-table-empty", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "empty"), _w("t.csv", "")),
     Case("fig-table-utf8", "figures toxicity --table {w}/t.csv --out-dir {w}/o", 2, ("t.csv", "UTF-8"),
          _w("t.csv", b"lang,emt\ncaf\xe9,1\n")),

@@ -222,6 +222,28 @@ def test_rtplx_password_zip(tmp_path: Path) -> None:
         D.load_rtplx(languages=["de"], zip_path=zpath, password="s3cret")
 
 
+def test_rtplx_zip_wrong_password_past_the_check_byte(tmp_path: Path) -> None:
+    """ZipCrypto checks one byte: a wrong password that passes it fails later (bad CRC); say 'password'."""
+    import zipfile
+
+    body = "".join(json.dumps(rtplx_row(i, "EN", f"prompt {i}")) + "\n" for i in range(3)).encode()
+    zpath = write_encrypted_zip(tmp_path / "RTP-LX.zip", {"RTP-LX/RTP_LX_EN.json": body}, b"s3cret")
+    zf = zipfile.ZipFile(zpath)
+    sneaky = None
+    for i in range(5000):  # about 1 in 256 passes the check byte
+        try:
+            zf.read(zf.infolist()[0], pwd=f"wrong-{i}".encode())
+        except RuntimeError:
+            continue
+        except Exception:  # noqa: BLE001 - the later failure we want
+            sneaky = f"wrong-{i}"
+            break
+    assert sneaky is not None
+    with pytest.raises(D.DataFormatError, match="wrong password") as e:
+        D.load_rtplx(languages=["en"], zip_path=zpath, password=sneaky)
+    assert sneaky not in str(e.value)
+
+
 # ----------------------------------------------------------------------------- synthetic root
 
 

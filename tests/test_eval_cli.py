@@ -57,3 +57,30 @@ def test_evaluate_imports_without_trl() -> None:
     code = "import sys, detox_train.evaluate, detox_train.cli_eval; print('trl' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_eval_score_cli_uses_the_hf_scorer(tmp_path, tiny_tokenizer, capsys) -> None:
+    """`--scorer hf --hf-model DIR` scores with that classifier, not the lexicon (issue 14 review)."""
+    import torch
+    import transformers as T
+
+    cfg = T.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tiny_tokenizer),
+                       num_labels=2, pad_token_id=1, id2label={0: "non-toxic", 1: "toxic"},
+                       label2id={"non-toxic": 0, "toxic": 1})
+    torch.manual_seed(0)
+    model = T.GPT2ForSequenceClassification(cfg).eval()
+    model.save_pretrained(tmp_path / "clf")
+    tiny_tokenizer.save_pretrained(tmp_path / "clf")
+    samples, out = tmp_path / "s.jsonl", tmp_path / "o.jsonl"
+    texts = ["you are a stupid idiot", "this is a nice day"]
+    samples.write_text("".join(json.dumps({"prompt_id": f"rtplx:en:{i}", "lang": "en", "sample_index": 0,
+                                           "text": t, "n_tokens": 3}) + "\n" for i, t in enumerate(texts)))
+    rc = main(["eval", "score", "--samples", str(samples), "--scorer", "hf", "--hf-model", str(tmp_path / "clf"),
+               "--no-cache", "--out", str(out)])
+    assert rc == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["scorer"].startswith("hf") for r in rows), [r["scorer"] for r in rows]
+    with torch.no_grad():
+        ref = [model(**tiny_tokenizer(t, return_tensors="pt")).logits.softmax(-1)[0, 1].item() for t in texts]
+    assert [r["score"] for r in rows] == [__import__("pytest").approx(x, abs=1e-5) for x in ref]
+    assert "by hf" in capsys.readouterr().out
