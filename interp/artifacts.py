@@ -354,8 +354,8 @@ class JsonlAppender:
         self.close()
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield records of a JSONL file; a bad line raises an error naming file and line."""
+def numbered_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) of a JSONL file; a bad line raises an error naming file and line."""
     path = Path(path)
     for n, line in iter_lines(path, what="JSONL line"):
         if not line.strip():
@@ -363,10 +363,16 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from e
+            raise InputError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{n}: line is a JSON {type(obj).__name__}, not an object; "
                              "each line must be one JSON object")
+        yield n, obj
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield records of a JSONL file; a bad line raises an error naming file and line."""
+    for _, obj in numbered_jsonl(path):
         yield obj
 
 

@@ -372,14 +372,14 @@ def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens:
 
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     """Return the samples stored in a JSONL written by :func:`generate`."""
-    from interp.artifacts import InputError, iter_lines
+    from interp.artifacts import InputError, numbered_jsonl
 
     path = Path(path)
     if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path}: no samples file; write one with `xdetox eval generate --out {path}`")
     out = []
     seen: dict[tuple[str, int], int] = {}
-    for n, r in _numbered_records(path):
+    for n, r in numbered_jsonl(path):
         where = f"{path}:{n}"
         for key in ("prompt_id", "lang", "sample_index", "text"):
             if key not in r:
@@ -404,21 +404,3 @@ def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     if not out:
         raise InputError(f"{path}: the samples file is empty; generate samples first (xdetox eval generate)")
     return out
-
-
-def _numbered_records(path: Path) -> Any:
-    """Yield (line number, object) of a JSONL file (errors name the file and line)."""
-    import json
-
-    from interp.artifacts import InputError, iter_lines
-
-    for n, line in iter_lines(path, what="JSONL line"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{n}: line is a JSON {type(obj).__name__}, not an object")
-        yield n, obj

@@ -35,9 +35,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
     """Return the scored samples of a JSONL written by :func:`score_samples`."""
     import math
 
-    from interp.artifacts import InputError
-
-    from .generation import _numbered_records
+    from interp.artifacts import InputError, numbered_jsonl
 
     path = Path(path)
     if not path.is_file() and not path.is_dir():
@@ -45,7 +43,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
     names = [f.name for f in dataclasses.fields(ScoredSample)]
     out = []
     seen: dict[tuple[Any, Any], int] = {}
-    for n, r in _numbered_records(path):
+    for n, r in numbered_jsonl(path):
         where = f"{path}:{n}"
         missing = [k for k in names[:9] if k not in r]
         if missing:
