@@ -50,16 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
-    from interp.configio import ConfigError
+    from interp.configio import split_assignments
     from interp.pipeline import Pipeline
     from interp.run_config import load_run_config
 
-    overrides: dict[str, str] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v
+    overrides = split_assignments(args.set)
     if args.data_root:
         overrides["data_root"] = args.data_root
     preset = args.preset if (args.preset or args.config) else "demo"
@@ -78,12 +73,8 @@ def _algorithms(args: argparse.Namespace) -> int:
     from interp.languages import LANGUAGES
 
     cfg, pipe = _setup(args)
-    train: dict[str, Any] = {}
-    for item in args.train_set:
-        if "=" not in item:
-            raise ConfigError(f"--train-set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        train[k.strip()] = yaml.safe_load(v)
+    train: dict[str, Any] = {k: yaml.safe_load(v)
+                             for k, v in split_assignments(args.train_set, flag="--train-set").items()}
     if "algorithm" in train:
         raise ConfigError("--train-set algorithm=...: the algorithm is what the experiment varies; use --algorithms")
     algos = list(ALGORITHMS) if args.all_algorithms else (args.algorithms or list(DEFAULT_COMPARISON))

@@ -29,16 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from interp.configio import ConfigError
+    from interp.configio import split_assignments
     from interp.pipeline import run_pipeline
     from interp.run_config import load_run_config
 
-    overrides: dict[str, str] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v
+    overrides = split_assignments(args.set)
     if args.model:
         overrides["model.name"] = args.model
     if args.adapter:

@@ -38,6 +38,17 @@ def check_range(key: str, value: Any, *, ge: float | None = None, gt: float | No
                           + ("; use null for all" if allow_none else ""))
 
 
+def split_assignments(items: list[str] | None, *, flag: str = "--set") -> dict[str, str]:
+    """Return ``{key: raw value}`` for ``KEY=VALUE`` command-line items (values parsed later, per key)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
 def parse_value(key: str, text: str) -> Any:
     """Return a ``--set KEY=VALUE`` value parsed as YAML, with an error naming the key."""
     try:
