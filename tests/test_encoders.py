@@ -268,3 +268,26 @@ def test_feature_cache_key_holds_the_tokenizer(enc, tmp_path):
     assert not torch.allclose(fresh, first)  # the tokenizers differ on these texts
     cached = extract_features(enc, texts, tokenizer=tok2, cache_dir=tmp_path, progress=False)
     torch.testing.assert_close(cached, fresh)
+
+
+def test_text_prefix_is_prepended_by_the_tokenizer(enc):
+    """encoder.text_prefix (default e5's "passage: ") reaches every encoded text, inside <s> ... </s>."""
+    import copy
+
+    from interp.encoder_analysis import set_text_prefix
+    from interp.run_config import load_run_config
+    from probes.features import extract_features, tokenizer_fingerprint
+
+    assert load_run_config(preset="smoke").encoder.text_prefix == "passage: "
+    tok = copy.deepcopy(enc.tokenizer)
+    set_text_prefix(tok, "passage: ")
+    texts = ["you are a stupid idiot", "I want to go home now"]
+    for t in texts:
+        assert tok(t)["input_ids"] == enc.tokenizer("passage: " + t)["input_ids"]
+    assert tokenizer_fingerprint(tok) != tokenizer_fingerprint(enc.tokenizer)
+    got = extract_features(enc, texts, tokenizer=tok, use_cache=False, progress=False)
+    want = extract_features(enc, ["passage: " + t for t in texts], use_cache=False, progress=False)
+    torch.testing.assert_close(got, want)
+    same = copy.deepcopy(enc.tokenizer)
+    set_text_prefix(same, "")
+    assert tokenizer_fingerprint(same) == tokenizer_fingerprint(enc.tokenizer)
