@@ -291,3 +291,10 @@ def test_text_prefix_is_prepended_by_the_tokenizer(enc):
     same = copy.deepcopy(enc.tokenizer)
     set_text_prefix(same, "")
     assert tokenizer_fingerprint(same) == tokenizer_fingerprint(enc.tokenizer)
+
+
+def test_bridge_tokenizer_keeps_the_encoder_post_processor(enc):
+    """The bridge's tokenizer closes a text with </s> as the encoder's own tokenizer does."""
+    tok = enc.tokenizer
+    ids = tok("you are a stupid idiot")["input_ids"]
+    assert ids == _ids(enc)[0].tolist()
