@@ -100,8 +100,9 @@ def test_mlp_output_is_sum_of_act_times_value(enc):
 
 
 def test_post_ln_vocab_projection_matches_layernorm_of_v(enc):
-    """Independent computation: the block's own output LayerNorm applied to v alone, minus its bias,
-    then the tied embeddings. The adapter's gamma * (v - mean v) differs only by the factor 1/std(v)."""
+    """The projection path (top-k through the tied embeddings) against the LayerNorm applied to v
+    alone, minus its bias (the same formula as vocab_vectors, so not an independent check of the
+    direction: see the Jacobian test below). gamma * (v - mean v) differs by the factor 1/std(v)."""
     from interp.vocab import project_to_vocab
 
     a = get_adapter(enc)
@@ -298,3 +299,38 @@ def test_bridge_tokenizer_keeps_the_encoder_post_processor(enc):
     tok = enc.tokenizer
     ids = tok("you are a stupid idiot")["input_ids"]
     assert ids == _ids(enc)[0].tolist()
+
+
+def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
+    """Independent check of the post-LN direction: autograd's Jacobian of the block's output
+    LayerNorm at real residual states x, applied to a value vector v. J v = gamma/s * (v_c -
+    x_hat (x_hat . v_c)/n); vocab_vectors keeps gamma * v_c (the common 1/s dropped) and drops the
+    state-dependent -x_hat (x_hat . v_c)/n term, which these checks measure."""
+    a = get_adapter(enc)
+    hf = hf_model_of(enc)
+    for layer in range(a.n_layers):
+        ln = _unwrap(a.block(layer).output.LayerNorm)
+        seen = []
+        h = ln.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()[0]))
+        try:
+            with torch.no_grad():
+                hf(_ids(enc))
+        finally:
+            h.remove()
+        states = seen[0]  # [pos, d_model], the residual right before the output LayerNorm
+        VV = a.vocab_vectors([layer])[0]
+        W = _unwrap(a.block(layer).output.dense).weight.detach()
+        n = states.shape[-1]
+        for unit in (0, 5, W.shape[1] - 1):
+            v = W[:, unit]
+            vc = v - v.mean()
+            cos = []
+            for x in states:
+                _, jv = torch.autograd.functional.jvp(lambda t: ln(t), (x,), (v,))
+                s = (x.var(unbiased=False) + ln.eps).sqrt()
+                xh = (x - x.mean()) / s
+                dropped = -ln.weight.detach() * xh * (xh @ vc) / n / s
+                # vocab_vectors row = s * (J v - dropped term), exactly
+                torch.testing.assert_close(VV[unit], s * (jv - dropped), atol=1e-5, rtol=1e-4)
+                cos.append(torch.nn.functional.cosine_similarity(jv, VV[unit], dim=0))
+            assert min(cos) > 0.5, (layer, unit, cos)  # the dropped term is small: same direction
