@@ -57,6 +57,11 @@ def key_gap_ratio(toxic: pd.DataFrame, clean: pd.DataFrame, pivot: str = "en") -
                          "activation_ratio": (t / en_t).values if en_t > 0 else float("nan")})
 
 
+def disjoint_from(pool: dict[str, list[Any]], used: set[str]) -> dict[str, list[Any]]:
+    """Return ``pool`` (lang -> prompts) without the prompts whose text is in ``used`` (the filter's)."""
+    return {lang: [p for p in ps if p.text not in used] for lang, ps in pool.items()}
+
+
 def multilingual_vectors(per_vector: pd.DataFrame, min_languages: int = 3) -> pd.Series:
     """Return, per projected vector, whether its top-k tokens hit the lexicon in >= ``min_languages`` languages."""
     hit_cols = [c for c in per_vector.columns if c.startswith("hits_")]
@@ -140,6 +145,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     # activations are mostly negative, so a ratio of raw means to English is often undefined; the
     # key side is scored as the toxic-minus-clean gap of each language relative to English's gap.
     pool = pipe.eval_prompts(None, "eval", salt="keys")
+    pool = disjoint_from(pool, {p.text for p in en[: c.filter_prompts]})  # no selection bias on the key side
     sets = {"toxic": {lang: [p.text for p in ps if (p.toxicity or 0) >= TOXIC][: c.key_prompts] for lang, ps in pool.items()},
             "clean": {lang: [p.text for p in ps if p.toxicity is not None and p.toxicity <= CLEAN][: c.key_prompts]
                       for lang, ps in pool.items()}}

@@ -334,3 +334,21 @@ def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
                 torch.testing.assert_close(VV[unit], s * (jv - dropped), atol=1e-5, rtol=1e-4)
                 cos.append(torch.nn.functional.cosine_similarity(jv, VV[unit], dim=0))
             assert min(cos) > 0.5, (layer, unit, cos)  # the dropped term is small: same direction
+
+
+def test_key_prompts_are_disjoint_from_the_filter_prompts(tmp_path, monkeypatch):
+    """The English toxic key prompts and the filter prompts come from one eval pool: made disjoint."""
+    import interp.pipeline as P
+    from interp.encoder_analysis import TOXIC, disjoint_from
+    from interp.run_config import load_run_config
+
+    monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
+    pipe = P.Pipeline(load_run_config(preset="smoke"), tmp_path / "run", log=lambda _m: None)
+    en = [p for p in pipe.eval_prompts(None, "eval", salt="filter")["en"] if (p.toxicity or 0) >= 3.0][:50]
+    pool = pipe.eval_prompts(None, "eval", salt="keys")
+    toxic = lambda pl: {p.text for p in pl["en"] if (p.toxicity or 0) >= TOXIC}  # noqa: E731
+    if not toxic(pool) & {p.text for p in en}:
+        pytest.skip("no overlap in this data to remove")
+    kept = disjoint_from(pool, {p.text for p in en})
+    assert not toxic(kept) & {p.text for p in en}
+    assert toxic(kept) == toxic(pool) - {p.text for p in en}
