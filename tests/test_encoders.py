@@ -352,3 +352,12 @@ def test_key_prompts_are_disjoint_from_the_filter_prompts(tmp_path, monkeypatch)
     kept = disjoint_from(pool, {p.text for p in en})
     assert not toxic(kept) & {p.text for p in en}
     assert toxic(kept) == toxic(pool) - {p.text for p in en}
+
+
+def test_offset_sweep_refusal_names_the_intervention(enc):
+    from interp.interventions import generate_with_intervention, intervention_sweep
+
+    with pytest.raises(GenerationUnsupportedError, match="offset sweep"):
+        intervention_sweep(enc, [(0, 1)], {"en": ["you are"]}, score_fn=lambda t, _l: [0.0] * len(t), progress=False)
+    with pytest.raises(GenerationUnsupportedError, match="intervention"):
+        generate_with_intervention(enc, ["you are"], None)
