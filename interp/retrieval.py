@@ -209,10 +209,12 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
         path = None
         if cache:
             from interp.tokenization import token_rule
+            from probes.features import tokenizer_fingerprint
 
             rule = token_rule(m, tokenizer=tokenizer)
             key = stable_hash({"texts": texts, "max_length": max_length,
-                               "tokenizer": getattr(tok, "name_or_path", ""), "tokens": rule.describe(), "v": 2})
+                               "tokenizer": getattr(tok, "name_or_path", ""), "tokens": rule.describe(), "v": 2,
+                               "tokenizer_fp": tokenizer_fingerprint(tok)})
             path = cache_dir("retrieval") / f"{model_fingerprint(model)}_{key}.safetensors"
             if path.is_file():
                 try:

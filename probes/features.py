@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
@@ -177,6 +178,22 @@ def _cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
     return cache_dir / f"{stable_hash(key, n=24)}.safetensors"
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Return a short hash of what a tokenizer does: its backend JSON (vocabulary, normaliser, pre-
+    tokenizer, post-processor) for a fast tokenizer, else its class, size and vocabulary.
+
+    Part of the feature-cache key, so that a tokenizer rebuilt differently over unchanged weights
+    (e.g. a bumped e5 converter) does not reuse features computed with the old one.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        text = json.dumps([type(tokenizer).__name__, len(tokenizer), sorted(vocab.items())], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def extract_features(model: Any, texts: list[str], *, layer: int | None = None, pooling: Pooling = "mean",
                      batch_size: int = 32, cache_dir: str | os.PathLike[str] | None = None,
                      progress: bool = True, tokenizer: Any = None, max_length: int = 512,
@@ -235,6 +252,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     if use_cache:
         key = {"fingerprint": fingerprint or model_fingerprint(model), "data": texts_hash(texts), "layer": layer,
                "pooling": pooling, "max_length": max_length, "bos": rule.add_bos, "v": 1,
+               "tokenizer": tokenizer_fingerprint(tokenizer),
                **({"eos": True} if rule.add_eos else {})}
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)

