@@ -112,7 +112,7 @@ def test_full_dpo_raises_the_margin_and_logs_heldout_loss(gpt2_dir: Path, tmp_pa
     assert man["kind"] == "dpo" and man["seed"] == 0 and man["config"]["beta"] == 0.1
     assert len(man["inputs"]["data_hash"]) == 16 and man["n_pairs"] == {
         "train": 28, "eval": 4, "in": 32, "dropped_prompt_too_long": 0, "prompt_truncated_left": 0,
-        "long_prompts": "drop", "dropped_too_long": 0}
+        "response_truncated": 0, "long_prompts": "drop", "dropped_too_long": 0}
     assert "trl" in man["versions"] and "git_sha" in man
     assert not (out / "training_args.bin").exists()
 
