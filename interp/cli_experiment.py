@@ -69,7 +69,7 @@ def _algorithms(args: argparse.Namespace) -> int:
     from detox_train import DPOTrainConfig
     from detox_train.compare_algorithms import compare_algorithms, estimate_seconds
     from detox_train.preference import ALGORITHMS, DEFAULT_COMPARISON
-    from interp.configio import ConfigError
+    from interp.configio import ConfigError, split_assignments
     from interp.languages import LANGUAGES
 
     cfg, pipe = _setup(args)

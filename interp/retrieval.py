@@ -209,7 +209,7 @@ def layer_representations(model: Any, texts: Sequence[str], *, batch_size: int =
         path = None
         if cache:
             from interp.tokenization import token_rule
-            from probes.features import tokenizer_fingerprint
+            from interp.tokenization import tokenizer_fingerprint
 
             rule = token_rule(m, tokenizer=tokenizer)
             key = stable_hash({"texts": texts, "max_length": max_length,

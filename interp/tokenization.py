@@ -217,5 +217,24 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
                      native_bos=bool(native), add_eos=add_eos)
 
 
-__all__ = ["TokenRule", "token_rule", "native_adds_bos", "set_bos_policy", "bos_policy_of", "check_policy",
+__all__ = ["TokenRule", "token_rule", "tokenizer_fingerprint", "native_adds_bos", "set_bos_policy", "bos_policy_of", "check_policy",
            "context_length", "BOS_POLICIES", "PURPOSES"]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Return a short hash of what a tokenizer does: its backend JSON (vocabulary, normaliser, pre-
+    tokenizer, post-processor) for a fast tokenizer, else its class, size and vocabulary.
+
+    Part of the feature-cache key, so that a tokenizer rebuilt differently over unchanged weights
+    (e.g. a bumped e5 converter) does not reuse features computed with the old one.
+    """
+    import hashlib
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        text = json.dumps([type(tokenizer).__name__, len(tokenizer), sorted(vocab.items())], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

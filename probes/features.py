@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from interp.architecture import _unwrap, get_adapter, hf_model_of
+from interp.tokenization import tokenizer_fingerprint  # noqa: F401  (part of the feature-cache key; re-exported)
 
 Pooling = Literal["mean", "last", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "last", "max")
@@ -176,22 +177,6 @@ def _cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
     from interp.artifacts import stable_hash
 
     return cache_dir / f"{stable_hash(key, n=24)}.safetensors"
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Return a short hash of what a tokenizer does: its backend JSON (vocabulary, normaliser, pre-
-    tokenizer, post-processor) for a fast tokenizer, else its class, size and vocabulary.
-
-    Part of the feature-cache key, so that a tokenizer rebuilt differently over unchanged weights
-    (e.g. a bumped e5 converter) does not reuse features computed with the old one.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        text = backend.to_str()
-    else:
-        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-        text = json.dumps([type(tokenizer).__name__, len(tokenizer), sorted(vocab.items())], default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def extract_features(model: Any, texts: list[str], *, layer: int | None = None, pooling: Pooling = "mean",
