@@ -33,9 +33,9 @@ write_pairs_jsonl(work / "pairs.jsonl", pairs)
 PYEOF
 
 COMMON=(train --preset paper-full --model "$WORK/model" --pairs "$WORK/pairs.jsonl" --max-steps 6
-        --eval-steps 3 --learning-rate 1e-3 --set optimizer=adamw_torch --set warmup_steps=0
+        --eval-steps 3 --learning-rate 1e-3 --optim adamw_torch --set warmup_steps=0
         --set max_length=32 --set max_prompt_length=8 --set heldout_source=gettext --set heldout_texts=4
-        --set eval_fraction=0.1 --set early_stopping_patience=null --batch-size 2)
+        --set eval_fraction=0.1 --set early_stopping_patience=null --per-device-train-batch-size 2)
 
 t0=$(date +%s)
 "$ACCEL" launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \

@@ -1,17 +1,18 @@
 """DPO training configuration: one dataclass whose fields carry their help text, plus named presets.
 
-Presets are data (dicts of overrides), never branches in the training code. ``paper-full`` and
-``paper-qlora`` follow the paper (METHOD.md stage 3); ``cpu-demo`` is a gentle setting for the small
-embedded default model, chosen so that held-out LM loss on neutral text rises by at most 0.3 nats.
+Presets are named YAML files (``detox_train/presets/NAME.yaml``), never branches in the training
+code. ``paper-full`` and ``paper-qlora`` follow the paper (METHOD.md stage 3); ``cpu-demo`` is a
+gentle setting for the small embedded default model.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from interp.configio import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from interp.configio import ConfigError, config_from_dict, config_to_dict, preset_file, read_config_file, save_config
+from interp.configio import preset_names as names_in
 
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -20,7 +21,16 @@ Optimizer = Literal["rmsprop", "adamw_torch", "sgd", "adafactor", "paged_adamw_8
 
 @dataclass
 class DPOTrainConfig:
-    """Everything that determines a DPO run (with the seed, the result is reproducible)."""
+    """Everything that determines a DPO run (with the seed, the result is reproducible).
+
+    Fields that TRL's ``DPOConfig`` (or its ``TrainingArguments``) also has carry TRL's name and meaning.
+    """
+
+    #: Former names of fields now spelled as TRL spells them: YAML keys, --set keys and flags with the
+    #: old name are refused with the new one (never silently ignored).
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "optimizer": "optim", "batch_size": "per_device_train_batch_size",
+        "grad_accum": "gradient_accumulation_steps", "num_epochs": "num_train_epochs"}
 
     # ---- model and adapter
     model: str = field(default="default", metadata={
@@ -76,11 +86,13 @@ class DPOTrainConfig:
                 "trained on), 'gettext' (English gettext strings), or a path to a text file (one per line)"})
     heldout_texts: int = field(default=64, metadata={"help": "number of held-out neutral texts for the LM loss"})
     # ---- optimisation
-    optimizer: Optimizer = field(default="rmsprop", metadata={
-        "help": "optimizer name as transformers' TrainingArguments.optim spells it"})
+    optim: Optimizer = field(default="rmsprop", metadata={
+        "help": "optimizer name, as transformers' TrainingArguments.optim"})
     learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate"})
-    batch_size: int = field(default=4, metadata={"help": "pairs per device per step"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    per_device_train_batch_size: int = field(default=4, metadata={
+        "help": "pairs per device per step (also the eval batch); the effective batch is this x "
+                "gradient_accumulation_steps x the number of processes"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_grad_norm: float = field(default=10.0, metadata={"help": "gradient clipping norm"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta (sigmoid loss, summed response log-probs)"})
     sft_weight: float = field(default=0.0, metadata={
@@ -95,7 +107,7 @@ class DPOTrainConfig:
         "help": "overrides of the algorithm's TRL config keywords (e.g. {label_smoothing: 0.2} for robust, "
                 "{simpo_gamma: 1.0} for simpo); the defaults come from each paper or the TRL docs"})
     warmup_steps: int = field(default=150, metadata={"help": "linear warmup steps, then a constant rate"})
-    num_epochs: float = field(default=5.0, metadata={"help": "maximum number of epochs"})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "maximum number of epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1 = use epochs)"})
     eval_steps: int = field(default=25, metadata={"help": "evaluate (and checkpoint) every N steps; 0 = never"})
     early_stopping_patience: int | None = field(default=10, metadata={
@@ -126,10 +138,11 @@ class DPOTrainConfig:
             (self.max_prompt_length < self.max_length, "max_prompt_length must be smaller than max_length"),
             (0.0 <= self.eval_fraction < 1.0, "eval_fraction must be in [0, 1)"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.batch_size > 0 and self.grad_accum > 0, "batch_size and grad_accum must be > 0"),
+            (self.per_device_train_batch_size > 0 and self.gradient_accumulation_steps > 0,
+             "per_device_train_batch_size and gradient_accumulation_steps must be > 0"),
             (self.beta > 0, "beta must be > 0"),
             (self.sft_weight >= 0, "sft_weight must be >= 0"),
-            (self.max_steps != 0, "max_steps must be -1 (use num_epochs) or > 0"),
+            (self.max_steps != 0, "max_steps must be -1 (use num_train_epochs) or > 0"),
             (self.max_pairs is None or self.max_pairs > 0, "max_pairs must be > 0 or null"),
             (self.num_threads >= 0, "num_threads must be >= 0 (0 = torch's default)"),
         ]
@@ -146,31 +159,22 @@ class DPOTrainConfig:
     # ------------------------------------------------------------------ presets & I/O
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "DPOTrainConfig":
-        """Return the named preset with ``overrides`` applied (validated like YAML keys)."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown DPO preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name}")
+        """Return the named preset (``detox_train/presets/NAME.yaml``) with ``overrides`` applied."""
+        data = preset_data(name)
+        try:
+            return config_from_dict(cls, {**data, **overrides})
+        except ConfigError as e:
+            raise ConfigError(f"DPO preset {name}: {e}") from e
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "DPOTrainConfig":
         """Return the config stored in YAML file ``path`` (a ``preset: NAME`` key starts from that preset)."""
-        import yaml
-
-        from interp.artifacts import read_text
-
-        raw = None
-        if Path(path).is_file():
-            try:
-                raw = yaml.safe_load(read_text(path, what="config file", max_bytes=16 << 20))
-            except yaml.YAMLError:
-                raw = None  # load_config below reports it with the file and line
-        if isinstance(raw, dict) and "preset" in raw:
-            name = raw.pop("preset")
-            try:
-                return cls.preset(str(name), **{**raw, **overrides})
-            except ConfigError as e:
-                raise ConfigError(f"{path}: {e}") from e
-        return load_config(cls, path, overrides)
+        data = read_config_file(path)
+        try:
+            base = preset_data(str(data.pop("preset"))) if "preset" in data else {}
+            return config_from_dict(cls, {**base, **data, **overrides})
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
 
     def to_yaml(self, path: str | Path) -> Path:
         """Write this config as YAML and return the path."""
@@ -185,37 +189,23 @@ class DPOTrainConfig:
         return config_from_dict(type(self), {**self.to_dict(), **changes})
 
 
-_PAPER_FULL: dict[str, Any] = dict(
-    method="full", optimizer="rmsprop", learning_rate=1e-5, batch_size=4, grad_accum=1, max_grad_norm=10.0,
-    beta=0.1, warmup_steps=150, num_epochs=5.0, eval_fraction=0.05, eval_steps=25, early_stopping_patience=10,
-    max_length=256, max_prompt_length=64, long_prompts="truncate_left",
-)
+PRESET_DIR = Path(__file__).parent / "presets"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Li, Yong, Bach 2024 full fine-tuning (mGPT, BLOOM-1.7B).
-    "paper-full": dict(_PAPER_FULL),
-    # The paper's QLoRA runs (7-8B models): r 64, alpha 16, dropout 0.05 on all linear layers, NF4 base.
-    "paper-qlora": {**_PAPER_FULL, "method": "qlora", "lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.05,
-                    "lora_target_modules": None, "gradient_checkpointing": True},
-    # LoRA on a full-precision base: a larger rate suits the low-rank update.
-    "lora": {**_PAPER_FULL, "method": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
-             "learning_rate": 5e-5, "warmup_steps": 20},
-    # Gentle full fine-tuning for the small embedded default on CPU (~2-3 minutes on an idle 2-core
-    # machine). lr 1e-5 for three epochs raised held-out LM loss by 1.3 nats there; 60 steps of 8
-    # pairs (a quarter epoch of 1,200 pairs) with an SFT anchor (weight 0.5) on the chosen, neutral
-    # text keep the change far inside 0.3 nats while the reward margin still grows.
-    "cpu-demo": dict(
-        method="full", optimizer="rmsprop", learning_rate=1e-5, batch_size=8, grad_accum=1, max_grad_norm=10.0,
-        beta=0.1, sft_weight=0.5, warmup_steps=10, num_epochs=1.0, max_steps=60, eval_fraction=0.05,
-        eval_steps=20, early_stopping_patience=None, max_length=128, max_prompt_length=64, max_pairs=1200,
-        heldout_source="gettext", heldout_texts=64, logging_steps=5, num_threads=1,
-    ),
-}
+
+def preset_data(name: str) -> dict[str, Any]:
+    """Return the keys of DPO preset ``name`` (its YAML file), a ``preset: BASE`` key resolved first."""
+    data = read_config_file(preset_file(PRESET_DIR, name, what="DPO preset"))
+    base = data.pop("preset", None)
+    return {**preset_data(str(base)), **data} if base is not None else data
 
 
 def preset_names() -> list[str]:
     """Return the preset names."""
-    return list(PRESETS)
+    return names_in(PRESET_DIR)
+
+
+#: {name: keys} of the shipped presets, read from their YAML files.
+PRESETS: dict[str, dict[str, Any]] = {name: preset_data(name) for name in preset_names()}
 
 
 def config_fields_help() -> dict[str, str]:

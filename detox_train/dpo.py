@@ -393,11 +393,12 @@ def training_kwargs(config: DPOTrainConfig, device: str, *, has_eval: bool) -> d
     return dict(
         output_dir=config.output_dir,
         seed=config.seed, data_seed=config.seed,
-        optim=config.optimizer, learning_rate=config.learning_rate,
+        optim=config.optim, learning_rate=config.learning_rate,
         lr_scheduler_type="constant_with_warmup", warmup_steps=config.warmup_steps,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, max_grad_norm=config.max_grad_norm,
-        num_train_epochs=config.num_epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
         eval_strategy="steps" if eval_on else "no", eval_steps=config.eval_steps if eval_on else None,
         save_strategy="steps", save_steps=save_steps, save_total_limit=config.save_total_limit,
         # Early stopping keeps the best checkpoint by eval loss (the paper's criterion).

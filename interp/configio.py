@@ -144,6 +144,12 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     prefix = f"{where}." if where else ""
+    renamed = getattr(cls, "renamed_fields", {})
+    old = sorted(set(data) & set(renamed) - set(fields))
+    if old:
+        new = renamed[old[0]]
+        raise ConfigError(f"config key {prefix}{old[0]} was renamed {prefix}{new} ({cls.__name__}); "
+                          f"write {prefix}{new} instead")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -171,8 +177,28 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return to_jsonable(cfg)
 
 
-def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
-    """Read a YAML config file into ``cls``; errors name the file and the key."""
+def preset_names(folder: str | Path) -> list[str]:
+    """Return the names of the presets in ``folder``: its ``NAME.yaml`` files, sorted."""
+    return sorted(p.stem for p in Path(folder).glob("*.yaml"))
+
+
+def preset_file(folder: str | Path, name: str, *, what: str = "preset",
+                renamed: dict[str, str] | None = None) -> Path:
+    """Return ``folder/NAME.yaml``: presets are named YAML files, one form for every kind of config.
+
+    An unknown name is a :class:`ConfigError` listing the presets (a former name, in ``renamed``,
+    names its new one).
+    """
+    path = Path(folder) / f"{name}.yaml"
+    if name in (renamed or {}) and not path.is_file():
+        raise ConfigError(f"{what} {name!r} was renamed {renamed[name]!r}; use {renamed[name]!r}")  # type: ignore[index]
+    if not name or Path(name).name != name or not path.is_file():
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(preset_names(folder))}")
+    return path
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Return the mapping in YAML file ``path`` (empty file: ``{}``); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
@@ -188,7 +214,12 @@ def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys (e.g. `seed: 0`), not a YAML "
                           f"{type(data).__name__}")
-    data.update(overrides or {})
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
+    """Read a YAML config file into ``cls``; errors name the file and the key."""
+    data = {**read_config_file(path), **(overrides or {})}
     try:
         return config_from_dict(cls, data)
     except ConfigError as e:

@@ -27,7 +27,7 @@ def toy_pairs(n: int = 32) -> list[PreferencePair]:
 
 
 def tiny_config(model_dir: Path, out: Path, **kw) -> DPOTrainConfig:
-    base = dict(model=str(model_dir), pairs="given", optimizer="adamw_torch", learning_rate=5e-3, batch_size=4,
+    base = dict(model=str(model_dir), pairs="given", optim="adamw_torch", learning_rate=5e-3, per_device_train_batch_size=4,
                 warmup_steps=0, max_steps=4, eval_steps=2, early_stopping_patience=None, eval_fraction=0.125,
                 max_length=32, max_prompt_length=8, heldout_texts=4, logging_steps=1, output_dir=str(out),
                 lora_r=4, lora_alpha=8, lora_dropout=0.0)
@@ -44,8 +44,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- config
 def test_presets_follow_the_paper(tmp_path: Path) -> None:
     full = DPOTrainConfig.preset("paper-full")
-    assert (full.optimizer, full.learning_rate, full.batch_size, full.max_grad_norm, full.beta, full.warmup_steps,
-            full.num_epochs, full.eval_fraction, full.eval_steps, full.early_stopping_patience, full.max_length,
+    assert (full.optim, full.learning_rate, full.per_device_train_batch_size, full.max_grad_norm, full.beta, full.warmup_steps,
+            full.num_train_epochs, full.eval_fraction, full.eval_steps, full.early_stopping_patience, full.max_length,
             full.max_prompt_length) == ("rmsprop", 1e-5, 4, 10.0, 0.1, 150, 5.0, 0.05, 25, 10, 256, 64)
     q = DPOTrainConfig.preset("paper-qlora")
     assert (q.method, q.lora_r, q.lora_alpha, q.lora_dropout, q.lora_target_modules) == ("qlora", 64, 16, 0.05, None)
@@ -172,7 +172,7 @@ def test_qlora_on_cpu_adapter_reload_and_merge(gpt2_dir: Path, tmp_path: Path) -
     from interp.loading import adapter_disabled, load_hf_model, load_model
 
     cfg = tiny_config(gpt2_dir, tmp_path / "q", method="qlora", max_steps=2, eval_fraction=0.0,
-                      heldout_source="gettext", heldout_texts=2, learning_rate=2e-2, batch_size=2)
+                      heldout_source="gettext", heldout_texts=2, learning_rate=2e-2, per_device_train_batch_size=2)
     out = train_dpo(cfg, pairs=toy_pairs(8))
     acfg = json.loads((out / "adapter_config.json").read_text())
     assert set(acfg["target_modules"]) == {"c_attn", "c_proj", "c_fc"}

@@ -126,7 +126,7 @@ def test_kto_sees_both_labels_from_its_first_batches(gpt2_dir: Path, tmp_path: P
     from detox_train.preference import build_trainer
 
     pairs = toy_pairs(64)
-    cfg = tiny_config(gpt2_dir, tmp_path / "kto", algorithm="kto", batch_size=4)
+    cfg = tiny_config(gpt2_dir, tmp_path / "kto", algorithm="kto", per_device_train_batch_size=4)
     tok = AutoTokenizer.from_pretrained(str(gpt2_dir))
     model = AutoModelForCausalLM.from_pretrained(str(gpt2_dir))
     trainer = build_trainer(cfg, model=model, ref_model=copy.deepcopy(model).eval(),

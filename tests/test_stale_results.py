@@ -119,8 +119,8 @@ def _pairs(n: int = 8) -> list[PreferencePair]:
 def _cfg(model_dir: Path, out: Path, **kw):
     from detox_train.config import DPOTrainConfig
 
-    base = dict(model=str(model_dir), pairs="given", method="lora", optimizer="adamw_torch", learning_rate=5e-3,
-                batch_size=4, warmup_steps=0, max_steps=2, save_steps=2, eval_steps=0, early_stopping_patience=None,
+    base = dict(model=str(model_dir), pairs="given", method="lora", optim="adamw_torch", learning_rate=5e-3,
+                per_device_train_batch_size=4, warmup_steps=0, max_steps=2, save_steps=2, eval_steps=0, early_stopping_patience=None,
                 eval_fraction=0.0, max_length=32, max_prompt_length=8, heldout_source="eval_chosen",
                 heldout_texts=0, logging_steps=1, output_dir=str(out), lora_r=4, lora_alpha=8, lora_dropout=0.0,
                 device="cpu")
@@ -286,7 +286,7 @@ def test_paper_qlora_trains_an_nf4_double_quant_bf16_base(tmp_path, heldout) -> 
 
     model_dir = save_tiny("gpt2", tmp_path / "base")
     cfg = DPOTrainConfig.preset("paper-qlora", model=str(model_dir), pairs="given", output_dir=str(tmp_path / "q"),
-                                max_steps=1, batch_size=4, warmup_steps=0, eval_fraction=0.0, eval_steps=0,
+                                max_steps=1, per_device_train_batch_size=4, warmup_steps=0, eval_fraction=0.0, eval_steps=0,
                                 early_stopping_patience=None, max_length=32, max_prompt_length=8,
                                 heldout_source=str(heldout), heldout_texts=1, device="cpu",
                                 gradient_checkpointing=False)
