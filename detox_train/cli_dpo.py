@@ -11,27 +11,13 @@ from typing import Any
 
 import yaml
 
-# Flags that map one-to-one onto DPOTrainConfig fields (the help text comes from the dataclass).
-_FLAG_FIELDS = ("model", "method", "pairs", "pplm_path", "data_root", "max_pairs", "learning_rate", "batch_size",
-                "beta", "sft_weight", "max_steps", "num_epochs", "eval_steps", "seed", "output_dir", "device",
-                "precision", "report_to")
-
 
 def _config_from_args(args: argparse.Namespace) -> Any:
     from detox_train.config import DPOTrainConfig
+    from interp.configio import given_config_flags, parse_value, split_assignments
 
-    overrides: dict[str, Any] = {}
-    for f in _FLAG_FIELDS:
-        v = getattr(args, f, None)
-        if v is not None:
-            overrides[f] = v
-    for item in args.set or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE (e.g. --set lora_r=16)")
-        k, v = item.split("=", 1)
-        from interp.configio import parse_value
-
-        overrides[k.strip()] = parse_value(k.strip(), v)
+    overrides: dict[str, Any] = given_config_flags(args)
+    overrides.update({k: parse_value(k, v) for k, v in split_assignments(args.set).items()})
     if args.config:
         return DPOTrainConfig.from_yaml(args.config, **overrides)
     return DPOTrainConfig.preset(args.preset, **overrides)
@@ -68,20 +54,17 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Add the ``dpo train`` flags (preset/config file, common fields, --set KEY=VALUE, --resume)."""
-    from detox_train.config import DPOTrainConfig, config_fields_help, preset_names
+    """Add the ``dpo train`` flags: preset/config file, one flag per DPOTrainConfig field, --set, --resume."""
+    from detox_train.config import DPOTrainConfig, preset_names
+    from interp.configio import add_config_flags
 
-    helps = config_fields_help()
     p.add_argument("--preset", default="paper-full", choices=preset_names(),
-                   help="named configuration to start from (default: paper-full)")
+                   help="named configuration to start from (detox_train/presets/NAME.yaml; default: paper-full)")
     p.add_argument("--config", default=None,
                    help="YAML file with DPOTrainConfig keys (a 'preset: NAME' key starts from that preset)")
-    for f in _FLAG_FIELDS:
-        kind = type(getattr(DPOTrainConfig(), f))
-        typ = kind if kind in (int, float) else str
-        if f in ("max_pairs",):
-            typ = int
-        p.add_argument(f"--{f.replace('_', '-')}", dest=f, type=typ, default=None, help=helps[f])
+    fields = p.add_argument_group("DPOTrainConfig fields (given flags override the preset or config file; "
+                                  "the defaults shown are the dataclass's, a preset may set others)")
+    add_config_flags(fields, DPOTrainConfig)  # type: ignore[arg-type]
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set lora_r=16 --set early_stopping_patience=null")
     p.add_argument("--resume", action="store_true",

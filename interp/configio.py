@@ -5,6 +5,7 @@ Configs across the project are plain dataclasses whose fields carry ``metadata={
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -57,6 +58,90 @@ def parse_value(key: str, text: str) -> Any:
         raise ConfigError(f"--set {key}={text}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
                           "quote strings and close brackets, e.g. --set evaluation.k=5 or "
                           "--set retrieval.layer_range=[1,4]") from None
+
+
+_GIVEN = "_config_flags_given"  # namespace attribute: the dests of the field flags on the command line
+
+
+class _FieldFlag(argparse.Action):
+    """Store a field flag's value and remember that it was given, so a preset keeps every other field."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, _GIVEN, {*getattr(namespace, _GIVEN, ()), self.dest})
+
+
+class _RenamedFlag(argparse.Action):
+    """Refuse a former flag name (exit 2), naming the new one."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        raise argparse.ArgumentError(self, f"was renamed {self.const} (field {self.const[2:].replace('-', '_')})")
+
+
+def _flag_parser(tp: Any, key: str) -> Any:
+    """Return the argparse ``type`` for a field of type ``tp``: text for strings, YAML for the rest."""
+    args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else ()
+    optional = type(None) in args
+    inner = [a for a in args if a is not type(None)] if args else [tp]
+    literal_str = get_origin(inner[0]) is Literal and all(isinstance(v, str) for v in get_args(inner[0]))
+
+    def parse(text: str) -> Any:
+        if optional and text in ("null", "None", "~"):
+            return None
+        if len(inner) == 1 and (inner[0] in (str, Path) or literal_str):
+            return text  # an output dir named 2024 stays a string
+        return parse_value(key, text)
+
+    return parse
+
+
+_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "TEXT", int | None: "N|null", float | None: "X|null",
+                             str | None: "TEXT|null"}
+
+
+def flag_name(name: str) -> str:
+    """Return the command-line flag of config field ``name`` (``per_device_train_batch_size`` ->
+    ``--per-device-train-batch-size``)."""
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list[str] | None = None,
+                     flags: dict[str, str] | None = None) -> None:
+    """Add one flag per field of dataclass ``cls``: its help, default and choices come from the field.
+
+    The flag's default is the dataclass default (shown in ``--help``); :func:`given_config_flags`
+    returns only the flags actually given, so they override a preset without resetting the rest.
+    ``flags`` renames a field's flag (``{"name": "--model"}``). Former field names
+    (``cls.renamed_fields``) get a hidden flag that stops with the new name.
+    """
+    hints = get_type_hints(cls)
+    chosen = set(fields) if fields is not None else None
+    for f in dataclasses.fields(cls):
+        if not f.init or (chosen is not None and f.name not in chosen):
+            continue
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        kw: dict[str, Any] = dict(dest=f.name, default=default, action=_FieldFlag, type=_flag_parser(tp, f.name),
+                                  help=(field_help(cls, f.name).replace("%", "%%") + " (default: %(default)s)"))
+        if get_origin(tp) is Literal:
+            kw["choices"] = list(get_args(tp))
+        else:
+            kw["metavar"] = _METAVARS.get(tp, "YAML")
+        if tp is bool:
+            kw.update(nargs="?", const=True, metavar="true|false")
+        parser.add_argument((flags or {}).get(f.name, flag_name(f.name)), **kw)
+    for old, new in getattr(cls, "renamed_fields", {}).items():
+        if chosen is None or new in chosen:
+            parser.add_argument(flag_name(old), action=_RenamedFlag, const=flag_name(new), nargs="?",
+                                help=argparse.SUPPRESS)
+
+
+def given_config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Return ``{field: value}`` for the field flags given on the command line (see :func:`add_config_flags`)."""
+    return {name: getattr(args, name) for name in sorted(getattr(args, _GIVEN, ()))}
 
 
 def field_help(cls: type, name: str) -> str:
