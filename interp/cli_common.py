@@ -6,22 +6,21 @@ from typing import Any
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Add --model/--adapter/--dtype/--device; ``--model default`` is the embedded offline model."""
-    p.add_argument("--model", default="default",
-                   help="HF hub name (read from the HF cache), local directory, PEFT adapter directory, "
-                        "or 'default' for the embedded offline model (built on first use)")
-    p.add_argument("--adapter", default=None, help="PEFT adapter directory to apply on top of --model")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16 or auto (bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--bos", default="auto", choices=["auto", "always", "never"],
-                   help="BOS policy of every tokenization (auto: the model's own tokenizer; always reproduces "
-                        "the reference's TransformerLens runs)")
+    """Add --model/--adapter/--dtype/--device/--bos from the run config's fields (help and defaults written
+    there once); ``--model default`` is the embedded offline model."""
+    from interp.configio import add_config_flags
+    from interp.run_config import ModelStageConfig, RunConfig
+
+    add_config_flags(p, ModelStageConfig, fields=["name", "adapter", "dtype", "device"], flags={"name": "--model"})
+    add_config_flags(p, RunConfig, fields=["bos"])
 
 
 def add_data_root_arg(p: argparse.ArgumentParser) -> None:
-    """Add --data-root (flag > $XDETOX_DATA > ../shared/data)."""
-    p.add_argument("--data-root", default=None,
-                   help="folder with the offline data sets (default: $XDETOX_DATA, then ../shared/data)")
+    """Add --data-root (flag > $XDETOX_DATA > ../shared/data), from ``RunConfig.data_root``."""
+    from interp.configio import add_config_flags
+    from interp.run_config import RunConfig
+
+    add_config_flags(p, RunConfig, fields=["data_root"])
 
 
 def load_model_from_args(args: argparse.Namespace) -> Any:

@@ -10,21 +10,23 @@ from interp.cli_common import add_data_root_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``model build-default`` and ``model quality``."""
-    from interp.default_model import PRESET_ENV, RECIPES
+    from interp.default_model import PRESET_ENV, STANDARD_RECIPE, recipe_names
+
+    recipe_help = (f"default-model recipe: {', '.join(recipe_names())} (interp/recipes/NAME.yaml; default: "
+                   f"${PRESET_ENV} when set, else {STANDARD_RECIPE})")
 
     p = sub.add_parser("model", help="the embedded offline default model: build it, check its quality")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 
     b = msub.add_parser("build-default", help="train (or resume) the default model into the cache")
-    b.add_argument("--preset", default="default", choices=sorted(RECIPES),
-                   help=f"recipe preset (default: 'default', or ${PRESET_ENV} when set)")
+    b.add_argument("--preset", default=None, metavar="RECIPE", help=recipe_help)
     add_data_root_arg(b)
     b.add_argument("--force", action="store_true", help="delete a cached build of this preset and rebuild")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_build)
 
     q = msub.add_parser("quality", help="print each quality criterion of the default model against its bar")
-    q.add_argument("--preset", default="default", choices=sorted(RECIPES), help="recipe preset to check")
+    q.add_argument("--preset", default=None, metavar="RECIPE", help=recipe_help)
     q.add_argument("--model-dir", default=None, help="a built default-model directory (default: the preset's cache)")
     add_data_root_arg(q)
     q.add_argument("--probe-examples", type=int, default=6000, help="ParaDetox texts for the probe")

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+#: The run config of ``xdetox run`` without --preset or --config.
+PRESET = "demo"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from interp.pipeline import STAGES
@@ -10,13 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the whole study (model, probe, neurons, DPO, evaluation, analysis, report)",
                        description="Run the study's stages in order: " + ", ".join(STAGES) + ". Finished stages "
                                    "are cached under RUN_DIR/stages and skipped on rerun; interrupted ones resume.")
+    from interp.configio import add_config_flags
+    from interp.run_config import ModelStageConfig, RunConfig, preset_names
+
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", default=None, help="demo (default), smoke or paper")
+    src.add_argument("--preset", default=None, help=f"shipped run config: {', '.join(preset_names())} "
+                                                    f"(interp/presets/NAME.yaml; default: {PRESET})")
     src.add_argument("--config", default=None, help="YAML config file (see interp/presets/*.yaml)")
     p.add_argument("--run-dir", default=None, help="output directory (default runs/<preset or config name>)")
-    p.add_argument("--model", default=None, help="override model.name: HF name, local dir, adapter dir or 'default'")
-    p.add_argument("--adapter", default=None, help="override model.adapter")
-    p.add_argument("--data-root", default=None, help="data root (flag > $XDETOX_DATA > ../shared/data)")
+    fields = p.add_argument_group("config fields (given flags override model.name, model.adapter and data_root "
+                                  "of the preset or config file; the defaults shown are the dataclass's)")
+    add_config_flags(fields, ModelStageConfig, fields=["name", "adapter"], flags={"name": "--model"})  # type: ignore[arg-type]
+    add_config_flags(fields, RunConfig, fields=["data_root"])  # type: ignore[arg-type]
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set evaluation.n_prompts=50 --set evaluation.scorer=lexicon")
     p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE", help="rerun from this stage on")
@@ -29,18 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from interp.configio import split_assignments
+    from interp.configio import given_config_flags, split_assignments
     from interp.pipeline import run_pipeline
     from interp.run_config import load_run_config
 
-    overrides = split_assignments(args.set)
-    if args.model:
-        overrides["model.name"] = args.model
-    if args.adapter:
-        overrides["model.adapter"] = args.adapter
-    if args.data_root:
-        overrides["data_root"] = args.data_root
-    preset = args.preset if (args.preset or args.config) else "demo"
+    overrides: dict[str, object] = split_assignments(args.set)
+    given = given_config_flags(args)
+    for dest, key in (("model", "model.name"), ("adapter", "model.adapter"), ("data_root", "data_root")):
+        if dest in given:
+            overrides[key] = given[dest]
+    preset = args.preset if (args.preset or args.config) else PRESET
     cfg = load_run_config(preset=preset if not args.config else None, config=args.config, overrides=overrides)
     name = preset if not args.config else Path(args.config).stem
     run_dir = Path(args.run_dir or f"runs/{name}")

@@ -113,7 +113,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
 
     The flag's default is the dataclass default (shown in ``--help``); :func:`given_config_flags`
     returns only the flags actually given, so they override a preset without resetting the rest.
-    ``flags`` renames a field's flag (``{"name": "--model"}``). Former field names
+    ``flags`` renames a field's flag and its ``args`` attribute (``{"name": "--model"}``: ``args.model``). Former field names
     (``cls.renamed_fields``) get a hidden flag that stops with the new name.
     """
     hints = get_type_hints(cls)
@@ -124,7 +124,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-        kw: dict[str, Any] = dict(dest=f.name, default=default, action=_FieldFlag, type=_flag_parser(tp, f.name),
+        flag = (flags or {}).get(f.name, flag_name(f.name))
+        kw: dict[str, Any] = dict(dest=flag[2:].replace("-", "_"), default=default, action=_FieldFlag, type=_flag_parser(tp, f.name),
                                   help=(field_help(cls, f.name).replace("%", "%%") + " (default: %(default)s)"))
         if get_origin(tp) is Literal:
             kw["choices"] = list(get_args(tp))
@@ -132,7 +133,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
             kw["metavar"] = _METAVARS.get(tp, "YAML")
         if tp is bool:
             kw.update(nargs="?", const=True, metavar="true|false")
-        parser.add_argument((flags or {}).get(f.name, flag_name(f.name)), **kw)
+        parser.add_argument(flag, **kw)
     for old, new in getattr(cls, "renamed_fields", {}).items():
         if chosen is None or new in chosen:
             parser.add_argument(flag_name(old), action=_RenamedFlag, const=flag_name(new), nargs="?",
@@ -140,7 +141,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
 
 
 def given_config_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """Return ``{field: value}`` for the field flags given on the command line (see :func:`add_config_flags`)."""
+    """Return ``{dest: value}`` for the field flags given on the command line (see :func:`add_config_flags`);
+    ``dest`` is the field name unless ``flags`` renamed its flag."""
     return {name: getattr(args, name) for name in sorted(getattr(args, _GIVEN, ()))}
 
 

@@ -12,8 +12,9 @@ model this module trains from the data root. It reads top to bottom like nanoGPT
 
 :func:`build_default_model` runs the four stages into a ``save_pretrained`` directory with a
 manifest and a training curve; :func:`default_model_dir` caches it under
-``cache_dir("default-model")/<preset>-<recipe hash>``. ``$XDETOX_DEFAULT_PRESET`` picks the
-preset that ``"default"`` means (tests and CI set it to ``smoke``).
+``cache_dir("default-model")/<recipe>-<recipe hash>-<data tag>``. Recipes are named YAML files
+(``interp/recipes``: ``standard``, ``smoke``); ``$XDETOX_DEFAULT_PRESET`` picks the recipe that
+``load_model("default")`` builds (tests and CI set it to ``smoke``; unset: ``standard``).
 
 This is a small offline model for exercising and sanity-checking the pipeline, not a
 replication of mGPT: its figures are not the paper's.
@@ -37,6 +38,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.artifacts import load_tensors, read_json, save_tensors, stable_hash, write_json, write_manifest
+from interp.configio import ConfigError, config_from_dict, preset_file, preset_names, read_config_file
 from interp.languages import LANGUAGES
 from interp.paths import cache_dir
 
@@ -111,17 +113,13 @@ class DefaultModelRecipe:
         return max(1, self.token_budget // (self.batch_size * self.ctx))
 
 
-RECIPES: dict[str, DefaultModelRecipe] = {
-    # Seconds on 2 cores: a capped corpus, a 512-token vocabulary and a 2-layer toy model.
-    "smoke": DefaultModelRecipe(
-        max_docs=1500, gettext_per_language=5, vocab_size=512, n_layer=2, n_head=2, d_model=64,
-        d_mlp=128, ctx=64, batch_size=8, lr_peak=3e-3, token_budget=40_000, time_budget_s=120.0,
-        eval_every=20, val_fraction=0.05, davidson_repeat=0, heldout_per_language=10),
-    # ~2M tokens (about one epoch of the corpus). Measured on one thread, bf16: ~4.3k tok/s on
-    # a lightly loaded 2-core machine (~8 min), ~1.25k tok/s with ~8 other jobs on it (28 min);
-    # two threads stall each other on a busy machine (5x slower), hence num_threads=1.
-    "default": DefaultModelRecipe(),
-}
+RECIPE_DIR = Path(__file__).parent / "recipes"
+#: The recipe of ``load_model("default")`` unless ``$XDETOX_DEFAULT_PRESET`` names another.
+STANDARD_RECIPE = "standard"
+#: Former recipe names: "default" named the model, a recipe and a config value at once (issue 16).
+RENAMED_RECIPES = {"default": STANDARD_RECIPE}
+#: Cache folder prefix of a recipe built under its former name, so that build stays valid.
+_CACHE_NAMES = {STANDARD_RECIPE: "default"}
 
 
 def recipe_hash(recipe: DefaultModelRecipe) -> str:
@@ -129,11 +127,22 @@ def recipe_hash(recipe: DefaultModelRecipe) -> str:
     return stable_hash({"recipe": dataclasses.asdict(recipe), "builder": BUILDER_VERSION}, n=12)
 
 
+def recipe_names() -> list[str]:
+    """Return the names of the shipped recipes (``interp/recipes/NAME.yaml``)."""
+    return preset_names(RECIPE_DIR)
+
+
 def get_recipe(preset: str) -> DefaultModelRecipe:
-    """Return the named preset, or an error listing the presets."""
-    if preset not in RECIPES:
-        raise ValueError(f"unknown default-model preset {preset!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[preset]
+    """Return the named recipe (``interp/recipes/NAME.yaml``), or an error listing the recipes."""
+    path = preset_file(RECIPE_DIR, preset, what="default-model recipe", renamed=RENAMED_RECIPES)
+    try:
+        return config_from_dict(DefaultModelRecipe, read_config_file(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+#: {name: recipe} of the shipped recipes, read from their YAML files.
+RECIPES: dict[str, DefaultModelRecipe] = {name: get_recipe(name) for name in recipe_names()}
 
 
 # ============================================================================ 1. corpus
@@ -643,25 +652,30 @@ def data_tag(data_root: str | os.PathLike[str] | None = None) -> str:
                         "gettext": tree_fingerprint(loc, content=False) if loc.is_dir() else None}, n=12)
 
 
-def resolve_preset(preset: str = "default", data_root: str | os.PathLike[str] | None = None
+def recipe_name(preset: str | None = None) -> str:
+    """Return ``preset``, or for ``None`` the recipe ``load_model("default")`` builds: ``$XDETOX_DEFAULT_PRESET``, else ``standard``."""
+    return preset if preset is not None else (os.environ.get(PRESET_ENV) or STANDARD_RECIPE)
+
+
+def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] | None = None
                    ) -> tuple[str, DefaultModelRecipe, Path]:
-    """Return (preset name, recipe, cache directory), applying ``$XDETOX_DEFAULT_PRESET`` to ``default``.
+    """Return (recipe name, recipe, cache directory); ``None`` is ``$XDETOX_DEFAULT_PRESET``, else ``standard``.
 
     The directory is keyed by the recipe and by the data it is trained from (:func:`data_tag`), so a
     model built from one data root is never reused for another.
     """
-    if preset == "default" and os.environ.get(PRESET_ENV):
-        preset = os.environ[PRESET_ENV]
+    preset = recipe_name(preset)
     recipe = get_recipe(preset)
-    return preset, recipe, cache_dir("default-model") / f"{preset}-{recipe_hash(recipe)}-{data_tag(data_root)}"
+    name = _CACHE_NAMES.get(preset, preset)
+    return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{data_tag(data_root)}"
 
 
-def default_model_dir(preset: str = "default", data_root: str | os.PathLike[str] | None = None, *,
+def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
                       build: bool = True, progress: bool = True) -> Path:
-    """Return the cached ``save_pretrained`` directory of ``preset``, building it on first use.
+    """Return the cached ``save_pretrained`` directory of recipe ``preset``, building it on first use.
 
-    ``preset="default"`` is overridden by ``$XDETOX_DEFAULT_PRESET`` when set (tests and CI use
-    ``smoke``). With ``build=False`` a missing model is an error instead of a build.
+    ``preset=None`` (what ``load_model("default")`` uses) is ``$XDETOX_DEFAULT_PRESET`` when set (tests
+    and CI use ``smoke``), else ``standard``. With ``build=False`` a missing model is an error instead of a build.
     """
     preset, recipe, directory = resolve_preset(preset, data_root)
     if is_built(directory):
@@ -679,5 +693,5 @@ __all__ = [
     "DefaultModelRecipe", "RECIPES", "Corpus", "TrainResult", "build_corpus", "train_tokenizer", "tokenize_stream",
     "make_model", "train", "lr_at", "batch_at", "to_blocks", "eval_loss", "lm_loss_by_language",
     "heldout_texts_by_language", "build_default_model", "default_model_dir", "recipe_hash", "get_recipe",
-    "is_built", "resolve_preset", "PRESET_ENV",
+    "is_built", "resolve_preset", "PRESET_ENV", "recipe_names", "recipe_name", "STANDARD_RECIPE",
 ]

@@ -228,7 +228,7 @@ class Pipeline:
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model import resolve_preset  # $XDETOX_DEFAULT_PRESET can swap the recipe
 
-            parts["default_model"] = resolve_preset(self.config.model.default_preset, self.config.data_root)[2].name
+            parts["default_model"] = resolve_preset(self.config.model.recipe, self.config.data_root)[2].name
         if name == "encoder" and self.config.encoder.enabled:  # the encoder's weights: the stage loads no model stage
             parts["encoder_model"] = self.encoder_model_identity()
         parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
@@ -507,7 +507,7 @@ class Pipeline:
         if m.name in DEFAULT_MODEL_NAMES:
             from interp.default_model import default_model_dir
 
-            path = str(default_model_dir(m.default_preset, self.config.data_root, progress=self.progress))
+            path = str(default_model_dir(m.recipe, self.config.data_root, progress=self.progress))
         else:
             path = m.name
         bridge = load_model(path, adapter=m.adapter, dtype=m.dtype, device=m.device)
@@ -854,14 +854,16 @@ def validate_config(config: RunConfig) -> None:
 
     from detox_train import DPOTrainConfig
     from detox_train.evaluate.scorers import SCORER_NAMES
-    from interp.default_model import RECIPES
+    from interp.default_model import get_recipe, recipe_name
     from interp.paths import data_root
 
     data_root(config.data_root)
     m = config.model
-    if m.name in ("default",) and m.default_preset not in RECIPES:
-        raise ConfigError(f"model.default_preset: unknown recipe {m.default_preset!r}; choose one of "
-                          f"{', '.join(sorted(RECIPES))}")
+    if m.name in _default_names():
+        try:
+            get_recipe(recipe_name(m.recipe))
+        except ConfigError as e:
+            raise ConfigError(f"model.recipe: {e}") from e
     for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):
         # Hub names ("org/name") never start with . / ~; a path that does must exist.
         if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():

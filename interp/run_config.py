@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from interp.configio import ConfigError, check_range, config_from_dict, load_config, parse_value
 from interp.languages import LANGUAGES, normalize_languages
@@ -18,11 +18,18 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 @dataclass
 class ModelStageConfig:
-    name: str = field(default="default", metadata={"help": "HF name/path, adapter dir, or 'default' (embedded model)"})
-    default_preset: str = field(default="default", metadata={"help": "recipe of the embedded model when name is 'default'"})
-    adapter: str | None = field(default=None, metadata={"help": "optional PEFT adapter on top of the model"})
-    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or auto"})
-    device: str | None = field(default=None, metadata={"help": "cpu/cuda; default cuda if available"})
+    name: str = field(default="default", metadata={
+        "help": "HF hub name (read from the HF cache), local directory, PEFT adapter directory, or 'default' "
+                "for the embedded offline model (built on first use)"})
+    recipe: str | None = field(default=None, metadata={
+        "help": "recipe of the embedded model when name is 'default' (interp/recipes/NAME.yaml: standard, "
+                "smoke); null = $XDETOX_DEFAULT_PRESET when set, else standard"})
+    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter directory to apply on top of the model"})
+    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or auto (bf16 on GPU, fp32 on CPU)"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+
+    #: Former field names, refused with the new one.
+    renamed_fields: ClassVar[dict[str, str]] = {"default_preset": "recipe"}
 
 
 @dataclass
@@ -136,10 +143,12 @@ class RunConfig:
 
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES), metadata={"help": "ISO codes"})
     seed: int = field(default=0, metadata={"help": "global seed"})
-    data_root: str | None = field(default=None, metadata={"help": "data root (flag > $XDETOX_DATA > ../shared/data)"})
+    data_root: str | None = field(default=None, metadata={
+        "help": "folder with the offline data sets (null: $XDETOX_DATA, then ../shared/data)"})
     bos: Literal["auto", "always", "never"] = field(default="auto", metadata={
         "help": "BOS policy of the one tokenization rule every stage uses (interp.tokenization): auto follows "
-                "the model's own tokenizer, always/never override it"})
+                "the model's own tokenizer, always/never override it (always reproduces the reference's "
+                "TransformerLens runs)"})
     model: ModelStageConfig = field(default_factory=ModelStageConfig)
     probe: ProbeStageConfig = field(default_factory=ProbeStageConfig)
     neurons: NeuronStageConfig = field(default_factory=NeuronStageConfig)
@@ -235,7 +244,6 @@ def load_run_config(*, preset: str | None = None, config: str | Path | None = No
             if p not in node or not isinstance(node[p], dict):
                 raise ConfigError(f"unknown config key {dotted!r} (no section {p!r})")
             node = node[p]
-        if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {dotted!r}")
+        # An unknown or renamed key is reported by config_from_dict, by its dotted name.
         node[parts[-1]] = parse_value(dotted, value) if isinstance(value, str) else value
     return config_from_dict(RunConfig, data)
