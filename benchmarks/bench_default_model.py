@@ -32,7 +32,7 @@ class _Vocab:
 
 def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = None) -> float:
     """Return training tokens/s of the default architecture (or ``shape``) for ``steps`` steps (after one warm-up)."""
-    r = RECIPES["default"]
+    r = RECIPES["standard"]
     if shape is None:
         model = make_model(r, _Vocab(r.vocab_size)).train()
         vocab, bsz, ctx = r.vocab_size, r.batch_size, r.ctx
@@ -70,7 +70,7 @@ def main() -> dict[str, float]:
     ap.add_argument("--shape", default=None, help="a paper shape from benchmarks/shapes.py (default: the default model)")
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args()
-    threads = RECIPES["default"].num_threads or torch.get_num_threads()
+    threads = RECIPES["standard"].num_threads or torch.get_num_threads()
     ours = tokens_per_s(True, threads, args.steps, args.shape)
     fp32 = tokens_per_s(False, threads, args.steps, args.shape)
     default_threads = tokens_per_s(True, 0, args.steps, args.shape)
