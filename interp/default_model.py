@@ -652,9 +652,16 @@ def data_tag(data_root: str | os.PathLike[str] | None = None) -> str:
                         "gettext": tree_fingerprint(loc, content=False) if loc.is_dir() else None}, n=12)
 
 
-def recipe_name(preset: str | None = None) -> str:
-    """Return ``preset``, or for ``None`` the recipe ``load_model("default")`` builds: ``$XDETOX_DEFAULT_PRESET``, else ``standard``."""
-    return preset if preset is not None else (os.environ.get(PRESET_ENV) or STANDARD_RECIPE)
+def named_recipe(preset: str | None = None) -> tuple[str, DefaultModelRecipe]:
+    """Return (name, recipe) of ``preset``; ``None`` is the recipe ``load_model("default")`` builds:
+    ``$XDETOX_DEFAULT_PRESET`` when set, else ``standard``."""
+    if preset is not None:
+        return preset, get_recipe(preset)
+    name = os.environ.get(PRESET_ENV) or STANDARD_RECIPE
+    try:
+        return name, get_recipe(name)
+    except ConfigError as e:
+        raise ConfigError(f"${PRESET_ENV}={name}: {e}") from e
 
 
 def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] | None = None
@@ -664,8 +671,7 @@ def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] 
     The directory is keyed by the recipe and by the data it is trained from (:func:`data_tag`), so a
     model built from one data root is never reused for another.
     """
-    preset = recipe_name(preset)
-    recipe = get_recipe(preset)
+    preset, recipe = named_recipe(preset)
     name = _CACHE_NAMES.get(preset, preset)
     return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{data_tag(data_root)}"
 
@@ -693,5 +699,5 @@ __all__ = [
     "DefaultModelRecipe", "RECIPES", "Corpus", "TrainResult", "build_corpus", "train_tokenizer", "tokenize_stream",
     "make_model", "train", "lr_at", "batch_at", "to_blocks", "eval_loss", "lm_loss_by_language",
     "heldout_texts_by_language", "build_default_model", "default_model_dir", "recipe_hash", "get_recipe",
-    "is_built", "resolve_preset", "PRESET_ENV", "recipe_names", "recipe_name", "STANDARD_RECIPE",
+    "is_built", "resolve_preset", "PRESET_ENV", "recipe_names", "named_recipe", "STANDARD_RECIPE",
 ]

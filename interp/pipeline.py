@@ -854,14 +854,14 @@ def validate_config(config: RunConfig) -> None:
 
     from detox_train import DPOTrainConfig
     from detox_train.evaluate.scorers import SCORER_NAMES
-    from interp.default_model import get_recipe, recipe_name
+    from interp.default_model import named_recipe
     from interp.paths import data_root
 
     data_root(config.data_root)
     m = config.model
     if m.name in _default_names():
         try:
-            get_recipe(recipe_name(m.recipe))
+            named_recipe(m.recipe)
         except ConfigError as e:
             raise ConfigError(f"model.recipe: {e}") from e
     for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):

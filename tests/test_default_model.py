@@ -23,7 +23,7 @@ MICRO = dataclasses.replace(SMOKE, token_budget=SMOKE.batch_size * SMOKE.ctx * 2
 @pytest.fixture(scope="session")
 def full_corpus(data_root):
     """The uncapped default-preset corpus (the hold-out check must see every document)."""
-    return build_corpus(RECIPES["default"], data_root)
+    return build_corpus(RECIPES["standard"], data_root)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def test_corpus_has_no_evaluation_prompt(full_corpus, data_root) -> None:
     eval_prompts = data.rtplx_split(data.load_rtplx(data_root), "eval", root=data_root)
     t200 = [p for ps in data.load_translated_200(data_root).values() for p in ps]
     assert len(eval_prompts) > 1000 and len(t200) == 200 * 17
-    assert {p.lang for p in eval_prompts} == set(RECIPES["default"].languages)
+    assert {p.lang for p in eval_prompts} == set(RECIPES["standard"].languages)
     leaked = [p.id for p in eval_prompts + t200 if data.normalize_text(p.text) in corpus]
     assert leaked == []
     assert corpus.isdisjoint(data.heldout_texts(data_root))
@@ -70,7 +70,7 @@ def test_corpus_is_deterministic_and_documented(full_corpus) -> None:
     assert s["n_train"] == len(full_corpus.train) and s["n_val"] == len(full_corpus.val)
     assert set(full_corpus.train).isdisjoint(full_corpus.val)
     # Non-English RTP-LX lines are repeated (scarce non-English toxic text).
-    assert s["sources"]["rtplx:de"]["repeat"] == RECIPES["default"].rtplx_repeat_other
+    assert s["sources"]["rtplx:de"]["repeat"] == RECIPES["standard"].rtplx_repeat_other
 
 
 def _fake_data(monkeypatch, order: int) -> None:
@@ -219,7 +219,7 @@ def test_default_model_dir_uses_cache_and_preset_env(smoke_dir, monkeypatch) -> 
     hf, tok = load_hf_model("default", device="cpu")
     assert hf.config.n_layer == SMOKE.n_layer
     monkeypatch.delenv("XDETOX_DEFAULT_PRESET")
-    with pytest.raises(FileNotFoundError, match="xdetox model build-default --preset default"):
+    with pytest.raises(FileNotFoundError, match="xdetox model build-default --preset standard"):
         default_model_dir(build=False)
 
 
@@ -233,7 +233,7 @@ def test_cli_build_default_finds_the_cached_build(smoke_dir, monkeypatch, capsys
 
 
 def test_recipe_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown default-model preset 'nope'.*smoke"):
+    with pytest.raises(ValueError, match="unknown default-model recipe 'nope'.*smoke"):
         get_recipe("nope")
     with pytest.raises(ValueError, match="d_model 100 is not divisible by n_head 3"):
         dataclasses.replace(SMOKE, d_model=100, n_head=3)

@@ -67,10 +67,10 @@ def test_data_root_content_is_part_of_every_stage_key(data_root: Path, tmp_path:
 
 
 def test_default_model_recipe_is_part_of_the_model_key(tmp_path: Path, monkeypatch) -> None:
-    cfg = load_run_config(preset="demo")  # model.default_preset 'default' follows $XDETOX_DEFAULT_PRESET
+    cfg = load_run_config(preset="demo")  # model.recipe unset follows $XDETOX_DEFAULT_PRESET
     monkeypatch.setenv("XDETOX_DEFAULT_PRESET", "smoke")
     a = Pipeline(cfg, tmp_path / "a", progress=False).stage_key("model")
-    monkeypatch.setenv("XDETOX_DEFAULT_PRESET", "default")
+    monkeypatch.setenv("XDETOX_DEFAULT_PRESET", "standard")
     assert Pipeline(cfg, tmp_path / "b", progress=False).stage_key("model") != a
 
 
