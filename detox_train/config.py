@@ -6,7 +6,6 @@ gentle setting for the small embedded default model.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -208,9 +207,4 @@ def preset_names() -> list[str]:
 PRESETS: dict[str, dict[str, Any]] = {name: preset_data(name) for name in preset_names()}
 
 
-def config_fields_help() -> dict[str, str]:
-    """Return {field: help} for docs and the CLI."""
-    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(DPOTrainConfig)}
-
-
-__all__ = ["DPOTrainConfig", "PRESETS", "preset_names", "config_fields_help"]
+__all__ = ["DPOTrainConfig", "PRESETS", "preset_names", "preset_data"]

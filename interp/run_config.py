@@ -1,8 +1,8 @@
 """The study's configuration: one dataclass per pipeline stage, presets as YAML files.
 
 Presets (``interp/presets/*.yaml``) are named configs, not branches in code: ``demo`` (the
-embedded default model, all 17 languages, modest sizes), ``smoke`` (CI, minutes) and ``paper``
-(mGPT with the paper's hyperparameters, for GPU users with the weights).
+embedded default model, all 17 languages, modest sizes), ``smoke`` (CI, minutes), ``paper``
+(mGPT with the paper's hyperparameters, for GPU users with the weights) and ``encoder-analysis``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from interp.configio import ConfigError, check_range, config_from_dict, load_config, parse_value
+from interp.configio import ConfigError, check_range, config_from_dict, load_config, parse_value, preset_file
+from interp.configio import preset_names as names_in
 from interp.languages import LANGUAGES, normalize_languages
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -66,8 +67,10 @@ class NeuronStageConfig:
 
 @dataclass
 class DPOStageConfig:
-    preset: str = field(default="cpu-demo", metadata={"help": "detox_train preset: paper-full, paper-qlora, lora, cpu-demo"})
-    overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "DPOTrainConfig fields to override"})
+    preset: str = field(default="cpu-demo", metadata={
+        "help": "DPO preset, a file detox_train/presets/NAME.yaml (paper-full, paper-qlora, lora, cpu-demo)"})
+    overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "DPOTrainConfig fields to override, by TRL's names (e.g. per_device_train_batch_size)"})
 
 
 @dataclass
@@ -211,7 +214,7 @@ def check_ranges(cfg: "RunConfig") -> None:
 
 def preset_names() -> list[str]:
     """Return the names of the shipped presets."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return names_in(PRESET_DIR)
 
 
 def load_run_config(*, preset: str | None = None, config: str | Path | None = None,
@@ -220,9 +223,7 @@ def load_run_config(*, preset: str | None = None, config: str | Path | None = No
     if (preset is None) == (config is None):
         raise ConfigError("give exactly one of --preset NAME or --config FILE")
     if preset is not None:
-        path = PRESET_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(preset_names())}")
+        path = preset_file(PRESET_DIR, preset, what="run preset")
     else:
         path = Path(config)  # type: ignore[arg-type]
     cfg = load_config(RunConfig, path)
