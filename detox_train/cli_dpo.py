@@ -59,7 +59,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     from interp.configio import add_config_flags
 
     p.add_argument("--preset", default="paper-full", choices=preset_names(),
-                   help="named configuration to start from (detox_train/presets/NAME.yaml; default: paper-full)")
+                   help="named configuration to start from (detox_train/presets/NAME.yaml; default: %(default)s)")
     p.add_argument("--config", default=None,
                    help="YAML file with DPOTrainConfig keys (a 'preset: NAME' key starts from that preset)")
     fields = p.add_argument_group("DPOTrainConfig fields (given flags override the preset or config file; "
