@@ -266,7 +266,8 @@ def _dpo(hf: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
                             source="bench") for i in range(4 * a.dpo_batch * (a.dpo_steps + 1))]
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as d:
-        cfg = DPOTrainConfig.preset(a.dpo_preset, output_dir=d, per_device_train_batch_size=a.dpo_batch, max_steps=a.dpo_steps,
+        cfg = DPOTrainConfig.preset(a.dpo_preset, output_dir=d, per_device_train_batch_size=a.dpo_batch,
+                                    max_steps=a.dpo_steps,
                                     max_length=a.dpo_max_length, max_prompt_length=16, warmup_steps=0,
                                     eval_steps=0, early_stopping_patience=None, logging_steps=1)
         args = dpo_args(cfg, a.device, has_eval=False)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="output directory (default runs/<preset or config name>)")
     fields = p.add_argument_group("config fields (given flags override model.name, model.adapter and data_root "
                                   "of the preset or config file; the defaults shown are the dataclass's)")
-    add_config_flags(fields, ModelStageConfig, fields=["name", "adapter"], flags={"name": "--model"})  # type: ignore[arg-type]
+    add_config_flags(fields, ModelStageConfig, fields=["name", "adapter"], flags={"name": "--model"})  # type: ignore
     add_config_flags(fields, RunConfig, fields=["data_root"])  # type: ignore[arg-type]
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set evaluation.n_prompts=50 --set evaluation.scorer=lexicon")

@@ -113,8 +113,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
 
     The flag's default is the dataclass default (shown in ``--help``); :func:`given_config_flags`
     returns only the flags actually given, so they override a preset without resetting the rest.
-    ``flags`` renames a field's flag and its ``args`` attribute (``{"name": "--model"}``: ``args.model``). Former field names
-    (``cls.renamed_fields``) get a hidden flag that stops with the new name.
+    ``flags`` renames a field's flag and its ``args`` attribute (``{"name": "--model"}``: ``args.model``).
+    Former field names (``cls.renamed_fields``) get a hidden flag that stops with the new name.
     """
     hints = get_type_hints(cls)
     chosen = set(fields) if fields is not None else None
@@ -125,8 +125,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, fields: list
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         flag = (flags or {}).get(f.name, flag_name(f.name))
-        kw: dict[str, Any] = dict(dest=flag[2:].replace("-", "_"), default=default, action=_FieldFlag, type=_flag_parser(tp, f.name),
-                                  help=(field_help(cls, f.name).replace("%", "%%") + " (default: %(default)s)"))
+        kw: dict[str, Any] = dict(dest=flag[2:].replace("-", "_"), default=default, action=_FieldFlag,
+                                  type=_flag_parser(tp, f.name),
+                                  help=field_help(cls, f.name).replace("%", "%%") + " (default: %(default)s)")
         if get_origin(tp) is Literal:
             kw["choices"] = list(get_args(tp))
         else:
@@ -277,8 +278,9 @@ def preset_file(folder: str | Path, name: str, *, what: str = "preset",
     names its new one).
     """
     path = Path(folder) / f"{name}.yaml"
-    if name in (renamed or {}) and not path.is_file():
-        raise ConfigError(f"{what} {name!r} was renamed {renamed[name]!r}; use {renamed[name]!r}")  # type: ignore[index]
+    renamed = renamed or {}
+    if name in renamed and not path.is_file():
+        raise ConfigError(f"{what} {name!r} was renamed {renamed[name]!r}; use {renamed[name]!r}")
     if not name or Path(name).name != name or not path.is_file():
         raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(preset_names(folder))}")
     return path
