@@ -130,7 +130,7 @@ def _trainer_class(kind: TrainerKind) -> type:
 
 def trainer_args(config: Any, device: str, *, has_eval: bool) -> Any:
     """Return the TRL config object (DPOConfig, KTOConfig, ORPOConfig or CPOConfig) for ``config``."""
-    from detox_train.dpo import training_kwargs
+    from detox_train.training_args import training_kwargs
 
     algo = get_algorithm(config.algorithm)
     cls = _config_class(algo.trainer)

@@ -28,7 +28,7 @@ def _default(f: dataclasses.Field):  # type: ignore[type-arg]
 def test_dpo_fields_that_trl_has_keep_trls_name_and_meaning(tmp_path: Path) -> None:
     from trl import DPOConfig
 
-    from detox_train.dpo import training_kwargs
+    from detox_train.training_args import training_kwargs
 
     ours = {f.name for f in dataclasses.fields(DPOTrainConfig)}
     trl = {f.name for f in dataclasses.fields(DPOConfig)}
