@@ -76,7 +76,9 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
         raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
     if args.scorer == "e5":
         return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
-    return get_scorer("lexicon", data_root=args.data_root)
+    from interp.lexicon import Lexicon
+
+    return get_scorer("lexicon", lexicon=Lexicon.from_root(args.data_root))
 
 
 def _score(args: argparse.Namespace) -> int:

@@ -496,6 +496,10 @@ class Pipeline:
                     opts["config"] = config_from_dict(E5HeadConfig, head, where="evaluation.scorer_options")
                 opts.setdefault("data_root", self.config.data_root)
                 opts.setdefault("progress", self.progress)
+            if ev.scorer == "lexicon":  # the run's data root's lists, not the default root's
+                from interp.lexicon import Lexicon
+
+                opts.setdefault("lexicon", Lexicon.from_root(self.data_root))
             self._cache["scorer"] = get_scorer(ev.scorer, **opts)
         return self._cache["scorer"]
 

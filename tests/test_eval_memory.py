@@ -113,3 +113,18 @@ def test_judge_refuses_prompt_text_other_than_the_sampled_one(tiny) -> None:
     edited = _prompts(2, texts=["you are a"] + TEXTS[1:])  # same ids, prompt 0 has another text
     with pytest.raises(ValueError, match=r"differs.*m:en:0"):
         Judge.from_prompts(model, edited, tokenizer=tok).perplexities(samples)
+
+
+def test_pipeline_lexicon_scorer_reads_the_run_data_root(data_root, tmp_path) -> None:
+    """The run's data root decides the lexicon scorer's lists (it read the default root's before)."""
+    from interp.pipeline import Pipeline
+    from interp.run_config import load_run_config
+
+    other = tmp_path / "data"
+    (other / "ldnoobw").mkdir(parents=True)
+    for f in (data_root / "ldnoobw").glob("*.txt"):
+        extra = b"\nzzqxword\n" if f.name == "en.txt" else b""
+        (other / "ldnoobw" / f.name).write_bytes(f.read_bytes() + extra)
+    cfg = load_run_config(preset="smoke", overrides={"data_root": str(other), "evaluation": {"scorer": "lexicon"}})
+    scorer = Pipeline(cfg, tmp_path / "run", log=lambda _m: None).scorer()
+    assert [r.score for r in scorer.score(["a zzqxword here", "a plain text"], ["en", "en"])] == [1.0, 0.0]
