@@ -527,16 +527,18 @@ class Pipeline:
                 {"model_info": self.rel(d / "model_info.json")})
 
     def stage_probe(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from probes import train_probe, transfer_report
+        from probes import load_probe_data, train_probe, transfer_report
+        from probes.train import load_jigsaw_test
 
         c = self.config.probe
         bridge = self.base_model()
-        probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
-                                     jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
+        records = load_probe_data(c.dataset, data_root=self.data_root, jigsaw_path=c.jigsaw_path)
+        test = load_jigsaw_test(c.jigsaw_test_path) if c.jigsaw_test_path is not None else None
+        probe, metrics = train_probe(bridge, records, test=test, solver=c.solver, layer=c.layer,
                                      pooling=c.pooling, max_examples=c.max_examples,
                                      seed=self.config.seed if c.seed is None else c.seed,
                                      random_init_baseline=True, test_fraction=c.test_fraction,
-                                     test_path=c.jigsaw_test_path, progress=self.progress)
+                                     progress=self.progress)
         probe_path = d / "probe.safetensors"
         probe.save(probe_path)
         write_json(d / "probe_metrics.json", metrics)
