@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from detox_train.evaluate import (GenerationSettings, Judge, ScoreResult, generate, read_samples, read_scored, score,
+from detox_train.evaluate import (GenerationSettings, Judge, generate, read_samples, read_scored, score,
                                   score_samples)
 from detox_train.evaluate.generation import text_sha
 from interp.data import Prompt
+from test_stale_results import LengthScorer  # score = (len(text) % 10) / 10, records what it scored
 
 TEXTS = ["I want", "the quick brown fox jumps", "you are a", "Ich will nach Hause", "我想", "Я хочу"]
 LANGS = ["en", "en", "en", "de", "zh", "ru"]
@@ -19,19 +20,6 @@ SETTINGS = GenerationSettings(k=3, max_new_tokens=4, seed=7)
 def _prompts(n: int = 6, texts: list[str] = TEXTS) -> list[Prompt]:
     return [Prompt(id=f"m:{LANGS[i]}:{i}", lang=LANGS[i], text=texts[i], index=i, toxicity=None, source="test",
                    group=i) for i in range(n)]
-
-
-class LengthScorer:
-    """score = (len(text) % 10) / 10; records every text it is asked to score."""
-
-    id, version = "len", "1"
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def score(self, texts, langs):
-        self.seen += list(texts)
-        return [ScoreResult.ok((len(t) % 10) / 10, "len@1") for t in texts]
 
 
 @pytest.fixture(scope="module")
