@@ -75,7 +75,9 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
     if args.scorer == "e5" and args.e5_head and not Path(args.e5_head).is_dir():
         raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
     if args.scorer == "e5":
-        return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
+        from .evaluate.scorers.e5 import build_e5_head
+
+        return get_scorer("e5", head_dir=args.e5_head or build_e5_head(root=args.data_root))
     from interp.lexicon import Lexicon
 
     return get_scorer("lexicon", lexicon=Lexicon.from_root(args.data_root))

@@ -494,7 +494,12 @@ class Pipeline:
                 head = {k: opts.pop(k) for k in list(opts) if k in names}
                 if head:
                     opts["config"] = config_from_dict(E5HeadConfig, head, where="evaluation.scorer_options")
-                opts.setdefault("data_root", self.config.data_root)
+                if "head_dir" not in opts:  # the head of the run's data root, built here at the edge
+                    from detox_train.evaluate.scorers.e5 import E5Embedder, build_e5_head
+
+                    opts.setdefault("embedder", E5Embedder())
+                    opts["head_dir"] = build_e5_head(opts.pop("config", None), root=self.data_root,
+                                                     embedder=opts["embedder"], progress=self.progress)
                 opts.setdefault("progress", self.progress)
             if ev.scorer == "lexicon":  # the run's data root's lists, not the default root's
                 from interp.lexicon import Lexicon
