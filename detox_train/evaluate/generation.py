@@ -17,7 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from jaxtyping import Float, Int
 from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
 from interp.languages import normalize_language
 
-Backend = Literal["hf", "vllm"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
