@@ -32,7 +32,7 @@ def eval_prompts(data_root: str | None, languages: list[str] | None, n_prompts: 
 def _generate(args: argparse.Namespace) -> int:
     from interp.cli_common import load_model_from_args
 
-    from .evaluate import generate
+    from .evaluate import GenerationSettings, generate
 
     for flag, value in (("--n-prompts", args.n_prompts), ("--k", args.k), ("--max-new-tokens", args.max_new_tokens),
                         ("--batch-size", args.batch_size)):
@@ -48,9 +48,9 @@ def _generate(args: argparse.Namespace) -> int:
                               "(on a CUDA machine), or use --backend hf") from None
     prompts = eval_prompts(args.data_root, args.languages, args.n_prompts, args.split)
     model = load_model_from_args(args)
-    samples = generate(model, prompts, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                       top_p=args.top_p, seed=args.seed, out_path=Path(args.out), batch_size=args.batch_size,
-                       backend=args.backend)
+    settings = GenerationSettings(k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, seed=args.seed, backend=args.backend)
+    samples = generate(model, prompts, settings, out_path=Path(args.out), batch_size=args.batch_size)
     print(f"{len(samples)} samples for {len(prompts)} prompts -> {args.out}")
     return 0
 
@@ -75,8 +75,12 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
     if args.scorer == "e5" and args.e5_head and not Path(args.e5_head).is_dir():
         raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
     if args.scorer == "e5":
-        return get_scorer("e5", data_root=args.data_root, **({"head_dir": args.e5_head} if args.e5_head else {}))
-    return get_scorer("lexicon", data_root=args.data_root)
+        from .evaluate.scorers.e5 import build_e5_head
+
+        return get_scorer("e5", head_dir=args.e5_head or build_e5_head(root=args.data_root))
+    from interp.lexicon import Lexicon
+
+    return get_scorer("lexicon", lexicon=Lexicon.from_root(args.data_root))
 
 
 def _score(args: argparse.Namespace) -> int:

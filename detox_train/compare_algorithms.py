@@ -146,7 +146,7 @@ def compare_algorithms(
     import pandas as pd
 
     from detox_train.dpo import build_pairs, heldout_neutral_texts, last_checkpoint, prepare_pairs, train_dpo
-    from detox_train.evaluate import generate, score_samples
+    from detox_train.evaluate import generate, score
     from detox_train.preference import get_algorithm, preference_manifest
     from interp.artifacts import read_json, stable_hash, write_json
     from interp.loading import load_hf_model, load_model
@@ -163,8 +163,8 @@ def compare_algorithms(
     def evaluate(model_path: str, tag: Path) -> tuple[list[Any], float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         model = load_model(model_path, dtype="float32", device=base_config.device)
-        generate(model, list(prompts), out_path=tag / "samples.jsonl", **gen)
-        scored = score_samples(tag / "samples.jsonl", scorer, tag / "scored.jsonl", progress=progress)
+        samples = generate(model, list(prompts), out_path=tag / "samples.jsonl", **gen)
+        scored = score(samples, scorer, out_path=tag / "scored.jsonl", progress=progress)
         return scored, time.perf_counter() - t0, time.process_time() - c0
 
     base_scored, base_eval_s, _ = evaluate(base_config.model, out / "base")

@@ -82,7 +82,12 @@ def resolve_scorer(name: str, *, data_root: str | None = None) -> Callable[[list
     except ImportError as e:
         raise ValueError(f"pairs='onpolicy' needs a scorer, but detox_train.evaluate.scorers is not available "
                          f"({e}); pass score_fn= to train_dpo or use another pairs source") from e
-    scorer = get_scorer(name, data_root=data_root) if name == "lexicon" else get_scorer(name)
+    if name == "lexicon":
+        from interp.lexicon import Lexicon
+
+        scorer = get_scorer(name, lexicon=Lexicon.from_root(data_root))
+    else:
+        scorer = get_scorer(name)
 
     def score_en(texts: list[str]) -> list[float]:
         results = scorer.score(list(texts), ["en"] * len(texts))

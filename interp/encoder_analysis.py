@@ -97,7 +97,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     from interp.retrieval import bilingual_retrieval
     from interp.stats import correlate
     from interp.vocab import project_to_vocab
-    from probes import train_probe, transfer_report
+    from probes import load_probe_data, train_probe, transfer_report
 
     c = pipe.config.encoder
     seed = pipe.config.seed
@@ -120,7 +120,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     lap("load")
 
     # 1. English probe and its transfer
-    probe, metrics = train_probe(model, dataset="paradetox", data_root=pipe.config.data_root, solver=c.solver,
+    probe, metrics = train_probe(model, load_probe_data("paradetox", data_root=pipe.data_root), solver=c.solver,
                                  max_examples=c.probe_examples, seed=seed, progress=pipe.progress)
     prompts = [p for ps in pipe.eval_prompts(c.transfer_prompts, "all", salt="transfer").values() for p in ps]
     transfer = transfer_report(model, probe, prompts, n_boot=c.n_boot, seed=seed, progress=pipe.progress)

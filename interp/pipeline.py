@@ -494,8 +494,17 @@ class Pipeline:
                 head = {k: opts.pop(k) for k in list(opts) if k in names}
                 if head:
                     opts["config"] = config_from_dict(E5HeadConfig, head, where="evaluation.scorer_options")
-                opts.setdefault("data_root", self.config.data_root)
+                if "head_dir" not in opts:  # the head of the run's data root, built here at the edge
+                    from detox_train.evaluate.scorers.e5 import E5Embedder, build_e5_head
+
+                    opts.setdefault("embedder", E5Embedder())
+                    opts["head_dir"] = build_e5_head(opts.pop("config", None), root=self.data_root,
+                                                     embedder=opts["embedder"], progress=self.progress)
                 opts.setdefault("progress", self.progress)
+            if ev.scorer == "lexicon":  # the run's data root's lists, not the default root's
+                from interp.lexicon import Lexicon
+
+                opts.setdefault("lexicon", Lexicon.from_root(self.data_root))
             self._cache["scorer"] = get_scorer(ev.scorer, **opts)
         return self._cache["scorer"]
 
@@ -523,16 +532,18 @@ class Pipeline:
                 {"model_info": self.rel(d / "model_info.json")})
 
     def stage_probe(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from probes import train_probe, transfer_report
+        from probes import load_probe_data, train_probe, transfer_report
+        from probes.train import load_jigsaw_test
 
         c = self.config.probe
         bridge = self.base_model()
-        probe, metrics = train_probe(bridge, dataset=c.dataset, data_root=self.config.data_root,
-                                     jigsaw_path=c.jigsaw_path, solver=c.solver, layer=c.layer,
+        records = load_probe_data(c.dataset, data_root=self.data_root, jigsaw_path=c.jigsaw_path)
+        test = load_jigsaw_test(c.jigsaw_test_path) if c.jigsaw_test_path is not None else None
+        probe, metrics = train_probe(bridge, records, test=test, solver=c.solver, layer=c.layer,
                                      pooling=c.pooling, max_examples=c.max_examples,
                                      seed=self.config.seed if c.seed is None else c.seed,
                                      random_init_baseline=True, test_fraction=c.test_fraction,
-                                     test_path=c.jigsaw_test_path, progress=self.progress)
+                                     progress=self.progress)
         probe_path = d / "probe.safetensors"
         probe.save(probe_path)
         write_json(d / "probe_metrics.json", metrics)

@@ -178,7 +178,7 @@ def quality_report(model_dir: str | os.PathLike[str], data_root: str | os.PathLi
 
 def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, cfg: QualityConfig, *,
                     progress: bool) -> list[Criterion]:
-    from probes import train_probe
+    from probes import load_probe_data, train_probe
 
     from interp import data
     from interp.lexicon import Lexicon
@@ -188,7 +188,7 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
     out = [check_build(manifest), check_heldout(manifest)]
     model = load_model(str(model_dir), device="cpu", dtype="float32")
     hf, tok = model.original_model, model.tokenizer
-    probe, metrics = train_probe(model, dataset="paradetox", data_root=data_root, solver=cfg.probe_solver,
+    probe, metrics = train_probe(model, load_probe_data("paradetox", data_root=data_root), solver=cfg.probe_solver,
                                  max_examples=cfg.probe_examples, seed=cfg.seed, random_init_baseline=True,
                                  progress=progress)
     out.append(check_probe(metrics))

@@ -81,7 +81,7 @@ def _fmt(m: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from interp.artifacts import write_json
-    from probes.train import train_probe
+    from probes.train import load_jigsaw_test, load_probe_data, train_probe
 
     check_flag("--max-examples", args.max_examples, ge=2)
     check_flag("--batch-size", args.batch_size, ge=1)
@@ -94,11 +94,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data_root(args.data_root)
     model = load_model_from_args(args)
-    probe, metrics = train_probe(model, dataset=args.dataset, data_root=args.data_root, jigsaw_path=args.jigsaw_path,
+    records = load_probe_data(args.dataset, data_root=args.data_root, jigsaw_path=args.jigsaw_path)
+    test = load_jigsaw_test(args.jigsaw_test_path) if args.jigsaw_test_path else None
+    probe, metrics = train_probe(model, records, test=test,
                                  solver=args.solver, layer=args.layer, pooling=args.pooling,
                                  max_examples=args.max_examples, seed=args.seed,
                                  random_init_baseline=args.random_init_baseline, batch_size=args.batch_size,
-                                 test_fraction=args.test_fraction, test_path=args.jigsaw_test_path)
+                                 test_fraction=args.test_fraction)
     out = Path(args.out)
     probe.save(out)
     write_json(out / "metrics.json", metrics)

@@ -1,4 +1,5 @@
-"""``train_probe``: load an English toxicity data set, extract features once, fit and evaluate."""
+"""``train_probe``: fit and evaluate a probe on labelled texts (features extracted once);
+``load_probe_data`` and ``load_jigsaw_test`` read the data sets at the edge."""
 from __future__ import annotations
 
 import hashlib
@@ -160,32 +161,33 @@ def _split_description(val: int, n_train: int, n_test: int, test_file: bool) -> 
                           "CSV (probe.jigsaw_test_path) for the paper's test set")}
 
 
-def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | os.PathLike[str] | None = None,
-                jigsaw_path: str | os.PathLike[str] | None = None, solver: Solver = "paper",
+def train_probe(model: Any, records: Sequence[Any], *, test: Sequence[Any] | None = None, solver: Solver = "paper",
                 layer: int | None = None, pooling: Pooling = "mean", max_examples: int | None = None,
                 seed: int = 99, random_init_baseline: bool = False, test_fraction: float = 0.2,
                 batch_size: int = 32, cache_dir: str | os.PathLike[str] | None = None,
-                progress: bool = True, test_path: str | os.PathLike[str] | None = None,
-                ) -> tuple[ToxicityProbe, dict[str, Any]]:
+                progress: bool = True) -> tuple[ToxicityProbe, dict[str, Any]]:
     """Return (fitted probe, metrics) for an English toxicity probe on ``model``'s features.
 
-    Metrics hold ``train``, ``val`` (the paper solver's validation split: the paper's 90/10
-    train/validation split of the training texts) and ``test`` (without ``test_path``: an *extra*
-    held-out ``test_fraction`` of the data, split by paraphrase group, which the paper does not
-    have) each as accuracy/roc_auc/f1/n; ``split`` says what each split is. With
-    ``test_path`` (a Jigsaw test CSV, see :func:`load_jigsaw_test`) the whole data set trains and
-    ``test`` is that file, as the paper's ROC-AUC on the Jigsaw test split;
+    ``records`` are the labelled texts (``interp.data.LabeledText``; load them at the edge with
+    :func:`load_probe_data`). Metrics hold ``train``, ``val`` (the paper solver's validation
+    split: the paper's 90/10 train/validation split of the training texts) and ``test`` (without
+    ``test``: an *extra* held-out ``test_fraction`` of the data, split by paraphrase group, which
+    the paper does not have) each as accuracy/roc_auc/f1/n; ``split`` says what each split is.
+    With ``test`` (e.g. the Jigsaw test CSV's texts, :func:`load_jigsaw_test`) the whole data set
+    trains and ``test`` scores, as the paper's ROC-AUC on the Jigsaw test split;
     with ``random_init_baseline`` also ``random_init`` = the same recipe on a freshly
     initialised model of the same config (seeded), showing how much is architecture alone.
     """
     from interp.artifacts import stable_hash
     from interp.loading import model_fingerprint, model_id
 
-    records = load_probe_data(dataset, data_root=data_root, jigsaw_path=jigsaw_path)
+    records = list(records)
     if not records:
-        raise ValueError(f"dataset {dataset!r} holds no labelled texts")
-    if test_path is not None:
-        test = load_jigsaw_test(test_path)
+        raise ValueError("no labelled texts to train the probe on (the data set is empty)")
+    dataset = _sources(records)
+    given_test = test is not None
+    if test is not None:
+        test = list(test)
         train = records
         if max_examples is not None:  # whole groups, in the seeded order split_records uses
             train, held = split_records(records, test_fraction=0.5, seed=seed, max_examples=max_examples)
@@ -201,10 +203,10 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                                     batch_size=batch_size)
     data_info = {"dataset": dataset, "n_texts": len(train) + len(test), "n_train": len(train),
                  "n_test": len(test), "n_toxic": int(sum(r.label for r in train + test)),
-                 "test_fraction": None if test_path is not None else test_fraction,
-                 "test_source": str(test_path) if test_path is not None else "split", "max_examples": max_examples,
+                 "test_fraction": None if given_test else test_fraction,
+                 "test_source": _sources(test) if given_test else "split", "max_examples": max_examples,
                  "split": _split_description(int(metrics.get("val", {}).get("n", 0)), len(train), len(test),
-                                            test_path is not None),
+                                            given_test),
                  "split_seed": seed,
                  "ids_hash": stable_hash(sorted(r.id for r in train + test))}
     metrics = {"dataset": dataset, "feature": feature_name(layer, pooling), "solver": solver, **data_info,
@@ -220,6 +222,11 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
                   "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
                   "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
     return probe, metrics
+
+
+def _sources(records: Sequence[Any]) -> str:
+    """Return the data set name(s) of labelled texts (``davidson:class1`` counts as ``davidson``)."""
+    return "+".join(sorted({str(r.source).split(":")[0] for r in records}))
 
 
 __all__ = ["train_probe", "load_probe_data", "load_jigsaw_test", "split_records", "group_of", "DATASETS"]

@@ -64,16 +64,18 @@ def _write_jigsaw(tmp_path: Path) -> tuple[Path, Path, int]:
 
 def test_probe_trains_on_a_jigsaw_train_csv_and_tests_on_the_test_csv(tmp_path: Path, tiny_dirs) -> None:
     from interp.loading import load_model
-    from probes.train import train_probe
+    from probes.train import load_jigsaw_test, load_probe_data, train_probe
 
     train, test, n_scored = _write_jigsaw(tmp_path)
     bridge = load_model(str(tiny_dirs["gpt2"]))
-    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_path=test, solver="logreg",
+    _, m = train_probe(bridge, load_probe_data("jigsaw", jigsaw_path=train), test=load_jigsaw_test(test),
+                       solver="logreg",
                        cache_dir=tmp_path / "c", progress=False)
     assert m["n_train"] == 40 and m["n_test"] == n_scored and m["test"]["n"] == n_scored
-    assert m["test_source"] == str(test)
+    assert m["test_source"] == "jigsaw" and m["dataset"] == "jigsaw"
     # Without a test file, the paper's 90/10 split of the train file.
-    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_fraction=0.1, solver="logreg",
+    _, m = train_probe(bridge, load_probe_data("jigsaw", jigsaw_path=train), test_fraction=0.1,
+                       solver="logreg",
                        cache_dir=tmp_path / "c", progress=False)
     assert m["n_train"] + m["n_test"] == 40 and 1 <= m["n_test"] <= 9 and m["test_fraction"] == 0.1
 

@@ -10,7 +10,7 @@ import torch
 
 from interp.data import Prompt
 from interp.loading import load_model
-from probes import ToxicityProbe, extract_features, split_records, train_probe, transfer_report
+from probes import ToxicityProbe, extract_features, load_probe_data, split_records, train_probe, transfer_report
 
 NOUNS = ["dog", "house", "car", "day", "idea", "plan", "friend", "city", "song", "book", "tree", "road"]
 
@@ -58,7 +58,8 @@ def test_split_keeps_paraphrase_groups_together(tiny_root) -> None:
 
 
 def test_train_probe_end_to_end(bridge, tiny_root, tmp_path) -> None:
-    probe, metrics = train_probe(bridge, data_root=tiny_root, solver="logreg", random_init_baseline=True,
+    probe, metrics = train_probe(bridge, load_probe_data("paradetox", data_root=tiny_root), solver="logreg",
+                                 random_init_baseline=True,
                                  cache_dir=tmp_path, progress=False)
     for split in ("train", "test"):
         assert set(metrics[split]) >= {"accuracy", "roc_auc", "f1", "n"}
@@ -70,7 +71,8 @@ def test_train_probe_end_to_end(bridge, tiny_root, tmp_path) -> None:
     assert probe.meta["fingerprint"] == model_fingerprint(bridge) and probe.meta["pooling"] == "mean"
     # features were extracted once per model: one cache file for the model, one for the random copy
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
-    paper, pm = train_probe(bridge, data_root=tiny_root, cache_dir=tmp_path, progress=False, max_examples=60)
+    paper, pm = train_probe(bridge, load_probe_data("paradetox", data_root=tiny_root), cache_dir=tmp_path,
+                            progress=False, max_examples=60)
     assert pm["best_epoch"] == paper.best_epoch_ and "val" in pm and pm["n_texts"] <= 62
 
 
@@ -109,9 +111,11 @@ def test_transfer_report_against_hand_computation(bridge) -> None:
 
 def test_train_probe_errors(bridge, tiny_root) -> None:
     with pytest.raises(ValueError, match="dataset must be one of"):
-        train_probe(bridge, dataset="imdb", data_root=tiny_root)  # type: ignore[arg-type]
+        load_probe_data("imdb", data_root=tiny_root)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs jigsaw_path"):
-        train_probe(bridge, dataset="jigsaw", data_root=tiny_root)
+        load_probe_data("jigsaw", data_root=tiny_root)
+    with pytest.raises(ValueError, match="no labelled texts"):
+        train_probe(bridge, [])
 
 
 def test_cli_train_show_eval_import(tiny_dirs, tiny_root, tmp_path, capsys, monkeypatch) -> None:

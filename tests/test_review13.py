@@ -57,18 +57,20 @@ def test_generation_never_resumes_rows_of_another_prompt_budget(tiny_lm, tiny_to
 # ----------------------------------------------------------------------------- 2: paper probe split
 def test_probe_split_is_90_10_train_validation_and_an_extra_test_is_labelled(tmp_path: Path, tiny_dirs) -> None:
     from interp.loading import load_model
-    from probes.train import train_probe
+    from probes.train import load_jigsaw_test, load_probe_data, train_probe
     from test_paper_settings import _write_jigsaw
 
     train, test, n_scored = _write_jigsaw(tmp_path)
     bridge = load_model(str(tiny_dirs["gpt2"]))
-    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_path=test, solver="paper",
+    _, m = train_probe(bridge, load_probe_data("jigsaw", jigsaw_path=train), test=load_jigsaw_test(test),
+                       solver="paper",
                        cache_dir=tmp_path / "c", progress=False, seed=99)
     split = m["split"]
     # The whole train file is train + validation, 90/10 (the paper's split); the test CSV is the test set.
     assert split["train"] + split["validation"] == 40 and split["validation"] == 4 == m["val"]["n"]
     assert split["test"] == n_scored and "Jigsaw test" in split["test_role"]
-    _, m = train_probe(bridge, dataset="jigsaw", jigsaw_path=train, test_fraction=0.1, solver="paper",
+    _, m = train_probe(bridge, load_probe_data("jigsaw", jigsaw_path=train), test_fraction=0.1,
+                       solver="paper",
                        cache_dir=tmp_path / "c", progress=False, seed=99)
     split = m["split"]
     assert split["train"] + split["validation"] + split["test"] == 40

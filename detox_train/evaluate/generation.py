@@ -1,4 +1,8 @@
-"""Batched, resumable sampling of k continuations per prompt, streamed to JSONL.
+"""Batched sampling of k continuations per prompt: in memory, or resumable in a keyed JSONL.
+
+:func:`generate` returns :class:`Sample` rows that carry their prompt (id, language, text hash);
+with ``out_path`` the same rows are streamed to a JSONL that a rerun resumes (a thin wrapper:
+one row implementation, :func:`_sample_batches`, serves both).
 
 Determinism regardless of batch composition: every (prompt, sample) row draws its token from its
 own counter-based random stream (seeded by ``seed``, the prompt id and the sample index), so a
@@ -13,7 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,19 +26,27 @@ from jaxtyping import Float, Int
 from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
 from interp.languages import normalize_language
 
-Backend = Literal["hf", "vllm"]
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One sampled continuation of one prompt."""
+    """One sampled continuation of one prompt, carrying its prompt record (id, language, text hash).
+
+    The prompt's text itself is not kept: ``prompt_sha`` (:func:`text_sha`) proves which text a
+    row continued without putting RTP-LX prompt text into any artifact.
+    """
 
     prompt_id: str
     lang: str
     sample_index: int
     text: str
     n_tokens: int
+    prompt_sha: str = ""  # "" only for rows read from files that predate the hash
+
+    def continues(self, prompt: Any) -> bool:
+        """Return whether this row continues ``prompt`` (same id and, when recorded, same text)."""
+        return self.prompt_id == prompt.id and (not self.prompt_sha or self.prompt_sha == text_sha(prompt.text))
 
 
 @dataclass(frozen=True)
@@ -237,7 +249,8 @@ def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]]
         ids = new[r].tolist()
         if tok.eos_token_id is not None and tok.eos_token_id in ids:
             ids = ids[:ids.index(tok.eos_token_id)]
-        samples.append(Sample(p.id, normalize_language(p.lang), j, tok.decode(ids, skip_special_tokens=True), len(ids)))
+        samples.append(Sample(p.id, normalize_language(p.lang), j, tok.decode(ids, skip_special_tokens=True), len(ids),
+                              text_sha(p.text)))
     return samples
 
 
@@ -275,99 +288,129 @@ def _generate_vllm(model: Any, batch: list[Any], todo: dict[str, list[int]], s: 
     for p, o in zip(batch, outs):
         for j, c in enumerate(o.outputs):
             if j in todo[p.id]:
-                samples.append(Sample(p.id, normalize_language(p.lang), j, c.text, len(c.token_ids)))
+                samples.append(Sample(p.id, normalize_language(p.lang), j, c.text, len(c.token_ids), text_sha(p.text)))
     return samples
 
 
-def generate(model: Any, prompts: Sequence[Any], *, k: int = 25, max_new_tokens: int = 20,
-             temperature: float = 0.9, top_p: float = 0.8, seed: int = 0, out_path: str | os.PathLike[str],
-             batch_size: int = 8, backend: Backend = "hf", progress: bool = True, tokenizer: Any = None
-             ) -> list[Sample]:
-    """Return k sampled continuations per prompt, streamed to ``out_path`` (JSONL) and resumable.
+def _settings(settings: GenerationSettings | None, overrides: dict[str, Any], batch_size: int) -> GenerationSettings:
+    """Return ``settings`` (default: :class:`GenerationSettings`) with ``overrides`` applied, validated."""
+    names = {f.name for f in dataclasses.fields(GenerationSettings)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"generate() got unknown setting(s) {unknown}; GenerationSettings has {sorted(names)}")
+    s = dataclasses.replace(settings or GenerationSettings(), **overrides)
+    if s.k < 1 or s.max_new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"k, max_new_tokens and batch_size must be >= 1 (got {s.k}, {s.max_new_tokens}, {batch_size})")
+    if not 0 < s.top_p <= 1 or s.temperature <= 0:
+        raise ValueError(f"need 0 < top_p <= 1 and temperature > 0 (got top_p={s.top_p}, temperature={s.temperature})")
+    if s.backend not in ("hf", "vllm"):
+        raise ValueError(f"backend must be 'hf' or 'vllm', got {s.backend!r}")
+    return s
+
+
+def _sample_batches(model: Any, pending: list[Any], todo: dict[str, list[int]], s: GenerationSettings, rule: Any,
+                    budget: int | None, *, tokenizer: Any, batch_size: int, progress: bool) -> Any:
+    """Yield the new :class:`Sample` rows of ``todo`` batch by batch (the one row implementation)."""
+    from tqdm.auto import tqdm
+
+    if pending and s.backend == "hf":
+        from interp.loading import activate
+
+        hf, tok = _resolve_model(model, tokenizer)
+    bar = tqdm(total=len(pending), desc="generate", unit="prompt", disable=not progress or not pending)
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        if s.backend == "hf":
+            with activate(model):  # a ModelView toggles its adapter for the call
+                new = _generate_hf(hf, tok, batch, todo, s, rule, budget)
+        else:
+            new = _generate_vllm(model, batch, todo, s, rule, budget)
+        yield new
+        bar.update(len(batch))
+    bar.close()
+
+
+def generate(model: Any, prompts: Sequence[Any], settings: GenerationSettings | None = None, *,
+             out_path: str | os.PathLike[str] | None = None, batch_size: int = 8, progress: bool = True,
+             tokenizer: Any = None, **overrides: Any) -> list[Sample]:
+    """Return ``settings.k`` sampled continuations per prompt, ordered by prompt then sample index.
 
     ``model`` is a TransformerBridge, a :class:`interp.loading.ModelView`, or an HF causal LM
-    (then pass ``tokenizer``); for ``backend="vllm"`` a ``vllm.LLM``. Prompts already complete in
-    ``out_path`` are skipped; missing (prompt, sample) rows are generated and appended, so a
-    rerun after a crash never duplicates or drops a line. Returns all samples of ``prompts``
-    (old and new) ordered by prompt then sample index.
+    (then pass ``tokenizer``); for ``settings.backend == "vllm"`` a ``vllm.LLM``. ``settings``
+    defaults to :class:`GenerationSettings`; keyword ``overrides`` (``k=``, ``seed=``, ...) replace
+    its fields. Each :class:`Sample` carries its prompt's id, language and text hash.
+
+    Without ``out_path`` everything stays in memory. With it, the rows are also streamed to that
+    JSONL, resumable after a crash or kill -9 (:func:`_generate_resumable`): prompts already
+    complete there are skipped, so a rerun never duplicates or drops a line.
+    """
+    s = _settings(settings, overrides, batch_size)
+    prompts = _validate(prompts)
+    if s.backend == "hf":  # encoders (BERT/XLM-R/e5) cannot sample: a clear refusal, not a shape error
+        from interp.architecture import get_adapter, require_generation
+
+        require_generation(get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec,
+                           "sampling continuations (evaluation)")
+    # Both backends encode prompts by the one rule (vLLM gets token ids).
+    rule, budget = (_prompt_rule(model, tokenizer, s.max_new_tokens) if s.backend == "hf"
+                    else _vllm_prompt_rule(model, s.max_new_tokens))
+    kw = dict(tokenizer=tokenizer, batch_size=batch_size, progress=progress)
+    if out_path is not None:
+        return _generate_resumable(model, prompts, s, rule, budget, Path(out_path), **kw)
+    todo = {p.id: list(range(s.k)) for p in prompts}
+    done = {(x.prompt_id, x.sample_index): x for new in _sample_batches(model, prompts, todo, s, rule, budget, **kw)
+            for x in new}
+    return [done[(p.id, j)] for p in prompts for j in range(s.k)]
+
+
+def _generate_resumable(model: Any, prompts: list[Any], s: GenerationSettings, rule: Any, budget: int | None,
+                        out_path: Path, **kw: Any) -> list[Sample]:
+    """Return the samples of :func:`generate`, resumed from and streamed to the JSONL ``out_path``.
 
     A resume is keyed by what produced the rows: the sampling settings and the model's weight
     fingerprint (another model or settings: refused), and per row the hash of the prompt text (a
     row for another text under the same id is regenerated). On return the file holds exactly the
     returned rows, so a smaller prompt set never leaves extra rows behind for scoring.
     """
-    from tqdm.auto import tqdm
-
-    prompts = _validate(prompts)
-    if backend == "hf":  # encoders (BERT/XLM-R/e5) cannot sample: a clear refusal, not a shape error
-        from interp.architecture import get_adapter, require_generation
-
-        require_generation(get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec,
-                           "sampling continuations (evaluation)")
-    if k < 1 or max_new_tokens < 1 or batch_size < 1:
-        raise ValueError(f"k, max_new_tokens and batch_size must be >= 1 (got {k}, {max_new_tokens}, {batch_size})")
-    if not 0 < top_p <= 1 or temperature <= 0:
-        raise ValueError(f"need 0 < top_p <= 1 and temperature > 0 (got top_p={top_p}, temperature={temperature})")
-    if backend not in ("hf", "vllm"):
-        raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
-    out_path = Path(out_path)
-    settings = GenerationSettings(k, max_new_tokens, temperature, top_p, seed, backend)
-    mid = _model_id(model) if backend == "hf" else str(getattr(model, "model_id", "vllm"))
-    if backend == "hf":
+    mid = _model_id(model) if s.backend == "hf" else str(getattr(model, "model_id", "vllm"))
+    if s.backend == "hf":
         from interp.loading import model_fingerprint
 
         fingerprint: str | None = model_fingerprint(model)
     else:
         fingerprint = None
     sha = {p.id: text_sha(p.text) for p in prompts}
-    extra: dict[str, Any] = {"model_fingerprint": fingerprint, "n_prompts": len(prompts),
-                             "prompts_sha": text_sha("\n".join(f"{p.id}\t{sha[p.id]}" for p in prompts)),
-                             "languages": sorted({normalize_language(p.lang) for p in prompts})}
-    # Both backends encode prompts by the one rule (vLLM gets token ids).
-    rule, budget = (_prompt_rule(model, tokenizer, max_new_tokens) if backend == "hf"
-                    else _vllm_prompt_rule(model, max_new_tokens))
     _, cut = rule.encode([p.text for p in prompts], "prompt", max_length=budget)
     # Prompts longer than the context keep their end (what generation continues); say how many.
-    extra.update(tokenization=rule.describe(), prompt_budget=budget, n_prompts_truncated=len(cut),
-                 truncated_prompt_ids=[prompts[i].id for i in cut])
-    _check_manifest(out_path, settings, fingerprint, extra.get("tokenization"), extra.get("prompt_budget"))
+    extra: dict[str, Any] = {"model_fingerprint": fingerprint, "n_prompts": len(prompts),
+                             "prompts_sha": text_sha("\n".join(f"{p.id}\t{sha[p.id]}" for p in prompts)),
+                             "languages": sorted({normalize_language(p.lang) for p in prompts}),
+                             "tokenization": rule.describe(), "prompt_budget": budget, "n_prompts_truncated": len(cut),
+                             "truncated_prompt_ids": [prompts[i].id for i in cut]}
+    _check_manifest(out_path, s, fingerprint, extra["tokenization"], extra["prompt_budget"])
     write_json(_manifest_path(out_path), make_manifest(
-        kind="eval-samples", config=settings, seed=seed, model_id=mid, extra=extra))
+        kind="eval-samples", config=s, seed=s.seed, model_id=mid, extra=extra))
 
     with JsonlAppender(out_path) as app:
-        done: dict[tuple[str, int], dict[str, Any]] = {}
+        done: dict[tuple[str, int], Sample] = {}
         in_file: list[tuple[str, int]] = []
         for r in app.records():
             key = (r["prompt_id"], int(r["sample_index"]))
             in_file.append(key)
             # A row is reused only for the very prompt text it continued (same id, other text: regenerate).
-            if r.get("prompt_sha") is not None and r.get("prompt_sha") == sha.get(key[0]) and key[1] < k:
-                done.setdefault(key, r)
-        todo = {p.id: [j for j in range(k) if (p.id, j) not in done] for p in prompts}
+            if r.get("prompt_sha") is not None and r.get("prompt_sha") == sha.get(key[0]) and key[1] < s.k:
+                done.setdefault(key, Sample(**{f: r[f] for f in Sample.__dataclass_fields__}))
+        todo = {p.id: [j for j in range(s.k) if (p.id, j) not in done] for p in prompts}
         pending = [p for p in prompts if todo[p.id]]
-        if pending and backend == "hf":
-            from interp.loading import activate
-
-            hf, tok = _resolve_model(model, tokenizer)
-        bar = tqdm(total=len(pending), desc="generate", unit="prompt", disable=not progress or not pending)
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start:start + batch_size]
-            if backend == "hf":
-                with activate(model):  # a ModelView toggles its adapter for the call
-                    new = _generate_hf(hf, tok, batch, todo, settings, rule, budget)
-            else:
-                new = _generate_vllm(model, batch, todo, settings, rule, budget)
-            rows = [{**dataclasses.asdict(x), "prompt_sha": sha[x.prompt_id]} for x in new]
-            app.write_many(rows)
-            for x, row in zip(new, rows):
-                done[(x.prompt_id, x.sample_index)] = row
+        for new in _sample_batches(model, pending, todo, s, rule, budget, **kw):
+            app.write_many([dataclasses.asdict(x) for x in new])
+            for x in new:
+                done[(x.prompt_id, x.sample_index)] = x
                 in_file.append((x.prompt_id, x.sample_index))
-            bar.update(len(batch))
-        bar.close()
-    order = [(p.id, j) for p in prompts for j in range(k)]
+    order = [(p.id, j) for p in prompts for j in range(s.k)]
     if in_file != order:  # stale rows (other prompts, texts or k) or another order: the file = exactly this set
-        write_jsonl(out_path, [done[key] for key in order])
-    return [Sample(**{f: done[key][f] for f in Sample.__dataclass_fields__}) for key in order]
+        write_jsonl(out_path, [dataclasses.asdict(done[key]) for key in order])
+    return [done[key] for key in order]
 
 
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
@@ -399,8 +442,11 @@ def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
             raise InputError(f"{where}: duplicate sample (prompt_id {key[0]!r}, sample_index {key[1]}) first seen "
                              f"on line {seen[key]}; each sample must appear once: drop the repeated line")
         seen[key] = n
+        psha = r.get("prompt_sha") or ""
+        if not isinstance(psha, str):
+            raise InputError(f"{where}: field 'prompt_sha' must be a string, got {psha!r}")
         out.append(Sample(r["prompt_id"], normalize_language(r["lang"], where=f"{where} field 'lang'"),
-                          r["sample_index"], r["text"], ntok))
+                          r["sample_index"], r["text"], ntok, psha))
     if not out:
         raise InputError(f"{path}: the samples file is empty; generate samples first (xdetox eval generate)")
     return out

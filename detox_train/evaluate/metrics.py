@@ -147,6 +147,13 @@ class Judge:
         if missing:
             raise ValueError(f"judge has no prompt text for {len(missing)} prompt id(s), e.g. {missing[:3]}; "
                              "load the same prompts the samples were generated from")
+        from .generation import text_sha
+
+        other = sorted({s.prompt_id for s in samples
+                        if getattr(s, "prompt_sha", "") and s.prompt_sha != text_sha(self.prompts[s.prompt_id])})
+        if other:  # same id, other text: the perplexity would condition on a prompt the sample never saw
+            raise ValueError(f"judge's prompt text differs from the text {len(other)} prompt id(s) were sampled from "
+                             f"(prompt_sha), e.g. {other[:3]}; load the same prompts the samples were generated from")
         return conditional_perplexity(self.model, [self.prompts[s.prompt_id] for s in samples],
                                       [s.text for s in samples], tokenizer=self.tokenizer, batch_size=self.batch_size)
 

@@ -1,17 +1,19 @@
-"""Score a samples JSONL with any scorer into a scored JSONL: batched, cached, resumable and
-kill -9 safe (each batch is appended+fsynced; a rerun skips rows already scored)."""
+"""Score samples with any scorer: :func:`score` in memory (batched, cached), optionally streamed to a
+scored JSONL that is resumable and kill -9 safe (each batch is appended+fsynced; a rerun skips
+rows already scored). :func:`score_samples` is the file-to-file wrapper the CLI and pipeline use."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
-from interp.artifacts import JsonlAppender, file_sha256, make_manifest, read_jsonl, write_json, write_jsonl
+from interp.artifacts import (JsonlAppender, file_sha256, make_manifest, read_jsonl, stable_hash, write_json,
+                              write_jsonl)
 from interp.languages import normalize_language
 
-from .generation import read_samples
+from .generation import Sample, read_samples
 from .scorers import CachedScorer, ScoreCache, Scorer, scorer_key
 
 
@@ -29,6 +31,7 @@ class ScoredSample:
     error: str | None
     scorer: str
     truncated: bool = False
+    prompt_sha: str = ""  # the scored sample's prompt text hash (see :class:`Sample`)
 
 
 def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
@@ -48,7 +51,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
         missing = [k for k in names[:9] if k not in r]
         if missing:
             raise InputError(f"{where}: missing field(s) {missing}; not a scored-samples file (xdetox eval score)")
-        r = {k: r.get(k, False) for k in names}
+        r = {k: r.get(k, "" if k == "prompt_sha" else False) for k in names}
         r["lang"] = normalize_language(r["lang"], where=f"{where} field 'lang'")
         score, failed = r["score"], r["failed"]
         if not isinstance(failed, bool):
@@ -73,29 +76,57 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
     return out
 
 
-def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path: str | os.PathLike[str], *,
-                  cache: ScoreCache | str | os.PathLike[str] | None = None, batch_size: int = 64,
-                  progress: bool = True) -> list[ScoredSample]:
-    """Return every sample of ``samples_path`` scored by ``scorer``, appended to ``out_path``.
-
-    Rows already in ``out_path`` are kept as they are, failed ones included, but only for the very
-    text they scored (keyed by prompt id, sample index *and* text): a row for another text under
-    the same key is scored again. A cache makes repeated texts free. On return ``out_path`` holds
-    exactly the returned rows, in the input's order (stale or extra rows are dropped).
-    """
+def _score_batches(samples: list[Any], run: Any, key: str, step: int, progress: bool, desc: str
+                   ) -> Iterator[list[ScoredSample]]:
+    """Yield ``samples`` scored by ``run`` in batches of ``step`` (the one row implementation)."""
     from tqdm.auto import tqdm
 
-    samples = read_samples(samples_path)
-    out_path = Path(out_path)
+    bar = tqdm(total=len(samples), desc=desc, unit="text", disable=not progress or not samples)
+    for start in range(0, len(samples), step):
+        batch = samples[start:start + step]
+        results = run.score([s.text for s in batch], [s.lang for s in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"scorer {key} returned {len(results)} results for {len(batch)} texts")
+        yield [ScoredSample(s.prompt_id, s.lang, s.sample_index, s.text, s.n_tokens, r.score, r.failed, r.error,
+                            r.scorer, r.truncated, getattr(s, "prompt_sha", "") or "") for s, r in zip(batch, results)]
+        bar.update(len(batch))
+    bar.close()
+
+
+def score(samples: Sequence[Sample], scorer: Scorer, *, cache: ScoreCache | str | os.PathLike[str] | None = None,
+          batch_size: int = 64, progress: bool = True, out_path: str | os.PathLike[str] | None = None,
+          inputs: dict[str, Any] | None = None) -> list[ScoredSample]:
+    """Return ``samples`` scored by ``scorer``, in their order (a cache makes repeated texts free).
+
+    Without ``out_path`` everything stays in memory. With it, the rows are also appended to that
+    JSONL and a rerun resumes: rows already there are kept as they are, failed ones included, but
+    only for the very text they scored (keyed by prompt id, sample index *and* text); a row for
+    another text under the same key is scored again. On return ``out_path`` holds exactly the
+    returned rows (stale or extra rows are dropped). ``inputs`` goes into its manifest (default:
+    a hash of the samples).
+    """
+    samples = list(samples)
+    seen: set[tuple[str, int]] = set()
+    for s in samples:
+        if (s.prompt_id, s.sample_index) in seen:
+            raise ValueError(f"duplicate sample (prompt_id {s.prompt_id!r}, sample_index {s.sample_index}); "
+                             "each sample must appear once")
+        seen.add((s.prompt_id, s.sample_index))
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     key = scorer_key(scorer)
     if isinstance(cache, (str, os.PathLike)):
         cache = ScoreCache(cache)
     run = CachedScorer(scorer, cache) if cache is not None else scorer
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    # Network scorers answer one text per request: save and show progress per request round.
+    step = max(1, min(batch_size, int(getattr(scorer, "max_batch", batch_size) or batch_size)))
+    how = (run, key, step, progress, f"score {scorer.id}")
+    if out_path is None:
+        return [x for new in _score_batches(samples, *how) for x in new]
+    out_path = Path(out_path)
     texts = {(s.prompt_id, s.sample_index): s.text for s in samples}
     with JsonlAppender(out_path) as app:
-        done: dict[tuple[str, int], dict[str, Any]] = {}
+        done: dict[tuple[str, int], ScoredSample] = {}
         in_file: list[tuple[str, int]] = []
         for r in app.records():
             if r.get("scorer") != key:
@@ -104,31 +135,29 @@ def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path
             k = (r["prompt_id"], int(r["sample_index"]))
             in_file.append(k)
             if k in texts and r.get("text") == texts[k]:  # a score belongs to its text, not to its slot
-                done.setdefault(k, r)
+                done.setdefault(k, ScoredSample(**{f: r[f] for f in ScoredSample.__dataclass_fields__ if f in r}))
         # Only a resume that was accepted (above) may replace the manifest of the scores it extends.
         write_json(out_path.with_name(out_path.name + ".manifest.json"), make_manifest(
             kind="eval-scores", config={"scorer": key, "batch_size": batch_size},
-            inputs={"samples": str(samples_path), "samples_sha256": file_sha256(samples_path)},
+            inputs=inputs or {"samples_sha256": stable_hash([dataclasses.asdict(s) for s in samples], 64)},
             extra={"n_samples": len(samples)}))
         todo = [s for s in samples if (s.prompt_id, s.sample_index) not in done]
-        bar = tqdm(total=len(todo), desc=f"score {scorer.id}", unit="text", disable=not progress or not todo)
-        # Network scorers answer one text per request: save and show progress per request round.
-        step = max(1, min(batch_size, int(getattr(scorer, "max_batch", batch_size) or batch_size)))
-        for start in range(0, len(todo), step):
-            batch = todo[start:start + step]
-            results = run.score([s.text for s in batch], [s.lang for s in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"scorer {key} returned {len(results)} results for {len(batch)} texts")
-            rows = [dataclasses.asdict(ScoredSample(s.prompt_id, s.lang, s.sample_index, s.text, s.n_tokens,
-                                                    r.score, r.failed, r.error, r.scorer, r.truncated))
-                    for s, r in zip(batch, results)]
-            app.write_many(rows)
-            for row in rows:
-                done[(row["prompt_id"], row["sample_index"])] = row
-                in_file.append((row["prompt_id"], row["sample_index"]))
-            bar.update(len(batch))
-        bar.close()
+        for new in _score_batches(todo, *how):
+            app.write_many([dataclasses.asdict(x) for x in new])
+            for x in new:
+                done[(x.prompt_id, x.sample_index)] = x
+                in_file.append((x.prompt_id, x.sample_index))
     order = [(s.prompt_id, s.sample_index) for s in samples]
     if in_file != order:  # stale rows (other texts or samples) or another order: rewrite exactly this set
-        write_jsonl(out_path, [done[k] for k in order])
-    return [ScoredSample(**done[k]) for k in order]
+        write_jsonl(out_path, [dataclasses.asdict(done[k]) for k in order])
+    return [done[k] for k in order]
+
+
+def score_samples(samples_path: str | os.PathLike[str], scorer: Scorer, out_path: str | os.PathLike[str], *,
+                  cache: ScoreCache | str | os.PathLike[str] | None = None, batch_size: int = 64,
+                  progress: bool = True) -> list[ScoredSample]:
+    """Return every sample of the JSONL ``samples_path`` scored by ``scorer`` into ``out_path``
+    (:func:`score` with ``out_path``: resumable, keyed by text)."""
+    samples = read_samples(samples_path)
+    return score(samples, scorer, cache=cache, batch_size=batch_size, progress=progress, out_path=out_path,
+                 inputs={"samples": str(samples_path), "samples_sha256": file_sha256(samples_path)})

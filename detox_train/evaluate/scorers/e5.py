@@ -195,11 +195,12 @@ class E5Scorer:
     id = "e5-logreg"
 
     def __init__(self, head_dir: str | os.PathLike[str] | None = None, *, config: E5HeadConfig | None = None,
-                 data_root: str | os.PathLike[str] | None = None, embedder: E5Embedder | None = None,
-                 progress: bool = True) -> None:
+                 embedder: E5Embedder | None = None, progress: bool = True) -> None:
+        """``head_dir``: a head folder (build one from a data root at the edge with :func:`build_e5_head`);
+        default: the head of ``config`` on the default data root, built if needed."""
         self.embedder = embedder or E5Embedder()
         if head_dir is None:
-            head_dir = build_e5_head(config, root=data_root, embedder=self.embedder, progress=progress)
+            head_dir = build_e5_head(config, embedder=self.embedder, progress=progress)
         self.head_dir = Path(head_dir)
         tensors, self.meta = load_tensors(self.head_dir / "head.safetensors")
         self.weight = tensors["weight"].float().numpy()
@@ -234,7 +235,7 @@ def e5_heldout_auc(scorer: E5Scorer | None = None, *, root: str | os.PathLike[st
     from interp.data import load_rtplx, rtplx_split
 
     config = config or E5HeadConfig()
-    scorer = scorer or E5Scorer(config=config, data_root=root, progress=progress)
+    scorer = scorer or E5Scorer(build_e5_head(config, root=root, progress=progress), progress=progress)
     rng = np.random.default_rng(seed)
     rows = []
     for lang, items in _group(rtplx_split(load_rtplx(root, languages), "eval", root=root)).items():

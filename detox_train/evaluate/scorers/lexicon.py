@@ -18,10 +18,12 @@ class LexiconScorer:
 
     id = "lexicon-ldnoobw"
 
-    def __init__(self, lexicon: Any = None, *, data_root: str | None = None) -> None:
+    def __init__(self, lexicon: Any = None) -> None:
+        """``lexicon``: the lists to match, loaded at the edge (``Lexicon.from_root(root)``); default:
+        those of the default data root."""
         from interp.lexicon import Lexicon
 
-        self.lexicon = lexicon if lexicon is not None else Lexicon.from_root(data_root)
+        self.lexicon = lexicon if lexicon is not None else Lexicon.from_root()
         # The version changes whenever any list changes, so cached scores never go stale.
         self.version = stable_hash({lang: list(self.lexicon.entries(lang)) for lang in self.lexicon.languages}, 12)
 
