@@ -80,6 +80,7 @@ def test_paper_solver_matches_independent_reimplementation() -> None:
     best = int(np.argmin(val_losses))
     assert probe.best_epoch_ == best + 1 < 12, "test data must make a non-final epoch the best"
     np.testing.assert_allclose(probe.coef_[0], weights[best], rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(probe.direction_, weights[best] / np.linalg.norm(weights[best]), rtol=2e-3, atol=2e-4)
     assert probe.intercept_.tolist() == [0.0]  # no bias
     assert len(probe.val_idx_) == 12 and len(probe.train_idx_) == 108  # 90/10 split
     assert set(probe.val_idx_).isdisjoint(probe.train_idx_)
