@@ -248,6 +248,11 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         return self.meta_
 
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        warnings.warn("ToxicityProbe.meta is deprecated; use meta_", FutureWarning, stacklevel=2)
+        self.meta_ = value
+
     @classmethod
     def from_weights(cls, weight: Any, bias: Any = None, *, classes: Sequence[Any] = (0, 1),
                      meta: dict[str, Any] | None = None, **params: Any) -> "ToxicityProbe":
