@@ -146,6 +146,7 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
 
         clf = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=self.seed)
         clf.fit(X, y)
+        self.train_idx_, self.val_idx_ = np.arange(len(X)), np.arange(0)  # all rows train; no validation split
         self.history_: list[dict[str, float]] = []
         self.best_epoch_: int | None = None
         return clf.coef_, clf.intercept_

@@ -93,6 +93,10 @@ def test_pipeline_with_scaler_matches_manual_composition() -> None:
     np.testing.assert_allclose(pipe.predict_proba(X), manual.predict_proba(scaler.transform(X)))
     assert pipe.score(X, y) == manual.score(scaler.transform(X), y) > 0.9
     assert pipe.get_params()["probe__lr"] == 1e-2
+    from interp.neurons import probe_direction
+
+    with pytest.raises(TypeError, match="got Pipeline"):  # its direction is in scaled space, not the model's
+        probe_direction(pipe)
 
 
 def test_grid_search_picks_the_step_size_that_learns() -> None:
