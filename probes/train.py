@@ -217,8 +217,8 @@ def train_probe(model: Any, *, dataset: Dataset = "paradetox", data_root: str | 
         metrics["random_init"] = base
         del fresh
     probe.meta_ = {"model_id": model_id(model), "fingerprint": model_fingerprint(model), "layer": layer,
-                  "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
-                  "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
+                   "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
+                   "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
     return probe, metrics
 
 
