@@ -39,7 +39,7 @@ def steering_vector(direction: Any, d_model: int, scale: Literal["raw", "unit"] 
     """Return the vector steering subtracts per unit of alpha: raw (Lee et al.) or unit norm.
 
     ``direction`` is a tensor/array (e.g. a value vector row) or a fitted probe; for a probe the
-    raw vector is its weight vector (``coef_``), not the unit ``direction`` it reports.
+    raw vector is its weight vector (``coef_``), not the unit ``direction_`` it reports.
     """
     import numpy as np
 

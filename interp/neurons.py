@@ -7,7 +7,8 @@ last position over ``n_new_tokens`` greedy steps on (English) prompts is positiv
 sources" (paper: 36 of 100 on mGPT).
 
 A probe is anything with a direction: a tensor/array of shape ``[d_model]`` (or ``[1, d_model]``)
-or an object with a ``.direction`` attribute (duck-typed; interp never imports ``probes``).
+or an object with a ``.direction_`` (a fitted ``ToxicityProbe``) or ``.direction`` attribute
+(duck-typed; interp never imports ``probes``).
 """
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ class ProbeDimensionError(ValueError):
 
 def probe_direction(probe: Any, d_model: int | None = None) -> Float[Tensor, "d_model"]:
     """Return the probe's unit-norm direction as float32 ``[d_model]``, checking its size."""
-    raw = getattr(probe, "direction", probe)
+    raw = getattr(probe, "direction_", None)  # a fitted sklearn-style probe (probes.ToxicityProbe)
+    raw = getattr(probe, "direction", probe) if raw is None else raw
     if callable(raw) and not isinstance(raw, (Tensor, np.ndarray)):
         raw = raw()
     try:
         w = torch.as_tensor(np.asarray(raw.detach().cpu() if isinstance(raw, Tensor) else raw), dtype=torch.float32)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"probe: expected a [d_model] tensor/array or an object with .direction, "
+        raise TypeError(f"probe: expected a [d_model] tensor/array or an object with .direction_/.direction, "
                         f"got {type(probe).__name__}") from e
     if w.dim() == 2 and 1 in w.shape:
         w = w.reshape(-1)
@@ -175,7 +177,7 @@ def _probe_info(probe: Any, direction: Tensor) -> dict[str, Any]:
 
     info: dict[str, Any] = {"type": type(probe).__name__, "d_model": int(direction.numel()),
                             "direction_hash": stable_hash([round(float(x), 6) for x in direction.tolist()])}
-    meta = getattr(probe, "meta", None)
+    meta = getattr(probe, "meta_", None)
     if isinstance(meta, dict):
         info.update({k: meta[k] for k in ("model_id", "fingerprint", "data", "source") if k in meta})
     return info

@@ -193,7 +193,7 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
                                  progress=progress)
     out.append(check_probe(metrics))
     lexicon = Lexicon.from_root(data_root)
-    out.append(toxic_value_vectors(hf, tok, probe.direction, lexicon, top_vectors=cfg.top_vectors,
+    out.append(toxic_value_vectors(hf, tok, torch.as_tensor(probe.direction_), lexicon, top_vectors=cfg.top_vectors,
                                    top_tokens=cfg.top_tokens, min_toxic=cfg.min_toxic_tokens))
     en_eval = data.rtplx_split(data.load_rtplx(data_root, languages=["en"]), "eval", root=data_root)
     out.append(check_continuations(hf, tok, en_eval, lexicon, cfg))

@@ -161,9 +161,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     probe = ToxicityProbe.load(args.probe)
     meta = probe.metadata()
     print(f"{probe!r}")
-    for key in ("model_id", "fingerprint", "feature", "layer", "pooling", "d_model", "solver", "best_epoch"):
-        if key in meta or key in probe.meta:
-            print(f"  {key}: {meta.get(key, probe.meta.get(key))}")
+    for key in ("model_id", "fingerprint", "feature", "layer", "pooling", "d_model", "classes", "solver",
+                "imported", "source", "best_epoch"):
+        if key in meta:
+            print(f"  {key}: {meta[key]}")
     if "data" in meta:
         print(f"  data: {json.dumps(meta['data'])}")
     for split, m in (meta.get("metrics") or {}).items():

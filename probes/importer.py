@@ -14,7 +14,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -57,15 +56,12 @@ def import_reference_probe(path: str | os.PathLike[str]) -> ToxicityProbe:
         raise ValueError(f"{path}: weight has shape {tuple(weight.shape)}; a toxicity probe is [1, d_model]")
     if not torch.isfinite(weight).all():
         raise ValueError(f"{path}: weight holds NaN/inf")
-    probe = ToxicityProbe(solver="paper")
-    probe.solver = "imported"
-    probe.coef_ = weight.double().numpy()
-    probe.intercept_ = np.zeros(1) if bias is None else bias.detach().double().reshape(1).numpy()
-    probe.n_features_in_ = probe.coef_.shape[1]
-    probe.history_, probe.best_epoch_ = [], None
-    probe.meta = {"source": str(path), "layer": None, "pooling": "mean",
-                  "note": "imported reference probe (final layer after the final norm, mean-pooled)"}
-    return probe
+    try:
+        return ToxicityProbe.from_weights(weight, bias, meta={
+            "source": str(path), "imported": True, "layer": None, "pooling": "mean",
+            "note": "imported reference probe (final layer after the final norm, mean-pooled)"})
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}; pass the paper's english-probe.pt") from e
 
 
 __all__ = ["import_reference_probe", "SAFE_GLOBALS"]

@@ -5,28 +5,35 @@ import math
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-from probes.probe import ToxicityProbe, as_features, as_labels
+from probes.probe import ToxicityProbe, _host
 
 
 def probe_metrics(probe: ToxicityProbe, X: Any, y: Any) -> dict[str, float | int]:
     """Return ``{accuracy, roc_auc, f1, n, n_toxic}`` of ``probe`` on features ``X`` and labels ``y``.
 
+    Labels are the probe's ``classes_``; ``classes_[1]`` counts as toxic (the F1 positive class).
     ``roc_auc`` is NaN when ``y`` holds a single class (AUC is undefined there).
     """
     from sklearn.metrics import f1_score, roc_auc_score
 
-    X = as_features(X, d_model=probe.d_model)
-    y = as_labels(y, X.shape[0], need_both=False)
-    scores = probe.decision_function(X)
-    pred = (scores > 0).astype(np.int64)
-    both = len(np.unique(y)) == 2
+    scores = probe.decision_function(X)  # validates X against the probe
+    y = column_or_1d(_host(y))
+    check_consistent_length(scores, y)
+    unknown = np.setdiff1d(np.unique(y), probe.classes_)
+    if len(unknown):
+        raise ValueError(f"y has labels {unknown[:10].tolist()} the probe was not trained on; its classes_ are "
+                         f"{probe.classes_.tolist()} (toxic = {probe.classes_[1]!r})")
+    toxic = y == probe.classes_[1]
+    pred = scores > 0
+    both = 0 < toxic.sum() < len(toxic)
     return {
-        "accuracy": float((pred == y).mean()),
-        "roc_auc": float(roc_auc_score(y, scores)) if both else math.nan,
-        "f1": float(f1_score(y, pred, zero_division=0.0)),
+        "accuracy": float((pred == toxic).mean()),
+        "roc_auc": float(roc_auc_score(toxic, scores)) if both else math.nan,
+        "f1": float(f1_score(toxic, pred, zero_division=0.0)),
         "n": int(len(y)),
-        "n_toxic": int(y.sum()),
+        "n_toxic": int(toxic.sum()),
     }
 
 

@@ -1,4 +1,4 @@
-"""``ToxicityProbe``: a linear toxic-vs-clean probe on pooled residual features (sklearn style).
+"""``ToxicityProbe``: a linear toxic-vs-clean probe on pooled residual features, a scikit-learn estimator.
 
 Two solvers:
 
@@ -7,68 +7,53 @@ Two solvers:
   the weights of the epoch with the lowest validation loss. ``history_`` keeps every epoch.
 - ``logreg``: scikit-learn ``LogisticRegression(class_weight="balanced")`` (with intercept).
 
-``direction`` is the unit-norm weight vector in d_model, the quantity stage 2 compares with
-value vectors.
+``direction_`` is the unit-norm weight vector in d_model, pointing toward ``classes_[1]`` (the
+toxic class: 1 for 0/1 labels); stage 2 compares it with value vectors.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
 
 Solver = Literal["paper", "logreg"]
 SOLVERS: tuple[str, ...] = ("paper", "logreg")
 PROBE_FILE = "probe.safetensors"
 META_FILE = "probe.json"
+FORMAT = "xdetox-probe/2"
+# Formats load() reads. /1 predates classes_: its probes were all trained on 0 (clean) / 1 (toxic).
+READABLE_FORMATS: tuple[str, ...] = ("xdetox-probe/1", FORMAT)
 
 
 class ProbeMismatchError(ValueError):
     """A saved probe does not fit the model it is being loaded for."""
 
 
-def as_features(X: Any, *, name: str = "X", d_model: int | None = None) -> np.ndarray:
-    """Return ``X`` as a finite float64 [n, d] array, or raise an error naming what was expected."""
-    if isinstance(X, Tensor):
-        X = X.detach().float().cpu().numpy()
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [n_examples, d_model], got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty (0 examples): need features for at least one text")
-    if d_model is not None and X.shape[1] != d_model:
-        raise ValueError(f"{name} has {X.shape[1]} features per row but the probe expects d_model={d_model}; "
-                         "extract features with the model (and layer) the probe was trained on")
+def _host(a: Any) -> Any:
+    """Return a torch tensor as a NumPy array (half precision as float32); anything else unchanged."""
+    if isinstance(a, Tensor):
+        a = a.detach().cpu()
+        return (a.float() if a.is_floating_point() else a).numpy()
+    return a
+
+
+def _check_finite(X: np.ndarray) -> None:
+    """Raise an error naming how many rows of ``X`` hold NaN/inf, and the first one."""
     bad = ~np.isfinite(X)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
-        raise ValueError(f"{name} has NaN/inf values in {len(rows)} row(s), first row {int(rows[0])}; "
+        raise ValueError(f"X has NaN/inf values in {len(rows)} row(s), first row {int(rows[0])}; "
                          "features must be finite (check the model dtype, or drop those texts)")
-    return X
-
-
-def as_labels(y: Any, n: int, *, need_both: bool = True) -> np.ndarray:
-    """Return ``y`` as an int64 [n] array of 0/1 labels, or raise an error naming what was expected."""
-    if isinstance(y, Tensor):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"y must be 1-D with one label per row of X (n={n}), got shape {y.shape}")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError("y contains NaN/inf; labels must be 0 (clean) or 1 (toxic)")
-    values = set(np.unique(y).tolist())
-    if not values <= {0, 1}:
-        raise ValueError(f"labels must be 0 (clean) or 1 (toxic), got values {sorted(values)[:10]}")
-    if need_both and len(values) < 2:
-        only = "toxic (1)" if values == {1} else "clean (0)"
-        raise ValueError(f"y has a single class: all {n} labels are {only}; a probe needs both toxic and "
-                         "clean examples")
-    return y.astype(np.int64)
 
 
 def _probe_paths(path: Path) -> tuple[Path, Path, Path]:
@@ -78,14 +63,17 @@ def _probe_paths(path: Path) -> tuple[Path, Path, Path]:
     return path / PROBE_FILE, path / META_FILE, path / "manifest.json"
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+class ToxicityProbe(ClassifierMixin, BaseEstimator):
+    """A binary linear toxicity probe on [n, d_model] features (a scikit-learn classifier).
 
+    Learned state (after ``fit``, ``load`` or ``from_weights``): ``coef_`` [1, d], ``intercept_``
+    [1], ``classes_`` (from the labels; ``classes_[1]`` is the toxic class), ``n_features_in_``,
+    ``direction_`` (unit ``coef_``), ``history_`` and ``best_epoch_`` (paper solver), and
+    ``meta_``: provenance (model fingerprint, layer, pooling, data, metrics) that ``fit`` resets
+    and ``train_probe`` / ``load`` fill.
+    """
 
-class ToxicityProbe:
-    """A linear toxicity probe on [n, d_model] features with sklearn's estimator interface."""
-
-    def __init__(self, solver: Solver = "paper", lr: float = 1e-4, batch_size: int = 10, epochs: int = 20,
+    def __init__(self, *, solver: Solver = "paper", lr: float = 1e-4, batch_size: int = 10, epochs: int = 20,
                  val_fraction: float = 0.1, seed: int = 99) -> None:
         self.solver = solver
         self.lr = lr
@@ -93,23 +81,13 @@ class ToxicityProbe:
         self.epochs = epochs
         self.val_fraction = val_fraction
         self.seed = seed
-        # Provenance filled by train_probe / load: model fingerprint, layer, pooling, data, metrics.
-        self.meta: dict[str, Any] = {}
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # one direction: toxic vs clean
+        return tags
 
     # ------------------------------------------------------------------ fitting
-    def get_params(self) -> dict[str, Any]:
-        """Return the hyperparameters (sklearn convention)."""
-        return {"solver": self.solver, "lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
-                "val_fraction": self.val_fraction, "seed": self.seed}
-
-    def set_params(self, **params: Any) -> "ToxicityProbe":
-        """Set hyperparameters by name and return self (sklearn convention)."""
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"unknown ToxicityProbe parameter {k!r}; valid: {sorted(self.get_params())}")
-            setattr(self, k, v)
-        return self
-
     def _check_params(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
@@ -127,34 +105,57 @@ class ToxicityProbe:
         return perm[n_val:], perm[:n_val]
 
     def fit(self, X: Any, y: Any) -> "ToxicityProbe":
-        """Fit the probe on features ``X`` [n, d_model] and labels ``y`` (1 toxic, 0 clean); return self."""
+        """Fit on features ``X`` [n, d_model] and two-class labels ``y`` (``classes_[1]`` = toxic); return self."""
         self._check_params()
-        X = as_features(X)
-        y = as_labels(y, X.shape[0])
+        X, y = validate_data(self, _host(X), _host(y), dtype=np.float64, ensure_all_finite=False)
+        _check_finite(X)
+        check_classification_targets(y)
+        classes, y01 = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"y has one class only: all {len(y)} labels are {classes.tolist()[0]!r}; a probe needs "
+                             "both toxic and clean examples")
+        y_type = type_of_target(y, input_name="y")
+        if y_type != "binary":
+            raise ValueError(f"Only binary classification is supported (toxic vs clean); y has {len(classes)} "
+                             f"classes {classes[:10].tolist()} (type of target: {y_type})")
         if X.shape[0] < 4:
-            raise ValueError(f"need at least 4 examples to fit (train + validation split), got {X.shape[0]}")
-        self.n_features_in_ = X.shape[1]
+            raise ValueError(f"need at least 4 examples to fit (train + validation split), got "
+                             f"n_samples={X.shape[0]}")
         if self.solver == "logreg":
-            self._fit_logreg(X, y)
+            coef, intercept = self._fit_logreg(X, y01)
         else:
-            self._fit_paper(X, y)
+            coef, intercept = self._fit_paper(X, y01)
+        self._set_weights(coef, intercept, classes)
+        self.meta_: dict[str, Any] = {}
         return self
 
-    def _fit_logreg(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _set_weights(self, coef: np.ndarray, intercept: np.ndarray, classes: Sequence[Any]) -> None:
+        """Set the fitted state from a [1, d] weight, a [1] bias and the two class labels."""
+        coef = np.asarray(coef, dtype=np.float64).reshape(1, -1)
+        norm = float(np.linalg.norm(coef))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("probe weight is zero or not finite: it has no toxic direction")
+        self.coef_ = coef
+        self.intercept_ = np.asarray(intercept, dtype=np.float64).reshape(1)
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = coef.shape[1]
+        self.direction_: Float[np.ndarray, "d_model"] = coef[0] / norm
+
+    def _fit_logreg(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=self.seed)
         clf.fit(X, y)
-        self.coef_ = clf.coef_.astype(np.float64).reshape(1, -1)
-        self.intercept_ = clf.intercept_.astype(np.float64).reshape(1)
-        self.history_ = []
-        self.best_epoch_ = None
+        self.train_idx_, self.val_idx_ = np.arange(len(X)), np.arange(0)  # all rows train; no validation split
+        self.history_: list[dict[str, float]] = []
+        self.best_epoch_: int | None = None
+        return clf.coef_, clf.intercept_
 
-    def _fit_paper(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit_paper(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         train_idx, val_idx = self.split_indices(X.shape[0])
         self.train_idx_, self.val_idx_ = train_idx, val_idx
-        Xt = torch.as_tensor(X, dtype=torch.float32)
-        yt = torch.as_tensor(y, dtype=torch.float32)
+        Xt = torch.from_numpy(X.astype(np.float32))  # a copy: X may be a read-only memmap
+        yt = torch.from_numpy(y.astype(np.float32))
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)  # nn.Linear's init draws from the global generator
         linear = nn.Linear(X.shape[1], 1, bias=False)
@@ -177,10 +178,9 @@ class ToxicityProbe:
         finally:
             torch.set_num_threads(threads)
         assert best_state is not None
-        self.coef_ = best_state.double().numpy().reshape(1, -1)
-        self.intercept_ = np.zeros(1)
         self.history_ = history
         self.best_epoch_ = best_epoch
+        return best_state.double().numpy().reshape(1, -1), np.zeros(1)
 
     def _paper_epoch(self, linear: nn.Linear, opt: torch.optim.Optimizer, loss_fn: nn.Module, x_tr: Tensor,
                      y_tr: Tensor, x_va: Tensor, y_va: Tensor, gen: torch.Generator) -> tuple[dict[str, float], Tensor]:
@@ -203,53 +203,82 @@ class ToxicityProbe:
 
     # ------------------------------------------------------------------ predicting
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this ToxicityProbe is not fitted yet; call fit(X, y) or ToxicityProbe.load(path)")
+        check_is_fitted(self, msg="this ToxicityProbe is not fitted yet; call fit(X, y) or ToxicityProbe.load(path)")
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Return the logit ``X @ w + b`` per row, shape [n]."""
+    def decision_function(self, X: Any) -> Float[np.ndarray, "n"]:
+        """Return the logit ``X @ w + b`` per row, shape [n] (positive = toxic, ``classes_[1]``)."""
         self._check_fitted()
-        X = as_features(X, d_model=self.coef_.shape[1])
+        X = _host(X)
+        shape = getattr(X, "shape", ())
+        if len(shape) == 2 and shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {shape[1]} features, but ToxicityProbe is expecting {self.n_features_in_} "
+                             f"features as input (the probe's d_model); extract features with the model (and "
+                             "layer) the probe was trained on")
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite=False)
+        _check_finite(X)
         return X @ self.coef_[0] + float(self.intercept_[0])
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Return [n, 2] probabilities of (clean, toxic)."""
-        p = _sigmoid(self.decision_function(X))
+    def predict_proba(self, X: Any) -> Float[np.ndarray, "n 2"]:
+        """Return [n, 2] probabilities of (``classes_[0]``, ``classes_[1]``) = (clean, toxic)."""
+        p = expit(self.decision_function(X))
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Return predicted labels (1 toxic, 0 clean), shape [n]."""
-        return (self.decision_function(X) > 0).astype(np.int64)
-
-    def score(self, X: Any, y: Any) -> float:
-        """Return the accuracy on (X, y)."""
-        pred = self.predict(X)
-        return float((pred == as_labels(y, len(pred), need_both=False)).mean())
-
-    @property
-    def classes_(self) -> np.ndarray:
-        return np.array([0, 1])
+        """Return the predicted label per row (``classes_[1]`` where the logit is positive), shape [n]."""
+        toxic = self.decision_function(X) > 0
+        return self.classes_[toxic.astype(np.int64)]
 
     @property
     def d_model(self) -> int:
-        """Return the feature dimension the probe expects."""
+        """Return the feature dimension the probe expects (``n_features_in_``)."""
         self._check_fitted()
-        return int(self.coef_.shape[1])
+        return int(self.n_features_in_)
 
     @property
     def direction(self) -> Float[Tensor, "d_model"]:
-        """Return the unit-norm toxic direction (the weight vector) as a float32 tensor."""
+        """Deprecated: ``direction_`` as a float32 tensor."""
+        warnings.warn("ToxicityProbe.direction is deprecated; use direction_ (a NumPy array)", FutureWarning,
+                      stacklevel=2)
         self._check_fitted()
-        w = torch.as_tensor(self.coef_[0], dtype=torch.float64)
-        return (w / w.norm()).float()
+        return torch.as_tensor(self.direction_, dtype=torch.float32)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Deprecated: ``meta_``."""
+        warnings.warn("ToxicityProbe.meta is deprecated; use meta_", FutureWarning, stacklevel=2)
+        self._check_fitted()
+        return self.meta_
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        warnings.warn("ToxicityProbe.meta is deprecated; use meta_", FutureWarning, stacklevel=2)
+        self.meta_ = value
+
+    @classmethod
+    def from_weights(cls, weight: Any, bias: Any = None, *, classes: Sequence[Any] = (0, 1),
+                     meta: dict[str, Any] | None = None, **params: Any) -> "ToxicityProbe":
+        """Return a fitted probe with the given [1, d] (or [d]) weight, optional bias and classes.
+
+        For probes trained elsewhere (the paper's ``english-probe.pt``) and for :meth:`load`.
+        """
+        probe = cls(**params)
+        weight = np.asarray(_host(weight), dtype=np.float64)
+        if weight.ndim == 2 and weight.shape[0] != 1 or weight.ndim not in (1, 2):
+            raise ValueError(f"weight has shape {weight.shape}; a toxicity probe is [1, d_model]")
+        if len(classes) != 2:
+            raise ValueError(f"classes must be two labels (clean, toxic), got {list(classes)}")
+        probe._set_weights(weight, np.zeros(1) if bias is None else _host(bias), classes)
+        probe.history_, probe.best_epoch_ = [], None
+        probe.meta_ = dict(meta or {})
+        return probe
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
         """Return the JSON metadata saved next to the weights."""
         self._check_fitted()
-        return {"format": "xdetox-probe/1", "solver": self.solver, "params": self.get_params(),
-                "d_model": self.d_model, "best_epoch": self.best_epoch_, "history": self.history_,
-                **self.meta}
+        return {"format": FORMAT, "solver": self.solver, "params": self.get_params(),
+                "classes": self.classes_.tolist(), "d_model": self.d_model, "best_epoch": self.best_epoch_,
+                "history": self.history_, **self.meta_}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the probe and return the weights file.
@@ -277,7 +306,8 @@ class ToxicityProbe:
         """Return the probe saved in ``path``; with ``model``, check d_model and the fingerprint.
 
         A d_model mismatch always fails. A fingerprint mismatch (different weights or config)
-        fails unless ``strict=False``, which only warns.
+        fails unless ``strict=False``, which only warns. Reads ``xdetox-probe/1`` (0/1 labels,
+        before ``classes_`` was saved) and ``/2``.
         """
         from interp.artifacts import load_tensors, read_json
 
@@ -292,18 +322,28 @@ class ToxicityProbe:
         if not isinstance(meta, dict):
             raise ValueError(f"{meta_json}: not probe metadata (expected a JSON object); rewrite the probe with "
                              "`xdetox probe train`")
+        fmt = meta.get("format")
+        if fmt not in READABLE_FORMATS:
+            raise ValueError(f"{meta_json}: format {fmt!r} is not one this version reads {READABLE_FORMATS}; "
+                             "retrain the probe with `xdetox probe train` (or load it with the xdetox that wrote it)")
         if "weight" not in tensors:
             raise ValueError(f"{weights}: no 'weight' tensor; not a probe file")
-        params = meta.get("params", {})
-        probe = cls(**{k: v for k, v in params.items() if k in cls().get_params()})
-        probe.solver = meta.get("solver", probe.solver)
-        probe.coef_ = tensors["weight"].double().numpy().reshape(1, -1)
-        probe.intercept_ = tensors.get("bias", torch.zeros(1)).double().numpy().reshape(1)
-        probe.n_features_in_ = probe.coef_.shape[1]
+        params = dict(meta.get("params", {}))
+        extra: dict[str, Any] = {}
+        if params.get("solver") == "imported":  # /1 importer: the paper's recipe, marked in meta_ now
+            params["solver"], extra["imported"] = "paper", True
+        known = cls().get_params()
+        bias = tensors.get("bias")
+        try:
+            probe = cls.from_weights(tensors["weight"], None if bias is None else bias,
+                                     classes=meta.get("classes", [0, 1]),
+                                     **{k: v for k, v in params.items() if k in known})
+        except ValueError as e:
+            raise ValueError(f"{weights}: {e}; rewrite the probe with `xdetox probe train`") from e
         probe.history_ = meta.get("history", [])
         probe.best_epoch_ = meta.get("best_epoch")
-        reserved = {"format", "solver", "params", "d_model", "best_epoch", "history"}
-        probe.meta = {k: v for k, v in meta.items() if k not in reserved}
+        reserved = {"format", "solver", "params", "classes", "d_model", "best_epoch", "history"}
+        probe.meta_ = {**{k: v for k, v in meta.items() if k not in reserved}, **extra}
         if int(meta.get("d_model", probe.d_model)) != probe.d_model:
             raise ValueError(f"{meta_json}: field d_model={meta['d_model']} disagrees with the weight "
                              f"shape {tuple(probe.coef_.shape)} in {weights}")
@@ -320,23 +360,19 @@ class ToxicityProbe:
         if d != self.d_model:
             raise ProbeMismatchError(
                 f"{where}: probe has d_model={self.d_model} but model {model_id(model)} has d_model={d}; "
-                f"load it with the model it was trained on ({self.meta.get('model_id', 'unknown')})")
-        want = self.meta.get("fingerprint")
+                f"load it with the model it was trained on ({self.meta_.get('model_id', 'unknown')})")
+        want = self.meta_.get("fingerprint")
         if not want:
             return  # imported probes carry no fingerprint
         got = model_fingerprint(model)
         if got != want:
             msg = (f"{where}: probe was trained on model fingerprint {want} "
-                   f"({self.meta.get('model_id', 'unknown')}) but {model_id(model)} has fingerprint {got}; "
+                   f"({self.meta_.get('model_id', 'unknown')}) but {model_id(model)} has fingerprint {got}; "
                    "its weights or config differ. Retrain the probe, or pass strict=False (--no-strict) "
                    "to use it anyway")
             if strict:
                 raise ProbeMismatchError(msg)
             warnings.warn(msg, stacklevel=3)
 
-    def __repr__(self) -> str:
-        state = f", d_model={self.d_model}" if hasattr(self, "coef_") else ""
-        return f"ToxicityProbe(solver={self.solver!r}, lr={self.lr}, epochs={self.epochs}, seed={self.seed}{state})"
 
-
-__all__ = ["ToxicityProbe", "ProbeMismatchError", "as_features", "as_labels", "SOLVERS"]
+__all__ = ["ToxicityProbe", "ProbeMismatchError", "SOLVERS"]

@@ -218,9 +218,9 @@ def train_probe(model: Any, records: Sequence[Any], *, test: Sequence[Any] | Non
                                  batch_size=batch_size)
         metrics["random_init"] = base
         del fresh
-    probe.meta = {"model_id": model_id(model), "fingerprint": model_fingerprint(model), "layer": layer,
-                  "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
-                  "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
+    probe.meta_ = {"model_id": model_id(model), "fingerprint": model_fingerprint(model), "layer": layer,
+                   "pooling": pooling, "feature": feature_name(layer, pooling), "data": data_info,
+                   "metrics": {k: metrics[k] for k in ("train", "val", "test", "random_init") if k in metrics}}
     return probe, metrics
 
 

@@ -38,8 +38,8 @@ def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *,
     if not rated:
         raise ValueError(f"none of the {len(prompts)} prompts has a toxicity rating; transfer needs RTP-LX "
                          "prompts (Prompt.toxicity 1-5)")
-    layer = probe.meta.get("layer")
-    pooling = probe.meta.get("pooling", "mean")
+    layer = probe.meta_.get("layer")
+    pooling = probe.meta_.get("pooling", "mean")
     X = extract_features(model, [p.text for p in rated], layer=layer, pooling=pooling, batch_size=batch_size,
                          cache_dir=cache_dir, progress=progress)
     scores = probe.decision_function(X)

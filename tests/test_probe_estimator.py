@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from probes import ProbeMismatchError, ToxicityProbe, import_reference_probe, probe_metrics
 
@@ -24,9 +25,9 @@ def _planted(n: int = 600, d: int = 32, strength: float = 1.5, seed: int = 0) ->
 def test_planted_direction_is_recovered(solver: str, kw: dict) -> None:
     X, y, u = _planted()
     probe = ToxicityProbe(solver=solver, **kw).fit(X, y)
-    d = probe.direction
-    assert d.shape == (32,) and abs(float(d.norm()) - 1.0) < 1e-5
-    assert float(d.double().numpy() @ u) > 0.9
+    d = probe.direction_
+    assert d.shape == (32,) and abs(float(np.linalg.norm(d)) - 1.0) < 1e-12
+    assert float(d @ u) > 0.9
     assert probe.score(X, y) > 0.9
     proba = probe.predict_proba(X)
     assert proba.shape == (len(X), 2) and np.allclose(proba.sum(1), 1.0)
@@ -79,6 +80,7 @@ def test_paper_solver_matches_independent_reimplementation() -> None:
     best = int(np.argmin(val_losses))
     assert probe.best_epoch_ == best + 1 < 12, "test data must make a non-final epoch the best"
     np.testing.assert_allclose(probe.coef_[0], weights[best], rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(probe.direction_, weights[best] / np.linalg.norm(weights[best]), rtol=2e-3, atol=2e-4)
     assert probe.intercept_.tolist() == [0.0]  # no bias
     assert len(probe.val_idx_) == 12 and len(probe.train_idx_) == 108  # 90/10 split
     assert set(probe.val_idx_).isdisjoint(probe.train_idx_)
@@ -94,8 +96,10 @@ def test_paper_defaults_and_determinism() -> None:
     assert np.array_equal(a.coef_, b.coef_) and not np.array_equal(a.coef_, c.coef_)
     assert [h["epoch"] for h in a.history_] == [1, 2]
     assert ToxicityProbe().set_params(lr=0.5).get_params()["lr"] == 0.5
-    with pytest.raises(ValueError, match="unknown ToxicityProbe parameter 'alpha'"):
+    with pytest.raises(ValueError, match="Invalid parameter 'alpha' for estimator ToxicityProbe"):
         ToxicityProbe().set_params(alpha=1.0)
+    with pytest.raises(TypeError):
+        ToxicityProbe("logreg")  # type: ignore[misc]  # keyword-only, as sklearn expects
 
 
 def test_logreg_is_class_balanced() -> None:
@@ -111,27 +115,31 @@ def test_logreg_is_class_balanced() -> None:
 
 def test_bad_inputs_have_clear_errors() -> None:
     X, y, _ = _planted(n=40, d=8)
-    with pytest.raises(ValueError, match=r"X is empty \(0 examples\)"):
+    with pytest.raises(ValueError, match=r"0 sample\(s\) \(shape=\(0, 8\)\)"):
         ToxicityProbe().fit(np.zeros((0, 8)), np.zeros(0))
-    with pytest.raises(ValueError, match="single class: all 40 labels are clean"):
-        ToxicityProbe().fit(X, np.zeros(40))
+    with pytest.raises(ValueError, match="one class only: all 40 labels are 0"):
+        ToxicityProbe().fit(X, np.zeros(40, dtype=int))
     bad = X.copy()
     bad[7, 2] = np.nan
     with pytest.raises(ValueError, match="NaN/inf values in 1 row.*first row 7"):
         ToxicityProbe().fit(bad, y)
-    with pytest.raises(ValueError, match=r"one label per row of X \(n=40\)"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[40, 39\]"):
         ToxicityProbe().fit(X, y[:-1])
-    with pytest.raises(ValueError, match=r"labels must be 0 \(clean\) or 1 \(toxic\), got values \[0, 2\]"):
-        ToxicityProbe().fit(X, y * 2)
-    with pytest.raises(ValueError, match=r"shape \(40,\)"):
+    with pytest.raises(ValueError, match=r"Only binary classification .* 3 classes \[0, 1, 2\]"):
+        ToxicityProbe().fit(X, np.arange(40) % 3)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        ToxicityProbe().fit(X, y + 0.5)
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         ToxicityProbe().fit(X[:, 0], y)
     with pytest.raises(ValueError, match="solver must be one of"):
         ToxicityProbe(solver="svm").fit(X, y)  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="not fitted yet; call fit"):
         ToxicityProbe().predict(X)
     probe = ToxicityProbe(epochs=1).fit(X, y)
-    with pytest.raises(ValueError, match="has 6 features per row but the probe expects d_model=8"):
+    with pytest.raises(ValueError, match="X has 6 features, but ToxicityProbe is expecting 8 features .* d_model"):
         probe.predict(X[:, :6])
+    with pytest.raises(ValueError, match="NaN/inf values in 1 row.*first row 7"):
+        probe.predict_proba(bad)
 
 
 def test_probe_metrics_against_hand_computation() -> None:
@@ -157,13 +165,15 @@ def test_save_load_roundtrip_and_model_checks(tmp_path, tiny_tokenizer) -> None:
     model = make_model("gpt2", len(tiny_tokenizer))  # d_model 32
     X, y, _ = _planted(n=60, d=32)
     probe = ToxicityProbe(epochs=3).fit(X, y)
-    probe.meta = {"fingerprint": model_fingerprint(model), "layer": None, "pooling": "mean", "model_id": "tiny"}
+    probe.meta_ = {"fingerprint": model_fingerprint(model), "layer": None, "pooling": "mean", "model_id": "tiny"}
     for target in (tmp_path / "dir", tmp_path / "file" / "probe.safetensors"):
         weights = probe.save(target)
         assert weights.suffix == ".safetensors" and weights.is_file()
         loaded = ToxicityProbe.load(target, model)
         np.testing.assert_allclose(loaded.decision_function(X), probe.decision_function(X), rtol=1e-5, atol=1e-5)
-        assert loaded.meta["pooling"] == "mean" and loaded.best_epoch_ == probe.best_epoch_
+        assert loaded.meta_["pooling"] == "mean" and loaded.best_epoch_ == probe.best_epoch_
+        np.testing.assert_allclose(loaded.direction_, probe.direction_, rtol=1e-6, atol=1e-7)
+        assert loaded.classes_.tolist() == [0, 1] and loaded.n_features_in_ == 32
         assert loaded.history_ == probe.history_ and loaded.get_params() == probe.get_params()
     assert (tmp_path / "dir" / "manifest.json").is_file()
     assert (tmp_path / "file" / "probe.manifest.json").is_file()

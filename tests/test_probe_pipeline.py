@@ -68,7 +68,7 @@ def test_train_probe_end_to_end(bridge, tiny_root, tmp_path) -> None:
     assert "test" in metrics["random_init"]
     from interp.loading import model_fingerprint
 
-    assert probe.meta["fingerprint"] == model_fingerprint(bridge) and probe.meta["pooling"] == "mean"
+    assert probe.meta_["fingerprint"] == model_fingerprint(bridge) and probe.meta_["pooling"] == "mean"
     # features were extracted once per model: one cache file for the model, one for the random copy
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
     paper, pm = train_probe(bridge, load_probe_data("paradetox", data_root=tiny_root), cache_dir=tmp_path,
@@ -88,7 +88,7 @@ def test_transfer_report_against_hand_computation(bridge) -> None:
                                   source="rtplx", group=i))
     X = torch.randn(40, 32)
     probe = ToxicityProbe(solver="logreg").fit(X, (X[:, 0] > 0).long())
-    probe.meta = {"layer": 0, "pooling": "last"}
+    probe.meta_ = {"layer": 0, "pooling": "last"}
     table = transfer_report(bridge, probe, prompts, progress=False, cache_dir=None)
     assert list(table.columns) == ["lang", "n", "n_toxic", "n_clean", "auc", "spearman", "n_rated"]
     assert "text" not in table.columns and table["lang"].tolist() == ["de", "en"]
