@@ -156,45 +156,68 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
             h.remove()
 
 
-def _has_user_hooks(hf: nn.Module) -> bool:
-    """Return whether any TransformerLens hook point under ``hf`` carries a hook right now."""
-    builtin = getattr(hf, "xdetox_builtin_hooks", set())
+def _tl_own(fn: Any) -> bool:
+    """Whether a hook function is TransformerLens's own (its wiring: alias mirrors, HookPoint wrappers)."""
+    return str(getattr(fn, "__module__", None) or "").startswith("transformer_lens")
+
+
+def _bare_tree(hf: nn.Module) -> Iterator[nn.Module]:
+    """Yield the HF modules that run when every bridge wrapper is swapped out (see :func:`bare_modules`)."""
+    yield hf
+    for _, child in hf.named_children():
+        yield from _bare_tree(_unwrap(child))
+
+
+def bridge_hooks_active(hf: nn.Module) -> bool:
+    """Return whether a hook sits on a TransformerBridge module, so the bridge must run as built.
+
+    The one rule for every bare-module fast path (:func:`bare_modules`; probe features use it too).
+    Hooks on the HF modules themselves (ours: :func:`activation_hooks`, steering, capture hooks)
+    keep firing without the wrappers and do not count; a hook on a HookPoint or any other bridge
+    component does, unless TransformerLens installed it itself (its permanent alias wiring).
+    HookPoint hooks are read through TL's public ``fwd_hooks``/``bwd_hooks`` handles; raw torch
+    hooks through ``nn.Module``'s hook dicts, for which torch has no public accessor.
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    bare = {id(m) for m in _bare_tree(hf)}
     for mod in hf.modules():
-        if type(mod).__name__ == "HookPoint" and any(
-                id(fn) not in builtin for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
+        if id(mod) in bare:
+            continue
+        if isinstance(mod, HookPoint) and any(not _tl_own(h.user_hook) for h in (*mod.fwd_hooks, *mod.bwd_hooks)):
+            return True
+        if any(not _tl_own(fn) for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
             return True
     return False
 
 
 @contextlib.contextmanager
-def bare_modules(hf: nn.Module) -> Iterator[nn.Module]:
+def bare_modules(hf: nn.Module) -> Iterator[bool]:
     """Temporarily put the wrapped HF modules back in place of the TransformerBridge components.
 
-    The bridge's wrappers cost ~2x per forward on small models; decoding only needs the HF
-    numerics and our own torch hooks (which sit on the unwrapped modules). Skipped, so that
-    they keep firing, whenever a TransformerLens hook is active.
+    The bridge's wrappers cost ~2x per forward on small models; decoding and features only need
+    the HF numerics and our own torch hooks (which sit on the unwrapped modules). Skipped, so that
+    they keep firing, whenever :func:`bridge_hooks_active`. Yields whether the wrappers were swapped.
     """
-    if _has_user_hooks(hf):
-        yield hf
+    if bridge_hooks_active(hf):
+        yield False
         return
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
 
     def visit(mod: nn.Module) -> None:
-        for name, child in list(mod._modules.items()):
-            if child is None:
-                continue
+        for name, child in list(mod.named_children()):
             inner = _unwrap(child)
             if inner is not child:
                 swaps.append((mod, name, child))
-                mod._modules[name] = inner
+                mod.add_module(name, inner)
             visit(inner)
 
     try:
         visit(hf)
-        yield hf
+        yield bool(swaps)
     finally:
         for mod, name, child in reversed(swaps):
-            mod._modules[name] = child
+            mod.add_module(name, child)
 
 
 def _accepts(hf: nn.Module, name: str) -> bool:
@@ -371,4 +394,4 @@ def collect_prompt_activations(
 
 
 __all__ = ["collect_generation_activations", "collect_prompt_activations", "greedy_decode", "encode_prompts", "generation_budget", "activation_hooks",
-           "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]
+           "bare_modules", "bridge_hooks_active", "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]
