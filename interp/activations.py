@@ -98,7 +98,7 @@ def as_neuron_list(neurons: Any) -> list[Any]:
 
 def validate_neurons(model: Any, neurons: Sequence[Neuron] | Any) -> list[Neuron]:
     """Return ``neurons`` as a list of int pairs, raising a clear error for out-of-range entries."""
-    a = get_adapter(model.model if hasattr(model, "adapter_enabled") else model)
+    a = get_adapter(model)
     out: list[Neuron] = []
     neurons = as_neuron_list(neurons)
     if len(neurons) == 0:
@@ -380,13 +380,14 @@ def collect_prompt_activations(
             from tqdm.auto import tqdm
 
             it = tqdm(batches, desc="prompt activations", leave=False)
+        encoder = get_adapter(hf).spec.is_encoder
         with activation_hooks(m, {l: grab for l in groups}), bare_modules(hf):
             for rows in it:
                 width = max(len(ids[i]) for i in rows)
                 x = torch.tensor([ids[i] + [pad_id] * (width - len(ids[i])) for i in rows], device=device)
                 mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in rows], device=device)
                 state["rows"], state["mask"] = torch.tensor(rows), mask
-                if get_adapter(hf).spec.is_encoder:  # the encoder alone: its MLM head is never read
+                if encoder:  # the encoder alone: its MLM head is never read
                     hf.base_model(input_ids=x, attention_mask=mask)
                 else:
                     hf(input_ids=x, attention_mask=mask, use_cache=False)
