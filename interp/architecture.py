@@ -11,6 +11,16 @@ Cohere logit scale, our BOS policy for GPT-2); :data:`FAMILIES` documents the pa
 and is what the derivation must reproduce for them (tests/test_architecture.py). A FAMILIES
 entry is used directly only for a model the derivation cannot serve (no bridge, no dense MLP).
 
+The substrate (one way in): the library reads and edits a model through the HF modules this
+adapter returns (``_unwrap`` strips TransformerBridge wrappers through TransformerLens's public
+``original_component``), with plain torch hooks on them; those modules run whether or not the
+bridge's wrappers are in place, so the fast paths may swap the wrappers out
+(``interp.activations.bare_modules``). The bridge's hook vocabulary (``blocks.{l}.mlp.hook_post``,
+:meth:`ModelAdapter.hook_name`) is the user's way in: any hook there keeps the bridge running as
+built (``interp.activations.bridge_hooks_active``, the one rule). Only TransformerLens's public API
+is used (tests/test_substrate.py scans the tree). :func:`get_adapter` measures a model once
+(cached per HF model, re-measured when its module structure changes); weights are read live.
+
 Conventions (see docs/METHOD.md): neuron ``(l, i)`` is unit ``i`` of layer ``l``'s MLP; its
 activation is the MLP hidden value after the nonlinearity (for gated MLPs ``act(gate) * up``),
 which is exactly the input of the down projection; its value vector ``v_i`` is the ``i``-th
