@@ -39,6 +39,7 @@ class ModelRecord:
     peft: Any = None                # the PeftModel whose LoRA layers sit in the bridged HF model, if any
     native_bos: bool | None = None  # whether the model's own tokenizer prepends BOS (read before TL re-opens it)
     bos_policy: str | None = None   # the run's BOS policy (interp.tokenization.set_bos_policy)
+    missing_parameters: tuple[str, ...] = ()  # on an encoder's HF model: head parameters the checkpoint lacked
 
 
 _RECORDS: "weakref.WeakKeyDictionary[Any, ModelRecord]" = weakref.WeakKeyDictionary()
@@ -230,7 +231,7 @@ def _fix_missing_head(model: nn.Module, missing: Any) -> None:
     A sentence encoder such as multilingual-e5 ships no MLM head; HF would initialise one at
     random, which makes the fingerprint (and anything that touched the head) vary between loads.
     Square weights become the identity, other weights zero, norm gains one and biases zero. The
-    names are recorded in ``model.xdetox_missing_parameters``; no analysis reads the head (the
+    names are recorded in ``model_record(model).missing_parameters``; no analysis reads the head (the
     vocabulary projection uses the tied word embeddings).
     """
     names = sorted(set(missing or []))
@@ -247,7 +248,7 @@ def _fix_missing_head(model: nn.Module, missing: Any) -> None:
             p.copy_(torch.eye(p.shape[0], dtype=p.dtype))
         else:
             p.zero_()
-    model.xdetox_missing_parameters = names
+    model_record(model).missing_parameters = tuple(names)
 
 
 def _reloadable_tokenizer(tokenizer: Any) -> Any:

@@ -255,3 +255,14 @@ def test_fast_path_gives_the_bridge_path_features(family: str) -> None:
     torch.testing.assert_close(fast_f, slow_f, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(fast_a, slow_a, atol=1e-5, rtol=1e-4)
     assert (fast_f - plain).abs().max() > 1e-3  # the steering hook fired on the fast path
+
+
+def test_loaded_models_carry_no_ad_hoc_attributes(tiny_dirs) -> None:
+    from interp.loading import load_model, model_id
+
+    bridge = load_model(tiny_dirs["llama"], device="cpu", dtype="float32")
+    tagged = [k for obj in (bridge, bridge.original_model) for k in vars(obj) if k.startswith("xdetox")]
+    assert not tagged, f"attributes set on TransformerLens/HF objects: {tagged}"
+    rec = model_record(bridge)
+    assert rec.model_id == str(tiny_dirs["llama"]) == model_id(bridge)
+    assert rec.native_bos is True and rec.peft is None  # tiny Llama's tokenizer prepends BOS (tiny_models)
