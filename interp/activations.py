@@ -98,7 +98,7 @@ def as_neuron_list(neurons: Any) -> list[Any]:
 
 def validate_neurons(model: Any, neurons: Sequence[Neuron] | Any) -> list[Neuron]:
     """Return ``neurons`` as a list of int pairs, raising a clear error for out-of-range entries."""
-    a = get_adapter(model.model if hasattr(model, "adapter_enabled") else model)
+    a = get_adapter(model)
     out: list[Neuron] = []
     neurons = as_neuron_list(neurons)
     if len(neurons) == 0:
@@ -156,45 +156,68 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
             h.remove()
 
 
-def _has_user_hooks(hf: nn.Module) -> bool:
-    """Return whether any TransformerLens hook point under ``hf`` carries a hook right now."""
-    builtin = getattr(hf, "xdetox_builtin_hooks", set())
+def _tl_own(fn: Any) -> bool:
+    """Whether a hook function is TransformerLens's own (its wiring: alias mirrors, HookPoint wrappers)."""
+    return str(getattr(fn, "__module__", None) or "").startswith("transformer_lens")
+
+
+def _bare_tree(hf: nn.Module) -> Iterator[nn.Module]:
+    """Yield the HF modules that run when every bridge wrapper is swapped out (see :func:`bare_modules`)."""
+    yield hf
+    for _, child in hf.named_children():
+        yield from _bare_tree(_unwrap(child))
+
+
+def bridge_hooks_active(hf: nn.Module) -> bool:
+    """Return whether a hook sits on a TransformerBridge module, so the bridge must run as built.
+
+    The one rule for every bare-module fast path (:func:`bare_modules`; probe features use it too).
+    Hooks on the HF modules themselves (ours: :func:`activation_hooks`, steering, capture hooks)
+    keep firing without the wrappers and do not count; a hook on a HookPoint or any other bridge
+    component does, unless TransformerLens installed it itself (its permanent alias wiring).
+    HookPoint hooks are read through TL's public ``fwd_hooks``/``bwd_hooks`` handles; raw torch
+    hooks through ``nn.Module``'s hook dicts, for which torch has no public accessor.
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    bare = {id(m) for m in _bare_tree(hf)}
     for mod in hf.modules():
-        if type(mod).__name__ == "HookPoint" and any(
-                id(fn) not in builtin for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
+        if id(mod) in bare:
+            continue
+        if isinstance(mod, HookPoint) and any(not _tl_own(h.user_hook) for h in (*mod.fwd_hooks, *mod.bwd_hooks)):
+            return True
+        if any(not _tl_own(fn) for fn in (*mod._forward_hooks.values(), *mod._forward_pre_hooks.values())):
             return True
     return False
 
 
 @contextlib.contextmanager
-def bare_modules(hf: nn.Module) -> Iterator[nn.Module]:
+def bare_modules(hf: nn.Module) -> Iterator[bool]:
     """Temporarily put the wrapped HF modules back in place of the TransformerBridge components.
 
-    The bridge's wrappers cost ~2x per forward on small models; decoding only needs the HF
-    numerics and our own torch hooks (which sit on the unwrapped modules). Skipped, so that
-    they keep firing, whenever a TransformerLens hook is active.
+    The bridge's wrappers cost ~2x per forward on small models; decoding and features only need
+    the HF numerics and our own torch hooks (which sit on the unwrapped modules). Skipped, so that
+    they keep firing, whenever :func:`bridge_hooks_active`. Yields whether the wrappers were swapped.
     """
-    if _has_user_hooks(hf):
-        yield hf
+    if bridge_hooks_active(hf):
+        yield False
         return
     swaps: list[tuple[nn.Module, str, nn.Module]] = []
 
     def visit(mod: nn.Module) -> None:
-        for name, child in list(mod._modules.items()):
-            if child is None:
-                continue
+        for name, child in list(mod.named_children()):
             inner = _unwrap(child)
             if inner is not child:
                 swaps.append((mod, name, child))
-                mod._modules[name] = inner
+                mod.add_module(name, inner)
             visit(inner)
 
     try:
         visit(hf)
-        yield hf
+        yield bool(swaps)
     finally:
         for mod, name, child in reversed(swaps):
-            mod._modules[name] = child
+            mod.add_module(name, child)
 
 
 def _accepts(hf: nn.Module, name: str) -> bool:
@@ -357,13 +380,14 @@ def collect_prompt_activations(
             from tqdm.auto import tqdm
 
             it = tqdm(batches, desc="prompt activations", leave=False)
+        encoder = get_adapter(hf).spec.is_encoder
         with activation_hooks(m, {l: grab for l in groups}), bare_modules(hf):
             for rows in it:
                 width = max(len(ids[i]) for i in rows)
                 x = torch.tensor([ids[i] + [pad_id] * (width - len(ids[i])) for i in rows], device=device)
                 mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in rows], device=device)
                 state["rows"], state["mask"] = torch.tensor(rows), mask
-                if get_adapter(hf).spec.is_encoder:  # the encoder alone: its MLM head is never read
+                if encoder:  # the encoder alone: its MLM head is never read
                     hf.base_model(input_ids=x, attention_mask=mask)
                 else:
                     hf(input_ids=x, attention_mask=mask, use_cache=False)
@@ -371,4 +395,4 @@ def collect_prompt_activations(
 
 
 __all__ = ["collect_generation_activations", "collect_prompt_activations", "greedy_decode", "encode_prompts", "generation_budget", "activation_hooks",
-           "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]
+           "bare_modules", "bridge_hooks_active", "validate_neurons", "as_neuron_list", "validate_prompts", "tokenizer_of", "group_by_layer", "TokenizerMissingError"]

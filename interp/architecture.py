@@ -11,6 +11,16 @@ Cohere logit scale, our BOS policy for GPT-2); :data:`FAMILIES` documents the pa
 and is what the derivation must reproduce for them (tests/test_architecture.py). A FAMILIES
 entry is used directly only for a model the derivation cannot serve (no bridge, no dense MLP).
 
+The substrate (one way in): the library reads and edits a model through the HF modules this
+adapter returns (``_unwrap`` strips TransformerBridge wrappers through TransformerLens's public
+``original_component``), with plain torch hooks on them; those modules run whether or not the
+bridge's wrappers are in place, so the fast paths may swap the wrappers out
+(``interp.activations.bare_modules``). The bridge's hook vocabulary (``blocks.{l}.mlp.hook_post``,
+:meth:`ModelAdapter.hook_name`) is the user's way in: any hook there keeps the bridge running as
+built (``interp.activations.bridge_hooks_active``, the one rule). Only TransformerLens's public API
+is used (tests/test_substrate.py scans the tree). :func:`get_adapter` measures a model once
+(cached per HF model, re-measured when its module structure changes); weights are read live.
+
 Conventions (see docs/METHOD.md): neuron ``(l, i)`` is unit ``i`` of layer ``l``'s MLP; its
 activation is the MLP hidden value after the nonlinearity (for gated MLPs ``act(gate) * up``),
 which is exactly the input of the down projection; its value vector ``v_i`` is the ``i``-th
@@ -338,10 +348,20 @@ def hf_model_of(model: Any) -> nn.Module:
     return model
 
 
+def _bridge_component_class() -> type:
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    return GeneralizedComponent
+
+
 def _unwrap(mod: nn.Module) -> nn.Module:
-    """Strip TransformerBridge wrappers, returning the module that owns the parameters."""
-    while "_original_component" in mod._modules:
-        mod = mod._modules["_original_component"]
+    """Strip TransformerBridge wrappers, returning the HF module that owns the parameters.
+
+    Uses the public ``GeneralizedComponent.original_component`` property (TransformerLens 4).
+    """
+    component = _bridge_component_class()
+    while isinstance(mod, component) and mod.original_component is not None:
+        mod = mod.original_component
     return mod
 
 
@@ -355,10 +375,9 @@ def _is_conv1d(mod: nn.Module) -> bool:
 
 def _hf_child_names(mod: nn.Module) -> Iterator[str]:
     """Yield the names of every module under ``mod`` in the HF tree (bridge wrappers' own parts skipped)."""
-    for name, child in _unwrap(mod)._modules.items():
-        if child is not None:
-            yield name
-            yield from _hf_child_names(child)
+    for name, child in _unwrap(mod).named_children():
+        yield name
+        yield from _hf_child_names(child)
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -394,14 +413,16 @@ def effective_weight(mod: nn.Module) -> Float[Tensor, "..."]:
 class ModelAdapter:
     """Reads an MLP-neuron view (value/key vectors, hooks, norm, W_U) off a loaded model."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, layout: "_Layout | None" = None) -> None:
         self.model = model
         self.hf_model = hf_model_of(model)
-        self.spec = spec_for_model(model)
+        if layout is None:
+            layout = _measure_layout(model)
+        self.layout = layout
+        self.spec = layout.spec
         self.family = self.spec.family
-        self.n_layers: int = len(_get(self.hf_model, self.spec.layers))
-        w_out = self.out_proj(0)
-        self.d_model, self.d_mlp = self._out_shape(w_out)
+        self.n_layers: int = layout.n_layers
+        self.d_model, self.d_mlp = layout.d_model, layout.d_mlp
 
     # ---------------------------------------------------------------- modules
     def block(self, layer: int) -> nn.Module:
@@ -436,10 +457,6 @@ class ModelAdapter:
         return self.spec.hook.format(layer=layer)
 
     # ---------------------------------------------------------------- weights
-    def _out_shape(self, mod: nn.Module) -> tuple[int, int]:
-        w = effective_weight(mod)
-        return (int(w.shape[1]), int(w.shape[0])) if self.spec.out_is_conv1d else (int(w.shape[0]), int(w.shape[1]))
-
     def _rows(self, mod: nn.Module, conv1d: bool, fan_in_is_mlp: bool) -> Tensor:
         """Return the weight as [d_mlp, d_model] rows, whatever its storage orientation."""
         w = effective_weight(mod)
@@ -558,6 +575,62 @@ class ModelAdapter:
                 f"d_model={self.d_model}, d_mlp={self.d_mlp})")
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What an adapter measures once per model: its spec, layer count and (d_model, d_mlp)."""
+
+    spec: FamilySpec
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    out0: nn.Module    # layer 0's down projection (unwrapped) the shapes were read from
+
+    def is_current(self, hf: nn.Module) -> bool:
+        """Return whether ``hf`` still has this layout's module structure.
+
+        Weights are always read live (a disabled or merged LoRA is seen as it is); only the layer
+        count and the shapes are cached. A swap of layer 0's down projection (PEFT injecting or
+        merging a LoRA, ``merge_and_unload``) or of the block list makes the layout stale.
+        """
+        blocks = _get(hf, self.spec.layers)
+        return len(blocks) == self.n_layers and _unwrap(_get(blocks[0], self.spec.w_out)) is self.out0
+
+
+def _measure_layout(model: Any) -> _Layout:
+    """Return the layout of ``model``, reading layer 0's down projection weight once."""
+    hf = hf_model_of(model)
+    spec = spec_for_model(model)
+    out0 = _unwrap(_get(_get(hf, spec.layers)[0], spec.w_out))
+    w = effective_weight(out0)
+    d_model, d_mlp = (int(w.shape[1]), int(w.shape[0])) if spec.out_is_conv1d else (int(w.shape[0]), int(w.shape[1]))
+    return _Layout(spec=spec, n_layers=len(_get(hf, spec.layers)), d_model=d_model, d_mlp=d_mlp, out0=out0)
+
+
+# One layout per HF model, keyed weakly (the layout holds no reference to the model itself).
+_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, _Layout]" = weakref.WeakKeyDictionary()
+
+
 def get_adapter(model: Any) -> ModelAdapter:
-    """Return the architecture adapter of ``model`` (bridge, PeftModel or HF model)."""
-    return ModelAdapter(model)
+    """Return the architecture adapter of ``model`` (bridge, ModelView, PeftModel or HF model).
+
+    What the adapter measures (spec, layer count, shapes: layer 0's weights) is cached once per HF
+    model, so a bridge, its PEFT wrapper and its views share it, and re-measured when the module
+    structure changed (:meth:`_Layout.is_current`); weights are always read live. Call
+    :func:`invalidate_adapter` after any other in-place surgery on the model.
+    """
+    if hasattr(model, "adapter_enabled") and hasattr(model, "model"):  # a ModelView: same weights
+        model = model.model
+    hf = hf_model_of(model)
+    layout = _LAYOUTS.get(hf)
+    if layout is None or not layout.is_current(hf):
+        layout = _LAYOUTS[hf] = _measure_layout(model)
+    return ModelAdapter(model, layout=layout)
+
+
+def invalidate_adapter(model: Any) -> None:
+    """Forget the cached adapter layout (and family spec) of ``model``; the next :func:`get_adapter` re-measures."""
+    if hasattr(model, "adapter_enabled") and hasattr(model, "model"):
+        model = model.model
+    hf = hf_model_of(model)
+    _LAYOUTS.pop(hf, None)
+    _SPECS.pop(hf, None)

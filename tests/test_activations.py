@@ -6,7 +6,7 @@ import torch
 
 from interp.activations import collect_generation_activations, encode_prompts
 from interp.architecture import get_adapter
-from interp.loading import ModelView, wrap_bridge
+from interp.loading import ModelView, model_record, wrap_bridge
 from tiny_models import make_model, make_tokenizer
 
 
@@ -97,7 +97,7 @@ def test_each_view_follows_its_own_trajectory() -> None:
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
     bridge = wrap_bridge(pm.base_model.model, make_tokenizer())
-    bridge.xdetox_peft = pm
+    model_record(bridge).peft = pm
     neurons = [(0, 1), (1, 7)]
     tuned = collect_generation_activations(ModelView(bridge, True), PROMPTS[:3], neurons, n_new_tokens=3)
     base = collect_generation_activations(ModelView(bridge, False), PROMPTS[:3], neurons, n_new_tokens=3)

@@ -9,7 +9,7 @@ import torch
 
 from interp.architecture import UnsupportedArchitectureError
 from interp.loading import (ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model,
-                            model_fingerprint, model_id)
+                            model_fingerprint, model_id, model_record)
 from tiny_models import make_tokenizer
 
 IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 3]])
@@ -96,7 +96,7 @@ def test_adapter_dir_tuned_and_base_share_weights(tiny_dirs: dict[str, Path], ll
     # in the PEFT wrapper is the very tensor the bridge runs.
     assert base_view.model is tuned_view.model is bridge
     bridge_ptrs = {p.data_ptr() for p in bridge.original_model.parameters()}
-    base_params = [p for n, p in bridge.xdetox_peft.named_parameters() if "lora_" not in n]
+    base_params = [p for n, p in model_record(bridge).peft.named_parameters() if "lora_" not in n]
     assert base_params and all(p.data_ptr() in bridge_ptrs for p in base_params)
     assert model_fingerprint(base_view) != model_fingerprint(tuned_view)
 
@@ -114,7 +114,7 @@ def test_merge_adapter(tiny_dirs: dict[str, Path], llama_adapter: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(merged(IDS, return_type="logits"), _tuned_reference(tiny_dirs, llama_adapter),
                                    atol=1e-4, rtol=1e-4)
-    assert merged.xdetox_peft is None
+    assert model_record(merged).peft is None
     assert not any("lora_" in n for n, _ in merged.original_model.named_parameters())
     with pytest.raises(ValueError, match="no PEFT adapter"):
         base_and_tuned(merged)

@@ -7,7 +7,7 @@ import torch
 
 from interp.key_activations import bootstrap_ci, key_activations
 from interp.languages import UnknownLanguageError
-from interp.loading import ModelView, wrap_bridge
+from interp.loading import ModelView, model_record, wrap_bridge
 from test_activations import oracle
 from tiny_models import make_model, make_tokenizer
 
@@ -52,7 +52,7 @@ def test_model_views_share_weights() -> None:
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.5)
     bridge = wrap_bridge(pm.base_model.model, make_tokenizer())
-    bridge.xdetox_peft = pm
+    model_record(bridge).peft = pm
     res = key_activations({"base": ModelView(bridge, False), "dpo": ModelView(bridge, True)}, [(1, 2)],
                           {"en": ["hello", "I want"]}, n_new_tokens=3, n_boot=50, progress=False)
     m = res.summary.set_index("model")["mean"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from interp.loading import wrap_bridge
 from probes import extract_features, pool_hidden
@@ -74,14 +75,14 @@ def test_bridge_and_hf_model_give_the_same_features(family: str, tok) -> None:
     hf = make_model(family, len(tok))
     direct = extract_features(hf, TEXTS, tokenizer=tok, use_cache=False, progress=False)
     bridge = wrap_bridge(make_model(family, len(tok)), tok)
-    wrapped = {n for n, m in bridge.original_model.named_modules() if "_original_component" in m._modules}
+    wrapped = {n for n, m in bridge.original_model.named_modules() if isinstance(m, GeneralizedComponent)}
     for layer in (None, 0):
         via_bridge = extract_features(bridge, TEXTS, layer=layer, use_cache=False, progress=False)
         ref = direct if layer is None else extract_features(hf, TEXTS, tokenizer=tok, layer=0, use_cache=False,
                                                             progress=False)
         torch.testing.assert_close(via_bridge, ref, atol=1e-5, rtol=1e-4)
     # the bridge's wrappers are back in place afterwards, and its hooks still fire
-    assert wrapped == {n for n, m in bridge.original_model.named_modules() if "_original_component" in m._modules}
+    assert wrapped == {n for n, m in bridge.original_model.named_modules() if isinstance(m, GeneralizedComponent)}
     seen = []
     with bridge.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", lambda act, hook: seen.append(1) or act * 0)]):
         ablated = extract_features(bridge, TEXTS, use_cache=False, progress=False)
