@@ -28,17 +28,10 @@ class KeyActivations:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def figure(self) -> Any:
-        """Return a plotly grouped bar chart: mean activation per language per model, with CIs."""
-        import plotly.graph_objects as go
+        """Return paper Fig. 3 for this result (:func:`interp.figures.fig_key_activations`)."""
+        from interp.figures import fig_key_activations
 
-        fig = go.Figure()
-        for name, df in self.summary.groupby("model", sort=False):
-            fig.add_bar(name=str(name), x=df["lang"], y=df["mean"],
-                        error_y=dict(type="data", symmetric=False, array=df["ci_hi"] - df["mean"],
-                                     arrayminus=df["mean"] - df["ci_lo"]))
-        fig.update_layout(barmode="group", title="Mean activation of toxic neurons per language",
-                          xaxis_title="language", yaxis_title="mean activation")
-        return fig
+        return fig_key_activations(self.summary)
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the three tables and the metadata atomically as JSON (with a manifest)."""

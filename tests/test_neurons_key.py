@@ -39,8 +39,11 @@ def test_summary_matches_oracle_and_ratio(tmp_path) -> None:
         assert ratio["fr"] == pytest.approx(base["fr"] / base["en"])
     else:
         assert np.isnan(ratio["fr"])
-    html = res.figure().to_html(include_plotlyjs=False)
-    assert "Mean activation" in html
+    fig = res.figure()  # figures.fig_key_activations of the summary: one bar group per model
+    assert [t.name for t in fig.data] == ["base", "dpo"]
+    for trace in fig.data:
+        means = res.summary[res.summary.model == trace.name].set_index("lang")["mean"]
+        assert list(trace.y) == pytest.approx([means[lang] for lang in trace.x])
     assert res.to_json(tmp_path / "k.json").is_file()
 
 
