@@ -82,9 +82,11 @@ class VocabProjection:
                 f"<th>Top tokens</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
+def _lexicon(lexicons: Any) -> tuple[Any, str]:
     from interp.lexicon import Lexicon, default_lexicon
 
+    if hasattr(lexicons, "is_toxic_token"):  # already a Lexicon
+        return lexicons, "given"
     if lexicons is not None:
         return Lexicon(lexicons), "given"
     try:
@@ -99,11 +101,12 @@ N_LANGUAGES_MIN_TOKENS = 0.5
 
 @torch.no_grad()
 def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k: int = 30,
-                     lexicons: dict[str, list[str]] | None = None, token_languages: Any = None) -> VocabProjection:
+                     lexicons: dict[str, list[str]] | Any = None, token_languages: Any = None) -> VocabProjection:
     """Return the top-``k`` tokens of ``W_U v`` for each neuron's value vector, tagged by language.
 
     ``neurons`` is a list of (layer, neuron) pairs or a :class:`~interp.neurons.ToxicNeurons`;
-    ``lexicons`` is ``{lang: [words]}`` (default: the LDNOOBW lists of the data root, if present).
+    ``lexicons`` is ``{lang: [words]}`` or an :class:`interp.lexicon.Lexicon` (default: the LDNOOBW
+    lists of the data root, if present).
     ``token_languages`` (:class:`interp.token_languages.TokenLanguages`, measured on data) gives
     each token's language distribution, which its share of a vector is split by (``und`` for
     tokens with too little evidence); without it the script/hint-letter tags of
