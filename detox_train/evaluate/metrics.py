@@ -192,12 +192,13 @@ def compare_tables(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, path_stem: str | os.PathLike[str], **manifest: Any) -> tuple[Path, Path]:
-    """Write ``df`` atomically as ``<stem>.csv`` and ``<stem>.json`` (records) and return both paths."""
-    from interp.artifacts import atomic_write_text, write_json, make_manifest
+    """Write ``df`` atomically as ``<stem>.csv`` and ``<stem>.json`` (its manifest and the records) and
+    return both paths."""
+    from interp.artifacts import make_manifest, write_csv, write_json
 
     stem = Path(path_stem)
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
-    atomic_write_text(csv_path, df.to_csv(index=False))
+    write_csv(csv_path, df)
     clean = df.astype(object).where(pd.notna(df), None)
     write_json(json_path, {"manifest": make_manifest(kind="eval-table", **manifest),
                            "rows": clean.to_dict("records")})
