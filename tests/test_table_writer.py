@@ -64,3 +64,20 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pyte
         write_csv(tmp_path / "new.csv", Broken({"a": [1]}))
     assert not (tmp_path / "new.csv").exists()
     assert os.listdir(tmp_path) == ["t.csv"]
+
+
+def test_atomic_dir_replaces_only_when_complete(tmp_path: Path) -> None:
+    from interp.artifacts import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert (target / "a.txt").read_text() == "one" and os.listdir(tmp_path) == ["model"]  # no temp dir left
+    with atomic_dir(target) as d:
+        (d / "b.txt").write_text("two")
+    assert os.listdir(target) == ["b.txt"]  # the old directory is replaced, not merged into
