@@ -229,16 +229,12 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 def _check_in_model(model: Any, neurons: list[tuple[int, int]], source: str) -> None:
     """Raise an error naming ``source`` when a (layer, neuron) pair is outside the model."""
-    from interp.architecture import get_adapter
+    from interp.activations import validate_neurons
 
-    a = get_adapter(model)
-    for layer, idx in neurons:
-        if not 0 <= layer < a.n_layers:
-            raise ValueError(f"{source}: layer {layer} is out of range: the model has {a.n_layers} layers "
-                             f"(0..{a.n_layers - 1}); use a neuron table made for this model")
-        if not 0 <= idx < a.d_mlp:
-            raise ValueError(f"{source}: neuron {idx} in layer {layer} is out of range: the model's MLP has "
-                             f"{a.d_mlp} neurons (0..{a.d_mlp - 1})")
+    try:
+        validate_neurons(model, neurons)
+    except IndexError as e:  # the library's range message, told about the file or flag it came from
+        raise ValueError(f"{source}: {e}; use a neuron table made for this model") from None
 
 
 def _parse_neuron(text: str) -> tuple[int, int]:
