@@ -11,7 +11,7 @@ from typing import Any
 from interp.artifacts import JsonlAppender, file_sha256, make_manifest, read_jsonl, write_json, write_jsonl
 from interp.languages import normalize_language
 
-from .generation import read_samples
+from .generation import read_samples, refuse_repeated_row
 from .scorers import CachedScorer, ScoreCache, Scorer, scorer_key
 
 
@@ -62,11 +62,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
                                  "probabilities: rescore the samples with xdetox eval score")
         if not isinstance(r["text"], str):
             raise InputError(f"{where}: field 'text' must be a string, got {r['text']!r}")
-        key = (r["prompt_id"], r["sample_index"])
-        if key in seen:
-            raise InputError(f"{where}: duplicate row (prompt_id {key[0]!r}, sample_index {key[1]}) first seen on "
-                             f"line {seen[key]}; drop the repeated line")
-        seen[key] = n
+        refuse_repeated_row(seen, (r["prompt_id"], r["sample_index"]), where, n, "scored row")
         out.append(ScoredSample(**r))
     if not out:
         raise InputError(f"{path}: the scored-samples file is empty; score samples first (xdetox eval score)")
