@@ -54,10 +54,11 @@ def key_activations(
     """Return per-language mean activations of the neuron group for each model (paper Fig. 3).
 
     A prompt's value is the mean over its steps and the neurons; the language mean is the mean of
-    those, and its CI the Student-t interval of :func:`interp.stats.mean_ci` over prompts (zero width
-    at the mean for one prompt or zero spread; ``n_boot`` and ``seed`` are only recorded in ``meta``). ``ratio_to_english`` divides the first
-    model's language means by its English mean (NaN when English is absent or its mean is <= 0,
-    since a ratio to a non-positive baseline has no "relative strength" meaning).
+    those, and its CI the Student-t interval of :func:`interp.stats.mean_ci` over prompts (zero
+    width at the mean for one prompt or zero spread; ``n_boot`` and ``seed`` are only recorded in
+    ``meta``). ``ratio_to_english`` divides the first model's language means by its English mean
+    (NaN when English is absent or its mean is <= 0, since a ratio to a non-positive baseline has
+    no "relative strength" meaning).
     ``positions="prompt"`` averages over each prompt's own tokens instead of greedy steps (the
     version for encoders, which cannot generate).
     """
