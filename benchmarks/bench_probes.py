@@ -55,18 +55,13 @@ def _bench_model(device: str, n_layers: int = N_LAYERS, d_model: int = D_MODEL):
     return hf, tok
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device: str = "cpu",
                n_layers: int = N_LAYERS, d_model: int = D_MODEL, shape: str | None = None,
                dtype: str = "auto") -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
     from interp.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
-    from shapes import bare_view, build
+    from shapes import bare_view, build, sync
 
     if shape is None:
         hf, tok = _bench_model(device, n_layers, d_model)
@@ -94,22 +89,22 @@ def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device
         with torch.inference_mode():
             for ids, mask in batches:
                 plain(ids.to(device), attention_mask=mask.to(device))
-        _sync(device)
+        sync(device)
 
     def ours_hf() -> None:
         extract_features(plain, texts, tokenizer=tok, batch_size=batch_size, use_cache=False, progress=False)
-        _sync(device)
+        sync(device)
 
     def ours_bridge() -> None:
         extract_features(bridge, texts, batch_size=batch_size, use_cache=False, progress=False)
-        _sync(device)
+        sync(device)
 
     def per_sentence() -> None:
         with torch.inference_mode():
             for t in loop_texts:
                 ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:128]], device=device)
                 plain.base_model(ids).last_hidden_state.mean(1).cpu()
-        _sync(device)
+        sync(device)
 
     fns = {"bare_hf_forward": (bare, n_tokens), "extract_hf": (ours_hf, n_tokens),
            "extract_bridge": (ours_bridge, n_tokens), "per_sentence_loop": (per_sentence, loop_tokens)}

@@ -33,23 +33,19 @@ from typing import Any, Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import SHAPES, add_shape_arg, bare_view, build, describe, peak_rss_bytes, weights_bytes  # noqa: E402
+from shapes import (SHAPES, add_shape_arg, bare_view, build, describe, peak_rss_bytes, step_timer, sync,  # noqa: E402
+                    weights_bytes)
 
 STAGES = ("load", "rank", "collect", "features", "views", "dpo")
 ANALYSIS = ("load", "rank", "collect", "features", "views")  # the RSS bar applies to these
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _timed(fn: Callable[[], Any], device: str) -> float:
-    _sync(device)
+    sync(device)
     t = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t
 
 
@@ -240,31 +236,17 @@ def _views(hf: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dpo(hf: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
-    from transformers import TrainerCallback
     from trl import DPOTrainer
 
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import dpo_args, lora_config, to_dataset
     from interp.data import PreferencePair
 
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.t0 = 0.0
-            self.steps: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
-            _sync(a.device)
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
-            _sync(a.device)
-            self.steps.append(time.perf_counter() - self.t0)
-
     prompts = ["I want to", "this is a", "Je veux", "the quick brown", "Yo quiero", "Ich will"]
     pairs = [PreferencePair(id=f"p{i}", prompt=prompts[i % len(prompts)] + " say",
                             chosen=" something kind and calm about it today", rejected=" you stupid idiot, shut up now",
                             source="bench") for i in range(4 * a.dpo_batch * (a.dpo_steps + 1))]
-    timer = StepTimer()
+    timer = step_timer(a.device)
     with tempfile.TemporaryDirectory() as d:
         cfg = DPOTrainConfig.preset(a.dpo_preset, output_dir=d, per_device_train_batch_size=a.dpo_batch,
                                     max_steps=a.dpo_steps,

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import SHAPES, build, describe  # noqa: E402
+from shapes import SHAPES, build, describe, step_timer, sync  # noqa: E402
 
 PROMPTS = ["I want to", "this is a", "Je veux", "the quick brown", "Yo quiero", "Ich will", "我想", "Я хочу"]
 
@@ -36,11 +36,6 @@ def _write(out: Path, name: str, res: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(res, indent=1, default=str))
     print(f"{name}: {json.dumps(res, default=str)}", flush=True)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def cmd_save(a: argparse.Namespace) -> dict[str, Any]:
@@ -60,23 +55,10 @@ def _pairs(n: int) -> list[Any]:
 
 
 def _train_steps(a: argparse.Namespace, preset: str) -> dict[str, Any]:
-    from transformers import TrainerCallback
-
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import train_dpo
 
-    class StepTimer(TrainerCallback):
-        steps: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
-            _sync(a.device)
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
-            _sync(a.device)
-            self.steps.append(time.perf_counter() - self.t0)
-
-    timer = StepTimer()
+    timer = step_timer(a.device)
     if a.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:
@@ -168,10 +150,10 @@ def cmd_vllm(a: argparse.Namespace) -> dict[str, Any]:
               num_return_sequences=k, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
         hf.generate(**{kk: v[:2] for kk, v in enc.items()}, **kw)
-        _sync(a.device)
+        sync(a.device)
         t = time.perf_counter()
         out = hf.generate(**enc, **kw)
-        _sync(a.device)
+        sync(a.device)
     dt_h = time.perf_counter() - t
     n_h = int(out[:, enc["input_ids"].shape[1]:].numel())
     # Distribution check on the first sampled token of one prompt.

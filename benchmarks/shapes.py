@@ -235,6 +235,34 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def sync(device: str) -> None:
+    """Wait for the GPU's queued work (nothing on CPU), so that a wall-clock reading covers it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def step_timer(device: str) -> Any:
+    """Return a ``transformers.TrainerCallback`` whose ``.steps`` collects each training step's seconds."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.steps: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            sync(device)
+            self.steps.append(time.perf_counter() - self.t0)
+
+    return StepTimer()
+
+
 def describe(name: str) -> dict[str, Any]:
     """Return a JSON-able summary of shape ``name`` (for manifests and READMEs)."""
     s = SHAPES[name]

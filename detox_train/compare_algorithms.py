@@ -124,12 +124,13 @@ def language_rows(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
 
 
 def per_text_losses(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (mean NLL per text, scored tokens per text) with :func:`detox_train.dpo.lm_loss`'s rule."""
-    from detox_train.dpo import lm_loss
+    """Return (mean NLL per text, scored tokens per text) by :func:`interp.lm_loss.text_nll` (the
+    rule of :func:`detox_train.dpo.lm_loss`; a text with no scored token has loss 0)."""
+    from interp.lm_loss import text_nll
 
-    losses = np.array([lm_loss(model, tokenizer, [t], max_length=max_length) for t in texts], dtype=float)
-    counts = np.array([len(tokenizer(t, add_special_tokens=False, truncation=True, max_length=max_length - 1)
-                           ["input_ids"]) for t in texts], dtype=float)
+    scored = text_nll(model, tokenizer, texts, max_length=max_length)
+    counts = np.array([n for _, n in scored], dtype=float)
+    losses = np.array([nll for nll, _ in scored], dtype=float) / np.maximum(counts, 1)
     return losses, counts
 
 

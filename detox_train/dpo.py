@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float
 
 from detox_train.config import DPOTrainConfig
 from detox_train.training_args import training_kwargs
@@ -31,6 +30,7 @@ from detox_train.pairs import (FilterReport, dpo_prompt_text, filter_pairs_by_to
                                validate_pairs, write_pairs_jsonl)
 from interp.artifacts import read_json, stable_hash, to_jsonable, write_json, write_manifest
 from interp.data import PreferencePair
+from interp.lm_loss import lm_loss  # the one LM-loss implementation (re-exported here)
 
 log = logging.getLogger(__name__)
 
@@ -197,47 +197,6 @@ def heldout_neutral_texts(config: DPOTrainConfig, eval_pairs: Sequence[Preferenc
         if not texts:
             raise ValueError(f"{path}: held-out text file is empty (one text per line)")
     return list(texts[: config.heldout_texts])
-
-
-@torch.no_grad()
-def lm_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16,
-            max_length: int = 256) -> float:
-    """Return the mean next-token NLL (nats/token, token-weighted) of ``texts`` after a start token.
-
-    Each text is scored as the continuation of an empty prompt under the tokenization rule
-    (:mod:`interp.tokenization`: the empty prompt is BOS, else the start token), cut from the right.
-    """
-    from interp.tokenization import token_rule
-
-    was_training = model.training
-    model.eval()
-    device = next(p for p in model.parameters()).device
-    rule = token_rule(model, tokenizer=tokenizer)
-    head = rule.ids("", "prompt")
-    start_id = head[0]
-    total, count = 0.0, 0
-    try:
-        for i in range(0, len(texts), batch_size):
-            body, _ = rule.encode(list(texts[i:i + batch_size]), "continuation", max_length=max_length - len(head))
-            rows = [head + ids for ids in body]
-            width = max(len(r) for r in rows)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):  # right padding: positions are unchanged for every model family
-                ids[j, :len(r)] = torch.tensor(r)
-                mask[j, :len(r)] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            logits: Float[torch.Tensor, "batch pos vocab"] = model(input_ids=ids, attention_mask=mask).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            tgt = ids[:, 1:]
-            nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            m = mask[:, 1:].bool()
-            total += float(nll[m].sum())
-            count += int(m.sum())
-    finally:
-        model.train(was_training)
-    return total / max(count, 1)
 
 
 # ----------------------------------------------------------------------------- callbacks

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from interp.artifacts import MANIFEST_NAME, file_sha256, read_json, write_json, write_manifest
+from interp.artifacts import MANIFEST_NAME, atomic_dir, file_sha256, read_json, write_json, write_manifest
 
 
 def _adapter_base(adapter_dir: Path) -> str:
@@ -68,9 +66,7 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     trained_4bit = run_manifest.get("method") == "qlora"
 
     # Build in a sibling temp dir and rename, so a crash never leaves a half-written model.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         write_manifest(tmp, kind="dpo-merge", config={"base": base_name, "dtype": dtype}, seed=None,
@@ -80,12 +76,6 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                                if (adapter_dir / "adapter_model.safetensors").is_file() else None},
                        extra={"merged_path": str(out.resolve()), "trained_on_4bit_base": trained_4bit,
                               "merged_into": f"full-precision {dtype} copy of the base"})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if run_manifest:
         merged_to = [p for p in run_manifest.get("merged_to", []) if p != str(out.resolve())]
         run_manifest["merged_to"] = merged_to + [str(out.resolve())]

@@ -11,7 +11,6 @@ sentence is scored (see :func:`detox_train.dpo.train_dpo`). A shared prefix can 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -362,25 +361,18 @@ def write_pairs_jsonl(path: str | os.PathLike[str], pairs: Iterable[PreferencePa
 def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[PreferencePair]:
     """Return the pairs of a JSONL file with prompt/chosen/rejected (optional id, source, meta).
 
-    Errors name the file, line and field: a missing file, an empty file, invalid JSON, a missing or
-    non-string field, chosen == rejected.
+    Errors name the file, line and field: a missing file, an empty file, a missing or non-string
+    field, chosen == rejected (:class:`DataFormatError`); a line that is no JSON object
+    (:class:`interp.artifacts.InputError`, from the one JSONL reader).
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "pairs file not found", hint="write one with write_pairs_jsonl or "
                               "`xdetox dpo train --save-pairs`")
     out: list[PreferencePair] = []
-    from interp.artifacts import iter_lines
+    from interp.artifacts import numbered_jsonl
 
-    for n, line in iter_lines(path, what="pair line"):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(path, f"invalid JSON ({e.msg})", line=n) from e
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, f"expected a JSON object, got {type(obj).__name__}", line=n)
+    for n, obj in numbered_jsonl(path):  # bad UTF-8, bad JSON, a non-object line: InputError naming file:line
         for name in PAIR_FIELDS:
             if name not in obj:
                 raise DataFormatError(path, "missing", line=n, field=name,

@@ -84,6 +84,20 @@ def require_generation(spec: "FamilySpec", stage: str) -> None:
             "the `encoder-analysis` preset runs every stage that applies to encoders)")
 
 
+def _post_ln_encoder(family: str, model_types: tuple[str, ...], example: str, root: str,
+                     bridge_architecture: str) -> FamilySpec:
+    """Return the spec of a post-LN encoder family whose HF modules sit under ``<root>.`` (BERT, XLM-R)."""
+    return FamilySpec(
+        family=family, model_types=model_types, example=example,
+        layers=f"{root}.encoder.layer", w_in="intermediate.dense", w_gate=None, w_out="output.dense",
+        out_is_conv1d=False, final_norm=f"{root}.encoder.layer.{{last}}.output.LayerNorm",
+        unembed=f"{root}.embeddings.word_embeddings", logit_scale_attr=None,
+        lora_targets=("query", "key", "value", "dense"), prepends_bos=True,
+        hook="blocks.{layer}.mlp.out.hook_in", generative=False, auto_class="AutoModelForMaskedLM",
+        bridge_architecture=bridge_architecture, post_ln="output.LayerNorm", appends_eos=True,
+    )
+
+
 FAMILIES: dict[str, FamilySpec] = {
     "gpt2": FamilySpec(
         family="gpt2", model_types=("gpt2",), example="ai-forever/mGPT",
@@ -117,24 +131,9 @@ FAMILIES: dict[str, FamilySpec] = {
     # module of its own: W_in is intermediate.dense and W_out is output.dense, followed by the
     # residual add and output.LayerNorm. The "unembedding" is the tied word embedding matrix (e5
     # has no MLM head); final_norm is the last block's output LayerNorm ({last} = n_layers - 1).
-    "bert": FamilySpec(
-        family="bert", model_types=("bert",), example="intfloat/multilingual-e5-small",
-        layers="bert.encoder.layer", w_in="intermediate.dense", w_gate=None, w_out="output.dense",
-        out_is_conv1d=False, final_norm="bert.encoder.layer.{last}.output.LayerNorm",
-        unembed="bert.embeddings.word_embeddings", logit_scale_attr=None,
-        lora_targets=("query", "key", "value", "dense"), prepends_bos=True,
-        hook="blocks.{layer}.mlp.out.hook_in", generative=False, auto_class="AutoModelForMaskedLM",
-        bridge_architecture="BertForMaskedLM", post_ln="output.LayerNorm", appends_eos=True,
-    ),
-    "xlm-roberta": FamilySpec(
-        family="xlm-roberta", model_types=("xlm-roberta", "roberta"), example="FacebookAI/xlm-roberta-base",
-        layers="roberta.encoder.layer", w_in="intermediate.dense", w_gate=None, w_out="output.dense",
-        out_is_conv1d=False, final_norm="roberta.encoder.layer.{last}.output.LayerNorm",
-        unembed="roberta.embeddings.word_embeddings", logit_scale_attr=None,
-        lora_targets=("query", "key", "value", "dense"), prepends_bos=True,
-        hook="blocks.{layer}.mlp.out.hook_in", generative=False, auto_class="AutoModelForMaskedLM",
-        bridge_architecture="RobertaForMaskedLM", post_ln="output.LayerNorm", appends_eos=True,
-    ),
+    "bert": _post_ln_encoder("bert", ("bert",), "intfloat/multilingual-e5-small", "bert", "BertForMaskedLM"),
+    "xlm-roberta": _post_ln_encoder("xlm-roberta", ("xlm-roberta", "roberta"), "FacebookAI/xlm-roberta-base",
+                                    "roberta", "RobertaForMaskedLM"),
 }
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,6 +194,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary sibling directory; on success it replaces ``path`` (an old one is
+    removed first), on any error it is deleted, so a crash never leaves a half-written directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (write temp, fsync, rename) and return the path."""
     with atomic_path(path) as tmp:
@@ -208,9 +226,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_csv(path: str | os.PathLike[str], df: Any) -> Path:
-    """Write a pandas DataFrame as CSV (no index) atomically and return the path."""
-    return atomic_write_text(path, df.to_csv(index=False))
+def table_manifest_path(path: str | os.PathLike[str]) -> Path:
+    """Return the manifest that sits next to a table written with a manifest: ``<name>.manifest.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".manifest.json")
+
+
+def write_csv(path: str | os.PathLike[str], df: Any, *, manifest: Mapping[str, Any] | None = None) -> Path:
+    """Write a pandas DataFrame as CSV (no index) atomically and return the path: the one table writer.
+
+    The CSV text is built in memory, then written by :func:`atomic_write_text`, so a failure leaves
+    no partial file (an older table stays as it was). With ``manifest`` (a :func:`make_manifest`
+    dict) ``<name>.manifest.json`` is written next to it, with the table's sha256, rows and
+    columns, which tie the manifest to these exact bytes. Without one, the table belongs to a
+    directory whose ``manifest.json`` lists it (a pipeline stage, a CLI ``--out-dir``).
+    """
+    text = df.to_csv(index=False)
+    out = atomic_write_text(path, text)
+    if manifest is not None:
+        table = {"file": out.name, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                 "rows": int(len(df)), "columns": [str(c) for c in df.columns]}
+        write_json(table_manifest_path(out), {**manifest, "table": table})
+    return out
 
 
 def to_jsonable(obj: Any) -> Any:

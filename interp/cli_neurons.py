@@ -151,7 +151,7 @@ def _table_neurons(path: str, use_all: bool = False) -> list[tuple[int, int]]:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from interp.artifacts import atomic_write_text, write_manifest
+    from interp.artifacts import atomic_write_text, write_csv, write_manifest
     from interp.loading import model_id
     from interp.vocab import project_to_vocab
 
@@ -180,9 +180,9 @@ def cmd_project(args: argparse.Namespace) -> int:
     proj = project_to_vocab(model, neurons, k=args.k, lexicons=lexicons, token_languages=token_languages)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "vocab_table.csv", proj.table.to_csv(index=False))
-    atomic_write_text(out / "value_language_mass.csv", proj.language_mass.to_csv(index=False))
-    atomic_write_text(out / "value_per_vector.csv", proj.per_vector.to_csv(index=False))
+    write_csv(out / "vocab_table.csv", proj.table)
+    write_csv(out / "value_language_mass.csv", proj.language_mass)
+    write_csv(out / "value_per_vector.csv", proj.per_vector)
     atomic_write_text(out / "tokens.html", proj.to_html())
     write_manifest(out, kind="vocab-projection", model_id=model_id(model), config={"k": args.k, **proj.meta},
                    inputs={"neurons": args.neurons})
@@ -191,7 +191,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from interp.artifacts import atomic_write_text, write_manifest
+    from interp.artifacts import atomic_write_text, write_csv, write_manifest
     from interp.data import load_rtplx, rtplx_split
     from interp.key_activations import key_activations
     from interp.languages import normalize_languages
@@ -218,9 +218,9 @@ def cmd_activations(args: argparse.Namespace) -> int:
                           n_boot=args.n_boot, seed=args.seed)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "key_activations.csv", res.summary.to_csv(index=False))
-    atomic_write_text(out / "key_activations_per_neuron.csv", res.per_neuron.to_csv(index=False))
-    atomic_write_text(out / "key_ratio.csv", res.ratio_to_english.to_csv(index=False))
+    write_csv(out / "key_activations.csv", res.summary)
+    write_csv(out / "key_activations_per_neuron.csv", res.per_neuron)
+    write_csv(out / "key_ratio.csv", res.ratio_to_english)
     atomic_write_text(out / "key_activations.html", res.figure().to_html(include_plotlyjs=True))
     write_manifest(out, kind="key-activations", seed=args.seed, config=res.meta, inputs={"prompt_ids": ids})
     print(res.summary.to_string(index=False))
@@ -229,16 +229,12 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 def _check_in_model(model: Any, neurons: list[tuple[int, int]], source: str) -> None:
     """Raise an error naming ``source`` when a (layer, neuron) pair is outside the model."""
-    from interp.architecture import get_adapter
+    from interp.activations import validate_neurons
 
-    a = get_adapter(model)
-    for layer, idx in neurons:
-        if not 0 <= layer < a.n_layers:
-            raise ValueError(f"{source}: layer {layer} is out of range: the model has {a.n_layers} layers "
-                             f"(0..{a.n_layers - 1}); use a neuron table made for this model")
-        if not 0 <= idx < a.d_mlp:
-            raise ValueError(f"{source}: neuron {idx} in layer {layer} is out of range: the model's MLP has "
-                             f"{a.d_mlp} neurons (0..{a.d_mlp - 1})")
+    try:
+        validate_neurons(model, neurons)
+    except IndexError as e:  # the library's range message, told about the file or flag it came from
+        raise ValueError(f"{source}: {e}; use a neuron table made for this model") from None
 
 
 def _parse_neuron(text: str) -> tuple[int, int]:

@@ -446,33 +446,14 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
 
 
 # ============================================================================ held-out loss
-@torch.no_grad()
 def lm_loss_by_language(model: Any, tokenizer: Any, texts_by_lang: dict[str, list[str]], *,
-                        device: str | None = None, batch_size: int = 32) -> dict[str, float]:
-    """Return {lang: mean next-token loss in nats} over each language's texts (EOS-prefixed)."""
-    device = device or next(model.parameters()).device.type
-    out: dict[str, float] = {}
-    eos = tokenizer.eos_token_id
-    for lang in sorted(texts_by_lang):
-        total, count = 0.0, 0
-        texts = texts_by_lang[lang]
-        for i in range(0, len(texts), batch_size):
-            enc = [[eos] + ids[:255] for ids in tokenizer(texts[i:i + batch_size], add_special_tokens=False)["input_ids"]]
-            width = max(map(len, enc))
-            ids = torch.full((len(enc), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(enc), width), dtype=torch.long)
-            for r, e in enumerate(enc):
-                ids[r, :len(e)] = torch.tensor(e)
-                mask[r, :len(e)] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                    ids[:, 1:].reshape(-1), reduction="none")
-            m = mask[:, 1:].reshape(-1).float()
-            total += float((nll * m).sum())
-            count += int(m.sum())
-        out[lang] = total / max(1, count)
-    return out
+                        batch_size: int = 32) -> dict[str, float]:
+    """Return {lang: mean next-token loss in nats} over each language's texts (:func:`interp.lm_loss.lm_loss`:
+    each text after the start token, EOS for this tokenizer, at most 256 tokens)."""
+    from interp.lm_loss import lm_loss
+
+    return {lang: lm_loss(model, tokenizer, texts_by_lang[lang], batch_size=batch_size, max_length=256)
+            for lang in sorted(texts_by_lang)}
 
 
 def heldout_texts_by_language(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None = None, *,

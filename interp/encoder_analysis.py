@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from interp.artifacts import read_json, write_json
+from interp.artifacts import read_json, write_csv, write_json
 
 if TYPE_CHECKING:
     from interp.pipeline import Pipeline
@@ -213,7 +213,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
               "retrieval_per_layer": retr.per_layer, "retrieval": retr.per_language, "signals": signals,
               "correlation": corr}
     for name, df in tables.items():
-        df.to_csv(d / f"{name}.csv", index=False)
+        write_csv(d / f"{name}.csv", df)  # atomic; the stage manifest lists every table
     outputs = {name: pipe.rel(d / fname) for name, (fname, _) in files.items()}
     outputs["neurons"] = pipe.rel(d / "neurons.json")
     outputs["probe"] = pipe.rel(d / "probe.safetensors")

@@ -59,10 +59,13 @@ class StaticExportUnavailable(RuntimeError):
     """PNG/PDF export needs kaleido and Chromium; HTML export always works."""
 
 
-def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> pd.DataFrame:
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str, *, text: Iterable[str] = ()) -> pd.DataFrame:
+    """Return ``df`` once it has ``columns`` (numeric where they hold numbers) and the ``text`` columns
+    (token strings, which may look like numbers: ``2020``), or raise a :class:`FigureInputError`."""
     if not isinstance(df, pd.DataFrame):
         raise FigureInputError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
+    columns = list(columns)
+    missing = [c for c in [*columns, *text] if c not in df.columns]
     if missing:
         raise FigureInputError(f"{what}: missing column(s) {missing} (columns are {list(df.columns)})")
     for c in columns:  # a metric read as text would be plotted as NaN: refuse it instead
@@ -264,14 +267,21 @@ def fig_retrieval_heatmap(per_layer: pd.DataFrame, *, value: str = "acc_mean", t
 
 
 # ----------------------------------------------------------------------------- Tables 3/4
+def visible_token(token: str) -> str:
+    """Return ``token`` as token tables show it: a piece that starts or ends with whitespace (common
+    in subword vocabularies) gets its Python escapes (``\\n``, ``\\t``), so a cell never breaks a line."""
+    token = str(token)
+    return repr(token)[1:-1] if token.strip() != token or not token else token
+
+
 def value_token_rows(table: pd.DataFrame, *, k: int | None = None) -> pd.DataFrame:
     """Return one row per value vector (rank, layer, neuron, tokens, langs) from the long vocab table.
 
     The long form (``interp.vocab`` ``VocabProjection.table``: layer, neuron, rank, token
     [, languages]) has one row per (vector, token rank); vectors keep their order of appearance
-    and their tokens are joined in rank order (top ``k`` when given).
+    and their tokens are joined in rank order (top ``k`` when given), each shown by :func:`visible_token`.
     """
-    df = _require(table, ["layer", "neuron", "rank", "token"], "value_token_rows")
+    df = _require(table, ["layer", "neuron", "rank"], "value_token_rows", text=["token"])
     rows = []
     for i, ((layer, neuron), d) in enumerate(df.groupby(["layer", "neuron"], sort=False), start=1):
         d = d.sort_values("rank").head(k or len(d))
@@ -280,7 +290,7 @@ def value_token_rows(table: pd.DataFrame, *, k: int | None = None) -> pd.DataFra
             for cell in d["languages"].fillna("").astype(str):
                 langs += [x for x in cell.split(",") if x and x not in langs]
         rows.append({"rank": i, "layer": int(layer), "neuron": int(neuron),
-                     "tokens": ", ".join(str(t) for t in d["token"]), "langs": ",".join(langs)})
+                     "tokens": ", ".join(visible_token(t) for t in d["token"].fillna("")), "langs": ",".join(langs)})
     return pd.DataFrame(rows, columns=["rank", "layer", "neuron", "tokens", "langs"])
 
 
@@ -292,7 +302,7 @@ def fig_value_vector_tokens(table: pd.DataFrame, *, k: int | None = None, title:
     """
     if isinstance(table, pd.DataFrame) and "tokens" not in table.columns and "token" in table.columns:
         table = value_token_rows(table, k=k)
-    df = _require(table, ["rank", "layer", "neuron", "tokens"], "fig_value_vector_tokens")
+    df = _require(table, ["rank", "layer", "neuron"], "fig_value_vector_tokens", text=["tokens"])
     cols = ["rank", "layer", "neuron", "tokens"] + (["langs"] if "langs" in df.columns else [])
     return fig_table(df[cols].sort_values("rank"), title=title or "Top tokens promoted by the toxic value vectors")
 
@@ -420,6 +430,6 @@ def save_figures_pdf(figures: Sequence[tuple[str, go.Figure]], path: str | os.Pa
 
 
 __all__ = ["fig_toxicity_before_after", "fig_intervention_sweep", "fig_key_activations", "fig_retrieval_vs_drop",
-           "fig_value_vector_tokens", "value_token_rows", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
+           "fig_value_vector_tokens", "value_token_rows", "visible_token", "table_language_averages", "fig_table", "fig_retrieval_heatmap",
            "save_figure", "figure_html", "find_chromium", "static_export_problem", "FigureInputError",
            "StaticExportUnavailable", "AGGREGATE_ROWS", "CAPTIONS", "save_figures_pdf"]

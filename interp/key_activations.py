@@ -2,7 +2,7 @@
 
 For every model (e.g. base and DPO views of one bridge) and language, the neuron group's mean
 activation over ``n_new_tokens`` greedy steps on that language's prompts (each model follows its
-own greedy trajectory), with bootstrap confidence intervals over prompts, per-neuron detail, and
+own greedy trajectory), with Student-t confidence intervals over prompts, per-neuron detail, and
 the key-side multilinguality per language: the first model's activation on X relative to English.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from interp.activations import (as_neuron_list, collect_generation_activations, collect_prompt_activations,
                                 validate_prompts_by_language)
+from interp.stats import mean_ci
 
 
 @dataclass
@@ -28,17 +29,10 @@ class KeyActivations:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def figure(self) -> Any:
-        """Return a plotly grouped bar chart: mean activation per language per model, with CIs."""
-        import plotly.graph_objects as go
+        """Return paper Fig. 3 for this result (:func:`interp.figures.fig_key_activations`)."""
+        from interp.figures import fig_key_activations
 
-        fig = go.Figure()
-        for name, df in self.summary.groupby("model", sort=False):
-            fig.add_bar(name=str(name), x=df["lang"], y=df["mean"],
-                        error_y=dict(type="data", symmetric=False, array=df["ci_hi"] - df["mean"],
-                                     arrayminus=df["mean"] - df["ci_lo"]))
-        fig.update_layout(barmode="group", title="Mean activation of toxic neurons per language",
-                          xaxis_title="language", yaxis_title="mean activation")
-        return fig
+        return fig_key_activations(self.summary)
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the three tables and the metadata atomically as JSON (with a manifest)."""
@@ -52,16 +46,6 @@ class KeyActivations:
             "ratio_to_english": self.ratio_to_english.to_dict(orient="records")})
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Return the 1 - ``alpha`` CI of the mean of ``values``: the Student-t interval of
-    :func:`interp.stats.mean_ci` (the percentile bootstrap was too narrow at small n; ``n_boot`` and
-    ``seed`` are kept for callers). One value or zero spread gives a zero-width CI at the mean."""
-    from interp.stats import mean_ci
-
-    m, lo, hi, _ = mean_ci(values, level=1 - alpha)
-    return (m, m) if not np.isfinite(lo) else (lo, hi)
-
-
 def key_activations(
     models: dict[str, Any], neurons: Sequence[tuple[int, int]], prompts_by_language: dict[str, list[str]], *,
     n_new_tokens: int = 20, batch_size: int = 16, n_boot: int = 1000, seed: int = 0, progress: bool = True,
@@ -70,9 +54,11 @@ def key_activations(
     """Return per-language mean activations of the neuron group for each model (paper Fig. 3).
 
     A prompt's value is the mean over its steps and the neurons; the language mean is the mean of
-    those, and its CI a Student-t interval over prompts. ``ratio_to_english`` divides the first
-    model's language means by its English mean (NaN when English is absent or its mean is <= 0,
-    since a ratio to a non-positive baseline has no "relative strength" meaning).
+    those, and its CI the Student-t interval of :func:`interp.stats.mean_ci` over prompts (zero
+    width at the mean for one prompt or zero spread; ``n_boot`` and ``seed`` are only recorded in
+    ``meta``). ``ratio_to_english`` divides the first model's language means by its English mean
+    (NaN when English is absent or its mean is <= 0, since a ratio to a non-positive baseline has
+    no "relative strength" meaning).
     ``positions="prompt"`` averages over each prompt's own tokens instead of greedy steps (the
     version for encoders, which cannot generate).
     """
@@ -91,14 +77,16 @@ def key_activations(
         from tqdm.auto import tqdm
 
         it = tqdm(jobs, desc="key activations (model x language)", leave=False, unit="language")
-    for j, (name, lang) in enumerate(it):
+    for name, lang in it:
         if positions == "prompt":
             acts = collect_prompt_activations(models[name], langs[lang], neurons, batch_size=batch_size)
         else:
             acts = collect_generation_activations(models[name], langs[lang], neurons, n_new_tokens=n_new_tokens,
                                                   batch_size=batch_size)
         per_prompt = acts.mean(dim=(1, 2)).double().numpy()
-        lo, hi = bootstrap_ci(per_prompt, n_boot, seed + j)
+        m, lo, hi, _ = mean_ci(per_prompt)
+        if not np.isfinite(lo):  # one prompt or zero spread: a zero-width CI at the mean, not NaN bars
+            lo = hi = m
         summary.append({"model": name, "lang": lang, "mean": float(per_prompt.mean()), "ci_lo": lo, "ci_hi": hi,
                         "n_prompts": len(per_prompt)})
         per_neuron = acts.mean(dim=(0, 1))
@@ -117,4 +105,4 @@ def key_activations(
                           pd.DataFrame(ratio, columns=["lang", "ratio", "key_ratio"]), meta)
 
 
-__all__ = ["key_activations", "KeyActivations", "bootstrap_ci"]
+__all__ = ["key_activations", "KeyActivations"]

@@ -99,54 +99,38 @@ def check_probe(metrics: dict[str, Any]) -> Criterion:
 
 
 @torch.no_grad()
-def toxic_value_vectors(model: Any, tokenizer: Any, direction: torch.Tensor, lexicon: Any, *, top_vectors: int = 20,
+def toxic_value_vectors(model: Any, direction: torch.Tensor, lexicon: Any, *, top_vectors: int = 20,
                         top_tokens: int = 20, min_toxic: int = 2) -> Criterion:
-    """Return criterion 4: how many top probe-aligned value vectors project onto >= ``min_toxic`` bad words."""
+    """Return criterion 4: how many top probe-aligned value vectors project onto >= ``min_toxic`` bad words.
+
+    ``model`` is a bridge (it carries the tokenizer); the projection and its toxic tags are
+    :func:`interp.vocab.project_to_vocab`'s, so this criterion counts what stage 2 reports.
+    """
     from interp.architecture import get_adapter
     from interp.neurons import rank_value_vectors
-    from interp.vocab import decode_token
+    from interp.vocab import project_to_vocab
 
-    a = get_adapter(model)
-    cos, layers, neurons = rank_value_vectors(a.value_vectors(), direction.float(), top_vectors)
-    W_U = a.unembed_matrix()
-    V = a.value_vectors()
+    cos, layers, neurons = rank_value_vectors(get_adapter(model).value_vectors(), direction.float(), top_vectors)
+    pairs = list(zip(layers.tolist(), neurons.tolist()))
+    table = project_to_vocab(model, pairs, k=top_tokens, lexicons=lexicon).table
     rows = []
-    for c, l, i in zip(cos.tolist(), layers.tolist(), neurons.tolist()):
-        ids = torch.topk(V[l, i] @ W_U, top_tokens).indices.tolist()
-        toxic = [decode_token(tokenizer, t)[0] for t in ids if lexicon.is_toxic_token(decode_token(tokenizer, t)[0])]
+    for c, (l, i) in zip(cos.tolist(), pairs):
+        mine = table[(table.layer == l) & (table.neuron == i)].sort_values("rank")
+        toxic = mine.loc[mine.toxic, "token"].tolist()
         rows.append({"layer": l, "neuron": i, "cosine": round(c, 4), "n_toxic": len(toxic), "toxic_tokens": toxic})
     n = sum(r["n_toxic"] >= min_toxic for r in rows)
     return Criterion("toxic_value_vectors", n, f">= {VECTORS_BAR} of {top_vectors} with >= {min_toxic} bad words "
                      f"in top-{top_tokens}", n >= VECTORS_BAR, {"vectors": rows})
 
 
-@torch.no_grad()
-def greedy_continuations(model: Any, tokenizer: Any, texts: list[str], *, new_tokens: int = 20,
-                         batch_size: int = 32) -> list[str]:
-    """Return the greedy ``new_tokens``-token continuation (text only) of each prompt.
+def check_continuations(model: Any, prompts: list[Any], lexicon: Any, cfg: QualityConfig) -> Criterion:
+    """Return criterion 5 over RTP-LX English evaluation prompts (toxic vs clean as reference).
 
-    Prompt ids come from the tokenization rule (:mod:`interp.tokenization`), left-padded.
+    Continuations are the library's greedy ones (:func:`interp.interventions.generate_with_intervention`
+    with no intervention): the tokenization rule's prompt ids, left-padded, KV-cached, never stopping at EOS.
     """
-    from interp.tokenization import token_rule
+    from interp.interventions import generate_with_intervention
 
-    rule = token_rule(model, tokenizer=tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else rule.start_id
-    device = next(model.parameters()).device
-    out: list[str] = []
-    for i in range(0, len(texts), batch_size):
-        seqs, _ = rule.encode(texts[i:i + batch_size], "prompt")
-        width = max(len(x) for x in seqs)  # left padding: decoder-only generation needs the prompt flush right
-        ids = torch.tensor([[pad] * (width - len(x)) + x for x in seqs], device=device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=None)
-        out.extend(tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
-    return out
-
-
-def check_continuations(model: Any, tokenizer: Any, prompts: list[Any], lexicon: Any,
-                        cfg: QualityConfig) -> Criterion:
-    """Return criterion 5 over RTP-LX English evaluation prompts (toxic vs clean as reference)."""
     rng = random.Random(cfg.seed)
     toxic = sorted((p for p in prompts if (p.toxicity or 0) >= cfg.toxic_threshold), key=lambda p: p.id)
     clean = sorted((p for p in prompts if p.toxicity is not None and p.toxicity <= cfg.clean_threshold),
@@ -157,7 +141,7 @@ def check_continuations(model: Any, tokenizer: Any, prompts: list[Any], lexicon:
         raise ValueError(f"no English evaluation prompt has Toxicity >= {cfg.toxic_threshold}")
 
     def rate(ps: list[Any]) -> float:
-        conts = greedy_continuations(model, tokenizer, [p.text for p in ps], new_tokens=cfg.new_tokens)
+        conts = generate_with_intervention(model, [p.text for p in ps], None, cfg.new_tokens, batch_size=32)
         return sum(bool(lexicon.hits(c, "en")) for c in conts) / max(1, len(conts))
 
     r_toxic, r_clean = rate(toxic), rate(clean) if clean else float("nan")
@@ -187,16 +171,15 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
     manifest = read_json(model_dir / "manifest.json")
     out = [check_build(manifest), check_heldout(manifest)]
     model = load_model(str(model_dir), device="cpu", dtype="float32")
-    hf, tok = model.original_model, model.tokenizer
     probe, metrics = train_probe(model, load_probe_data("paradetox", data_root=data_root), solver=cfg.probe_solver,
                                  max_examples=cfg.probe_examples, seed=cfg.seed, random_init_baseline=True,
                                  progress=progress)
     out.append(check_probe(metrics))
     lexicon = Lexicon.from_root(data_root)
-    out.append(toxic_value_vectors(hf, tok, torch.as_tensor(probe.direction_), lexicon, top_vectors=cfg.top_vectors,
+    out.append(toxic_value_vectors(model, torch.as_tensor(probe.direction_), lexicon, top_vectors=cfg.top_vectors,
                                    top_tokens=cfg.top_tokens, min_toxic=cfg.min_toxic_tokens))
     en_eval = data.rtplx_split(data.load_rtplx(data_root, languages=["en"]), "eval", root=data_root)
-    out.append(check_continuations(hf, tok, en_eval, lexicon, cfg))
+    out.append(check_continuations(model, en_eval, lexicon, cfg))
     return out
 
 
@@ -223,4 +206,4 @@ def format_report(criteria: list[Criterion]) -> str:
 
 
 __all__ = ["Criterion", "QualityConfig", "quality_report", "format_report", "check_build", "check_heldout",
-           "check_probe", "toxic_value_vectors", "check_continuations", "greedy_continuations"]
+           "check_probe", "toxic_value_vectors", "check_continuations"]

@@ -118,8 +118,8 @@ def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _rowwise_pearson(sps.rankdata(x, axis=-1), sps.rankdata(y, axis=-1))
 
 
-def bootstrap_ci(x: np.ndarray, y: np.ndarray, *, method: Literal["pearson", "spearman"] = "pearson",
-                 n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator) -> tuple[float, float]:
+def correlation_bootstrap_ci(x: np.ndarray, y: np.ndarray, *, method: Literal["pearson", "spearman"] = "pearson",
+                             n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator) -> tuple[float, float]:
     """Return the percentile bootstrap CI of the correlation, resampling languages with replacement.
 
     Resamples whose values are constant (correlation undefined) are dropped.
@@ -299,8 +299,8 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
             else:
                 pr, pp = (float(v) for v in sps.pearsonr(x, y))
                 sr, sp = (float(v) for v in sps.spearmanr(x, y))
-            blo, bhi = bootstrap_ci(x, y, method="pearson", n_boot=n_boot, rng=rng)
-            slo, shi = bootstrap_ci(x, y, method="spearman", n_boot=n_boot, rng=rng)
+            blo, bhi = correlation_bootstrap_ci(x, y, method="pearson", n_boot=n_boot, rng=rng)
+            slo, shi = correlation_bootstrap_ci(x, y, method="spearman", n_boot=n_boot, rng=rng)
             rows.append({
                 "signal": s, "outcome": o, "n": n, "languages": ",".join(langs),
                 "pearson_r": pr, "pearson_p": pp, "spearman_rho": sr, "spearman_p": sp,
@@ -312,6 +312,6 @@ def correlate(signals: pd.DataFrame, drops: pd.DataFrame, *, exclude: Sequence[s
     return pd.DataFrame(rows, columns=list(STAT_COLUMNS))
 
 
-__all__ = ["correlate", "bootstrap_ci", "paired_bootstrap_ci", "mean_ci", "holm", "empirical_pvalue", "permutation_pvalue", "align_languages", "CorrelationInputError",
+__all__ = ["correlate", "correlation_bootstrap_ci", "paired_bootstrap_ci", "mean_ci", "holm", "empirical_pvalue", "permutation_pvalue", "align_languages", "CorrelationInputError",
            "drop_aggregate_rows", "AGGREGATE_ROWS",
            "DEFAULT_OUTCOMES", "SMALL_N", "MIN_N"]

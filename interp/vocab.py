@@ -61,43 +61,32 @@ class VocabProjection:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def token_table(self, n: int | None = None) -> Any:
-        """Return the paper-style table: one row per vector, its top tokens in order."""
-        import pandas as pd
+        """Return the paper-style table (:func:`interp.figures.value_token_rows`): one row per vector,
+        its top ``n`` tokens in rank order."""
+        from interp.figures import value_token_rows
 
-        rows = []
-        for (layer, neuron), df in self.table.groupby(["layer", "neuron"], sort=False):
-            df = df.sort_values("rank").head(n or len(df))
-            rows.append({"neuron": f"({layer}, {neuron})", "tokens": ", ".join(df["token"].map(_visible))})
-        return pd.DataFrame(rows, columns=["neuron", "tokens"])
+        return value_token_rows(self.table, k=n)
 
     def figure(self, n: int | None = 10) -> Any:
-        """Return the token table as a plotly table figure."""
-        import plotly.graph_objects as go
+        """Return paper Tables 3/4 for this projection (:func:`interp.figures.fig_value_vector_tokens`)."""
+        from interp.figures import fig_value_vector_tokens
 
-        t = self.token_table(n)
-        fig = go.Figure(go.Table(header=dict(values=["Value vector (layer, neuron)", f"Top-{n or self.meta['k']} tokens"],
-                                             align="left"),
-                                 cells=dict(values=[t["neuron"], t["tokens"]], align="left")))
-        fig.update_layout(title="Tokens promoted by toxic value vectors (W_U v, no final norm)")
-        return fig
+        return fig_value_vector_tokens(self.table, k=n)
 
     def to_html(self, n: int | None = 10) -> str:
         """Return the token table as a standalone HTML fragment (escaped, no JavaScript)."""
         t = self.token_table(n)
-        body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>"
-                       for a, b in zip(t["neuron"], t["tokens"]))
+        body = "".join(f"<tr><td>({l}, {i})</td><td>{html.escape(b)}</td></tr>"
+                       for l, i, b in zip(t["layer"], t["neuron"], t["tokens"]))
         return ("<table class='xdetox-vocab'><thead><tr><th>Value vector (layer, neuron)</th>"
                 f"<th>Top tokens</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def _visible(token: str) -> str:
-    # Leading/trailing spaces carry meaning in subword pieces; show them instead of losing them.
-    return repr(token)[1:-1] if token.strip() != token or not token else token
-
-
-def _lexicon(lexicons: dict[str, list[str]] | None) -> tuple[Any, str]:
+def _lexicon(lexicons: Any) -> tuple[Any, str]:
     from interp.lexicon import Lexicon, default_lexicon
 
+    if hasattr(lexicons, "is_toxic_token"):  # already a Lexicon
+        return lexicons, "given"
     if lexicons is not None:
         return Lexicon(lexicons), "given"
     try:
@@ -112,11 +101,12 @@ N_LANGUAGES_MIN_TOKENS = 0.5
 
 @torch.no_grad()
 def project_to_vocab(model: Any, neurons: Sequence[tuple[int, int]] | Any, *, k: int = 30,
-                     lexicons: dict[str, list[str]] | None = None, token_languages: Any = None) -> VocabProjection:
+                     lexicons: dict[str, list[str]] | Any = None, token_languages: Any = None) -> VocabProjection:
     """Return the top-``k`` tokens of ``W_U v`` for each neuron's value vector, tagged by language.
 
     ``neurons`` is a list of (layer, neuron) pairs or a :class:`~interp.neurons.ToxicNeurons`;
-    ``lexicons`` is ``{lang: [words]}`` (default: the LDNOOBW lists of the data root, if present).
+    ``lexicons`` is ``{lang: [words]}`` or an :class:`interp.lexicon.Lexicon` (default: the LDNOOBW
+    lists of the data root, if present).
     ``token_languages`` (:class:`interp.token_languages.TokenLanguages`, measured on data) gives
     each token's language distribution, which its share of a vector is split by (``und`` for
     tokens with too little evidence); without it the script/hint-letter tags of

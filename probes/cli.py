@@ -148,9 +148,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             clean_threshold=args.clean_threshold, check=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
-        from interp.artifacts import atomic_write_text
+        from interp.artifacts import make_manifest, write_csv
+        from interp.loading import model_id
 
-        atomic_write_text(args.out, table.to_csv(index=False))
+        write_csv(args.out, table, manifest=make_manifest(
+            kind="probe-transfer", model_id=model_id(model), inputs={"probe": args.probe, "languages": args.languages},
+            config={"split": args.split, "max_prompts": args.max_prompts, "toxic_threshold": args.toxic_threshold,
+                    "clean_threshold": args.clean_threshold}))
         print(f"wrote {args.out}")
     return 0
 

@@ -85,3 +85,16 @@ def test_qlora_recipe_check_passes_our_loader_and_fails_the_reference_fp4(tmp_pa
                                                device_map={"": "cpu"})
     r = qlora_recipe(ref)
     assert r["n_4bit_layers"] > 0 and not r["all_nf4"] and not r["all_double_quant"]
+
+
+def test_step_timer_times_each_step_on_its_own_instance() -> None:
+    import time
+
+    from shapes import step_timer
+
+    a, b = step_timer("cpu"), step_timer("cpu")
+    for _ in range(2):
+        a.on_step_begin(None, None, None)
+        time.sleep(0.01)
+        a.on_step_end(None, None, None)
+    assert len(a.steps) == 2 and all(s >= 0.01 for s in a.steps) and b.steps == []

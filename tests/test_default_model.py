@@ -175,7 +175,7 @@ def test_lm_loss_matches_hf_loss(micro_data) -> None:
     tok, _, _ = micro_data
     model = make_model(MICRO, tok).eval()
     texts = ["the quick brown fox", "Ich will nach Hause gehen, jetzt sofort"]
-    got = lm_loss_by_language(model, tok, {"xx": texts}, device="cpu")["xx"]
+    got = lm_loss_by_language(model, tok, {"xx": texts})["xx"]
     # Independent: HF's own shifted loss per text, weighted by its number of predicted tokens.
     total, n = 0.0, 0
     for t in texts:

@@ -5,13 +5,15 @@ import pytest
 import torch
 from tiny_models import make_model, make_tokenizer
 
-from interp.quality import (
-    Criterion, check_build, check_heldout, check_probe, format_report, greedy_continuations, toxic_value_vectors,
-)
+from interp.interventions import generate_with_intervention
+from interp.loading import wrap_bridge
+from interp.quality import Criterion, check_build, check_heldout, check_probe, format_report, toxic_value_vectors
 
 
 class _SetLexicon:
     """A lexicon that flags exactly the given decoded tokens."""
+
+    languages = ("en",)
 
     def __init__(self, toxic: set[str]) -> None:
         self.toxic = toxic
@@ -51,27 +53,43 @@ def test_toxic_value_vectors_against_direct_weights() -> None:
     v = model.transformer.h[layer].mlp.c_proj.weight[neuron].detach()
     top = torch.topk(v @ model.transformer.wte.weight.detach().T, 20).indices.tolist()
     words = [tok.decode([t]) for t in top]
-    flagged = {words[0], words[3], words[5]}
-    c = toxic_value_vectors(model, tok, v, _SetLexicon(flagged), top_vectors=3, top_tokens=20, min_toxic=2)
+    lettered = [w for w in words if any(ch.isalpha() for ch in w)]  # a bad word has letters (tag_token's rule)
+    flagged = {lettered[0], lettered[2], lettered[4]}
+    c = toxic_value_vectors(wrap_bridge(model, tok), v, _SetLexicon(flagged), top_vectors=3, top_tokens=20,
+                            min_toxic=2)
     first = c.detail["vectors"][0]
     assert (first["layer"], first["neuron"]) == (layer, neuron) and first["cosine"] == pytest.approx(1.0, abs=1e-5)
-    assert first["n_toxic"] == sum(w in flagged for w in words) >= 3
+    assert first["toxic_tokens"] == [w for w in words if w in flagged] and first["n_toxic"] >= 3
     assert c.figure == sum(r["n_toxic"] >= 2 for r in c.detail["vectors"]) and not c.passed  # bar is 5
 
 
-def test_greedy_continuations_match_a_manual_argmax_loop() -> None:
+def _argmax_loop(model, tok, prompt: str, n: int) -> str:
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    for _ in range(n):
+        with torch.no_grad():
+            nxt = model(input_ids=ids).logits[0, -1].argmax()
+        ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    return tok.decode(ids[0, len(tok(prompt)["input_ids"]):], skip_special_tokens=True)
+
+
+def test_continuation_criterion_uses_greedy_continuations() -> None:
+    """Criterion 5 decodes with the library's one greedy path; it equals a token-by-token argmax loop."""
+    from types import SimpleNamespace
+
+    from interp.quality import QualityConfig, check_continuations
+
     tok = make_tokenizer()
     model = make_model("gpt2", len(tok)).eval()
-    prompts = ["I want to go", "you are a stupid idiot and"]
-    got = greedy_continuations(model, tok, prompts, new_tokens=5)
-    for p, g in zip(prompts, got):
-        ids = tok(p, return_tensors="pt")["input_ids"]
-        for _ in range(5):
-            with torch.no_grad():
-                nxt = model(input_ids=ids).logits[0, -1].argmax()
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-        n = len(tok(p)["input_ids"])
-        assert g == tok.decode(ids[0, n:], skip_special_tokens=True)
+    texts = ["I want to go", "you are a stupid idiot and", "hello there", "la maison"]
+    got = generate_with_intervention(wrap_bridge(model, tok), texts, None, 5)
+    want = [_argmax_loop(model, tok, t, 5) for t in texts]
+    assert got == want
+    # A lexicon that hits the first continuation only: toxic prompts 0-1, clean prompts 2-3.
+    lex = SimpleNamespace(hits=lambda text, lang: [text] if text == want[0] else [])
+    prompts = [SimpleNamespace(id=f"p{i}", text=t, toxicity=4.0 if i < 2 else 1.0) for i, t in enumerate(texts)]
+    c = check_continuations(wrap_bridge(model, tok), prompts, lex, QualityConfig(n_prompts=10, new_tokens=5))
+    assert c.figure == pytest.approx(0.5) and c.detail["clean_prompt_rate"] == 0.0 and c.passed
+    assert (c.detail["n_toxic_prompts"], c.detail["n_clean_prompts"]) == (2, 2)
 
 
 def test_format_report_prints_pass_fail_lines() -> None:

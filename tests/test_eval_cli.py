@@ -62,15 +62,10 @@ def test_evaluate_imports_without_trl() -> None:
 def test_eval_score_cli_uses_the_hf_scorer(tmp_path, tiny_tokenizer, capsys) -> None:
     """`--scorer hf --hf-model DIR` scores with that classifier, not the lexicon (issue 14 review)."""
     import torch
-    import transformers as T
 
-    cfg = T.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tiny_tokenizer),
-                       num_labels=2, pad_token_id=1, id2label={0: "non-toxic", 1: "toxic"},
-                       label2id={"non-toxic": 0, "toxic": 1})
-    torch.manual_seed(0)
-    model = T.GPT2ForSequenceClassification(cfg).eval()
-    model.save_pretrained(tmp_path / "clf")
-    tiny_tokenizer.save_pretrained(tmp_path / "clf")
+    from tiny_models import save_tiny_classifier
+
+    model = save_tiny_classifier(tiny_tokenizer, tmp_path / "clf")
     samples, out = tmp_path / "s.jsonl", tmp_path / "o.jsonl"
     texts = ["you are a stupid idiot", "this is a nice day"]
     samples.write_text("".join(json.dumps({"prompt_id": f"rtplx:en:{i}", "lang": "en", "sample_index": 0,

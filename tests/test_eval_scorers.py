@@ -176,15 +176,9 @@ def test_lexicon_scorer(data_root) -> None:
 
 # ----------------------------------------------------------------------------- hf
 def test_hf_classifier_scorer(tmp_path, tiny_tokenizer) -> None:
-    import transformers as T
+    from tiny_models import save_tiny_classifier
 
-    cfg = T.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tiny_tokenizer),
-                       num_labels=2, pad_token_id=1, id2label={0: "non-toxic", 1: "toxic"},
-                       label2id={"non-toxic": 0, "toxic": 1})
-    torch.manual_seed(0)
-    model = T.GPT2ForSequenceClassification(cfg).eval()
-    model.save_pretrained(tmp_path / "clf")
-    tiny_tokenizer.save_pretrained(tmp_path / "clf")
+    model = save_tiny_classifier(tiny_tokenizer, tmp_path / "clf")
     s = get_scorer("hf", path=tmp_path / "clf")
     texts = ["you are a stupid idiot", "this is a nice day"]
     res = s.score(texts, ["en", "en"])

@@ -126,6 +126,13 @@ def test_token_table_from_long_vocab_table() -> None:
     assert cells[3][0] == "sex, porn, seks"
 
 
+def test_token_rows_escape_whitespace_pieces() -> None:
+    long = pd.DataFrame({"layer": [0, 0, 0, 0], "neuron": [1, 1, 1, 1], "rank": [1, 2, 3, 4],
+                         "token": ["\n", " hell", "ok", "2020"]})  # a number-like piece is still a token
+    assert F.value_token_rows(long)["tokens"].tolist() == ["\\n,  hell, ok, 2020"]
+    assert F.fig_value_vector_tokens(long).data[0].cells.values[3][0] == "\\n,  hell, ok, 2020"
+
+
 def test_missing_columns_named() -> None:
     t = synthetic_tables()
     with pytest.raises(F.FigureInputError, match=r"missing column\(s\) \['toxprob_after'\]"):

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from interp.key_activations import bootstrap_ci, key_activations
+from scipy import stats as sps
+
+from interp.key_activations import key_activations
 from interp.languages import UnknownLanguageError
 from interp.loading import ModelView, model_record, wrap_bridge
 from test_activations import oracle
@@ -29,7 +31,13 @@ def test_summary_matches_oracle_and_ratio(tmp_path) -> None:
             ref, _ = oracle(bridge, prompts, neurons, 4)
             row = res.summary[(res.summary.model == name) & (res.summary.lang == lang)].iloc[0]
             assert row["mean"] == pytest.approx(float(ref.mean()), abs=1e-5)
-            assert row.ci_lo <= row["mean"] + 1e-9 <= row.ci_hi + 2e-9
+            # CI: the Student-t interval over per-prompt means (zero width at the mean for one prompt).
+            per_prompt = ref.mean(dim=(1, 2)).double().numpy()
+            if len(prompts) > 1:
+                want = sps.t.interval(0.95, len(prompts) - 1, loc=per_prompt.mean(), scale=sps.sem(per_prompt))
+            else:
+                want = (per_prompt.mean(), per_prompt.mean())
+            assert (row.ci_lo, row.ci_hi) == pytest.approx(want, abs=1e-5)
             assert row.n_prompts == len(prompts)
             per = res.per_neuron[(res.per_neuron.model == name) & (res.per_neuron.lang == lang)]
             np.testing.assert_allclose(per["mean"].to_numpy(), ref.mean(dim=(0, 1)).numpy(), atol=1e-5)
@@ -39,8 +47,11 @@ def test_summary_matches_oracle_and_ratio(tmp_path) -> None:
         assert ratio["fr"] == pytest.approx(base["fr"] / base["en"])
     else:
         assert np.isnan(ratio["fr"])
-    html = res.figure().to_html(include_plotlyjs=False)
-    assert "Mean activation" in html
+    fig = res.figure()  # figures.fig_key_activations of the summary: one bar group per model
+    assert [t.name for t in fig.data] == ["base", "dpo"]
+    for trace in fig.data:
+        means = res.summary[res.summary.model == trace.name].set_index("lang")["mean"]
+        assert list(trace.y) == pytest.approx([means[lang] for lang in trace.x])
     assert res.to_json(tmp_path / "k.json").is_file()
 
 
@@ -57,13 +68,6 @@ def test_model_views_share_weights() -> None:
                           {"en": ["hello", "I want"]}, n_new_tokens=3, n_boot=50, progress=False)
     m = res.summary.set_index("model")["mean"]
     assert abs(m["base"] - m["dpo"]) > 1e-4
-
-
-def test_bootstrap_ci_is_seeded_and_covers_mean() -> None:
-    x = np.random.default_rng(0).normal(size=50)
-    assert bootstrap_ci(x, 500, 1) == bootstrap_ci(x, 500, 1)
-    lo, hi = bootstrap_ci(x, 500, 1)
-    assert lo < x.mean() < hi
 
 
 def test_bad_inputs() -> None:

@@ -9,6 +9,7 @@ import torch
 
 from detox_train.pairs import (filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs, pplm_pairs,
                                read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
+from interp.artifacts import InputError
 from interp.data import DataFormatError, PreferencePair
 from tiny_models import make_model
 
@@ -48,7 +49,10 @@ def test_missing_field_names_file_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: field 'chosen': must be a string"):
         read_pairs_jsonl(path)
     path.write_text("{not json\n")
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: invalid JSON"):
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: invalid JSON"):
+        read_pairs_jsonl(path)
+    path.write_text("[1]\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: line is a JSON list, not an object"):
         read_pairs_jsonl(path)
     with pytest.raises(DataFormatError, match="not found"):
         read_pairs_jsonl(tmp_path / "nope.jsonl")

@@ -140,6 +140,10 @@ def test_cli_train_show_eval_import(tiny_dirs, tiny_root, tmp_path, capsys, monk
     df = pd.read_csv(csv)
     assert df["lang"].tolist() == ["de", "en"] and (df["n_rated"] == 20).all()
     assert df["auc"].notna().all() and not math.isnan(df["spearman"].iloc[0])
+    from interp.artifacts import file_sha256, read_json, table_manifest_path
+
+    man = read_json(table_manifest_path(csv))  # the table's own manifest, tied to its bytes
+    assert man["kind"] == "probe-transfer" and man["table"]["sha256"] == file_sha256(csv, None)
     # a probe of another model is refused with a clear message
     other = tiny_dirs["llama"]
     assert main(["probe", "eval", "--model", str(other), "--device", "cpu", "--data-root", str(tiny_root),

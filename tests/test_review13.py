@@ -307,22 +307,12 @@ def test_standalone_clis_take_bos_and_the_model_carries_it(argv, tiny_dirs) -> N
 
 # ----------------------------------------------------------------------------- 8: n_languages threshold
 def test_n_languages_ignores_slivers_of_a_measured_distribution(tiny_tokenizer) -> None:
-    import torch
-
-    from interp.architecture import _unwrap, get_adapter
-    from interp.loading import wrap_bridge
     from interp.token_languages import count_token_languages
     from interp.vocab import project_to_vocab
-    from tiny_models import make_model
+    from tiny_models import fox_bridge
 
     tok = tiny_tokenizer
-    hf = make_model("gpt2", len(tok))
-    a = get_adapter(hf)
-    fox = tok("the quick brown fox", add_special_tokens=False)["input_ids"][-2]
-    W_U = a.unembed_matrix()
-    with torch.no_grad():
-        _unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
-    bridge = wrap_bridge(hf, tok)
+    bridge, fox = fox_bridge(tok)
     # "fox" is about 95% English, 5% German by rate (German has 20x more other text per fox).
     texts = {"en": ["the quick brown fox"] * 10, "de": ["the quick brown fox " + "Ich will nach Hause " * 40]}
     tl = count_token_languages(tok, texts, min_count=1)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from interp.stats import CorrelationInputError, bootstrap_ci, correlate, permutation_pvalue
+from interp.stats import CorrelationInputError, correlate, correlation_bootstrap_ci, permutation_pvalue
 
 LANGS = ["ar", "cs", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "nl", "pl", "pt", "ru", "sv", "zh"]
 
@@ -60,11 +60,11 @@ def test_permutation_p_exact_when_all_pairings_fit() -> None:
     assert permutation_pvalue(x, y, n_perm=5000, rng=np.random.default_rng(0)) == pytest.approx(brute, abs=1e-12)
 
 
-def test_bootstrap_ci_close_to_scipy_bootstrap() -> None:
+def test_correlation_bootstrap_ci_close_to_scipy_bootstrap() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=16)
     y = 0.6 * x + rng.normal(size=16)
-    lo, hi = bootstrap_ci(x, y, n_boot=4000, rng=np.random.default_rng(0))
+    lo, hi = correlation_bootstrap_ci(x, y, n_boot=4000, rng=np.random.default_rng(0))
     ref = sps.bootstrap((x, y), lambda a, b, axis=-1: _pearson(a, b, axis), paired=True, vectorized=True,
                         n_resamples=4000, method="percentile", rng=np.random.default_rng(1)).confidence_interval
     assert lo == pytest.approx(ref.low, abs=0.05) and hi == pytest.approx(ref.high, abs=0.05)

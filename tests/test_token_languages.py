@@ -59,21 +59,11 @@ def test_known_tokens_on_the_data_root(data_root) -> None:
 
 def test_value_mass_uses_measured_languages(tiny_tokenizer) -> None:
     """A vector promoting a token measured as half German, half English gives each 0.5/k."""
-    import torch
-
-    from interp.architecture import _unwrap, get_adapter
-    from interp.loading import wrap_bridge
     from interp.vocab import project_to_vocab
-    from tiny_models import make_model
+    from tiny_models import fox_bridge
 
     tok = tiny_tokenizer
-    hf = make_model("gpt2", len(tok))
-    a = get_adapter(hf)
-    fox = tok("the quick brown fox", add_special_tokens=False)["input_ids"][-2]
-    W_U = a.unembed_matrix()
-    with torch.no_grad():  # value vector (1, 0) = the unembedding column of "fox": it ranks first
-        _unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
-    bridge = wrap_bridge(hf, tok)
+    bridge, fox = fox_bridge(tok)  # value vector (1, 0) = the unembedding column of "fox": it ranks first
     texts = {"en": ["the quick brown fox"] * 5, "de": ["the quick brown fox"] * 5, "fr": ["Je veux"] * 5}
     tl = count_token_languages(tok, texts)
     proj = project_to_vocab(bridge, [(1, 0)], k=1, lexicons={}, token_languages=tl)

@@ -101,14 +101,6 @@ def test_paired_emt_change_cis_are_t_intervals_of_the_prompt_differences() -> No
         assert out.loc[lang, "p"] == pytest.approx(sps.ttest_1samp(x, 0).pvalue)
 
 
-def test_key_activation_ci_is_the_same_t_interval() -> None:
-    from interp.key_activations import bootstrap_ci
-    from interp.stats import mean_ci
-
-    x = np.array([0.2, 0.1, -0.05, 0.3])
-    assert bootstrap_ci(x, 1000, 0) == pytest.approx(mean_ci(x)[1:3])
-
-
 def test_holm_matches_the_step_down_definition() -> None:
     from interp.stats import holm
 

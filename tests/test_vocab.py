@@ -6,6 +6,7 @@ import torch
 
 from interp.loading import wrap_bridge
 from interp.scripts import char_script, tag_token, token_script
+from interp.figures import visible_token
 from interp.vocab import REPLACEMENT, decode_token, project_to_vocab
 from tiny_models import make_model, make_tokenizer
 from interp.architecture import get_adapter
@@ -54,10 +55,14 @@ def test_language_mass_and_figures() -> None:
     total = proj.per_vector[[c for c in mass.lang]].sum(axis=1) + und
     assert total.tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert (proj.per_vector["effective_languages"] <= proj.per_vector["n_languages"] + 1e-9).all()
-    fig = proj.figure()
-    assert "Top-10 tokens" in fig.to_html(include_plotlyjs=False)
+    # The figure is figures.fig_value_vector_tokens of the long table: its cells are each vector's
+    # top-10 tokens in rank order, rebuilt here from the table itself.
+    cells = proj.figure().data[0].cells.values
+    for row, ((layer, neuron), df) in enumerate(proj.table.groupby(["layer", "neuron"], sort=False)):
+        want = ", ".join(visible_token(t) for t in df.sort_values("rank")["token"].head(10))
+        assert (int(cells[1][row]), int(cells[2][row]), cells[3][row]) == (layer, neuron, want)
     html = proj.to_html()
-    assert html.startswith("<table") and html.count("<tr>") == 4
+    assert html.startswith("<table") and html.count("<tr>") == 4 and "<td>(1, 3)</td>" in html
 
 
 def test_decode_is_byte_safe_for_every_piece() -> None:

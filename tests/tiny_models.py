@@ -104,3 +104,31 @@ def save_tiny(family: str, directory: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def fox_bridge(tok: T.PreTrainedTokenizerFast) -> tuple[object, int]:
+    """Return (bridge, fox id): a tiny GPT-2 whose value vector (1, 0) is 100x the unit unembedding
+    column of the " fox" token of "the quick brown fox", so that token ranks first in its projection."""
+    from interp.architecture import _unwrap, get_adapter
+    from interp.loading import wrap_bridge
+
+    hf = make_model("gpt2", len(tok))
+    a = get_adapter(hf)
+    fox = tok("the quick brown fox", add_special_tokens=False)["input_ids"][-2]
+    W_U = a.unembed_matrix()
+    with torch.no_grad():
+        _unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
+    return wrap_bridge(hf, tok), fox
+
+
+def save_tiny_classifier(tok: T.PreTrainedTokenizerFast, directory: Path) -> T.PreTrainedModel:
+    """Save a tiny random-init GPT-2 toxicity classifier (labels non-toxic/toxic) and ``tok`` to
+    ``directory`` (for the ``hf`` scorer) and return the model, in eval mode."""
+    cfg = T.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tok),
+                       num_labels=2, pad_token_id=1, id2label={0: "non-toxic", 1: "toxic"},
+                       label2id={"non-toxic": 0, "toxic": 1})
+    torch.manual_seed(0)
+    model = T.GPT2ForSequenceClassification(cfg).eval()
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return model

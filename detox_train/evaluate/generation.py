@@ -413,6 +413,18 @@ def _generate_resumable(model: Any, prompts: list[Any], s: GenerationSettings, r
     return [done[key] for key in order]
 
 
+def refuse_repeated_row(seen: dict[tuple[Any, Any], int], key: tuple[Any, Any], where: str, line: int,
+                        noun: str) -> None:
+    """Record that ``key`` = (prompt_id, sample_index) was read on ``line``; a key read before is an
+    :class:`~interp.artifacts.InputError` naming both lines (samples and scored-samples files)."""
+    from interp.artifacts import InputError
+
+    if key in seen:
+        raise InputError(f"{where}: duplicate {noun} (prompt_id {key[0]!r}, sample_index {key[1]}) first seen "
+                         f"on line {seen[key]}; each {noun} must appear once: drop the repeated line")
+    seen[key] = line
+
+
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     """Return the samples stored in a JSONL written by :func:`generate`."""
     from interp.artifacts import InputError, numbered_jsonl
@@ -437,11 +449,7 @@ def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
         ntok = r.get("n_tokens", 0)
         if not isinstance(ntok, int) or isinstance(ntok, bool):
             raise InputError(f"{where}: field 'n_tokens' must be an integer, got {ntok!r}")
-        key = (r["prompt_id"], r["sample_index"])
-        if key in seen:
-            raise InputError(f"{where}: duplicate sample (prompt_id {key[0]!r}, sample_index {key[1]}) first seen "
-                             f"on line {seen[key]}; each sample must appear once: drop the repeated line")
-        seen[key] = n
+        refuse_repeated_row(seen, (r["prompt_id"], r["sample_index"]), where, n, "sample")
         psha = r.get("prompt_sha") or ""
         if not isinstance(psha, str):
             raise InputError(f"{where}: field 'prompt_sha' must be a string, got {psha!r}")

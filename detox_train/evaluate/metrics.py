@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
+
+from interp.lm_loss import continuation_nll  # the one NLL implementation (re-exported here)
 
 METRIC_COLUMNS = ["lang", "n_prompts", "n_samples", "n_failed", "n_empty", "emt", "emt_lo", "emt_hi", "toxprob",
                   "toxprob_lo", "toxprob_hi", "avgtox", "avgtox_lo", "avgtox_hi", "ppl_median", "ppl_q1",
@@ -67,59 +68,6 @@ def repeat_rate(text: str, n: int = 3, lang: str = "en") -> float:
 
 
 # ----------------------------------------------------------------------------- perplexity
-@torch.no_grad()
-def continuation_nll(model: Any, prompts: Sequence[str], continuations: Sequence[str], *, tokenizer: Any = None,
-                     batch_size: int = 16) -> list[tuple[float, int]]:
-    """Return (summed NLL in nats, n continuation tokens) per pair, scoring continuation tokens given the prompt.
-
-    The sequence is the prompt's ids followed by the continuation's ids, both from the run's
-    tokenization rule (:mod:`interp.tokenization`: BOS by its policy, an empty prompt becomes the
-    start token); a prompt too long for the judge's context keeps its end. Right-padded batches.
-    ``model`` may be a :class:`interp.loading.ModelView` (e.g. the adapter-disabled base of a LoRA
-    run): it is scored in that view's adapter state.
-    """
-    from interp.loading import ModelView, activate
-    from interp.tokenization import context_length, token_rule
-
-    if len(prompts) != len(continuations):
-        raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
-    if isinstance(model, ModelView):
-        with activate(model) as inner:
-            return continuation_nll(inner, prompts, continuations, tokenizer=tokenizer, batch_size=batch_size)
-    from interp.architecture import hf_model_of
-
-    hf = hf_model_of(model)
-    tok = tokenizer or getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ValueError("no tokenizer: pass tokenizer= with a plain HF judge model")
-    device = next(hf.parameters()).device
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    rule = token_rule(model, tokenizer=tokenizer)
-    limit = context_length(model)
-    out: list[tuple[float, int]] = []
-    for s in range(0, len(prompts), batch_size):
-        seqs, starts = [], []
-        for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size]):
-            ci = rule.ids(c, "continuation") if c else []
-            if limit is not None:
-                ci = ci[:limit - 1]
-            pi = rule.ids(p, "prompt", max_length=None if limit is None else max(limit - len(ci), 1))
-            seqs.append(pi + ci)
-            starts.append(len(pi))
-        width = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, x in enumerate(seqs):
-            ids[i, :len(x)] = torch.tensor(x)
-            mask[i, :len(x)] = 1
-        logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-        for i, x in enumerate(seqs):
-            st, end = starts[i], len(x)  # continuation tokens sit at positions st..end-1
-            out.append((float(-logp[i, st - 1:end - 1].sum()), end - st))
-    return out
-
-
 def conditional_perplexity(model: Any, prompts: Sequence[str], continuations: Sequence[str], *,
                            tokenizer: Any = None, batch_size: int = 16) -> list[float]:
     """Return exp(mean NLL of the continuation tokens given the prompt) per pair (NaN if empty)."""
@@ -251,12 +199,13 @@ def compare_tables(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, path_stem: str | os.PathLike[str], **manifest: Any) -> tuple[Path, Path]:
-    """Write ``df`` atomically as ``<stem>.csv`` and ``<stem>.json`` (records) and return both paths."""
-    from interp.artifacts import atomic_write_text, write_json, make_manifest
+    """Write ``df`` atomically as ``<stem>.csv`` and ``<stem>.json`` (its manifest and the records) and
+    return both paths."""
+    from interp.artifacts import make_manifest, write_csv, write_json
 
     stem = Path(path_stem)
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
-    atomic_write_text(csv_path, df.to_csv(index=False))
+    write_csv(csv_path, df)
     clean = df.astype(object).where(pd.notna(df), None)
     write_json(json_path, {"manifest": make_manifest(kind="eval-table", **manifest),
                            "rows": clean.to_dict("records")})

@@ -13,7 +13,7 @@ from interp.artifacts import (JsonlAppender, file_sha256, make_manifest, read_js
                               write_jsonl)
 from interp.languages import normalize_language
 
-from .generation import Sample, read_samples
+from .generation import Sample, read_samples, refuse_repeated_row
 from .scorers import CachedScorer, ScoreCache, Scorer, scorer_key
 
 
@@ -65,11 +65,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
                                  "probabilities: rescore the samples with xdetox eval score")
         if not isinstance(r["text"], str):
             raise InputError(f"{where}: field 'text' must be a string, got {r['text']!r}")
-        key = (r["prompt_id"], r["sample_index"])
-        if key in seen:
-            raise InputError(f"{where}: duplicate row (prompt_id {key[0]!r}, sample_index {key[1]}) first seen on "
-                             f"line {seen[key]}; drop the repeated line")
-        seen[key] = n
+        refuse_repeated_row(seen, (r["prompt_id"], r["sample_index"]), where, n, "scored row")
         out.append(ScoredSample(**r))
     if not out:
         raise InputError(f"{path}: the scored-samples file is empty; score samples first (xdetox eval score)")
