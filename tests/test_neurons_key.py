@@ -9,7 +9,8 @@ from scipy import stats as sps
 
 from interp.key_activations import key_activations
 from interp.languages import UnknownLanguageError
-from interp.loading import ModelView, model_record, wrap_bridge
+from interp.loading import ModelView, wrap_bridge
+from interp.record import model_record
 from test_activations import oracle
 from tiny_models import make_model, make_tokenizer
 

@@ -15,7 +15,8 @@ import interp.architecture as arch
 from interp.activations import bare_modules, bridge_hooks_active, collect_prompt_activations
 from interp.architecture import _unwrap, get_adapter, invalidate_adapter
 from interp.baselines import residual_steering
-from interp.loading import ModelView, adapter_disabled, model_record, wrap_bridge
+from interp.loading import ModelView, adapter_disabled, wrap_bridge
+from interp.record import model_record
 from probes import extract_features
 from tiny_models import FAMILIES, make_model, make_tokenizer
 
