@@ -7,6 +7,8 @@ Names are imported lazily so ``import interp`` stays cheap; ``dir(interp)`` list
 from __future__ import annotations
 
 import importlib
+import sys
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
@@ -59,8 +61,22 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """Return the exported names, the module's dunders and its imported submodules (Jupyter's tab completion)."""
-    from types import ModuleType
-
     own = {n for n, v in globals().items() if (n.startswith("__") and n.endswith("__"))
            or (isinstance(v, ModuleType) and v.__name__ == f"{__name__}.{n}")}
     return sorted(own | set(_EXPORTS))
+
+
+class _Package(ModuleType):
+    """``interp`` itself: importing a submodule never hides the export of the same name.
+
+    Python binds ``interp.key_activations`` to the submodule once it is imported (by anyone), which
+    would shadow the function ``key_activations`` exported here; that binding is skipped.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
