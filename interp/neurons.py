@@ -102,6 +102,11 @@ class ToxicNeurons:
         """Return the subset that passed the activation filter (all rows when none was run)."""
         return ToxicNeurons([r for r in self.rows if r.kept], {**self.meta, "subset": "kept"})
 
+    def analysed(self) -> "ToxicNeurons":
+        """Return the neurons the study analyses downstream: the kept ones, else every candidate (none passed)."""
+        kept = self.kept()
+        return kept if len(kept) else self
+
     def layers_neurons(self) -> list[tuple[int, int]]:
         """Return ``[(layer, neuron), ...]`` in rank order."""
         return [(r.layer, r.neuron) for r in self.rows]
