@@ -130,12 +130,13 @@ def test_guard_trips_on_an_executed_output(how: str, forbidden: dict[str, str], 
 def test_make_notebooks_entry_point_saves_checked_outputs(smoke_run: Path, data_root: Path, tmp_path, capsys) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
-    shutil.copy(NOTEBOOKS[0], src / NOTEBOOKS[0].name)
+    quickstart = next(p for p in NOTEBOOKS if p.name.startswith("01"))  # runs (here: reuses) the study on --run-dir
+    shutil.copy(quickstart, src / quickstart.name)
     rc = main(["--preset", "smoke", "--run-dir", str(smoke_run), "--notebooks", str(src), "--out-dir", str(out),
                "--data-root", str(data_root)])
     assert rc == 0
-    saved = json.loads((out / NOTEBOOKS[0].name).read_text(encoding="utf-8"))
+    saved = json.loads((out / quickstart.name).read_text(encoding="utf-8"))
     assert any(c.get("outputs") for c in saved["cells"] if c["cell_type"] == "code")
-    assert json.loads((src / NOTEBOOKS[0].name).read_text(encoding="utf-8")) == json.loads(NOTEBOOKS[0].read_text())
+    assert json.loads((src / quickstart.name).read_text(encoding="utf-8")) == json.loads(quickstart.read_text())
     assert capsys.readouterr().out.strip().startswith("notebooks: 1 executed on")
     assert main(["--notebooks", str(tmp_path / "empty")]) == 2
