@@ -262,7 +262,8 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], n_steps: int,
     return out
 
 
-def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches: Any, n_steps: int, out: Tensor,
+def _decode_batches(hf: nn.Module, prompt_ids: Sequence[Sequence[int]], batches: Any, n_steps: int,
+                    out: Int[Tensor, "n_prompts n_steps"],
                     device: torch.device, pad_id: int, use_pos: bool,
                     on_step: Callable[[int, Tensor], None] | None,
                     on_batch: Callable[[list[int]], None] | None) -> None:

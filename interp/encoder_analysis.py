@@ -131,7 +131,7 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     neurons = find_toxic_neurons(model, probe, top_k=c.top_k, filter_prompts=[p.text for p in en[: c.filter_prompts]],
                                  positions="prompt", progress=pipe.progress)
     kept = neurons.kept()
-    chosen = kept if len(kept) else neurons
+    chosen = neurons.analysed()
     lap("neurons")
 
     # 3. vocabulary projection: the analysed group, and the top probe-aligned vectors (filter or not)

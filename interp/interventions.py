@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.activations import (activation_hooks, as_neuron_list, encode_prompts, generation_budget, greedy_decode,
@@ -62,7 +62,8 @@ class NeuronIntervention:
         """Forget how many forward passes were seen (a new prompt batch starts)."""
         self._calls.clear()
 
-    def _plan(self) -> dict[int, tuple[Tensor, Tensor]]:
+    def _plan(self) -> dict[int, tuple[Int[Tensor, " _n"], Float[Tensor, " _n"]]]:
+        """Return {layer: (neuron columns, values)} for the layers this intervention touches."""
         vals = self.values()
         plan: dict[int, tuple[Tensor, Tensor]] = {}
         for layer, group in group_by_layer(self.neurons).items():
@@ -70,7 +71,8 @@ class NeuronIntervention:
         return plan
 
     def edit(self, layer: int, act: Float[Tensor, "batch pos d_mlp"],
-             plan: dict[int, tuple[Tensor, Tensor]] | None = None) -> Float[Tensor, "batch pos d_mlp"]:
+             plan: dict[int, tuple[Int[Tensor, " _n"], Float[Tensor, " _n"]]] | None = None
+             ) -> Float[Tensor, "batch pos d_mlp"]:
         """Return ``act`` with this layer's neurons edited (a new tensor; ``act`` is untouched)."""
         plan = plan or self._plan()
         if layer not in plan:

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
+from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from interp.architecture import (FAMILIES, UnsupportedArchitectureError, auto_class_for, check_supported,
@@ -252,7 +253,7 @@ def _reloadable_tokenizer(tokenizer: Any) -> Any:
     return reloaded
 
 
-def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | None = None) -> Any:
+def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | None = None) -> TransformerBridge:
     """Wrap an HF causal LM (possibly with injected LoRA layers) in a ``TransformerBridge``."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
@@ -321,7 +322,7 @@ def check_kv_cache(hf_model: nn.Module) -> None:
 def load_model(name_or_path: str | os.PathLike[str] | nn.Module, *, adapter: str | os.PathLike[str] | None = None,
                merge_adapter: bool = False, dtype: str | torch.dtype | None = None, device: str | None = None,
                quantization: Quantization | None = None, revision: str | None = None,
-               tokenizer: Any = None) -> Any:
+               tokenizer: Any = None) -> TransformerBridge:
     """Return a ``TransformerBridge`` over a supported HF causal LM.
 
     ``name_or_path`` is a hub name (read from the HF cache), a local directory, a PEFT adapter

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.architecture import get_adapter
@@ -58,7 +58,7 @@ def probe_direction(probe: Any, d_model: int | None = None) -> Float[Tensor, "d_
 
 
 def rank_value_vectors(values: Float[Tensor, "n_layers d_mlp d_model"], direction: Float[Tensor, "d_model"],
-                       top_k: int) -> tuple[Float[Tensor, "k"], Tensor, Tensor]:
+                       top_k: int) -> tuple[Float[Tensor, "k"], Int[Tensor, "k"], Int[Tensor, "k"]]:
     """Return (cosines, layers, neurons) of the global top-k value vectors by cosine to ``direction``."""
     n_layers, d_mlp, d_model = values.shape
     flat = values.reshape(n_layers * d_mlp, d_model)  # one stacked op over every layer
@@ -103,6 +103,11 @@ class ToxicNeurons:
     def kept(self) -> "ToxicNeurons":
         """Return the subset that passed the activation filter (all rows when none was run)."""
         return ToxicNeurons([r for r in self.rows if r.kept], {**self.meta, "subset": "kept"})
+
+    def analysed(self) -> "ToxicNeurons":
+        """Return the neurons the study analyses downstream: the kept ones, else every candidate (none passed)."""
+        kept = self.kept()
+        return kept if len(kept) else self
 
     def layers_neurons(self) -> list[tuple[int, int]]:
         """Return ``[(layer, neuron), ...]`` in rank order."""

@@ -100,7 +100,7 @@ class _LockstepSource:
             kw["position_ids"] = self.pos
         self.past = checked_cache(self.hf(input_ids=ids, **kw).past_key_values, width)
 
-    def step(self, nxt: Tensor) -> None:
+    def step(self, nxt: Int[Tensor, " batch"]) -> None:
         assert self.mask is not None and self.pos is not None
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(nxt), 1)], dim=1)
         self.pos = self.pos[:, -1:] + 1
@@ -268,7 +268,7 @@ class PatchingResult:
                                  "key_drop": clean(self.key_drop)})
 
 
-def _decode(model: Any, toks: Tensor) -> list[str]:
+def _decode(model: Any, toks: Int[Tensor, "n_prompts n_steps"]) -> list[str]:
     tok = tokenizer_of(model.model if hasattr(model, "adapter_enabled") else model)
     return [tok.decode(t.tolist(), skip_special_tokens=True) for t in toks]
 

@@ -297,9 +297,13 @@ class Pipeline:
         return StageResult(name, key, data["summary"], data.get("outputs", {}), skipped=True,
                            produced=data.get("produced"))
 
+    def finished(self, stage: str) -> StageResult | None:
+        """Return the result of ``stage`` if it finished under this run's key, else None (another key raises)."""
+        return self.results.get(stage) or self._done(stage, self._key_of(stage))
+
     def output(self, stage: str, name: str) -> Path:
         """Return the path of output ``name`` of a finished ``stage``."""
-        res = self.results.get(stage) or self._done(stage, self._key_of(stage))
+        res = self.finished(stage)
         if res is None or name not in res.outputs:
             raise InputError(f"{self.run_dir}: stage {stage!r} has not produced {name!r} for this config; run it "
                              f"first (xdetox run --run-dir {self.run_dir} --only {stage}, or without --only)")
@@ -569,7 +573,7 @@ class Pipeline:
                                      n_new_tokens=c.n_new_tokens, progress=self.progress)
         neurons.to_json(d / "neurons.json")
         kept = neurons.kept()
-        chosen = kept if len(kept) else neurons
+        chosen = neurons.analysed()
         from interp.activations import tokenizer_of
         from interp.token_languages import token_languages_from_data
 
@@ -706,9 +710,7 @@ class Pipeline:
 
     def _group_neurons(self) -> list[tuple[int, int]]:
         """Return the (layer, neuron) pairs analysed downstream: the kept ones, else all candidates."""
-        neurons = self.neurons()
-        kept = neurons.kept()
-        return (kept if len(kept) else neurons).layers_neurons()
+        return self.neurons().analysed().layers_neurons()
 
     def stage_key_activations(self, d: Path) -> tuple[str, dict[str, Any]]:
         from interp.key_activations import key_activations

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.architecture import get_adapter, hf_model_of
@@ -153,7 +153,8 @@ def _compute_representations(model: Any, texts: Sequence[str], tokenizer: Any, b
     return out
 
 
-def _encoder_hidden_states(adapter: Any, runner: torch.nn.Module, input_ids: Tensor, mask: Tensor) -> list[Tensor]:
+def _encoder_hidden_states(adapter: Any, runner: torch.nn.Module, input_ids: Int[Tensor, "batch pos"],
+                           mask: Int[Tensor, "batch pos"]) -> list[Float[Tensor, "batch pos d_model"]]:
     """Return [block 0 input, block 0 output, ..., last block output] of an encoder, by hooks.
 
     HF's ``output_hidden_states`` on a TransformerBridge-wrapped BERT reports each layer twice (the

@@ -102,8 +102,8 @@ def _check_finite(df: pd.DataFrame, name: str, columns: Iterable[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- vectorised statistics
-def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Return Pearson r for each row pair of ``x`` and ``y`` (shape [..., n]); NaN where constant."""
+def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray | np.floating:
+    """Return Pearson r for each row pair of ``x`` and ``y`` (shape [..., n]; a NumPy scalar for 1-D); NaN where constant."""
     xc = x - x.mean(axis=-1, keepdims=True)
     yc = y - y.mean(axis=-1, keepdims=True)
     den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
@@ -113,7 +113,7 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray | np.floating:
     """Return Spearman rho (Pearson of average ranks) for each row pair."""
     return _rowwise_pearson(sps.rankdata(x, axis=-1), sps.rankdata(y, axis=-1))
 

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_LAYER = {"cli.py", "pipeline.py", "pipeline_report.py", "quality.py", "encoder_analysis.py"}
+APP_LAYER = {"cli.py", "pipeline.py", "pipeline_report.py", "quality.py", "encoder_analysis.py", "run_handle.py"}
 
 
 def _imports(path: Path) -> set[str]:

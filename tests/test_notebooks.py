@@ -19,8 +19,34 @@ def forbidden(data_root) -> dict[str, str]:
     return rtplx_texts(data_root)
 
 
-def test_there_are_five_notebooks() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+def test_there_are_six_notebooks() -> None:
+    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
+
+
+def _code(path: Path) -> str:
+    import nbformat
+
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_teach_the_public_api(path: Path) -> None:
+    """00 starts from ``interp.load_model("default")`` with no pipeline; 01..05 open their run with ``open_run``;
+    none reaches into the pipeline's internals (private methods, stage-output strings, prompt salts)."""
+    import nbformat
+
+    code = _code(path)
+    nb = nbformat.read(path, as_version=4)
+    assert not [c for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)], \
+        "saved notebooks carry no outputs (`make notebooks` writes executed copies)"
+    for private in ("._", "pipe.", "Pipeline(", ".output(", "salt=", "eval_prompts"):
+        assert private not in code, private
+    if path.name.startswith("00"):
+        first = next(c.source for c in nb.cells if c.cell_type == "code")
+        assert 'interp.load_model("default")' in first
+        assert "pipeline" not in code and "open_run" not in code
+    else:
+        assert "open_run(RUN_DIR)" in code
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -104,12 +130,13 @@ def test_guard_trips_on_an_executed_output(how: str, forbidden: dict[str, str], 
 def test_make_notebooks_entry_point_saves_checked_outputs(smoke_run: Path, data_root: Path, tmp_path, capsys) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
-    shutil.copy(NOTEBOOKS[0], src / NOTEBOOKS[0].name)
+    quickstart = next(p for p in NOTEBOOKS if p.name.startswith("01"))  # runs (here: reuses) the study on --run-dir
+    shutil.copy(quickstart, src / quickstart.name)
     rc = main(["--preset", "smoke", "--run-dir", str(smoke_run), "--notebooks", str(src), "--out-dir", str(out),
                "--data-root", str(data_root)])
     assert rc == 0
-    saved = json.loads((out / NOTEBOOKS[0].name).read_text(encoding="utf-8"))
+    saved = json.loads((out / quickstart.name).read_text(encoding="utf-8"))
     assert any(c.get("outputs") for c in saved["cells"] if c["cell_type"] == "code")
-    assert json.loads((src / NOTEBOOKS[0].name).read_text(encoding="utf-8")) == json.loads(NOTEBOOKS[0].read_text())
+    assert json.loads((src / quickstart.name).read_text(encoding="utf-8")) == json.loads(quickstart.read_text())
     assert capsys.readouterr().out.strip().startswith("notebooks: 1 executed on")
     assert main(["--notebooks", str(tmp_path / "empty")]) == 2
