@@ -48,7 +48,7 @@ demo: $(STAMP) $(CHROMIUM_STAMP)
 ## Execute every notebook on the demo run (runs/demo; `make demo` first or it runs the stages) and save it
 ## with its outputs; each saved output passes the report's RTP-LX text guard or nothing is written.
 notebooks: $(STAMP) $(CHROMIUM_STAMP)
-	$(PY) -m interp.notebooks --preset demo --run-dir $(RUN_DIR)
+	$(PY) -m interp.app.notebooks --preset demo --run-dir $(RUN_DIR)
 
 ## The test suite (CI runs exactly this through .ci/run). Exit code 5 (no tests collected) counts as failure.
 test: $(STAMP) $(CHROMIUM_STAMP)

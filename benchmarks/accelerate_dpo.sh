@@ -39,9 +39,9 @@ COMMON=(train --preset paper-full --model "$WORK/model" --pairs "$WORK/pairs.jso
 
 t0=$(date +%s)
 "$ACCEL" launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
-  -m detox_train.cli_dpo "${COMMON[@]}" --device cpu --output-dir "$WORK/run-2proc"
+  -m interp.app.cli_dpo "${COMMON[@]}" --device cpu --output-dir "$WORK/run-2proc"
 t1=$(date +%s)
-"$PY" -m detox_train.cli_dpo "${COMMON[@]}" --device cpu --output-dir "$WORK/run-1proc"
+"$PY" -m interp.app.cli_dpo "${COMMON[@]}" --device cpu --output-dir "$WORK/run-1proc"
 t2=$(date +%s)
 
 "$PY" - "$WORK" "$((t1 - t0))" "$((t2 - t1))" <<'PYEOF'

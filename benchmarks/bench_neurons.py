@@ -39,9 +39,9 @@ def _best(fn, rounds: list[float]) -> None:
 
 def bench_collection(n_prompts: int, n_new: int, batch: int, device: str, rounds: int, shape: str = "tiny",
                      dtype: str = "auto") -> dict[str, float]:
-    from interp.activations import collect_generation_activations, encode_prompts
-    from interp.architecture import get_adapter
-    from interp.loading import wrap_bridge
+    from interp.neurons.activations import collect_generation_activations, encode_prompts
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import wrap_bridge
     from tiny_models import TINY_TEXT
 
     hf, tok = build(shape, device=device, dtype=dtype)
@@ -101,8 +101,8 @@ _LAST_BRIDGE = None
 
 def bench_ranking(rounds: int, model=None) -> dict[str, float]:
     """Rank mGPT-sized random value vectors, or, given ``model``, all of that model's value vectors."""
-    from interp.architecture import get_adapter
-    from interp.neurons import rank_value_vectors
+    from interp.model.architecture import get_adapter
+    from interp.neurons.ranking import rank_value_vectors
 
     g = torch.Generator().manual_seed(0)
     if model is not None:

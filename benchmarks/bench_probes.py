@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def _texts(n: int) -> list[str]:
     try:
-        from interp.data import paradetox_labeled
+        from interp.data.sources import paradetox_labeled
 
         base = [r.text for r in paradetox_labeled()]
     except (FileNotFoundError, ValueError):
@@ -59,7 +59,7 @@ def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device
                n_layers: int = N_LAYERS, d_model: int = D_MODEL, shape: str | None = None,
                dtype: str = "auto") -> dict[str, float]:
     """Return tokens/s of extraction, bare HF forward and a per-sentence loop, and their ratios."""
-    from interp.loading import wrap_bridge
+    from interp.model.loading import wrap_bridge
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
     from shapes import bare_view, build, sync
 
@@ -70,7 +70,7 @@ def throughput(n_texts: int = 192, batch_size: int = 32, rounds: int = 3, device
         hf, tok = build(shape, device=device, dtype=dtype)
         plain = bare_view(hf)  # never wrapped, sharing the weights: the bare HF baseline
     bridge = wrap_bridge(hf, tok)
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     rule = token_rule(bridge)  # the run's tokenization rule, as extract_features applies it
     texts = _texts(n_texts)

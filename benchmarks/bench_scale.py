@@ -74,7 +74,7 @@ def _prompts(n: int) -> list[str]:
 
 def _texts(n: int) -> list[str]:
     try:
-        from interp.data import paradetox_labeled
+        from interp.data.sources import paradetox_labeled
 
         base = [r.text for r in paradetox_labeled()]
     except (FileNotFoundError, ValueError, ImportError):
@@ -99,16 +99,16 @@ def bare_generate(model: Any, ids: list[list[int]], batch: int, n_new: int, devi
 
 # ----------------------------------------------------------------------------- stages (child side)
 def stage(name: str, a: argparse.Namespace) -> dict[str, Any]:
-    from interp.architecture import get_adapter
-    from interp.loading import wrap_bridge
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import wrap_bridge
 
     import peft, trl, transformers  # noqa: F401,E401  (imported before the baseline RSS reading)
-    import interp.activations, probes.features  # noqa: F401,E401
+    import interp.neurons.activations, probes.features  # noqa: F401,E401
 
     base_rss = peak_rss_bytes()  # interpreter + libraries, before any weights exist
     t0 = time.perf_counter()
     if a.model_dir:  # the real loader on a saved random-init checkpoint
-        from interp.loading import load_hf_model
+        from interp.model.loading import load_hf_model
 
         hf, tok = load_hf_model(a.model_dir, dtype=a.dtype, device=a.device)
     else:
@@ -144,7 +144,7 @@ def stage(name: str, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _rank(ad: Any, a: argparse.Namespace) -> dict[str, Any]:
-    from interp.neurons import rank_value_vectors
+    from interp.neurons.ranking import rank_value_vectors
 
     t = time.perf_counter()
     V = ad.value_vectors()
@@ -156,7 +156,7 @@ def _rank(ad: Any, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _collect(bridge: Any, bare: Any, ad: Any, a: argparse.Namespace) -> dict[str, Any]:
-    from interp.activations import collect_generation_activations, encode_prompts
+    from interp.neurons.activations import collect_generation_activations, encode_prompts
 
     prompts = _prompts(a.prompts)
     g = torch.Generator().manual_seed(0)
@@ -176,7 +176,7 @@ def _collect(bridge: Any, bare: Any, ad: Any, a: argparse.Namespace) -> dict[str
 def _features(bridge: Any, bare: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
     from probes.features import CHUNK_BATCHES, _pad, _tokenize, extract_features
 
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     texts = _texts(a.texts)
     bs = a.batch_size
@@ -209,8 +209,8 @@ def _features(bridge: Any, bare: Any, tok: Any, a: argparse.Namespace) -> dict[s
 def _views(hf: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
-    from interp.architecture import get_adapter
-    from interp.loading import base_and_tuned, load_model
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import base_and_tuned, load_model
     from probes.features import extract_features
 
     targets = get_adapter(hf).lora_target_modules()
@@ -240,7 +240,7 @@ def _dpo(hf: Any, tok: Any, a: argparse.Namespace) -> dict[str, Any]:
 
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import dpo_args, lora_config, to_dataset
-    from interp.data import PreferencePair
+    from interp.data.records import PreferencePair
 
     prompts = ["I want to", "this is a", "Je veux", "the quick brown", "Yo quiero", "Ich will"]
     pairs = [PreferencePair(id=f"p{i}", prompt=prompts[i % len(prompts)] + " say",

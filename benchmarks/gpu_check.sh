@@ -87,7 +87,7 @@ write_pairs_jsonl(sys.argv[1], [PreferencePair(id=f"p{i}", prompt=p[i % 4], chos
 EOF
   ACCEL=${ACCEL:-$(dirname "$PY")/accelerate}; [ -x "$ACCEL" ] || ACCEL=accelerate
   check accelerate 240 "$ACCEL" launch --multi_gpu --num_processes "$NGPU" --num_machines 1 --mixed_precision bf16 \
-    -m detox_train.cli_dpo train --preset paper-full --model "$WORK/small" --pairs "$WORK/pairs.jsonl" --max-steps 8 \
+    -m interp.app.cli_dpo train --preset paper-full --model "$WORK/small" --pairs "$WORK/pairs.jsonl" --max-steps 8 \
     --set warmup_steps=0 --set max_length="$LEN" --set eval_fraction=0.05 --set eval_steps=4 \
     --set heldout_source=gettext --set heldout_texts=4 --set early_stopping_patience=null --output-dir "$WORK/accel"
   [ -f "$WORK/accel/manifest.json" ] && cp "$WORK/accel/manifest.json" "$OUTDIR/accelerate_manifest.json"

@@ -48,7 +48,7 @@ def cmd_save(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pairs(n: int) -> list[Any]:
-    from interp.data import PreferencePair
+    from interp.data.records import PreferencePair
 
     return [PreferencePair(id=f"p{i}", prompt=PROMPTS[i % len(PROMPTS)] + " say", chosen=" something kind and calm",
                            rejected=" you stupid idiot, shut up", source="gpu-check") for i in range(n)]
@@ -90,7 +90,7 @@ def qlora_recipe(model: Any) -> dict[str, Any]:
 
 
 def cmd_qlora(a: argparse.Namespace) -> dict[str, Any]:
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
 
     model, _ = load_hf_model(a.dir, device=a.device, quantization="4bit")
     recipe = qlora_recipe(model)
@@ -181,8 +181,8 @@ def cmd_vllm(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bf16filter(a: argparse.Namespace) -> dict[str, Any]:
-    from interp.loading import wrap_bridge
-    from interp.neurons import find_toxic_neurons
+    from interp.model.loading import wrap_bridge
+    from interp.neurons.ranking import find_toxic_neurons
 
     hf32, tok = build(a.shape, device=a.device, dtype="fp32")
     d = hf32.config.hidden_size if hasattr(hf32.config, "hidden_size") else hf32.config.n_embd

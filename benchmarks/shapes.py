@@ -4,7 +4,7 @@ No weights can be downloaded here, but a random-init model with the real config 
 heads, GQA, vocabulary, gated MLP, logit scale) runs the same code with the same memory and
 arithmetic as the real checkpoint. Configs are copied from the public ``config.json`` of each
 checkpoint named below. ``dtype="auto"`` is the paper preset's policy (``model.dtype: auto``):
-bf16 on a bf16-capable GPU, fp32 otherwise (``interp.loading._resolve_dtype``). Training follows
+bf16 on a bf16-capable GPU, fp32 otherwise (``interp.model.loading._resolve_dtype``). Training follows
 the DPO preset named per shape (``paper-full`` for the small models, ``paper-qlora``: NF4 + double
 quantization + bf16 compute, for the 7-8B ones).
 
@@ -122,7 +122,7 @@ def add_shape_arg(ap: argparse.ArgumentParser, default: str = "tiny") -> None:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """Return the torch dtype for ``dtype`` on ``device`` with the project's policy."""
-    from interp.loading import _resolve_dtype
+    from interp.model.loading import _resolve_dtype
 
     return _resolve_dtype(dtype, device)
 

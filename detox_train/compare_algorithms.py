@@ -6,7 +6,7 @@ the base model once and from each tuned model, scores them with one scorer, and 
 language and algorithm:
 
 * ToxProb and EMT reduction (before - after; positive = less toxic), a paired percentile
-  bootstrap CI over prompts (:func:`interp.stats.paired_bootstrap_ci`);
+  bootstrap CI over prompts (:func:`interp.crosslingual.stats.paired_bootstrap_ci`);
 * distinct-2 after tuning and its change, with the same CI;
 * ``sft_weight``: the SFT-anchor weight the run applied (a DPOTrainer loss term only: 0 for
   KTO/ORPO/CPO/SimPO whatever the config says; ``xdetox experiment algorithms`` sets it to 0);
@@ -62,7 +62,7 @@ class AlgorithmComparison:
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write table (CSV + JSON with manifest), timings and the figure (HTML); return the paths."""
         from detox_train.evaluate import write_table
-        from interp.figures import save_figure
+        from interp.viz.figures import save_figure
 
         out = Path(out_dir)
         csv, js = write_table(self.table, out / "algorithms", config=self.meta, seed=self.meta.get("seed"))
@@ -88,7 +88,7 @@ def _per_prompt(scored: Sequence[Any]) -> dict[str, dict[str, Any]]:
 
 
 def _reduction(before: np.ndarray, after: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
-    from interp.stats import paired_bootstrap_ci
+    from interp.crosslingual.stats import paired_bootstrap_ci
 
     ok = np.isfinite(before) & np.isfinite(after)
     return paired_bootstrap_ci({"b": before[ok], "a": after[ok]}, lambda c: c["b"].mean(-1) - c["a"].mean(-1),
@@ -124,9 +124,9 @@ def language_rows(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
 
 
 def per_text_losses(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (mean NLL per text, scored tokens per text) by :func:`interp.lm_loss.text_nll` (the
+    """Return (mean NLL per text, scored tokens per text) by :func:`interp.model.lm_loss.text_nll` (the
     rule of :func:`detox_train.dpo.lm_loss`; a text with no scored token has loss 0)."""
-    from interp.lm_loss import text_nll
+    from interp.model.lm_loss import text_nll
 
     scored = text_nll(model, tokenizer, texts, max_length=max_length)
     counts = np.array([n for _, n in scored], dtype=float)
@@ -141,7 +141,7 @@ def compare_algorithms(
 ) -> AlgorithmComparison:
     """Return the comparison table of ``algorithms`` trained per ``base_config`` and evaluated on ``prompts``.
 
-    ``prompts`` are :class:`interp.data.Prompt` records (every language); ``scorer`` is a
+    ``prompts`` are :class:`interp.data.records.Prompt` records (every language); ``scorer`` is a
     ``detox_train.evaluate`` scorer. Everything is written under ``out_dir``; reruns resume.
     """
     import pandas as pd
@@ -149,8 +149,8 @@ def compare_algorithms(
     from detox_train.dpo import build_pairs, heldout_neutral_texts, last_checkpoint, prepare_pairs, train_dpo
     from detox_train.evaluate import generate, score
     from detox_train.preference import get_algorithm, preference_manifest
-    from interp.artifacts import read_json, stable_hash, write_json
-    from interp.loading import load_hf_model, load_model
+    from interp.core.artifacts import read_json, stable_hash, write_json
+    from interp.model.loading import load_hf_model, load_model
 
     algos = [get_algorithm(a).name for a in algorithms]
     if not algos:
@@ -199,7 +199,7 @@ def compare_algorithms(
         tuned_hf, tuned_tok = load_hf_model(str(model_dir), dtype="float32", device="cpu")
         held_after, _ = per_text_losses(tuned_hf, tuned_tok, held, base_config.max_length)
         del tuned_hf
-        from interp.stats import paired_bootstrap_ci
+        from interp.crosslingual.stats import paired_bootstrap_ci
 
         lm = paired_bootstrap_ci({"b": held_before, "a": held_after, "w": held_w},
                                  lambda c: (c["w"] * (c["a"] - c["b"])).sum(-1) / c["w"].sum(-1), n_boot=n_boot, seed=seed)

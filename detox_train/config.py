@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from interp.configio import ConfigError, config_from_dict, config_to_dict, preset_file, read_config_file, save_config
-from interp.configio import preset_names as names_in
+from interp.core.configio import ConfigError, config_from_dict, config_to_dict, preset_file, read_config_file, save_config
+from interp.core.configio import preset_names as names_in
 
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -42,7 +42,7 @@ class DPOTrainConfig:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input (lora/qlora)"})
     lora_target_modules: list[str] | None = field(default=None, metadata={
         "help": "module names to adapt; null = every linear layer of the block, as the architecture "
-                "adapter lists them (interp.architecture.get_adapter(model).lora_target_modules())"})
+                "adapter lists them (interp.model.architecture.get_adapter(model).lora_target_modules())"})
     # ---- data
     pairs: str = field(default="paradetox", metadata={
         "help": "preference pairs: 'paradetox', 'pplm' (needs pplm_path), 'onpolicy', or a JSONL file "
@@ -52,7 +52,7 @@ class DPOTrainConfig:
     data_root: str | None = field(default=None, metadata={
         "help": "offline data folder (default: $XDETOX_DATA, then ../shared/data)"})
     bos: str = field(default="auto", metadata={
-        "help": "BOS policy of the run's tokenization rule (interp.tokenization): auto (the model's own "
+        "help": "BOS policy of the run's tokenization rule (interp.model.tokenization): auto (the model's own "
                 "tokenizer), always or never"})
     paradetox_prompt: str = field(default="", metadata={
         "help": "shared prompt before every ParaDetox sentence ('' = none: the sentence is the whole "

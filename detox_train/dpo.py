@@ -28,9 +28,9 @@ from detox_train.training_args import training_kwargs
 from detox_train.pairs import (FilterReport, dpo_prompt_text, filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs,
                                pplm_pairs, read_pairs_jsonl, split_pairs, subsample, truncate_prompts_left,
                                validate_pairs, write_pairs_jsonl)
-from interp.artifacts import read_json, stable_hash, to_jsonable, write_json, write_manifest
-from interp.data import PreferencePair
-from interp.lm_loss import lm_loss  # the one LM-loss implementation (re-exported here)
+from interp.core.artifacts import read_json, stable_hash, to_jsonable, write_json, write_manifest
+from interp.data.records import PreferencePair
+from interp.model.lm_loss import lm_loss  # the one LM-loss implementation (re-exported here)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def resolve_device(config: DPOTrainConfig) -> str:
 
 # ----------------------------------------------------------------------------- data
 def _data_root(config: DPOTrainConfig) -> Path:
-    from interp.paths import data_root
+    from interp.core.paths import data_root
 
     return data_root(config.data_root)
 
@@ -83,7 +83,7 @@ def resolve_scorer(name: str, *, data_root: str | None = None) -> Callable[[list
         raise ValueError(f"pairs='onpolicy' needs a scorer, but detox_train.evaluate.scorers is not available "
                          f"({e}); pass score_fn= to train_dpo or use another pairs source") from e
     if name == "lexicon":
-        from interp.lexicon import Lexicon
+        from interp.data.lexicon import Lexicon
 
         scorer = get_scorer(name, lexicon=Lexicon.from_root(data_root))
     else:
@@ -113,7 +113,8 @@ def build_pairs(config: DPOTrainConfig, *, model: Any = None, tokenizer: Any = N
     elif src == "onpolicy":
         if model is None or tokenizer is None:
             raise ValueError("pairs='onpolicy' samples from the model being trained; pass model and tokenizer")
-        from interp.data import load_rtplx, rtplx_split
+        from interp.data.rtplx import load_rtplx
+        from interp.data.split import rtplx_split
 
         prompts = rtplx_split(load_rtplx(_data_root(config), ["en"]), "train", root=_data_root(config))
         prompts = subsample(prompts, config.onpolicy_prompts, config.seed)
@@ -181,7 +182,7 @@ def heldout_neutral_texts(config: DPOTrainConfig, eval_pairs: Sequence[Preferenc
             raise ValueError("heldout_source='eval_chosen' needs eval pairs; set eval_fraction > 0 or "
                              "heldout_source: gettext")
     elif src == "gettext":
-        from interp.data import gettext_parallel
+        from interp.data.sources import gettext_parallel
 
         # English msgids that have a German translation: real UI sentences, never toxic, never trained on.
         texts = gettext_parallel(["en", "de"]).get("en", [])
@@ -242,17 +243,17 @@ def training_log(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- model
 def _load_model(config: DPOTrainConfig, device: str) -> tuple[Any, Any]:
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
 
     quant = "4bit" if config.method == "qlora" else None
     # Weights stay fp32 (bf16 runs use autocast); the QLoRA base is NF4 with bf16 compute.
     model, tok = load_hf_model(config.model, dtype="float32", device=device, quantization=quant)
-    from interp.architecture import get_adapter, require_generation
+    from interp.model.architecture import get_adapter, require_generation
 
     require_generation(get_adapter(model).spec, "DPO training")  # needs the policy's own sampled log-probs
     if quant is not None and device == "cpu":
         _disable_bnb_cpu_packing(model)
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     # TRL tokenizes the texts itself: set the tokenizer up so that it sees the run's prompt ids.
     return model, token_rule(tokenizer=tok, policy=config.bos).hf_tokenizer()
@@ -274,7 +275,7 @@ def lora_config(config: DPOTrainConfig, model: Any) -> Any:
     """Return the PEFT LoraConfig; targets come from the architecture adapter unless the config names them."""
     from peft import LoraConfig
 
-    from interp.architecture import get_adapter
+    from interp.model.architecture import get_adapter
 
     targets = (list(config.lora_target_modules) if config.lora_target_modules is not None
                else get_adapter(model).lora_target_modules())
@@ -411,7 +412,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
 
     from detox_train.preference import build_trainer, get_algorithm, preference_manifest, trainer_args
 
-    from interp.loading import model_fingerprint
+    from interp.model.loading import model_fingerprint
 
     out = Path(config.output_dir)
     model, tokenizer = _load_model(config, device)
@@ -486,7 +487,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
         tokenizer.save_pretrained(str(out))
         # The Trainer pickles its arguments next to the model; the manifest holds the config instead.
         (out / "training_args.bin").unlink(missing_ok=True)
-        from interp.artifacts import fix_permissions
+        from interp.core.artifacts import fix_permissions
 
         fix_permissions(out)  # the Trainer's writers leave some files (model.safetensors) at 0600
         tlog = training_log(trainer.state.log_history)

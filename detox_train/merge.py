@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from interp.artifacts import MANIFEST_NAME, atomic_dir, file_sha256, read_json, write_json, write_manifest
+from interp.core.artifacts import MANIFEST_NAME, atomic_dir, file_sha256, read_json, write_json, write_manifest
 
 
 def _adapter_base(adapter_dir: Path) -> str:
@@ -20,7 +20,7 @@ def _adapter_base(adapter_dir: Path) -> str:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json; expected a PEFT adapter directory "
                                 "(written by `xdetox dpo train` with method lora or qlora)")
-    from interp.artifacts import read_json
+    from interp.core.artifacts import read_json
 
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict):
@@ -42,7 +42,7 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
 
     adapter_dir = Path(adapter_dir).expanduser()
     out = Path(out_dir).expanduser()
@@ -53,7 +53,7 @@ def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
 
     model, tok = load_hf_model(base_name, dtype=dtype, device="cpu", quantization=None)
-    from interp.loading import _load_peft
+    from interp.model.loading import _load_peft
 
     peft_model = _load_peft(PeftModel, model, adapter_dir, base_name)
     merged = peft_model.merge_and_unload()

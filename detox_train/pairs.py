@@ -1,6 +1,6 @@
 """Preference-pair builders for DPO: PPLM JSONL, ParaDetox, on-policy samples; token-length filter; JSONL I/O.
 
-Every builder returns ``list[interp.data.PreferencePair]`` whose ``source``/``meta`` say where each
+Every builder returns ``list[interp.data.records.PreferencePair]`` whose ``source``/``meta`` say where each
 pair came from (file and line, ParaDetox row, or prompt id and score gap).
 
 ParaDetox choice: the toxic sentence and its neutral paraphrase are both *complete sentences*, not
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from interp.artifacts import write_jsonl
-from interp.data import DataFormatError, PreferencePair
+from interp.core.artifacts import write_jsonl
+from interp.data.records import DataFormatError, PreferencePair
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 # ----------------------------------------------------------------------------- builders
 def pplm_pairs(path: str | os.PathLike[str]) -> tuple[list[PreferencePair], int]:
     """Return (pairs, number whose continuations repeated the prompt and were stripped) from the paper's JSONL."""
-    from interp.data import load_pplm_pairs
+    from interp.data.sources import load_pplm_pairs
 
     pairs, n_stripped = load_pplm_pairs(path)
     if not pairs:
@@ -52,7 +52,7 @@ def paradetox_pairs(root: str | os.PathLike[str] | None = None, *, prompt: str =
     ``all_neutrals`` each paraphrase makes its own pair; otherwise the first one is used. Rows
     whose paraphrase equals the toxic text are skipped (they carry no preference).
     """
-    from interp.data import load_paradetox
+    from interp.data.sources import load_paradetox
 
     out: list[PreferencePair] = []
     for row in load_paradetox(root):
@@ -89,7 +89,7 @@ def onpolicy_pairs(model: Any, tokenizer: Any, prompts: Sequence[Any],
     """
     from tqdm.auto import tqdm
 
-    from interp.architecture import hf_model_of
+    from interp.model.architecture import hf_model_of
 
     if k < 2:
         raise ValueError(f"onpolicy_pairs: k must be >= 2 to form a pair, got {k}")
@@ -98,7 +98,7 @@ def onpolicy_pairs(model: Any, tokenizer: Any, prompts: Sequence[Any],
     was_training = hf.training
     hf.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     rule = token_rule(model, tokenizer=tokenizer)
     out: list[PreferencePair] = []
@@ -189,7 +189,7 @@ def dpo_prompt_text(prompt: str, tokenizer: Any) -> str:
     gets ``""`` (-> ``[BOS]``); one that does not gets the start token's text (-> ``[BOS]``/``[EOS]``).
     Writing ``"<s>"`` for a tokenizer that also adds BOS would give ``[BOS, BOS]``.
     """
-    from interp.tokenization import native_adds_bos
+    from interp.model.tokenization import native_adds_bos
 
     if prompt:
         return prompt
@@ -295,7 +295,7 @@ def filter_pairs_by_tokens(pairs: Sequence[PreferencePair], tokenizer: Any, max_
     pairs = list(pairs)
     # Count exactly what TRL will tokenize: its prompt text (an empty prompt is the start token)
     # through the tokenizer's own specials, i.e. the run's tokenization rule (see
-    # interp.tokenization and TokenRule.hf_tokenizer).
+    # interp.model.tokenization and TokenRule.hf_tokenizer).
     heads = [dpo_prompt_text(p.prompt, tokenizer) for p in pairs]
     n_prompt = _n_tokens(tokenizer, heads, specials=True)
     n_full_c = _n_tokens(tokenizer, [h + p.chosen for h, p in zip(heads, pairs)], specials=True)
@@ -363,14 +363,14 @@ def read_pairs_jsonl(path: str | os.PathLike[str]) -> list[PreferencePair]:
 
     Errors name the file, line and field: a missing file, an empty file, a missing or non-string
     field, chosen == rejected (:class:`DataFormatError`); a line that is no JSON object
-    (:class:`interp.artifacts.InputError`, from the one JSONL reader).
+    (:class:`interp.core.artifacts.InputError`, from the one JSONL reader).
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "pairs file not found", hint="write one with write_pairs_jsonl or "
                               "`xdetox dpo train --save-pairs`")
     out: list[PreferencePair] = []
-    from interp.artifacts import numbered_jsonl
+    from interp.core.artifacts import numbered_jsonl
 
     for n, obj in numbered_jsonl(path):  # bad UTF-8, bad JSON, a non-object line: InputError naming file:line
         for name in PAIR_FIELDS:

@@ -13,42 +13,42 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     # loading & architecture
-    "load_model": "interp.loading", "adapter_disabled": "interp.loading", "ModelView": "interp.loading",
-    "base_and_tuned": "interp.loading", "model_fingerprint": "interp.loading",
-    "get_adapter": "interp.architecture", "ModelAdapter": "interp.architecture",
+    "load_model": "interp.model.loading", "adapter_disabled": "interp.model.loading", "ModelView": "interp.model.loading",
+    "base_and_tuned": "interp.model.loading", "model_fingerprint": "interp.model.loading",
+    "get_adapter": "interp.model.architecture", "ModelAdapter": "interp.model.architecture",
     # languages & data
-    "LANGUAGES": "interp.languages", "normalize_language": "interp.languages",
-    "data_root": "interp.paths",
+    "LANGUAGES": "interp.data.languages", "normalize_language": "interp.data.languages",
+    "data_root": "interp.core.paths",
     # toxic neurons (stages 2 and 5)
-    "find_toxic_neurons": "interp.neurons", "ToxicNeurons": "interp.neurons", "probe_direction": "interp.neurons",
-    "collect_generation_activations": "interp.activations",
-    "project_to_vocab": "interp.vocab", "VocabProjection": "interp.vocab",
-    "key_activations": "interp.key_activations", "KeyActivations": "interp.key_activations",
+    "find_toxic_neurons": "interp.neurons.ranking", "ToxicNeurons": "interp.neurons.ranking", "probe_direction": "interp.neurons.ranking",
+    "collect_generation_activations": "interp.neurons.activations",
+    "project_to_vocab": "interp.neurons.vocab", "VocabProjection": "interp.neurons.vocab",
+    "key_activations": "interp.neurons.key_activations", "KeyActivations": "interp.neurons.key_activations",
     # interventions
-    "NeuronIntervention": "interp.interventions", "intervene": "interp.interventions",
-    "generate_with_intervention": "interp.interventions", "intervention_sweep": "interp.interventions",
+    "NeuronIntervention": "interp.neurons.interventions", "intervene": "interp.neurons.interventions",
+    "generate_with_intervention": "interp.neurons.interventions", "intervention_sweep": "interp.neurons.interventions",
     # cross-lingual analysis (stage 6): retrieval, dual multilinguality, correlation
-    "retrieval_accuracy": "interp.retrieval", "mean_paired_cosine": "interp.retrieval",
-    "layer_representations": "interp.retrieval", "parallel_texts": "interp.retrieval",
-    "bilingual_retrieval": "interp.retrieval", "RetrievalResult": "interp.retrieval",
-    "dual_multilinguality": "interp.multilinguality", "key_ratio_from_activations": "interp.multilinguality",
-    "correlate": "interp.stats",
+    "retrieval_accuracy": "interp.crosslingual.retrieval", "mean_paired_cosine": "interp.crosslingual.retrieval",
+    "layer_representations": "interp.crosslingual.retrieval", "parallel_texts": "interp.crosslingual.retrieval",
+    "bilingual_retrieval": "interp.crosslingual.retrieval", "RetrievalResult": "interp.crosslingual.retrieval",
+    "dual_multilinguality": "interp.crosslingual.multilinguality", "key_ratio_from_activations": "interp.crosslingual.multilinguality",
+    "correlate": "interp.crosslingual.stats",
 }
 
 if TYPE_CHECKING:  # the same names, for IDEs and type checkers (tests/test_public_api.py keeps the two in step)
-    from interp.activations import collect_generation_activations
-    from interp.architecture import ModelAdapter, get_adapter
-    from interp.interventions import NeuronIntervention, generate_with_intervention, intervene, intervention_sweep
-    from interp.key_activations import KeyActivations, key_activations
-    from interp.languages import LANGUAGES, normalize_language
-    from interp.loading import ModelView, adapter_disabled, base_and_tuned, load_model, model_fingerprint
-    from interp.multilinguality import dual_multilinguality, key_ratio_from_activations
-    from interp.neurons import ToxicNeurons, find_toxic_neurons, probe_direction
-    from interp.paths import data_root
-    from interp.retrieval import (RetrievalResult, bilingual_retrieval, layer_representations, mean_paired_cosine,
+    from interp.neurons.activations import collect_generation_activations
+    from interp.model.architecture import ModelAdapter, get_adapter
+    from interp.neurons.interventions import NeuronIntervention, generate_with_intervention, intervene, intervention_sweep
+    from interp.neurons.key_activations import KeyActivations, key_activations
+    from interp.data.languages import LANGUAGES, normalize_language
+    from interp.model.loading import ModelView, adapter_disabled, base_and_tuned, load_model, model_fingerprint
+    from interp.crosslingual.multilinguality import dual_multilinguality, key_ratio_from_activations
+    from interp.neurons.ranking import ToxicNeurons, find_toxic_neurons, probe_direction
+    from interp.core.paths import data_root
+    from interp.crosslingual.retrieval import (RetrievalResult, bilingual_retrieval, layer_representations, mean_paired_cosine,
                                   parallel_texts, retrieval_accuracy)
-    from interp.stats import correlate
-    from interp.vocab import VocabProjection, project_to_vocab
+    from interp.crosslingual.stats import correlate
+    from interp.neurons.vocab import VocabProjection, project_to_vocab
 
 __all__ = sorted(_EXPORTS)
 
@@ -69,7 +69,7 @@ def __dir__() -> list[str]:
 class _Package(ModuleType):
     """``interp`` itself: importing a submodule never hides the export of the same name.
 
-    Python binds ``interp.key_activations`` to the submodule once it is imported (by anyone), which
+    Python binds ``interp.neurons.key_activations`` to the submodule once it is imported (by anyone), which
     would shadow the function ``key_activations`` exported here; that binding is skipped.
     """
 

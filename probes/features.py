@@ -19,9 +19,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from interp.activations import bare_modules
-from interp.architecture import _unwrap, get_adapter, hf_model_of
-from interp.tokenization import tokenizer_fingerprint  # noqa: F401  (part of the feature-cache key; re-exported)
+from interp.neurons.activations import bare_modules
+from interp.model.architecture import _unwrap, get_adapter, hf_model_of
+from interp.model.tokenization import tokenizer_fingerprint  # noqa: F401  (part of the feature-cache key; re-exported)
 
 Pooling = Literal["mean", "last", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "last", "max")
@@ -138,7 +138,7 @@ def _capture_module(model: Any, layer: int | None) -> nn.Module:
 
 
 def _cache_file(cache_dir: Path, key: dict[str, Any]) -> Path:
-    from interp.artifacts import stable_hash
+    from interp.core.artifacts import stable_hash
 
     return cache_dir / f"{stable_hash(key, n=24)}.safetensors"
 
@@ -154,15 +154,15 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     the residual stream after block ``l`` (negative indices count from the end). ``model`` is a
     TransformerBridge or an HF causal LM (then pass ``tokenizer``). Texts are tokenized without
     the tokenizer's own specials, then BOS by the run's tokenization rule
-    (:mod:`interp.tokenization`; ``auto`` follows the model's own tokenizer). Results are cached under ``cache_dir`` (default: the xdetox cache)
+    (:mod:`interp.model.tokenization`; ``auto`` follows the model's own tokenizer). Results are cached under ``cache_dir`` (default: the xdetox cache)
     keyed by model fingerprint, text hash, layer, pooling and max_length; ``use_cache=False``
-    skips the cache. A :class:`interp.loading.ModelView` runs in its adapter state.
+    skips the cache. A :class:`interp.model.loading.ModelView` runs in its adapter state.
     """
     from tqdm.auto import tqdm
 
-    from interp.artifacts import load_tensors, save_tensors
-    from interp.loading import ModelView, activate, model_fingerprint, model_id
-    from interp.paths import cache_dir as default_cache_dir
+    from interp.core.artifacts import load_tensors, save_tensors
+    from interp.model.loading import ModelView, activate, model_fingerprint, model_id
+    from interp.core.paths import cache_dir as default_cache_dir
 
     if isinstance(model, ModelView):
         fp = fingerprint or (model_fingerprint(model) if use_cache else None)
@@ -188,7 +188,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     if tokenizer is None:
         raise ValueError("no tokenizer: pass tokenizer=... for a plain HF model (a TransformerBridge carries one)")
     adapter = get_adapter(model)
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     rule = token_rule(model, tokenizer=tokenizer if tokenizer is not getattr(model, "tokenizer", None) else None)
     limit = _max_positions(hf)
@@ -206,7 +206,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir(FEATURE_CACHE_SUBDIR)
         path = _cache_file(root, key)
         if path.is_file():
-            from interp.artifacts import CorruptFileError
+            from interp.core.artifacts import CorruptFileError
 
             try:
                 tensors, _ = load_tensors(path)
@@ -233,7 +233,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     hf.eval()
     bar = tqdm(total=len(texts), desc=f"features {feature_name(layer, pooling)}", disable=not progress,
                unit="text")
-    bare = bare_modules(hf)  # the one fast-path rule (interp.activations.bridge_hooks_active)
+    bare = bare_modules(hf)  # the one fast-path rule (interp.neurons.activations.bridge_hooks_active)
     handle = None
     try:
         swapped = bare.__enter__()

@@ -286,7 +286,7 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
         ``path`` is a directory (``probe.safetensors`` + ``probe.json`` + ``manifest.json`` inside)
         or a ``*.safetensors`` file (then ``<stem>.json`` and ``<stem>.manifest.json`` beside it).
         """
-        from interp.artifacts import make_manifest, save_tensors, write_json
+        from interp.core.artifacts import make_manifest, save_tensors, write_json
 
         self._check_fitted()
         weights, meta_json, manifest = _probe_paths(Path(path))
@@ -309,7 +309,7 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
         fails unless ``strict=False``, which only warns. Reads ``xdetox-probe/1`` (0/1 labels,
         before ``classes_`` was saved) and ``/2``.
         """
-        from interp.artifacts import load_tensors, read_json
+        from interp.core.artifacts import load_tensors, read_json
 
         weights, meta_json, _ = _probe_paths(Path(path))
         root = weights
@@ -353,8 +353,8 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
 
     def check_model(self, model: Any, *, strict: bool = True, where: str = "probe") -> None:
         """Raise :class:`ProbeMismatchError` when ``model`` is not the model this probe was trained on."""
-        from interp.architecture import get_adapter
-        from interp.loading import ModelView, model_fingerprint, model_id
+        from interp.model.architecture import get_adapter
+        from interp.model.loading import ModelView, model_fingerprint, model_id
 
         d = get_adapter(model.model if isinstance(model, ModelView) else model).d_model
         if d != self.d_model:

@@ -19,18 +19,18 @@ DATASETS: tuple[str, ...] = ("paradetox", "davidson", "jigsaw")
 
 def load_probe_data(dataset: Dataset, *, data_root: str | os.PathLike[str] | None = None,
                     jigsaw_path: str | os.PathLike[str] | None = None) -> list[Any]:
-    """Return the labelled English texts (``interp.data.LabeledText``) of ``dataset``."""
-    from interp import data
+    """Return the labelled English texts (``interp.data.records.LabeledText``) of ``dataset``."""
+    from interp.data import sources
 
     if dataset == "paradetox":
-        return data.paradetox_labeled(data_root)
+        return sources.paradetox_labeled(data_root)
     if dataset == "davidson":
-        return data.load_davidson(data_root)
+        return sources.load_davidson(data_root)
     if dataset == "jigsaw":
         if jigsaw_path is None:
             raise ValueError("dataset 'jigsaw' needs jigsaw_path (--jigsaw-path): the Kaggle train.csv with "
                              "comment_text and toxic columns; it is not in the offline data root")
-        return data.load_jigsaw(jigsaw_path)
+        return sources.load_jigsaw(jigsaw_path)
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
 
 
@@ -39,13 +39,13 @@ def load_jigsaw_test(path: str | os.PathLike[str]) -> list[Any]:
 
     ``path`` is a CSV with ``comment_text`` and ``toxic`` columns, or Kaggle's ``test.csv``
     (``id``, ``comment_text``), whose labels are then read from ``test_labels.csv`` next to it and
-    joined on ``id``. Rows labelled -1 (not scored by Kaggle) are dropped, as in :func:`interp.data.load_jigsaw`.
+    joined on ``id``. Rows labelled -1 (not scored by Kaggle) are dropped, as in :func:`interp.data.sources.load_jigsaw`.
     """
     import csv
     import tempfile
     from pathlib import Path
 
-    from interp import data
+    from interp.data import sources
 
     path = Path(path)
     if not path.is_file():
@@ -54,7 +54,7 @@ def load_jigsaw_test(path: str | os.PathLike[str]) -> list[Any]:
     with path.open(encoding="utf-8", newline="") as f:
         header = next(csv.reader(f), [])
     if "toxic" in header:
-        return data.load_jigsaw(path)
+        return sources.load_jigsaw(path)
     labels = path.with_name("test_labels.csv")
     if not labels.is_file():
         raise FileNotFoundError(f"{path} has no 'toxic' column and {labels} does not exist; put Kaggle's "
@@ -70,7 +70,7 @@ def load_jigsaw_test(path: str | os.PathLike[str]) -> list[Any]:
                 if row.get("id") not in by_id:
                     raise ValueError(f"{path}:{n}: id {row.get('id')!r} has no label in {labels}")
                 w.writerow({"id": row["id"], "comment_text": row["comment_text"], "toxic": by_id[row["id"]]})
-        return data.load_jigsaw(merged)
+        return sources.load_jigsaw(merged)
 
 
 def group_of(record: Any) -> str:
@@ -123,8 +123,8 @@ def _random_init_copy(model: Any, seed: int) -> Any:
     """Return a freshly initialised HF model with ``model``'s config, dtype and device (seeded)."""
     from transformers import AutoModelForCausalLM
 
-    from interp.architecture import hf_model_of
-    from interp.loading import ModelView
+    from interp.model.architecture import hf_model_of
+    from interp.model.loading import ModelView
 
     hf = hf_model_of(model.model if isinstance(model, ModelView) else model)
     p = next(hf.parameters())
@@ -168,7 +168,7 @@ def train_probe(model: Any, records: Sequence[Any], *, test: Sequence[Any] | Non
                 progress: bool = True) -> tuple[ToxicityProbe, dict[str, Any]]:
     """Return (fitted probe, metrics) for an English toxicity probe on ``model``'s features.
 
-    ``records`` are the labelled texts (``interp.data.LabeledText``; load them at the edge with
+    ``records`` are the labelled texts (``interp.data.records.LabeledText``; load them at the edge with
     :func:`load_probe_data`). Metrics hold ``train``, ``val`` (the paper solver's validation
     split: the paper's 90/10 train/validation split of the training texts) and ``test`` (without
     ``test``: an *extra* held-out ``test_fraction`` of the data, split by paraphrase group, which
@@ -178,8 +178,8 @@ def train_probe(model: Any, records: Sequence[Any], *, test: Sequence[Any] | Non
     with ``random_init_baseline`` also ``random_init`` = the same recipe on a freshly
     initialised model of the same config (seeded), showing how much is architecture alone.
     """
-    from interp.artifacts import stable_hash
-    from interp.loading import model_fingerprint, model_id
+    from interp.core.artifacts import stable_hash
+    from interp.model.loading import model_fingerprint, model_id
 
     records = list(records)
     if not records:

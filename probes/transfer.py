@@ -18,7 +18,7 @@ def transfer_report(model: Any, probe: ToxicityProbe, prompts: Sequence[Any], *,
                     progress: bool = True, check: bool = True, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
     """Return one row per language: ``lang, n, n_toxic, n_clean, auc, spearman, n_rated``.
 
-    Each prompt (``interp.data.Prompt``) with a human Toxicity rating is scored by the probe on
+    Each prompt (``interp.data.records.Prompt``) with a human Toxicity rating is scored by the probe on
     ``model``'s features (the probe's own layer and pooling). Ratings >= ``toxic_threshold``
     count as toxic and <= ``clean_threshold`` as clean; ratings in between are dropped from the
     AUC (``n`` = ``n_toxic + n_clean``). ``spearman`` correlates the probe score with the raw

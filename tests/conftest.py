@@ -66,7 +66,7 @@ from tiny_models import FAMILIES, make_tokenizer, save_tiny  # noqa: E402
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real offline data (../shared/data or $XDETOX_DATA)."""
-    from interp.paths import data_root as resolve
+    from interp.core.paths import data_root as resolve
 
     return resolve()
 
@@ -91,8 +91,8 @@ def family(request) -> str:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """One uninterrupted run of the smoke preset, shared by the pipeline and notebook tests."""
-    from interp.pipeline import run_pipeline
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import run_pipeline
+    from interp.app.run_config import load_run_config
 
     run_dir = tmp_path_factory.mktemp("smoke_run")
     run_pipeline(load_run_config(preset="smoke"), run_dir, progress=False)

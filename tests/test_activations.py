@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.activations import collect_generation_activations, encode_prompts
-from interp.architecture import get_adapter
-from interp.loading import ModelView, wrap_bridge
-from interp.record import model_record
+from interp.neurons.activations import collect_generation_activations, encode_prompts
+from interp.model.architecture import get_adapter
+from interp.model.loading import ModelView, wrap_bridge
+from interp.model.record import model_record
 from tiny_models import make_model, make_tokenizer
 
 
@@ -69,7 +69,7 @@ def test_batch_size_and_order_do_not_matter(bridge_of) -> None:
 def test_bos_follows_the_models_tokenizer_and_the_policy(family: str, native: bool) -> None:
     """BOS comes from the model's own tokenizer under ``auto`` (whatever the family), and the
     ``always``/``never`` policies override it; the decoder is fed exactly those ids."""
-    from interp.tokenization import set_bos_policy
+    from interp.model.tokenization import set_bos_policy
 
     tok = make_tokenizer(adds_bos=native)
     bridge = wrap_bridge(make_model(family, 320), tok)
@@ -121,7 +121,7 @@ def test_bad_inputs_have_clear_errors(bridge_of) -> None:
 
 
 def test_bridge_restored_and_transformerlens_hooks_still_fire(bridge_of) -> None:
-    from interp.interventions import NeuronIntervention, intervene
+    from interp.neurons.interventions import NeuronIntervention, intervene
 
     bridge = bridge_of("gpt2")
     before = [type(m).__name__ for m in bridge.original_model.modules()]
@@ -142,7 +142,7 @@ def test_a_cache_that_does_not_grow_is_refused(family: str, bridge_of, monkeypat
     wrong numbers."""
     from transformers import DynamicCache
 
-    from interp.loading import check_kv_cache
+    from interp.model.loading import check_kv_cache
 
     bridge = bridge_of(family)
     hf = bridge.original_model

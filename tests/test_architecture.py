@@ -10,9 +10,9 @@ import copy
 import pytest
 import torch
 
-import interp.architecture as arch
-from interp.architecture import UnsupportedArchitectureError, _unwrap, get_adapter
-from interp.loading import wrap_bridge
+import interp.model.architecture as arch
+from interp.model.architecture import UnsupportedArchitectureError, _unwrap, get_adapter
+from interp.model.loading import wrap_bridge
 from tiny_models import ALL_FAMILIES, FAMILIES, GATED, make_config, make_model, make_tokenizer
 
 
@@ -125,7 +125,7 @@ def test_bridged_model_without_dense_mlp_is_refused() -> None:
 def test_check_supported_fails_before_loading(tmp_path) -> None:
     import transformers as T
 
-    from interp.loading import ModelNotFoundError, load_hf_model
+    from interp.model.loading import ModelNotFoundError, load_hf_model
 
     T.CTRLConfig(vocab_size=64, n_embd=16, n_layer=1, n_head=2, dff=32, architectures=["CTRLLMHeadModel"]
                  ).save_pretrained(tmp_path)  # a config only: the check must fire before any weights are read

@@ -2,7 +2,7 @@
 traceback, and a message naming the file, line or field (issue 14).
 
 Each row of ``CASES`` is (id, argv, expected exit code, strings stderr must name, setup). Rows
-run in-process through :func:`interp.cli.main` (fast); the rows that need a real process
+run in-process through :func:`interp.app.cli.main` (fast); the rows that need a real process
 (Ctrl-C) are separate tests at the bottom. ``python tests/test_bad_inputs.py`` prints the
 A/B/C/D tally of the table against the code on ``PYTHONPATH``:
 A = expected exit code, no traceback, every needle named; B = a clean error that misses a needle
@@ -106,7 +106,7 @@ def _neurons_table(name: str, layer: object = 0, neuron: object = 0, **kw) -> Ca
 
 def _safetensors(name: str, tensors: dict) -> Callable[[Path, dict], None]:
     def setup(w: Path, W: dict) -> None:
-        from interp.artifacts import save_tensors
+        from interp.core.artifacts import save_tensors
 
         save_tensors(w / name, tensors)
     return setup
@@ -620,8 +620,8 @@ def build_world(root: Path) -> dict:
     import torch
     from tiny_models import save_tiny
 
-    from interp.artifacts import save_tensors
-    from interp.paths import data_root
+    from interp.core.artifacts import save_tensors
+    from interp.core.paths import data_root
 
     tiny = save_tiny("gpt2", root / "tiny_gpt2")
     probe = save_tensors(root / "probe.safetensors", {"direction": torch.randn(32)})
@@ -637,10 +637,10 @@ class Outcome:
 
 
 def run_case(case: Case, world: dict, w: Path) -> Outcome:
-    """Run one row in-process through ``interp.cli.main``."""
+    """Run one row in-process through ``interp.app.cli.main``."""
     import shlex
 
-    from interp.cli import main
+    from interp.app.cli import main
 
     w.mkdir(parents=True, exist_ok=True)
     if case.setup:

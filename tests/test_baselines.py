@@ -6,10 +6,10 @@ import copy
 import pytest
 import torch
 
-from interp.architecture import _unwrap, get_adapter
-from interp.baselines import aura, aura_auroc, auroc_per_column, pooled_activations, residual_steering, scale_keys
-from interp.interventions import NeuronIntervention, intervene
-from interp.loading import wrap_bridge
+from interp.model.architecture import _unwrap, get_adapter
+from interp.neurons.baselines import aura, aura_auroc, auroc_per_column, pooled_activations, residual_steering, scale_keys
+from interp.neurons.interventions import NeuronIntervention, intervene
+from interp.model.loading import wrap_bridge
 from tiny_models import make_model, make_tokenizer
 
 
@@ -50,7 +50,7 @@ def test_raw_steering_of_a_probe_uses_its_weight_vector() -> None:
     """A fitted probe reports a unit direction; Lee's alpha applies to its weight vector."""
     import numpy as np
 
-    from interp.baselines import steering_vector
+    from interp.neurons.baselines import steering_vector
 
     class FakeProbe:
         coef_ = np.array([[3.0, 0.0, 4.0, 0.0]])
@@ -103,7 +103,7 @@ def test_aura_auroc_damping_and_intervention() -> None:
         s = torch.cat([pos[:, l, i], neg[:, l, i]]).tolist()
         assert float(res.auroc[l, i]) == pytest.approx(roc_auc_score(y, s), abs=1e-6)
     # pooled max equals an independent per-text run through the bridge's own hook
-    from interp.activations import encode_prompts
+    from interp.neurons.activations import encode_prompts
     ids = encode_prompts(bridge, toxic[:1])[0]
     with torch.no_grad():
         _, cache = bridge.run_with_cache(torch.tensor([ids]), names_filter=[a.hook_name(1)])
@@ -145,7 +145,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(IndexError, match="out of range"):
         with scale_keys(bridge, [(5, 0)], 2.0):
             pass
-    from interp.neurons import ProbeDimensionError
+    from interp.neurons.ranking import ProbeDimensionError
     with pytest.raises(ProbeDimensionError):
         with residual_steering(bridge, torch.randn(7), 1.0):
             pass

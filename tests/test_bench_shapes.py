@@ -41,7 +41,7 @@ def test_shape_tokenizer_covers_the_vocabulary() -> None:
 
 
 def test_bare_view_shares_weights_and_stays_unwrapped() -> None:
-    from interp.loading import wrap_bridge
+    from interp.model.loading import wrap_bridge
 
     hf, tok = build("tiny")
     bare = bare_view(hf)
@@ -74,7 +74,7 @@ def test_qlora_recipe_check_passes_our_loader_and_fails_the_reference_fp4(tmp_pa
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from gpu_checks import qlora_recipe
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
     from tiny_models import save_tiny
 
     d = save_tiny("llama", tmp_path / "llama")

@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from interp.cli import build_parser, main
+from interp.app.cli import build_parser, main
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.cli import BUG_REPORT, run_command
+from interp.app.cli import BUG_REPORT, run_command
 
 
 def _raise(exc: BaseException):
@@ -33,7 +33,7 @@ def test_manifest_argv_redacts_secret_values_only(monkeypatch) -> None:
     """`--set key_activations.n_prompts=3` is kept; secret flag values and secret-named settings are not."""
     import sys
 
-    from interp.artifacts import make_manifest
+    from interp.core.artifacts import make_manifest
 
     sentinel = "SENTINEL-9f3a"
     monkeypatch.setattr(sys, "argv", ["xdetox", "run", "--set", "key_activations.n_prompts=3", "--api-key", sentinel,

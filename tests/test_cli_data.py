@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.cli import main
-from interp.cli_data import check_data, format_check
+from interp.app.cli import main
+from interp.app.cli_data import check_data, format_check
 from test_data_helpers import make_mini_root
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from detox_train.config import PRESETS, DPOTrainConfig, preset_names
-from interp.configio import ConfigError, flag_name
+from interp.core.configio import ConfigError, flag_name
 
 
 def _dpo_parser() -> argparse.ArgumentParser:
-    from detox_train.cli_dpo import add_train_args
+    from interp.app.cli_dpo import add_train_args
 
     p = argparse.ArgumentParser(exit_on_error=False)
     add_train_args(p)
@@ -58,8 +58,8 @@ def test_former_dpo_names_are_refused_naming_the_new_one(old: str, new: str, tmp
 
 
 def test_run_config_refuses_dpo_overrides_with_former_names() -> None:
-    from interp.pipeline import validate_config
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import validate_config
+    from interp.app.run_config import load_run_config
 
     cfg = load_run_config(preset="smoke", overrides={"dpo.overrides": {"batch_size": 2}})
     with pytest.raises(ConfigError, match="dpo.overrides: .*batch_size was renamed per_device_train_batch_size"):
@@ -79,7 +79,7 @@ def test_every_dpo_field_has_help_and_a_flag_whose_default_is_the_dataclass_defa
 
 
 def test_given_flags_override_the_preset_and_leave_the_rest() -> None:
-    from detox_train.cli_dpo import _config_from_args
+    from interp.app.cli_dpo import _config_from_args
 
     p = _dpo_parser()
     assert _config_from_args(p.parse_args(["--preset", "cpu-demo"])) == DPOTrainConfig.preset("cpu-demo")
@@ -96,8 +96,8 @@ def test_given_flags_override_the_preset_and_leave_the_rest() -> None:
 
 
 def test_model_and_data_flags_come_from_the_run_config_fields() -> None:
-    from interp.cli_common import add_data_root_arg, add_model_args
-    from interp.run_config import ModelStageConfig, RunConfig
+    from interp.app.cli_common import add_data_root_arg, add_model_args
+    from interp.app.run_config import ModelStageConfig, RunConfig
 
     p = argparse.ArgumentParser()
     add_model_args(p)
@@ -113,11 +113,11 @@ def test_model_and_data_flags_come_from_the_run_config_fields() -> None:
 
 
 def test_run_flags_override_only_when_given(monkeypatch, tmp_path: Path) -> None:
-    import interp.pipeline
-    from interp.cli import build_parser
+    import interp.app.pipeline
+    from interp.app.cli import build_parser
 
     seen = []
-    monkeypatch.setattr(interp.pipeline, "run_pipeline",
+    monkeypatch.setattr(interp.app.pipeline, "run_pipeline",
                         lambda cfg, run_dir, **kw: seen.append(cfg) or (tmp_path / "none", tmp_path / "none"))
     for argv in (["run", "--preset", "paper"], ["run", "--preset", "paper", "--model", "m", "--adapter", "a"]):
         args = build_parser().parse_args([*argv, "--run-dir", str(tmp_path / "r")])
@@ -140,7 +140,8 @@ def test_dpo_presets_are_yaml_files_and_inherit_by_name() -> None:
 
 
 def test_recipes_are_yaml_files_and_keep_their_hashes() -> None:
-    from interp.default_model import RECIPE_DIR, RECIPES, get_recipe, recipe_hash, recipe_names, resolve_preset
+    from interp.default_model.build import resolve_preset
+    from interp.default_model.recipe import RECIPE_DIR, RECIPES, get_recipe, recipe_hash, recipe_names
 
     assert recipe_names() == sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) == sorted(RECIPES)
     # The cache keys of models already built before recipes became YAML files (and "default" became
@@ -156,8 +157,8 @@ def test_recipes_are_yaml_files_and_keep_their_hashes() -> None:
 
 # ----------------------------------------------------------------------------- one meaning per "default"
 def test_default_names_the_model_only(monkeypatch, tmp_path: Path) -> None:
-    from interp.default_model import resolve_preset
-    from interp.run_config import load_run_config
+    from interp.default_model.build import resolve_preset
+    from interp.app.run_config import load_run_config
 
     monkeypatch.delenv("XDETOX_DEFAULT_PRESET", raising=False)
     assert resolve_preset()[0] == "standard"  # what load_model("default") builds

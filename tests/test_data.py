@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from interp import data as D
-from interp.languages import LANGUAGES, UnknownLanguageError
+from interp.data import records
+from interp.data import rtplx as rtplx_mod
+from interp.data import sources
+from interp.data import split
+from interp.data.languages import LANGUAGES, UnknownLanguageError
 from test_data_helpers import make_mini_root, rtplx_row, write_encrypted_zip, write_jsonl
 
 RTPLX_ROWS = {"ar": 1051, "cs": 1038, "de": 1029, "en": 999, "es": 1098, "fr": 1038, "hi": 1115, "id": 1099,
@@ -21,31 +24,31 @@ LEXICON_ENTRIES = {"ar": 38, "cs": 41, "de": 66, "en": 403, "es": 68, "fr": 91, 
 
 
 @pytest.fixture(scope="module")
-def rtplx(data_root: Path) -> list[D.Prompt]:
-    return D.load_rtplx(data_root)
+def rtplx(data_root: Path) -> list[records.Prompt]:
+    return rtplx_mod.load_rtplx(data_root)
 
 
 # ----------------------------------------------------------------------------- real data
 
 
-def test_rtplx_counts_and_fields(rtplx: list[D.Prompt]) -> None:
+def test_rtplx_counts_and_fields(rtplx: list[records.Prompt]) -> None:
     assert Counter(p.lang for p in rtplx) == RTPLX_ROWS
     assert len({p.id for p in rtplx}) == len(rtplx)
     assert all(isinstance(p.index, int) and p.group == p.index for p in rtplx)
     assert all(1.0 <= p.toxicity <= 5.0 for p in rtplx)
     assert all(p.id == f"rtplx:{p.lang}:{p.index}" for p in rtplx)
-    ann = D.rtplx_annotations(rtplx[:3])
+    ann = rtplx_mod.rtplx_annotations(rtplx[:3])
     assert set(ann[rtplx[0].id]) >= {"Toxicity", "Insult", "IdentityAttack"}
     assert ann[rtplx[0].id]["Toxicity"] == rtplx[0].toxicity
 
 
 def test_rtplx_language_subset(data_root: Path) -> None:
-    ps = D.load_rtplx(data_root, ["ZH-Hans", "zh_CN", "EN"])
+    ps = rtplx_mod.load_rtplx(data_root, ["ZH-Hans", "zh_CN", "EN"])
     assert Counter(p.lang for p in ps) == {"zh": 1036, "en": 999}
 
 
-def test_alignment_on_real_data(rtplx: list[D.Prompt]) -> None:
-    aligned, rep = D.align_by_index(rtplx)
+def test_alignment_on_real_data(rtplx: list[records.Prompt]) -> None:
+    aligned, rep = rtplx_mod.align_by_index(rtplx)
     # 960 is missing in 7 languages; there 961..998 carry the English prompt of index-1.
     assert rep.missing == {960: ("ar", "cs", "de", "es", "fr", "it", "zh")}
     for lang in ("ar", "cs", "de", "es", "fr", "it", "zh"):
@@ -56,11 +59,11 @@ def test_alignment_on_real_data(rtplx: list[D.Prompt]) -> None:
     assert all(len(row) == 17 for row in aligned.values())
     assert 940 <= rep.n_kept <= 960
     assert sum(rep.extras.values()) == sum(RTPLX_ROWS.values()) - sum(
-        1 for p in rtplx if p.index < D.RTPLX_N_TRANSLATED)
+        1 for p in rtplx if p.index < rtplx_mod.RTPLX_N_TRANSLATED)
 
 
 def test_translated_200(data_root: Path) -> None:
-    t = D.load_translated_200(data_root)
+    t = rtplx_mod.load_translated_200(data_root)
     assert set(t) == set(LANGUAGES) and all(len(v) == 200 for v in t.values())
     assert not any("&quot;" in p.text or "&amp;" in p.text for v in t.values() for p in v)
     # every English line is an RTP-LX English prompt; its Index is carried on every language's line
@@ -70,20 +73,20 @@ def test_translated_200(data_root: Path) -> None:
 
 
 def test_paradetox(data_root: Path) -> None:
-    rows = D.load_paradetox(data_root)
+    rows = sources.load_paradetox(data_root)
     # 11,935 physical data lines (DATA.md); 8 continue a quoted multi-line cell -> 11,927 rows
     lines = (data_root / "paradetox-en" / "paradetox.tsv").read_text(encoding="utf-8").count("\n") - 1
     assert lines == 11935
     assert len(rows) == 11927
     assert all(1 <= len(r.neutrals) <= 3 and r.toxic for r in rows)
     assert sum(len(r.neutrals) for r in rows) == 19743
-    labeled = D.paradetox_labeled(data_root)
+    labeled = sources.paradetox_labeled(data_root)
     assert len(labeled) == 11927 + 19743
     assert Counter(x.label for x in labeled) == {1: 11927, 0: 19743}
 
 
 def test_davidson(data_root: Path) -> None:
-    rows = D.load_davidson(data_root)
+    rows = sources.load_davidson(data_root)
     assert len(rows) == 24783
     assert Counter(r.source for r in rows) == {"davidson:class0": 1430, "davidson:class1": 19190,
                                                "davidson:class2": 4163}
@@ -91,15 +94,15 @@ def test_davidson(data_root: Path) -> None:
 
 
 def test_jigsaw_sample(data_root: Path) -> None:
-    rows = D.load_jigsaw_sample(data_root)
+    rows = sources.load_jigsaw_sample(data_root)
     assert len(rows) == 101 and sum(r.label for r in rows) == 13
-    multi = D.load_jigsaw(data_root / "jigsaw-sample-ibm-max" / "test_examples.csv",
+    multi = sources.load_jigsaw(data_root / "jigsaw-sample-ibm-max" / "test_examples.csv",
                           label_columns=("toxic", "obscene", "insult"))
     assert sum(r.label for r in multi) >= 13
 
 
 def test_lexicons(data_root: Path) -> None:
-    lex = D.load_lexicons(data_root)
+    lex = sources.load_lexicons(data_root)
     assert {k: len(v) for k, v in lex.items()} == LEXICON_ENTRIES
     assert "id" not in lex
 
@@ -109,36 +112,36 @@ def test_lexicons(data_root: Path) -> None:
 
 def test_is_eval_index_deterministic_and_fraction() -> None:
     idx = range(0, 1600)
-    first = [D.is_eval_index(i) for i in idx]
-    assert first == [D.is_eval_index(i) for i in idx]
+    first = [split.is_eval_index(i) for i in idx]
+    assert first == [split.is_eval_index(i) for i in idx]
     assert 0.25 < sum(first[:999]) / 999 < 0.35
     assert 0.2 < sum(first[999:]) / 601 < 0.4
 
 
-def test_split_disjoint_and_heldout_covers_t200(data_root: Path, rtplx: list[D.Prompt]) -> None:
-    ev = D.rtplx_split(rtplx, "eval", root=data_root)
-    tr = D.rtplx_split(rtplx, "train", root=data_root)
+def test_split_disjoint_and_heldout_covers_t200(data_root: Path, rtplx: list[records.Prompt]) -> None:
+    ev = split.rtplx_split(rtplx, "eval", root=data_root)
+    tr = split.rtplx_split(rtplx, "train", root=data_root)
     assert {p.id for p in ev}.isdisjoint({p.id for p in tr})
     assert len(ev) + len(tr) == len(rtplx)
     # same indices in every language
     ev_idx = {lang: {p.index for p in ev if p.lang == lang and p.index < 999} for lang in ("en", "de", "ja")}
     assert ev_idx["en"] - {960} == ev_idx["de"] - {960} and ev_idx["en"] == ev_idx["ja"]
-    t200 = D.load_translated_200(data_root)
+    t200 = rtplx_mod.load_translated_200(data_root)
     t200_idx = {p.index for p in t200["en"]}
-    assert t200_idx == D.t200_indices(data_root) and len(t200_idx) == 200
+    assert t200_idx == split.t200_indices(data_root) and len(t200_idx) == 200
     assert t200_idx <= ev_idx["en"]
-    held = D.heldout_texts(data_root)
-    assert all(D.normalize_text(p.text) in held for v in t200.values() for p in v)
-    assert all(D.normalize_text(p.text) in held for p in ev)
-    train_texts = {D.normalize_text(p.text) for p in tr if p.lang == "en"}
-    assert train_texts.isdisjoint({D.normalize_text(p.text) for p in t200["en"]})
+    held = split.heldout_texts(data_root)
+    assert all(records.normalize_text(p.text) in held for v in t200.values() for p in v)
+    assert all(records.normalize_text(p.text) in held for p in ev)
+    train_texts = {records.normalize_text(p.text) for p in tr if p.lang == "en"}
+    assert train_texts.isdisjoint({records.normalize_text(p.text) for p in t200["en"]})
     with pytest.raises(ValueError, match="split"):
-        D.rtplx_split(rtplx, "test")  # type: ignore[arg-type]
+        split.rtplx_split(rtplx, "test")  # type: ignore[arg-type]
 
 
 def test_normalize_text() -> None:
-    assert D.normalize_text("  Hello&quot;  WORLD\n") == 'hello" world'
-    assert D.normalize_text("ＡＢＣ") == "abc"
+    assert records.normalize_text("  Hello&quot;  WORLD\n") == 'hello" world'
+    assert records.normalize_text("ＡＢＣ") == "abc"
 
 
 # ----------------------------------------------------------------------------- gettext
@@ -148,7 +151,7 @@ def test_gettext_parallel() -> None:
     locale = Path("/usr/share/locale")
     if not any(locale.glob("*/LC_MESSAGES/*.mo")):
         pytest.skip("no gettext catalogs installed")
-    g = D.gettext_parallel(["en", "de", "fr"])
+    g = sources.gettext_parallel(["en", "de", "fr"])
     assert set(g) == {"en", "de", "fr"}
     n = len(g["en"])
     assert n > 0 and len(g["de"]) == len(g["fr"]) == n
@@ -183,10 +186,10 @@ def test_gettext_from_handmade_catalogs(tmp_path: Path) -> None:
               "Only in German catalog here": "Nur im deutschen Katalog"})
     write_mo(tmp_path / "pt_BR" / "LC_MESSAGES" / "a.mo",
              {"Open the file now please": "Abra o arquivo agora"})
-    g = D.gettext_parallel(["de", "pt", "en"], locale_dir=tmp_path)
+    g = sources.gettext_parallel(["de", "pt", "en"], locale_dir=tmp_path)
     assert g == {"de": ["Bitte jetzt die Datei öffnen"], "pt": ["Abra o arquivo agora"],
                  "en": ["Open the file now please"]}
-    assert D.gettext_parallel(["de"], locale_dir=tmp_path / "nowhere") == {"de": []}
+    assert sources.gettext_parallel(["de"], locale_dir=tmp_path / "nowhere") == {"de": []}
 
 
 # ----------------------------------------------------------------------------- PPLM pairs
@@ -198,7 +201,7 @@ def test_pplm_pairs_strip_prefix(tmp_path: Path) -> None:
          "pert_gen_toks": [1, 2]},
         {"prompt_text": "A dog", "unpert_gen_text": " ran home", "pert_gen_text": " bit me"},
     ])
-    pairs, n = D.load_pplm_pairs(path)
+    pairs, n = sources.load_pplm_pairs(path)
     assert n == 1
     assert (pairs[0].prompt, pairs[0].chosen, pairs[0].rejected) == ("The cat", " sat down.", " is awful")
     assert (pairs[1].chosen, pairs[1].rejected) == (" ran home", " bit me")
@@ -213,13 +216,13 @@ def test_rtplx_password_zip(tmp_path: Path) -> None:
     body = "".join(json.dumps(rtplx_row(i, "EN", f"prompt {i}")) + "\n" for i in range(3)).encode()
     zpath = write_encrypted_zip(tmp_path / "RTP-LX.zip", {"RTP-LX/RTP_LX_EN.json": body,
                                                            "RTP-LX/RTP_LX_HE.json": b"{}\n"}, b"s3cret")
-    ps = D.load_rtplx(languages=["en"], zip_path=zpath, password="s3cret")
+    ps = rtplx_mod.load_rtplx(languages=["en"], zip_path=zpath, password="s3cret")
     assert [p.id for p in ps] == ["rtplx:en:0", "rtplx:en:1", "rtplx:en:2"]
-    with pytest.raises(D.DataFormatError, match="password") as e:
-        D.load_rtplx(languages=["en"], zip_path=zpath, password="wrong-pw")
+    with pytest.raises(records.DataFormatError, match="password") as e:
+        rtplx_mod.load_rtplx(languages=["en"], zip_path=zpath, password="wrong-pw")
     assert "wrong-pw" not in str(e.value)
-    with pytest.raises(D.DataFormatError, match="RTP_LX_DE"):
-        D.load_rtplx(languages=["de"], zip_path=zpath, password="s3cret")
+    with pytest.raises(records.DataFormatError, match="RTP_LX_DE"):
+        rtplx_mod.load_rtplx(languages=["de"], zip_path=zpath, password="s3cret")
 
 
 def test_rtplx_zip_wrong_password_past_the_check_byte(tmp_path: Path) -> None:
@@ -239,8 +242,8 @@ def test_rtplx_zip_wrong_password_past_the_check_byte(tmp_path: Path) -> None:
             sneaky = f"wrong-{i}"
             break
     assert sneaky is not None
-    with pytest.raises(D.DataFormatError, match="wrong password") as e:
-        D.load_rtplx(languages=["en"], zip_path=zpath, password=sneaky)
+    with pytest.raises(records.DataFormatError, match="wrong password") as e:
+        rtplx_mod.load_rtplx(languages=["en"], zip_path=zpath, password=sneaky)
     assert sneaky not in str(e.value)
 
 
@@ -249,10 +252,10 @@ def test_rtplx_zip_wrong_password_past_the_check_byte(tmp_path: Path) -> None:
 
 def test_mini_root_loads(tmp_path: Path) -> None:
     root = make_mini_root(tmp_path)
-    assert len(D.load_rtplx(root)) == 17 * 12
-    t = D.load_translated_200(root)
+    assert len(rtplx_mod.load_rtplx(root)) == 17 * 12
+    t = rtplx_mod.load_translated_200(root)
     assert t["de"][0].text == 'de line 0 "q"' and t["en"][1].index == 1
-    rows = D.load_paradetox(root)
+    rows = sources.load_paradetox(root)
     assert [r.neutrals for r in rows] == [("you",), (), ("polite one", "spans\nlines")]
     assert [r.id for r in rows] == ["paradetox:2", "paradetox:3", "paradetox:4"]
 
@@ -262,20 +265,20 @@ def test_align_detects_shift_and_outlier(tmp_path: Path) -> None:
 
     rng = random.Random(0)
     lengths = [rng.randint(10, 120) for _ in range(40)]
-    en = [D.Prompt(f"rtplx:en:{i}", "en", "e" * n, i, 1.0, "rtplx", i) for i, n in enumerate(lengths)]
+    en = [records.Prompt(f"rtplx:en:{i}", "en", "e" * n, i, 1.0, "rtplx", i) for i, n in enumerate(lengths)]
     # German: index 20 missing, 21..39 carry the English prompt i-1; index 5 is 10x too long
     de_len = {i: n for i, n in enumerate(lengths) if i < 20}
     de_len.update({i: lengths[i - 1] for i in range(21, 40)})
     de_len[5] = lengths[5] * 10
-    de = [D.Prompt(f"rtplx:de:{i}", "de", "d" * n, i, 1.0, "rtplx", i) for i, n in de_len.items()]
-    extra = [D.Prompt("rtplx:de:1200", "de", "x", 1200, 1.0, "rtplx", 1200)]
-    aligned, rep = D.align_by_index(en + de + extra)
+    de = [records.Prompt(f"rtplx:de:{i}", "de", "d" * n, i, 1.0, "rtplx", i) for i, n in de_len.items()]
+    extra = [records.Prompt("rtplx:de:1200", "de", "x", 1200, 1.0, "rtplx", 1200)]
+    aligned, rep = rtplx_mod.align_by_index(en + de + extra)
     assert rep.missing == {20: ("de",)}
     assert rep.shifted["de"] == tuple(range(21, 40))
     assert rep.outliers["de"] == (5,)
     assert sorted(aligned) == [i for i in range(20) if i != 5]
     assert rep.extras == {"de": 1}
-    loose, _ = D.align_by_index(en + de, require_all=False)
+    loose, _ = rtplx_mod.align_by_index(en + de, require_all=False)
     assert set(loose[25]) == {"en"}
 
 
@@ -305,31 +308,31 @@ GOOD = json.dumps(rtplx_row(0, "EN", "fine"))
 ])
 def test_rtplx_bad_input(tmp_path: Path, lines: list[str], pattern: str) -> None:
     root = _rtplx_root(tmp_path, lines)
-    with pytest.raises(D.DataFormatError, match=pattern):
-        D.load_rtplx(root, ["en"])
+    with pytest.raises(records.DataFormatError, match=pattern):
+        rtplx_mod.load_rtplx(root, ["en"])
 
 
 def test_rtplx_unknown_language_argument(tmp_path: Path) -> None:
     root = _rtplx_root(tmp_path, [GOOD])
     with pytest.raises(UnknownLanguageError, match="'xx'"):
-        D.load_rtplx(root, ["xx"])
-    with pytest.raises(D.DataFormatError, match="no RTP-LX file for language 'de'"):
-        D.load_rtplx(root, ["de"])
+        rtplx_mod.load_rtplx(root, ["xx"])
+    with pytest.raises(records.DataFormatError, match="no RTP-LX file for language 'de'"):
+        rtplx_mod.load_rtplx(root, ["de"])
 
 
 def test_translated_200_bad_input(tmp_path: Path) -> None:
     folder = tmp_path / "xg-translated-rtplx-200"
     folder.mkdir()
     (folder / "dpo_toxicity_pairwise_en_200.jsonl").write_text('{"Prompt": "a"}\n{"Text": "b"}\n')
-    with pytest.raises(D.DataFormatError, match=r"_en_200.jsonl:2: field 'Prompt': missing field"):
-        D.load_translated_200(tmp_path, ["en"])
+    with pytest.raises(records.DataFormatError, match=r"_en_200.jsonl:2: field 'Prompt': missing field"):
+        rtplx_mod.load_translated_200(tmp_path, ["en"])
     (folder / "dpo_toxicity_pairwise_en_200.jsonl").write_text('{"Prompt": "a"}\n')
     (folder / "dpo_toxicity_pairwise_de_200.jsonl").write_text('{"Prompt": "a"}\n{"Prompt": "b"}\n')
-    with pytest.raises(D.DataFormatError, match="not parallel"):
-        D.load_translated_200(tmp_path, ["en", "de"])
+    with pytest.raises(records.DataFormatError, match="not parallel"):
+        rtplx_mod.load_translated_200(tmp_path, ["en", "de"])
     (folder / "dpo_toxicity_pairwise_qq_200.jsonl").write_text('{"Prompt": "a"}\n')
-    with pytest.raises(D.DataFormatError, match="unknown language 'qq'"):
-        D.load_translated_200(tmp_path, ["en"])
+    with pytest.raises(records.DataFormatError, match="unknown language 'qq'"):
+        rtplx_mod.load_translated_200(tmp_path, ["en"])
 
 
 def test_davidson_bad_input(tmp_path: Path) -> None:
@@ -337,67 +340,67 @@ def test_davidson_bad_input(tmp_path: Path) -> None:
     folder.mkdir()
     path = folder / "labeled_data.csv"
     path.write_text(",count,hate_speech,offensive_language,neither,class,tweet\n0,3,0,0,3,2,ok\n1,3,0,0,3,7,bad\n")
-    with pytest.raises(D.DataFormatError, match=r"labeled_data.csv:3: field 'class': class must be 0, 1 or 2"):
-        D.load_davidson(tmp_path)
+    with pytest.raises(records.DataFormatError, match=r"labeled_data.csv:3: field 'class': class must be 0, 1 or 2"):
+        sources.load_davidson(tmp_path)
     path.write_text(",count,class\n0,3,2\n")
-    with pytest.raises(D.DataFormatError, match=r":1: field 'tweet': missing column"):
-        D.load_davidson(tmp_path)
+    with pytest.raises(records.DataFormatError, match=r":1: field 'tweet': missing column"):
+        sources.load_davidson(tmp_path)
     path.write_text("")
-    with pytest.raises(D.DataFormatError, match="file is empty"):
-        D.load_davidson(tmp_path)
+    with pytest.raises(records.DataFormatError, match="file is empty"):
+        sources.load_davidson(tmp_path)
 
 
 def test_jigsaw_schema(tmp_path: Path) -> None:
     path = tmp_path / "train.csv"
     path.write_text('id,comment_text,toxic,insult\nA1,"a, b",0,1\nA2,c,0.7,0\nA3,d,0,0\nA4,e,-1,-1\n')
-    rows = D.load_jigsaw(path)
+    rows = sources.load_jigsaw(path)
     assert [(r.id, r.label) for r in rows] == [("jigsaw:A1", 0), ("jigsaw:A2", 1), ("jigsaw:A3", 0)]
-    rows = D.load_jigsaw(path, label_columns=("toxic", "insult"))
+    rows = sources.load_jigsaw(path, label_columns=("toxic", "insult"))
     assert [r.label for r in rows] == [1, 1, 0]
     assert rows[0].text == "a, b"
     path.write_text("id,comment_text,toxic\nA1,x,yes\n")
-    with pytest.raises(D.DataFormatError, match=r"train.csv:2: field 'toxic': label must be a number"):
-        D.load_jigsaw(path)
+    with pytest.raises(records.DataFormatError, match=r"train.csv:2: field 'toxic': label must be a number"):
+        sources.load_jigsaw(path)
     path.write_text("id,comment_text,toxic\nA1,x,3\n")
-    with pytest.raises(D.DataFormatError, match=r":2: field 'toxic': label must be in \[0, 1\]"):
-        D.load_jigsaw(path)
-    with pytest.raises(D.DataFormatError, match=r"field 'severe_toxic': missing column"):
-        D.load_jigsaw(path, label_columns=("severe_toxic",))
-    with pytest.raises(D.DataFormatError, match="not found"):
-        D.load_jigsaw(tmp_path / "absent.csv")
+    with pytest.raises(records.DataFormatError, match=r":2: field 'toxic': label must be in \[0, 1\]"):
+        sources.load_jigsaw(path)
+    with pytest.raises(records.DataFormatError, match=r"field 'severe_toxic': missing column"):
+        sources.load_jigsaw(path, label_columns=("severe_toxic",))
+    with pytest.raises(records.DataFormatError, match="not found"):
+        sources.load_jigsaw(tmp_path / "absent.csv")
 
 
 def test_paradetox_bad_input(tmp_path: Path) -> None:
     folder = tmp_path / "paradetox-en"
     folder.mkdir()
     (folder / "paradetox.tsv").write_text("")
-    with pytest.raises(D.DataFormatError, match=r"paradetox.tsv:1: file is empty"):
-        D.load_paradetox(tmp_path)
+    with pytest.raises(records.DataFormatError, match=r"paradetox.tsv:1: file is empty"):
+        sources.load_paradetox(tmp_path)
     (folder / "paradetox.tsv").write_text("text\tlabel\nx\t1\n")
-    with pytest.raises(D.DataFormatError, match=r":1: field 'toxic'"):
-        D.load_paradetox(tmp_path)
+    with pytest.raises(records.DataFormatError, match=r":1: field 'toxic'"):
+        sources.load_paradetox(tmp_path)
 
 
 def test_pplm_bad_input(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt_text": "a", "unpert_gen_text": "b"}])
-    with pytest.raises(D.DataFormatError, match=r"p.jsonl:1: field 'pert_gen_text': missing field"):
-        D.load_pplm_pairs(path)
+    with pytest.raises(records.DataFormatError, match=r"p.jsonl:1: field 'pert_gen_text': missing field"):
+        sources.load_pplm_pairs(path)
     path.write_text("not json\n")
-    with pytest.raises(D.DataFormatError, match=r"p.jsonl:1: bad JSON"):
-        D.load_pplm_pairs(path)
+    with pytest.raises(records.DataFormatError, match=r"p.jsonl:1: bad JSON"):
+        sources.load_pplm_pairs(path)
     path.write_text("\n")
-    with pytest.raises(D.DataFormatError, match="file is empty"):
-        D.load_pplm_pairs(path)
+    with pytest.raises(records.DataFormatError, match="file is empty"):
+        sources.load_pplm_pairs(path)
 
 
 def test_lexicon_bad_input(tmp_path: Path) -> None:
     folder = tmp_path / "ldnoobw"
     folder.mkdir()
     (folder / "en.txt").write_text("\n\n")
-    with pytest.raises(D.DataFormatError, match=r"en.txt:1: lexicon file is empty"):
-        D.load_lexicons(tmp_path)
+    with pytest.raises(records.DataFormatError, match=r"en.txt:1: lexicon file is empty"):
+        sources.load_lexicons(tmp_path)
     (folder / "en.txt").write_text("bad\nBad\nworse\n")
     (folder / "tlh.txt").write_text("ignored\n")  # upstream has lists outside our 17 languages
-    assert D.load_lexicons(tmp_path) == {"en": ["bad", "worse"]}
+    assert sources.load_lexicons(tmp_path) == {"en": ["bad", "worse"]}
     with pytest.raises(UnknownLanguageError):
-        D.load_lexicons(tmp_path, ["klingon"])
+        sources.load_lexicons(tmp_path, ["klingon"])

@@ -6,7 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from interp.languages import LANGUAGES
+from interp.data.languages import LANGUAGES
 
 _CRC_TABLE = []
 for _n in range(256):

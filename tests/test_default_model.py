@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp import data
-from interp.default_model import (
-    RECIPES, _threads, batch_at, build_corpus, build_default_model, default_model_dir, get_recipe, is_built,
-    lm_loss_by_language, lr_at, make_model, recipe_hash, to_blocks, tokenize_stream, train, train_tokenizer,
-)
+from interp.data import records
+from interp.data import rtplx
+from interp.data import sources
+from interp.data import split as split_mod
+from interp.default_model.build import _threads, build_default_model, default_model_dir, is_built
+from interp.default_model.corpus import build_corpus, tokenize_stream, train_tokenizer
+from interp.default_model.recipe import RECIPES, get_recipe, recipe_hash
+from interp.default_model.train import batch_at, lm_loss_by_language, lr_at, make_model, to_blocks, train
 
 SMOKE = RECIPES["smoke"]
 # A micro run on the smoke model: 24 steps, so training twice stays well under a second or two.
@@ -30,7 +33,7 @@ def full_corpus(data_root):
 def smoke_dir(tmp_path_factory, data_root) -> Path:
     """One smoke build per session, placed where the cache would put it."""
     root = tmp_path_factory.mktemp("xdetox_cache")
-    from interp.default_model import resolve_preset
+    from interp.default_model.build import resolve_preset
 
     out = root / "default-model" / resolve_preset("smoke", data_root)[2].name  # recipe + data tag
     build_default_model(SMOKE, data_root, out, progress=False)
@@ -48,21 +51,21 @@ def micro_data(full_corpus):
 
 # ----------------------------------------------------------------------------- hold-out
 def test_corpus_has_no_evaluation_prompt(full_corpus, data_root) -> None:
-    corpus = {data.normalize_text(t) for t in full_corpus.train + full_corpus.val}
+    corpus = {records.normalize_text(t) for t in full_corpus.train + full_corpus.val}
     # Independent of build_corpus: every evaluation prompt, read straight from the loaders.
-    eval_prompts = data.rtplx_split(data.load_rtplx(data_root), "eval", root=data_root)
-    t200 = [p for ps in data.load_translated_200(data_root).values() for p in ps]
+    eval_prompts = split_mod.rtplx_split(rtplx.load_rtplx(data_root), "eval", root=data_root)
+    t200 = [p for ps in rtplx.load_translated_200(data_root).values() for p in ps]
     assert len(eval_prompts) > 1000 and len(t200) == 200 * 17
     assert {p.lang for p in eval_prompts} == set(RECIPES["standard"].languages)
-    leaked = [p.id for p in eval_prompts + t200 if data.normalize_text(p.text) in corpus]
+    leaked = [p.id for p in eval_prompts + t200 if records.normalize_text(p.text) in corpus]
     assert leaked == []
-    assert corpus.isdisjoint(data.heldout_texts(data_root))
+    assert corpus.isdisjoint(split_mod.heldout_texts(data_root))
     # The same Index is held out in every language, including translated-200's English indices.
-    train_prompts = data.rtplx_split(data.load_rtplx(data_root), "train", root=data_root)
-    assert not {p.index for p in train_prompts} & data.t200_indices(data_root)
-    assert not any(data.is_eval_index(p.index) for p in train_prompts)
+    train_prompts = split_mod.rtplx_split(rtplx.load_rtplx(data_root), "train", root=data_root)
+    assert not {p.index for p in train_prompts} & split_mod.t200_indices(data_root)
+    assert not any(split_mod.is_eval_index(p.index) for p in train_prompts)
     # ... and the corpus really contains training prompts (the filter is not dropping everything).
-    assert sum(data.normalize_text(p.text) in corpus for p in train_prompts) > 0.9 * len(train_prompts)
+    assert sum(records.normalize_text(p.text) in corpus for p in train_prompts) > 0.9 * len(train_prompts)
 
 
 def test_corpus_is_deterministic_and_documented(full_corpus) -> None:
@@ -78,16 +81,16 @@ def _fake_data(monkeypatch, order: int) -> None:
     def maybe_rev(xs):
         return list(reversed(xs)) if order else list(xs)
 
-    prompts = [data.Prompt(id=f"rtplx:{lang}:{i}", lang=lang, text=f"{lang} prompt {i}", index=i, toxicity=3.0,
+    prompts = [records.Prompt(id=f"rtplx:{lang}:{i}", lang=lang, text=f"{lang} prompt {i}", index=i, toxicity=3.0,
                            source="rtplx", group=i) for lang in ("en", "de") for i in range(10)]
-    monkeypatch.setattr(data, "load_rtplx", lambda root=None, languages=None: maybe_rev(prompts))
-    monkeypatch.setattr(data, "rtplx_split", lambda ps, split, root=None: [p for p in ps if (p.index < 3) == (split == "eval")])
-    monkeypatch.setattr(data, "heldout_texts", lambda root=None: {"en prompt 0", "de prompt 1", "leaked sentence"})
-    rows = [data.ParaDetoxRow(id=f"pd:{i}", toxic=f"toxic line {i}", neutrals=(f"calm line {i}",)) for i in range(20)]
-    rows.append(data.ParaDetoxRow(id="pd:x", toxic="Leaked   SENTENCE", neutrals=()))
-    monkeypatch.setattr(data, "load_paradetox", lambda root=None: maybe_rev(rows))
-    monkeypatch.setattr(data, "load_davidson", lambda root=None: [])
-    monkeypatch.setattr(data, "gettext_parallel", lambda languages=None: {l: [f"{l} msg {i}" for i in range(9)]
+    monkeypatch.setattr(rtplx, "load_rtplx", lambda root=None, languages=None: maybe_rev(prompts))
+    monkeypatch.setattr(split_mod, "rtplx_split", lambda ps, split, root=None: [p for p in ps if (p.index < 3) == (split == "eval")])
+    monkeypatch.setattr(split_mod, "heldout_texts", lambda root=None: {"en prompt 0", "de prompt 1", "leaked sentence"})
+    rows = [records.ParaDetoxRow(id=f"pd:{i}", toxic=f"toxic line {i}", neutrals=(f"calm line {i}",)) for i in range(20)]
+    rows.append(records.ParaDetoxRow(id="pd:x", toxic="Leaked   SENTENCE", neutrals=()))
+    monkeypatch.setattr(sources, "load_paradetox", lambda root=None: maybe_rev(rows))
+    monkeypatch.setattr(sources, "load_davidson", lambda root=None: [])
+    monkeypatch.setattr(sources, "gettext_parallel", lambda languages=None: {l: [f"{l} msg {i}" for i in range(9)]
                                                                           for l in languages})
 
 
@@ -189,8 +192,8 @@ def test_lm_loss_matches_hf_loss(micro_data) -> None:
 
 # ----------------------------------------------------------------------------- the smoke build
 def test_smoke_build_writes_a_loadable_model_with_manifest_and_curve(smoke_dir) -> None:
-    from interp.architecture import get_adapter
-    from interp.loading import load_model
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import load_model
 
     assert is_built(smoke_dir)
     m = json.loads((smoke_dir / "manifest.json").read_text())
@@ -210,7 +213,7 @@ def test_smoke_build_writes_a_loadable_model_with_manifest_and_curve(smoke_dir) 
 
 
 def test_default_model_dir_uses_cache_and_preset_env(smoke_dir, monkeypatch) -> None:
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
 
     monkeypatch.setenv("XDETOX_CACHE", str(smoke_dir.parents[1]))
     monkeypatch.setenv("XDETOX_DEFAULT_PRESET", "smoke")
@@ -224,7 +227,7 @@ def test_default_model_dir_uses_cache_and_preset_env(smoke_dir, monkeypatch) -> 
 
 
 def test_cli_build_default_finds_the_cached_build(smoke_dir, monkeypatch, capsys) -> None:
-    from interp.cli import main
+    from interp.app.cli import main
 
     monkeypatch.setenv("XDETOX_CACHE", str(smoke_dir.parents[1]))
     assert main(["model", "build-default", "--preset", "smoke", "--no-progress"]) == 0

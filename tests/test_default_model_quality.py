@@ -5,9 +5,9 @@ import pytest
 import torch
 from tiny_models import make_model, make_tokenizer
 
-from interp.interventions import generate_with_intervention
-from interp.loading import wrap_bridge
-from interp.quality import Criterion, check_build, check_heldout, check_probe, format_report, toxic_value_vectors
+from interp.neurons.interventions import generate_with_intervention
+from interp.model.loading import wrap_bridge
+from interp.app.quality import Criterion, check_build, check_heldout, check_probe, format_report, toxic_value_vectors
 
 
 class _SetLexicon:
@@ -76,7 +76,7 @@ def test_continuation_criterion_uses_greedy_continuations() -> None:
     """Criterion 5 decodes with the library's one greedy path; it equals a token-by-token argmax loop."""
     from types import SimpleNamespace
 
-    from interp.quality import QualityConfig, check_continuations
+    from interp.app.quality import QualityConfig, check_continuations
 
     tok = make_tokenizer()
     model = make_model("gpt2", len(tok)).eval()

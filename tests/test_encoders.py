@@ -5,8 +5,8 @@ import pytest
 import torch
 import transformers as T
 
-from interp.architecture import GenerationUnsupportedError, _unwrap, get_adapter, hf_model_of
-from interp.loading import load_model
+from interp.model.architecture import GenerationUnsupportedError, _unwrap, get_adapter, hf_model_of
+from interp.model.loading import load_model
 from tiny_models import TINY_TEXT, make_tokenizer
 
 ENCODERS = ("bert", "xlm-roberta")
@@ -64,7 +64,7 @@ def test_family_and_shapes(enc):
 
 
 def test_head_missing_from_checkpoint_is_deterministic(tmp_path):
-    from interp.loading import model_fingerprint
+    from interp.model.loading import model_fingerprint
 
     _save_encoder("bert", tmp_path)
     fps = {model_fingerprint(load_model(str(tmp_path), dtype="float32", device="cpu")) for _ in range(2)}
@@ -103,7 +103,7 @@ def test_post_ln_vocab_projection_matches_layernorm_of_v(enc):
     """The projection path (top-k through the tied embeddings) against the LayerNorm applied to v
     alone, minus its bias (the same formula as vocab_vectors, so not an independent check of the
     direction: see the Jacobian test below). gamma * (v - mean v) differs by the factor 1/std(v)."""
-    from interp.vocab import project_to_vocab
+    from interp.neurons.vocab import project_to_vocab
 
     a = get_adapter(enc)
     hf = hf_model_of(enc)
@@ -139,7 +139,7 @@ def test_probe_features_are_e5_mean_pool(enc):
 
 
 def test_prompt_activations_equal_single_prompt_oracle(enc):
-    from interp.activations import collect_prompt_activations
+    from interp.neurons.activations import collect_prompt_activations
 
     a = get_adapter(enc)
     neurons = [(0, 1), (1, 5), (0, 60)]
@@ -161,9 +161,9 @@ def test_prompt_activations_equal_single_prompt_oracle(enc):
 
 def test_generation_stages_refused_prompt_versions_work(enc, tmp_path):
     from detox_train.evaluate import generate
-    from interp.data import Prompt
-    from interp.key_activations import key_activations
-    from interp.neurons import find_toxic_neurons
+    from interp.data.records import Prompt
+    from interp.neurons.key_activations import key_activations
+    from interp.neurons.ranking import find_toxic_neurons
 
     direction = torch.randn(32)
     with pytest.raises(GenerationUnsupportedError, match=r"activation filter.*(bert|xlm-roberta).*encoder"):
@@ -203,7 +203,7 @@ def test_cli_refuses_generation_filter_on_encoder_and_runs_prompt_filter(tmp_pat
     _save_encoder("bert", d)
     save_file({"direction": torch.randn(32)}, str(tmp_path / "probe.safetensors"))
     (tmp_path / "prompts.txt").write_text("you are a stupid idiot\nwhat the hell is wrong with you\n")
-    base = [sys.executable, "-m", "interp.cli", "neurons", "find", "--model", str(d), "--probe",
+    base = [sys.executable, "-m", "interp.app.cli", "neurons", "find", "--model", str(d), "--probe",
             str(tmp_path / "probe.safetensors"), "--filter-file", str(tmp_path / "prompts.txt"), "--top-k", "4",
             "--out", str(tmp_path / "n.json")]
     r = subprocess.run(base, capture_output=True, text=True)
@@ -217,7 +217,7 @@ def test_cli_refuses_generation_filter_on_encoder_and_runs_prompt_filter(tmp_pat
 def test_retrieval_representations_on_encoder(enc):
     """Layer reps on an encoder = mean of each hidden state over the text's own tokens (the encoder reads
     <s> text </s>; retrieval pools without the special tokens), from the base model without its MLM head."""
-    from interp.retrieval import layer_representations
+    from interp.crosslingual.retrieval import layer_representations
 
     texts = ["you are a stupid idiot", "I want to go home now"]
     reps = layer_representations(enc, texts, cache=False, progress=False)
@@ -234,9 +234,9 @@ def test_retrieval_representations_on_encoder(enc):
 
 def test_encoder_stage_key_holds_e5_file_and_converter_version(tmp_path, monkeypatch):
     """The encoder stage has no model stage to depend on: the e5 file and the converter are in its key."""
-    import interp.pipeline as P
-    from interp import e5_weights
-    from interp.run_config import load_run_config
+    import interp.app.pipeline as P
+    from interp.model import e5 as e5_weights
+    from interp.app.run_config import load_run_config
 
     fake = tmp_path / "e5-small-q4.bin"
     fake.write_bytes(b"E5S1 one")
@@ -275,8 +275,8 @@ def test_text_prefix_is_prepended_by_the_tokenizer(enc):
     """encoder.text_prefix (default e5's "passage: ") reaches every encoded text, inside <s> ... </s>."""
     import copy
 
-    from interp.encoder_analysis import set_text_prefix
-    from interp.run_config import load_run_config
+    from interp.app.encoder_analysis import set_text_prefix
+    from interp.app.run_config import load_run_config
     from probes.features import extract_features, tokenizer_fingerprint
 
     assert load_run_config(preset="smoke").encoder.text_prefix == "passage: "
@@ -338,9 +338,9 @@ def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
 
 def test_key_prompts_are_disjoint_from_the_filter_prompts(tmp_path, monkeypatch):
     """The English toxic key prompts and the filter prompts come from one eval pool: made disjoint."""
-    import interp.pipeline as P
-    from interp.encoder_analysis import TOXIC, disjoint_from
-    from interp.run_config import load_run_config
+    import interp.app.pipeline as P
+    from interp.app.encoder_analysis import TOXIC, disjoint_from
+    from interp.app.run_config import load_run_config
 
     monkeypatch.setattr(P.Pipeline, "gettext_fingerprint", lambda self: "fixed")
     pipe = P.Pipeline(load_run_config(preset="smoke"), tmp_path / "run", log=lambda _m: None)
@@ -355,7 +355,7 @@ def test_key_prompts_are_disjoint_from_the_filter_prompts(tmp_path, monkeypatch)
 
 
 def test_offset_sweep_refusal_names_the_intervention(enc):
-    from interp.interventions import generate_with_intervention, intervention_sweep
+    from interp.neurons.interventions import generate_with_intervention, intervention_sweep
 
     with pytest.raises(GenerationUnsupportedError, match="offset sweep"):
         intervention_sweep(enc, [(0, 1)], {"en": ["you are"]}, score_fn=lambda t, _l: [0.0] * len(t), progress=False)

@@ -21,7 +21,7 @@ SENTINEL = "SENTINEL-s3cr3t-9f1c"
 
 
 def _main(argv: list[str]) -> tuple[int, str]:
-    from interp.cli import main
+    from interp.app.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -41,7 +41,7 @@ def _env() -> dict[str, str]:
 
 
 def _gen_cmd(tiny: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "interp.cli", "eval", "generate", "--model", str(tiny), "--languages", "en",
+    return [sys.executable, "-m", "interp.app.cli", "eval", "generate", "--model", str(tiny), "--languages", "en",
             "--n-prompts", "12", "--k", "2", "--max-new-tokens", "6", "--batch-size", "1", "--out", str(out), *extra]
 
 
@@ -54,7 +54,7 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120
 
 
 def test_unknown_exception_shows_traceback_and_asks_for_a_report(monkeypatch) -> None:
-    import interp.cli_data as cd
+    import interp.app.cli_data as cd
 
     def boom(args):
         raise RuntimeError("internal invariant broken")
@@ -127,7 +127,7 @@ def test_kill9_then_resume_scores_with_another_scorer_refuses_and_keeps_the_mani
     mpath = out.with_name(out.name + ".manifest.json")
     manifest, torn = mpath.read_bytes(), out.read_bytes()
     # Another scorer version: the same lexicon scorer over a data root whose English list changed.
-    from interp.paths import data_root
+    from interp.core.paths import data_root
 
     other = tmp_path / "data"
     for ds in data_root().iterdir():
@@ -178,9 +178,9 @@ def test_refused_run_does_not_rewrite_the_run_manifest(tmp_path) -> None:
 
 
 def test_urls_are_redacted_in_manifests_and_reports(tmp_path, monkeypatch) -> None:
-    from interp.artifacts import make_manifest, redact_url
-    from interp.report import write_report
-    from interp.run_config import load_run_config
+    from interp.core.artifacts import make_manifest, redact_url
+    from interp.viz.report import write_report
+    from interp.app.run_config import load_run_config
 
     url = f"https://user:{SENTINEL}@proxy.example.org:8443/v1/analyze?key={SENTINEL}&x=1#frag{SENTINEL}"
     assert SENTINEL not in redact_url(url)
@@ -221,7 +221,7 @@ def test_perspective_time_limit_marks_the_rest_failed(monkeypatch) -> None:
 
 
 def test_written_files_have_the_umask_mode_not_0600(tmp_path) -> None:
-    from interp.artifacts import fix_permissions, write_json
+    from interp.core.artifacts import fix_permissions, write_json
 
     umask = os.umask(0o022)
     try:
@@ -240,7 +240,7 @@ def test_written_files_have_the_umask_mode_not_0600(tmp_path) -> None:
 def test_dpo_writes_model_files_with_the_umask_mode(tiny, tmp_path) -> None:
     """End to end: the DPO output (model.safetensors included) is not left at mode 0600."""
     from detox_train import DPOTrainConfig, train_dpo
-    from interp.data import PreferencePair
+    from interp.data.records import PreferencePair
 
     pairs = [PreferencePair(f"p{i}", "Say", f" nice words {i}", f" stupid idiot {i}", "t") for i in range(8)]
     cfg = DPOTrainConfig.preset("cpu-demo", model=str(tiny), output_dir=str(tmp_path / "dpo"), max_steps=1,
@@ -257,7 +257,7 @@ def test_dpo_writes_model_files_with_the_umask_mode(tiny, tmp_path) -> None:
 
 
 def test_truncated_safetensors_is_named_and_derived_cache_rebuilt(tmp_path) -> None:
-    from interp.artifacts import CorruptFileError, check_safetensors, load_tensors, save_tensors
+    from interp.core.artifacts import CorruptFileError, check_safetensors, load_tensors, save_tensors
 
     import torch
 
@@ -276,7 +276,7 @@ def test_model_without_tokenizer_loads_for_weight_only_analysis(tiny, tmp_path) 
 
     import torch
 
-    from interp.artifacts import save_tensors
+    from interp.core.artifacts import save_tensors
 
     m = tmp_path / "m"
     shutil.copytree(tiny, m)
@@ -292,8 +292,8 @@ def test_model_without_tokenizer_loads_for_weight_only_analysis(tiny, tmp_path) 
 
 
 def test_damaged_default_model_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, caplog) -> None:
-    from interp.artifacts import check_safetensors, read_json
-    from interp.default_model import default_model_dir, is_built
+    from interp.core.artifacts import check_safetensors, read_json
+    from interp.default_model.build import default_model_dir, is_built
 
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
     d = default_model_dir("smoke", progress=False)
@@ -315,7 +315,7 @@ def test_damaged_default_model_cache_is_detected_and_rebuilt(tmp_path, monkeypat
 
 
 def test_damaged_feature_cache_entry_is_rebuilt(tiny, tmp_path) -> None:
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from probes.features import extract_features
 
     model = load_model(str(tiny))
@@ -331,7 +331,7 @@ def test_damaged_feature_cache_entry_is_rebuilt(tiny, tmp_path) -> None:
 
 def test_unreachable_hub_name_fails_fast_offline(monkeypatch) -> None:
     """A hub name that is not cached: nothing reachable, so offline mode is set instead of ~25 s of retries."""
-    from interp.loading import load_hf_model
+    from interp.model.loading import load_hf_model
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1")  # port 443 on localhost: refused at once
@@ -376,7 +376,7 @@ def test_pipeline_kill9_then_resume_with_changed_config_refuses_or_restarts(smok
     run_dir = tmp_path / "killed"
     for stage in ("model", "probe", "neurons", "dpo"):
         shutil.copytree(smoke_run / "stages" / stage, run_dir / "stages" / stage)
-    base = [sys.executable, "-m", "interp.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir),
+    base = [sys.executable, "-m", "interp.app.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir),
             "--no-progress", "--set", "evaluation.batch_size=1"]
     proc = subprocess.Popen(base, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = run_dir / "stages" / "generate" / "samples_before.jsonl"

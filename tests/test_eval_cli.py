@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from interp.cli import main
+from interp.app.cli import main
 
 
 def test_eval_cli_end_to_end(tmp_path, tiny_dirs, capsys) -> None:
@@ -16,7 +16,8 @@ def test_eval_cli_end_to_end(tmp_path, tiny_dirs, capsys) -> None:
     rows = [json.loads(x) for x in samples.read_text().splitlines()]
     assert len(rows) == 8 and {r["lang"] for r in rows} == {"en", "zh"}
     assert all(r["prompt_id"].startswith("rtplx:") for r in rows)
-    from interp.data import is_eval_prompt, load_rtplx
+    from interp.data.rtplx import load_rtplx
+    from interp.data.split import is_eval_prompt
 
     by_id = {p.id: p for p in load_rtplx(None, ["en", "zh"])}
     assert all(is_eval_prompt(by_id[r["prompt_id"]]) for r in rows)  # evaluation split only
@@ -54,7 +55,7 @@ def test_evaluate_imports_without_trl() -> None:
     import subprocess
     import sys
 
-    code = "import sys, detox_train.evaluate, detox_train.cli_eval; print('trl' in sys.modules)"
+    code = "import sys, detox_train.evaluate, interp.app.cli_eval; print('trl' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -15,8 +15,8 @@ import torch
 
 from detox_train.evaluate import generate, read_samples
 from detox_train.evaluate.generation import RowSeededSampler, row_uniforms
-from interp.data import Prompt
-from interp.languages import UnknownLanguageError
+from interp.data.records import Prompt
+from interp.data.languages import UnknownLanguageError
 
 TEXTS = ["I want", "the quick brown fox jumps", "you are a", "Ich will nach Hause", "我想", "Я хочу"]
 LANGS = ["en", "en", "en", "de", "zh", "ru"]
@@ -49,7 +49,7 @@ def test_batch_composition_does_not_change_samples(tiny, tmp_path) -> None:
 
 
 def test_works_through_bridge_and_modelview(tiny, tmp_path) -> None:
-    from interp.loading import ModelView, wrap_bridge
+    from interp.model.loading import ModelView, wrap_bridge
 
     model, tok = tiny
     bridge = wrap_bridge(model, tok, model_id="tiny-gpt2")
@@ -199,8 +199,8 @@ def test_batch_invariance_other_families(fam, tiny_tokenizer, tmp_path) -> None:
 
 def test_prompt_longer_than_the_context_keeps_its_end_and_is_counted(tmp_path) -> None:
     """A prompt over the context crashed generate (IndexError); now it is cut from the left."""
-    from interp.data import Prompt
-    from interp.loading import wrap_bridge
+    from interp.data.records import Prompt
+    from interp.model.loading import wrap_bridge
     from tiny_models import make_model, make_tokenizer
 
     tok = make_tokenizer()
@@ -219,7 +219,7 @@ def test_prompt_longer_than_the_context_keeps_its_end_and_is_counted(tmp_path) -
     assert len(out) == 2 and fed[0] == 128 - 4  # the prompt budget leaves room for the new tokens
     man = json.loads((tmp_path / "s.jsonl.manifest.json").read_text())
     assert man["n_prompts_truncated"] == 1 and man["truncated_prompt_ids"] == ["p:long"]
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     kept, _ = token_rule(bridge).encode([long_text], "prompt", max_length=124)
     assert kept[0] == tok(long_text, add_special_tokens=False)["input_ids"][-124:]  # the end is kept
@@ -227,9 +227,9 @@ def test_prompt_longer_than_the_context_keeps_its_end_and_is_counted(tmp_path) -
 
 def test_rtplx_es_1427_on_the_embedded_default(data_root, tmp_path) -> None:
     """The issue's repro: this prompt is longer than the embedded default model's context."""
-    from interp.data import load_rtplx
-    from interp.loading import load_model
-    from interp.tokenization import context_length, token_rule
+    from interp.data.rtplx import load_rtplx
+    from interp.model.loading import load_model
+    from interp.model.tokenization import context_length, token_rule
 
     prompt = next(p for p in load_rtplx(data_root, ["es"]) if p.id == "rtplx:es:1427")
     bridge = load_model("default")

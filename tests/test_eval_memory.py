@@ -9,7 +9,7 @@ import pytest
 from detox_train.evaluate import (GenerationSettings, Judge, generate, read_samples, read_scored, score,
                                   score_samples)
 from detox_train.evaluate.generation import text_sha
-from interp.data import Prompt
+from interp.data.records import Prompt
 from test_stale_results import LengthScorer  # score = (len(text) % 10) / 10, records what it scored
 
 TEXTS = ["I want", "the quick brown fox jumps", "you are a", "Ich will nach Hause", "我想", "Я хочу"]
@@ -105,8 +105,8 @@ def test_judge_refuses_prompt_text_other_than_the_sampled_one(tiny) -> None:
 
 def test_pipeline_lexicon_scorer_reads_the_run_data_root(data_root, tmp_path) -> None:
     """The run's data root decides the lexicon scorer's lists (it read the default root's before)."""
-    from interp.pipeline import Pipeline
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import Pipeline
+    from interp.app.run_config import load_run_config
 
     other = tmp_path / "data"
     (other / "ldnoobw").mkdir(parents=True)

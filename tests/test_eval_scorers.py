@@ -16,7 +16,7 @@ import torch
 
 from detox_train.evaluate import (ScoreCache, ScoreCacheError, ScoreResult, get_scorer, read_scored,
                                   score_samples)
-from interp.languages import UnknownLanguageError
+from interp.data.languages import UnknownLanguageError
 
 
 class CountingScorer:
@@ -163,7 +163,7 @@ def test_kill9_during_scoring_then_resume_is_identical(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- lexicon
 def test_lexicon_scorer(data_root) -> None:
-    from interp.lexicon import Lexicon
+    from interp.data.lexicon import Lexicon
 
     lex = Lexicon({"en": ["ass", "idiot"], "zh": ["傻逼"]})
     s = get_scorer("lexicon", lexicon=lex)
@@ -212,7 +212,8 @@ class FakeEmbedder:
 
 def test_e5_training_set_is_disjoint_from_eval(data_root) -> None:
     from detox_train.evaluate.scorers.e5 import E5HeadConfig, e5_training_set
-    from interp.data import heldout_texts, is_eval_prompt, normalize_text
+    from interp.data.records import normalize_text
+    from interp.data.split import heldout_texts, is_eval_prompt
 
     data = e5_training_set(E5HeadConfig(max_paradetox=20, max_per_language=6))
     held = heldout_texts()
@@ -220,7 +221,7 @@ def test_e5_training_set_is_disjoint_from_eval(data_root) -> None:
     rtplx = [t for t in data if t.source == "rtplx-train"]
     assert len({t.lang for t in rtplx}) == 17 and sum(t.source == "paradetox" for t in data) == 20
     assert {t.label for t in rtplx} == {0, 1}
-    from interp.data import load_rtplx
+    from interp.data.rtplx import load_rtplx
 
     by_id = {p.id: p for p in load_rtplx()}
     assert not any(is_eval_prompt(by_id[t.id]) for t in rtplx)

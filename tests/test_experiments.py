@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from detox_train.preference import ALGORITHMS
-from interp.cli import main
+from interp.app.cli import main
 
 TINY = ["--preset", "smoke", "--set", "evaluation.scorer=lexicon", "--set", "evaluation.scorer_options={}",
         "--set", "languages=[en,de]", "--set", "evaluation.n_prompts=3", "--set", "evaluation.k=2",

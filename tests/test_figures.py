@@ -1,4 +1,4 @@
-"""interp.figures: each figure is a pure function of its tables; values checked against the inputs."""
+"""interp.viz.figures: each figure is a pure function of its tables; values checked against the inputs."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from scipy import stats as sps
 
-from interp import figures as F
+from interp.viz import figures as F
 
 LANGS = ["en", "ar", "cs", "de", "ja", "zh", "hi"]
 
@@ -173,7 +173,7 @@ def test_static_export_problem_names_what_is_missing(monkeypatch) -> None:
 def _figures_cli(argv: list[str]) -> int:
     import argparse
 
-    from interp.cli_figures import register
+    from interp.app.cli_figures import register
 
     parser = argparse.ArgumentParser(prog="xdetox")
     register(parser.add_subparsers(dest="command", required=True))
@@ -235,7 +235,7 @@ def test_figures_cli_static_formats_and_one_pdf_on_a_run(smoke_run: Path, tmp_pa
 
     before = _kaleido_downloads()
     out = tmp_path / "figs"
-    cmd = [sys.executable, "-m", "interp.cli", "figures"]
+    cmd = [sys.executable, "-m", "interp.app.cli", "figures"]
     res = subprocess.run([*cmd, "value-tokens", "--run-dir", str(smoke_run), "--out-dir", str(out),
                           "--format", "png", "pdf", "svg"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -249,7 +249,7 @@ def test_figures_cli_static_formats_and_one_pdf_on_a_run(smoke_run: Path, tmp_pa
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == [str(book)] and not (tmp_path / "none").exists()
     pages = len(re.findall(rb"/Type\s*/Page[^s]", book.read_bytes()))
-    from interp.cli_figures import FIGURE_NAMES
+    from interp.app.cli_figures import FIGURE_NAMES
 
     assert pages == len(FIGURE_NAMES), pages  # one page per figure the run has tables for
     assert _kaleido_downloads() == before

@@ -1,4 +1,4 @@
-"""The RTP-LX guard (interp.report.assert_no_prompt_text, interp.notebooks.check_notebook_outputs) against
+"""The RTP-LX guard (interp.viz.report.assert_no_prompt_text, interp.app.notebooks.check_notebook_outputs) against
 the bypasses a review found: <br> in plotly hover text, text split by HTML tags, a prompt's tail or the
 prompt minus its first character, non-text mimetypes, output metadata and bare PNG images."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import nbformat
 import plotly.graph_objects as go
 import pytest
 
-from interp.notebooks import check_notebook_outputs
-from interp.report import PromptTextLeakError, assert_no_prompt_text, render_report
+from interp.app.notebooks import check_notebook_outputs
+from interp.viz.report import PromptTextLeakError, assert_no_prompt_text, render_report
 
 PID = "rtplx:de:5"
 TEXT = "Diese erfundene Beispielzeile steht hier nur für den Test des Wächters"

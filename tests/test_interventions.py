@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.architecture import _unwrap, get_adapter
-from interp.interventions import NeuronIntervention, generate_with_intervention, intervene, intervention_sweep
-from interp.languages import UnknownLanguageError
-from interp.loading import wrap_bridge
+from interp.model.architecture import _unwrap, get_adapter
+from interp.neurons.interventions import NeuronIntervention, generate_with_intervention, intervene, intervention_sweep
+from interp.data.languages import UnknownLanguageError
+from interp.model.loading import wrap_bridge
 from tiny_models import make_model, make_tokenizer
 
 
@@ -83,7 +83,7 @@ def test_generation_changes_under_large_intervention_and_matches_oracle() -> Non
     assert pushed != plain
     # oracle: full forwards with the bridge's own hook, one prompt at a time, no cache
     tok = bridge.tokenizer
-    from interp.activations import encode_prompts
+    from interp.neurons.activations import encode_prompts
     for p, ids in zip(pushed, encode_prompts(bridge, prompts)):
         seq = list(ids)
         for _ in range(10):

@@ -8,7 +8,7 @@ import conftest
 
 
 def test_home_and_caches_point_into_the_session_sandbox() -> None:
-    from interp.paths import cache_dir
+    from interp.core.paths import cache_dir
 
     sandbox = conftest.SANDBOX.resolve()
     assert Path.home().resolve() == conftest.HOME.resolve()

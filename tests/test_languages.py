@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.languages import LANGUAGES, UnknownLanguageError, language_info, normalize_language, normalize_languages
+from interp.data.languages import LANGUAGES, UnknownLanguageError, language_info, normalize_language, normalize_languages
 from test_data_helpers import make_mini_root, rtplx_row, write_encrypted_zip
 
 EXTRA = {"sw": "SW", "th": "TH", "he": "HE", "tr": "TR", "uk": "UK", "zh-Hant": "ZH-Hant"}
@@ -41,9 +41,9 @@ def _zip(tmp_path: Path) -> Path:
 
 
 def test_rtplx_zip_with_extra_locales(tmp_path: Path) -> None:
-    from interp.coverage import rtplx_languages
-    from interp.data import load_rtplx
-    from interp.run_config import load_run_config
+    from interp.data.coverage import rtplx_languages
+    from interp.data.rtplx import load_rtplx
+    from interp.app.run_config import load_run_config
 
     zpath = _zip(tmp_path)
     langs = ["en", *EXTRA]
@@ -56,8 +56,8 @@ def test_rtplx_zip_with_extra_locales(tmp_path: Path) -> None:
 
 
 def test_gaps_are_reported_not_fatal(tmp_path: Path) -> None:
-    from interp.coverage import language_coverage
-    from interp.data import load_rtplx
+    from interp.data.coverage import language_coverage
+    from interp.data.rtplx import load_rtplx
     from test_data_helpers import write_jsonl
 
     root = make_mini_root(tmp_path / "root", n=4)
@@ -74,8 +74,8 @@ def test_gaps_are_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_pipeline_leaves_languages_without_parallel_data_out_of_retrieval(tmp_path: Path) -> None:
-    from interp.pipeline import Pipeline
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import Pipeline
+    from interp.app.run_config import load_run_config
     from test_data_helpers import write_jsonl
 
     root = make_mini_root(tmp_path / "root", n=4)
@@ -108,9 +108,9 @@ def test_correlation_stage_keeps_a_language_without_retrieval(tmp_path: Path) ->
     (with too few languages for a correlation) still finishes."""
     import pandas as pd
 
-    from interp.artifacts import write_json
-    from interp.pipeline import Pipeline
-    from interp.run_config import load_run_config
+    from interp.core.artifacts import write_json
+    from interp.app.pipeline import Pipeline
+    from interp.app.run_config import load_run_config
 
     cfg = load_run_config(preset="smoke", overrides={"languages": "[en, de, sw]"})
     pipe = Pipeline(cfg, tmp_path / "run", log=lambda _m: None)

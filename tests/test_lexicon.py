@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.lexicon import Lexicon, is_toxic_token, toxic_hits
+from interp.data.lexicon import Lexicon, is_toxic_token, toxic_hits
 
 LEX = Lexicon({
     "en": ["ass", "Blow Job", "fuck", "s&m", "🖕"],

@@ -1,11 +1,11 @@
-"""The one LM-loss implementation (interp.lm_loss) against HF's own shifted loss, and its users agree."""
+"""The one LM-loss implementation (interp.model.lm_loss) against HF's own shifted loss, and its users agree."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from interp.lm_loss import continuation_nll, lm_loss, text_nll
+from interp.model.lm_loss import continuation_nll, lm_loss, text_nll
 from tiny_models import make_model, make_tokenizer
 
 TEXTS = ["the quick brown fox", "Ich will nach Hause gehen, jetzt sofort", "我想回家", ""]
@@ -52,7 +52,7 @@ def test_users_share_the_implementation() -> None:
     from detox_train.compare_algorithms import per_text_losses
     from detox_train.dpo import lm_loss as dpo_lm_loss
     from detox_train.evaluate.metrics import continuation_nll as metrics_nll
-    from interp.default_model import lm_loss_by_language
+    from interp.default_model.train import lm_loss_by_language
 
     assert dpo_lm_loss is lm_loss and metrics_nll is continuation_nll
     tok = make_tokenizer()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.architecture import UnsupportedArchitectureError
-from interp.loading import ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model, model_fingerprint, model_id
-from interp.record import model_record
+from interp.model.architecture import UnsupportedArchitectureError
+from interp.model.loading import ModelNotFoundError, adapter_disabled, activate, base_and_tuned, load_model, model_fingerprint, model_id
+from interp.model.record import model_record
 from tiny_models import make_tokenizer
 
 IDS = torch.tensor([[0, 5, 17, 42, 99, 7, 3]])
@@ -151,7 +151,7 @@ def test_architecture_without_a_table_entry_loads(tmp_path: Path) -> None:
     """GPT-NeoX has no entry of ours: the spec comes from TransformerLens's mapping."""
     import transformers as T
 
-    from interp.architecture import FAMILIES, get_adapter
+    from interp.model.architecture import FAMILIES, get_adapter
 
     tok = make_tokenizer()
     cfg = T.GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -181,8 +181,8 @@ def test_lora_on_every_linear_layer_is_seen_by_the_bridge(fam: str, tiny_dirs, t
     """A LoRA on all linear layers (joint QKV included) gives PEFT's logits; the base view gives the base's."""
     from peft import LoraConfig, get_peft_model
 
-    from interp.architecture import get_adapter
-    from interp.loading import adapter_disabled, load_hf_model, load_model
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import adapter_disabled, load_hf_model, load_model
 
     model, _ = load_hf_model(tiny_dirs[fam], device="cpu")
     ids = torch.tensor([[2, 5, 9, 17, 30]])
@@ -205,7 +205,7 @@ def test_lora_on_every_linear_layer_is_seen_by_the_bridge(fam: str, tiny_dirs, t
 # ----------------------------------------------------------------------------- fingerprint cost and memo
 def _fresh_fingerprint(model) -> str:
     """Oracle: the fingerprint with the memo emptied (every parameter summed again)."""
-    import interp.loading as L
+    import interp.model.loading as L
 
     saved = dict(L._SUMS)
     L._SUMS.clear()
@@ -216,7 +216,7 @@ def _fresh_fingerprint(model) -> str:
 
 
 def test_fingerprint_is_memoised_and_follows_every_weight_change(monkeypatch) -> None:
-    import interp.loading as L
+    import interp.model.loading as L
     from tiny_models import make_model
 
     model = make_model("gpt2", 320)
@@ -260,7 +260,7 @@ def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
     code = (
         "import resource, torch\n"
         "from torch import nn\n"
-        "from interp.loading import _param_sum\n"
+        "from interp.model.loading import _param_sum\n"
         "p = nn.Parameter(torch.full((1 << 26,), 0.5, dtype=torch.float16), requires_grad=False)\n"
         "flat = p.detach().reshape(-1); s = torch.cat([flat[:64], flat[-64:]]).float()\n"
         "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -1,4 +1,4 @@
-"""interp.multilinguality: one row per language, one column per signal; mismatches are named."""
+"""interp.crosslingual.multilinguality: one row per language, one column per signal; mismatches are named."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from interp import dual_multilinguality
-from interp.multilinguality import MultilingualityInputError, key_ratio_from_activations
+from interp.crosslingual.multilinguality import MultilingualityInputError, key_ratio_from_activations
 
 LANGS = ["en", "de", "ja", "zh", "ar"]
 

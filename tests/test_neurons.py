@@ -6,9 +6,9 @@ import types
 import pytest
 import torch
 
-from interp.architecture import _unwrap, get_adapter
-from interp.loading import wrap_bridge
-from interp.neurons import ProbeDimensionError, ToxicNeurons, find_toxic_neurons, rank_value_vectors
+from interp.model.architecture import _unwrap, get_adapter
+from interp.model.loading import wrap_bridge
+from interp.neurons.ranking import ProbeDimensionError, ToxicNeurons, find_toxic_neurons, rank_value_vectors
 from test_activations import oracle
 from tiny_models import make_model, make_tokenizer
 

@@ -6,9 +6,9 @@ import argparse
 import pytest
 import torch
 
-from interp.artifacts import save_tensors
-from interp.cli_neurons import load_probe_direction, register
-from interp.neurons import ToxicNeurons
+from interp.core.artifacts import save_tensors
+from interp.app.cli_neurons import load_probe_direction, register
+from interp.neurons.ranking import ToxicNeurons
 
 
 
@@ -47,7 +47,7 @@ def test_probe_file_errors(tmp_path, tiny_dirs) -> None:
         load_probe_direction(f)
     save_tensors(f, {"direction": torch.randn(16)})
     assert load_probe_direction(f).shape == (16,)
-    from interp.neurons import ProbeDimensionError
+    from interp.neurons.ranking import ProbeDimensionError
     with pytest.raises(ProbeDimensionError, match="d_model=32"):
         run(["neurons", "find", "--model", str(tiny_dirs["gpt2"]), "--device", "cpu", "--probe", str(f),
              "--out", str(tmp_path / "o.json")])

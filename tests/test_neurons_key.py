@@ -7,10 +7,10 @@ import torch
 
 from scipy import stats as sps
 
-from interp.key_activations import key_activations
-from interp.languages import UnknownLanguageError
-from interp.loading import ModelView, wrap_bridge
-from interp.record import model_record
+from interp.neurons.key_activations import key_activations
+from interp.data.languages import UnknownLanguageError
+from interp.model.loading import ModelView, wrap_bridge
+from interp.model.record import model_record
 from test_activations import oracle
 from tiny_models import make_model, make_tokenizer
 
@@ -84,9 +84,9 @@ def test_bad_inputs() -> None:
 
 
 def test_toxic_neuron_table_is_accepted_everywhere() -> None:
-    from interp.interventions import NeuronIntervention, intervention_sweep
-    from interp.neurons import find_toxic_neurons
-    from interp.vocab import project_to_vocab
+    from interp.neurons.interventions import NeuronIntervention, intervention_sweep
+    from interp.neurons.ranking import find_toxic_neurons
+    from interp.neurons.vocab import project_to_vocab
 
     b = wrap_bridge(make_model("gpt2", 320), make_tokenizer())
     table = find_toxic_neurons(b, torch.randn(32), top_k=3, progress=False)

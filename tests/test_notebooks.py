@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.notebooks import check_notebook_outputs, execute_notebook, main, rtplx_texts, save_checked
-from interp.report import PromptTextLeakError
+from interp.app.notebooks import check_notebook_outputs, execute_notebook, main, rtplx_texts, save_checked
+from interp.viz.report import PromptTextLeakError
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -59,7 +59,7 @@ def test_saved_notebook_outputs_pass_the_guard(path: Path, forbidden: dict[str, 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path, smoke_run: Path, forbidden: dict[str, str], tmp_path) -> None:
-    from interp.figures import static_export_problem
+    from interp.viz.figures import static_export_problem
 
     nb = execute_notebook(path, preset="smoke", run_dir=smoke_run)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -81,7 +81,7 @@ def _check_outputs_in_chromium(outputs: list, tmp_path: Path) -> None:
         return
     import plotly.graph_objects as go
 
-    from interp.report import render_report
+    from interp.viz.report import render_report
 
     items: list = []
     for o in outputs:

@@ -9,8 +9,8 @@ import torch
 
 from detox_train.pairs import (filter_pairs_by_tokens, onpolicy_pairs, paradetox_pairs, pplm_pairs,
                                read_pairs_jsonl, split_pairs, subsample, validate_pairs, write_pairs_jsonl)
-from interp.artifacts import InputError
-from interp.data import DataFormatError, PreferencePair
+from interp.core.artifacts import InputError
+from interp.data.records import DataFormatError, PreferencePair
 from tiny_models import make_model
 
 
@@ -111,7 +111,7 @@ def test_split_and_subsample_are_seeded() -> None:
 
 # ----------------------------------------------------------------------------- builders
 def test_paradetox_pairs_on_real_data(data_root: Path) -> None:
-    from interp.data import load_paradetox
+    from interp.data.sources import load_paradetox
 
     rows = load_paradetox(data_root)
     pairs = paradetox_pairs(data_root)

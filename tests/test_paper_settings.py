@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.pipeline import Pipeline
-from interp.run_config import load_run_config
+from interp.app.pipeline import Pipeline
+from interp.app.run_config import load_run_config
 
 
 def test_paper_preset_filters_on_1000_english_rtplx_prompts(tmp_path: Path, data_root: Path) -> None:
-    from interp.data import load_rtplx
+    from interp.data.rtplx import load_rtplx
 
     n_en = sum(1 for p in load_rtplx(data_root, ["en"]))
     pipe = Pipeline(load_run_config(preset="paper", overrides={"data_root": str(data_root)}), tmp_path,
@@ -23,7 +23,8 @@ def test_paper_preset_filters_on_1000_english_rtplx_prompts(tmp_path: Path, data
 
 
 def test_key_activation_prompts_are_not_capped_at_the_eval_split(tmp_path: Path, data_root: Path) -> None:
-    from interp.data import load_rtplx, rtplx_split
+    from interp.data.rtplx import load_rtplx
+    from interp.data.split import rtplx_split
 
     langs = ["en", "de"]
     cfg = {"data_root": str(data_root), "languages": "[en, de]"}
@@ -63,7 +64,7 @@ def _write_jigsaw(tmp_path: Path) -> tuple[Path, Path, int]:
 
 
 def test_probe_trains_on_a_jigsaw_train_csv_and_tests_on_the_test_csv(tmp_path: Path, tiny_dirs) -> None:
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from probes.train import load_jigsaw_test, load_probe_data, train_probe
 
     train, test, n_scored = _write_jigsaw(tmp_path)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from interp.activations import encode_prompts
-from interp.architecture import _unwrap, get_adapter
-from interp.loading import wrap_bridge
-from interp.patching import (PatchingInputError, activation_patching, layer_control, patched_greedy_decode,
+from interp.neurons.activations import encode_prompts
+from interp.model.architecture import _unwrap, get_adapter
+from interp.model.loading import wrap_bridge
+from interp.neurons.patching import (PatchingInputError, activation_patching, layer_control, patched_greedy_decode,
                              random_control, share_row)
 from tiny_models import make_model, make_tokenizer
 
@@ -64,7 +64,7 @@ def test_lockstep_patching_matches_the_slow_oracle(family: str) -> None:
     want = _oracle(target, source, PROMPTS, neurons, 6)
     assert torch.equal(got, want)
     # and patching really changes the trajectory (the test would pass vacuously otherwise)
-    from interp.activations import greedy_decode
+    from interp.neurons.activations import greedy_decode
 
     own = greedy_decode(target, encode_prompts(target, PROMPTS), 6)
     assert not torch.equal(own, got) or family == "bloom"
@@ -106,7 +106,7 @@ def test_planted_pair_share_is_one_for_the_neurons_and_zero_for_a_random_set(fam
     base, tuned = _planted(family, units)
     located = [(PLANT_LAYER, u) for u in units]
     prompts = {"en": PROMPTS, "fr": ["Je veux aller", "la maison", "Yo quiero comer", "Ich will nach"]}
-    from interp.activations import greedy_decode
+    from interp.neurons.activations import greedy_decode
 
     def texts(model, ps):
         t = model.tokenizer
@@ -134,7 +134,7 @@ def test_planted_pair_share_is_one_for_the_neurons_and_zero_for_a_random_set(fam
     assert set(res.summary["lang"]) == {"en", "fr", "all"}
     assert res.meta["sets"] == {"located": 4, "random_1": 4, "random_2": 4, "layers_all": get_adapter(base).d_mlp}
     # key drop = base minus tuned mean activation, each model on its own greedy trajectory
-    from interp.activations import collect_generation_activations as cga
+    from interp.neurons.activations import collect_generation_activations as cga
 
     kd = res.key_drop.set_index("lang")["key_drop"]
     for lang, ps in prompts.items():
@@ -151,7 +151,7 @@ def test_partial_plant_gives_the_share_of_a_model_with_only_those_neurons_plante
     """Tuned = base with neurons A and B changed; patching A alone must behave exactly like a model
     with only A planted (forward) and like one with only B planted (reverse), computed without any
     patching: the source really runs in lockstep, and the share lies strictly between 0 and 1."""
-    from interp.activations import greedy_decode
+    from interp.neurons.activations import greedy_decode
 
     # a weaker plant, so that each group alone changes some continuations but not all
     (a_units, scale), b_units = {"gpt2": ([22, 35], 0.5), "llama": ([3, 9], 0.3)}[family], [17, 30, 41, 50]
@@ -184,7 +184,7 @@ def test_partial_plant_gives_the_share_of_a_model_with_only_those_neurons_plante
 def test_patched_decode_truncates_prompts_like_the_baseline() -> None:
     """A prompt longer than the context budget keeps its end, as in collect_generation_activations, so a
     no-op patch (identical weights) reproduces the baseline tokens exactly."""
-    from interp.activations import collect_generation_activations
+    from interp.neurons.activations import collect_generation_activations
 
     tok = make_tokenizer()
     hf = make_model("gpt2", len(tok), seed=0)  # n_positions 128
@@ -230,7 +230,7 @@ def test_share_row_against_direct_computation() -> None:
 
 
 def test_patching_refuses_shared_weights_and_other_tokenizers() -> None:
-    from interp.loading import ModelView
+    from interp.model.loading import ModelView
 
     base = wrap_bridge(make_model("gpt2", 320), make_tokenizer())
     with pytest.raises(PatchingInputError, match="two separate models"):

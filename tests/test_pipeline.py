@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from interp.configio import ConfigError
-from interp.pipeline import STAGES, Pipeline
-from interp.run_config import load_run_config
+from interp.core.configio import ConfigError
+from interp.app.pipeline import STAGES, Pipeline
+from interp.app.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_smoke_preset_runs_every_stage(smoke_run: Path) -> None:
 
 
 def test_report_has_no_rtplx_prompt_text(smoke_run: Path, data_root: Path) -> None:
-    from interp.data import load_rtplx
+    from interp.data.rtplx import load_rtplx
 
     html = (smoke_run / "report.html").read_text(encoding="utf-8")
     summary = (smoke_run / "summary.json").read_text(encoding="utf-8")
@@ -54,7 +54,7 @@ def test_kill_mid_stage_then_rerun_gives_same_summary(smoke_run: Path, tmp_path:
     # Reuse the finished upstream stages (model..dpo) so only generation onwards reruns.
     for stage in ("model", "probe", "neurons", "dpo"):
         shutil.copytree(smoke_run / "stages" / stage, run_dir / "stages" / stage)
-    cmd = [sys.executable, "-m", "interp.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "interp.app.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir),
            "--no-progress", "--set", "evaluation.batch_size=1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,7 +101,7 @@ def test_bad_config_errors_name_the_key(tmp_path: Path) -> None:
 def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("probe: {solver: magic}\n")
-    res = subprocess.run([sys.executable, "-m", "interp.cli", "run", "--config", str(bad)], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "interp.app.cli", "run", "--config", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "probe.solver" in res.stderr and "Traceback" not in res.stderr

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.pipeline import STAGES, Pipeline
-from interp.run_config import load_run_config
+from interp.app.pipeline import STAGES, Pipeline
+from interp.app.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = ("model", "probe", "neurons")  # DPO-independent stages, copied from the smoke run
@@ -89,7 +89,7 @@ def test_stage_dir_is_emptied_unless_it_holds_this_key(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- lock
 _HOLD = textwrap.dedent("""
     import sys, time
-    from interp.pipeline import run_dir_lock
+    from interp.app.pipeline import run_dir_lock
     with run_dir_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -97,7 +97,7 @@ _HOLD = textwrap.dedent("""
 
 
 def test_second_concurrent_run_on_one_run_dir_is_refused(tmp_path: Path) -> None:
-    from interp.pipeline import run_dir_lock
+    from interp.app.pipeline import run_dir_lock
 
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -105,7 +105,7 @@ def test_second_concurrent_run_on_one_run_dir_is_refused(tmp_path: Path) -> None
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        res = subprocess.run([sys.executable, "-m", "interp.cli", "run", "--preset", "smoke", "--run-dir",
+        res = subprocess.run([sys.executable, "-m", "interp.app.cli", "run", "--preset", "smoke", "--run-dir",
                               str(run_dir), "--only", "model", "--no-progress"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 2, res.stderr[-2000:]
@@ -162,7 +162,7 @@ def test_every_dpo_preset_runs_end_to_end(preset: str, preset_runs) -> None:
 def test_adapter_run_judges_before_samples_with_the_base_weights(preset_runs) -> None:
     """Independent check: the base judge of a LoRA run gives the perplexities of the plain base model."""
     from detox_train.evaluate import Judge, language_metrics, read_scored
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     run_dir = preset_runs("lora")
     cfg = _cfg(**{"dpo.preset": "lora", "dpo.overrides": TINY_DPO})
@@ -237,7 +237,7 @@ def test_judge_is_selectable_and_recorded(preset_runs, tmp_path: Path, tiny_dirs
 
 
 def test_missing_judge_is_refused_before_any_stage_runs(tmp_path: Path) -> None:
-    from interp.loading import ModelNotFoundError
+    from interp.model.loading import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="/no/such/judge"):
         _run(_cfg(**{"evaluation.judge": "/no/such/judge"}), tmp_path / "run")
@@ -258,9 +258,9 @@ def test_metrics_refuse_samples_outside_the_requested_prompt_set(preset_runs, tm
 # ----------------------------------------------------------------------------- --only and stale upstream stages
 def test_only_refuses_an_upstream_stage_of_another_config(tmp_path: Path) -> None:
     """--only never reuses a dependency built from an older config: its stored key must be its current key."""
-    from interp.cli import main
-    from interp.pipeline import StaleStageError
-    from interp.artifacts import write_json
+    from interp.app.cli import main
+    from interp.app.pipeline import StaleStageError
+    from interp.core.artifacts import write_json
 
     run_dir = tmp_path / "run"
     old, new = _cfg(), _cfg(**{"probe.test_fraction": 0.1})
@@ -332,7 +332,7 @@ def test_path_valued_inputs_key_by_what_they_point_at(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- global caches and the data root
 def test_global_caches_are_keyed_by_the_data_they_read(data_root: Path, tmp_path: Path) -> None:
     from detox_train.evaluate.scorers.e5 import E5HeadConfig, e5_head_dir
-    from interp.default_model import resolve_preset
+    from interp.default_model.build import resolve_preset
 
     same = _mirror(data_root, tmp_path / "same")
     other = _mirror(data_root, tmp_path / "other", edit="ldnoobw/en.txt")
@@ -367,7 +367,7 @@ def test_embedding_cache_is_keyed_by_the_embedder_version(tmp_path: Path, monkey
 def test_data_fingerprint_memo_on_disk_makes_reruns_read_nothing(tmp_path: Path, monkeypatch) -> None:
     import hashlib
 
-    import interp.artifacts as A
+    import interp.core.artifacts as A
 
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(A, "_TREE_MEMO", {})

@@ -12,7 +12,7 @@ import torch
 from detox_train.config import DPOTrainConfig
 from detox_train.dpo import train_dpo
 from detox_train.preference import ALGORITHMS, DEFAULT_COMPARISON, get_algorithm, trainer_args, trl_settings
-from interp.configio import ConfigError
+from interp.core.configio import ConfigError
 from test_dpo import tiny_config, toy_pairs
 
 

@@ -159,7 +159,7 @@ def test_probe_metrics_against_hand_computation() -> None:
 
 
 def test_save_load_roundtrip_and_model_checks(tmp_path, tiny_tokenizer) -> None:
-    from interp.loading import model_fingerprint
+    from interp.model.loading import model_fingerprint
     from tiny_models import make_model
 
     model = make_model("gpt2", len(tiny_tokenizer))  # d_model 32

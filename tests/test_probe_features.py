@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-from interp.loading import wrap_bridge
+from interp.model.loading import wrap_bridge
 from probes import extract_features, pool_hidden
 from tiny_models import NATIVE_BOS_FAMILIES, family_tokenizer, make_model
 
@@ -49,7 +49,7 @@ def test_padded_batches_match_unpadded_sentences(family: str, side: str, tok) ->
 
 
 def test_default_feature_is_after_the_final_norm(family: str, tok) -> None:
-    from interp.architecture import _unwrap, get_adapter
+    from interp.model.architecture import _unwrap, get_adapter
 
     hf = make_model(family, len(tok))
     adapter = get_adapter(hf)
@@ -144,7 +144,7 @@ def test_bad_inputs_have_clear_errors(tok) -> None:
 def test_model_views_of_one_adapter_model_are_cached_apart(tmp_path, tok) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from interp.loading import base_and_tuned, load_model
+    from interp.model.loading import base_and_tuned, load_model
 
     hf = make_model("llama", len(tok))
     plain = extract_features(make_model("llama", len(tok)), TEXTS, tokenizer=tok, use_cache=False, progress=False)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp.data import Prompt
-from interp.loading import load_model
+from interp.data.records import Prompt
+from interp.model.loading import load_model
 from probes import ToxicityProbe, extract_features, load_probe_data, split_records, train_probe, transfer_report
 
 NOUNS = ["dog", "house", "car", "day", "idea", "plan", "friend", "city", "song", "book", "tree", "road"]
@@ -44,7 +44,7 @@ def bridge(tiny_dirs):
 
 
 def test_split_keeps_paraphrase_groups_together(tiny_root) -> None:
-    from interp.data import paradetox_labeled
+    from interp.data.sources import paradetox_labeled
 
     records = paradetox_labeled(tiny_root)
     train, test = split_records(records, test_fraction=0.25, seed=99)
@@ -66,7 +66,7 @@ def test_train_probe_end_to_end(bridge, tiny_root, tmp_path) -> None:
     assert metrics["n_train"] + metrics["n_test"] == metrics["n_texts"] == 48 * 3
     assert metrics["test"]["accuracy"] > 0.8  # "stupid idiot" vs "nice" is easy even for a tiny model
     assert "test" in metrics["random_init"]
-    from interp.loading import model_fingerprint
+    from interp.model.loading import model_fingerprint
 
     assert probe.meta_["fingerprint"] == model_fingerprint(bridge) and probe.meta_["pooling"] == "mean"
     # features were extracted once per model: one cache file for the model, one for the random copy
@@ -119,7 +119,7 @@ def test_train_probe_errors(bridge, tiny_root) -> None:
 
 
 def test_cli_train_show_eval_import(tiny_dirs, tiny_root, tmp_path, capsys, monkeypatch) -> None:
-    from interp.cli import main
+    from interp.app.cli import main
 
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "probe"
@@ -140,7 +140,7 @@ def test_cli_train_show_eval_import(tiny_dirs, tiny_root, tmp_path, capsys, monk
     df = pd.read_csv(csv)
     assert df["lang"].tolist() == ["de", "en"] and (df["n_rated"] == 20).all()
     assert df["auc"].notna().all() and not math.isnan(df["spearman"].iloc[0])
-    from interp.artifacts import file_sha256, read_json, table_manifest_path
+    from interp.core.artifacts import file_sha256, read_json, table_manifest_path
 
     man = read_json(table_manifest_path(csv))  # the table's own manifest, tied to its bytes
     assert man["kind"] == "probe-transfer" and man["table"]["sha256"] == file_sha256(csv, None)

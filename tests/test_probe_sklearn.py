@@ -93,7 +93,7 @@ def test_pipeline_with_scaler_matches_manual_composition() -> None:
     np.testing.assert_allclose(pipe.predict_proba(X), manual.predict_proba(scaler.transform(X)))
     assert pipe.score(X, y) == manual.score(scaler.transform(X), y) > 0.9
     assert pipe.get_params()["probe__lr"] == 1e-2
-    from interp.neurons import probe_direction
+    from interp.neurons.ranking import probe_direction
 
     with pytest.raises(TypeError, match="got Pipeline"):  # its direction is in scaled space, not the model's
         probe_direction(pipe)
@@ -152,8 +152,8 @@ def test_tensor_and_half_precision_inputs() -> None:
 
 
 def test_deprecated_aliases_and_interp_reads_direction_() -> None:
-    from interp.baselines import steering_vector
-    from interp.neurons import probe_direction
+    from interp.neurons.baselines import steering_vector
+    from interp.neurons.ranking import probe_direction
 
     X, y = _planted(seed=10)
     probe = ToxicityProbe(solver="logreg").fit(X, y)

@@ -118,15 +118,15 @@ def test_dir_lists_every_export_and_each_resolves() -> None:
 
 
 def test_submodule_of_the_same_name_never_shadows_an_export() -> None:
-    """``interp.key_activations`` is the function, even after the submodule ``interp.key_activations`` is imported."""
+    """``interp.neurons.key_activations`` is the function, even after the submodule ``interp.neurons.key_activations`` is imported."""
     import importlib
 
     import interp
 
-    importlib.import_module("interp.key_activations")
-    assert callable(interp.key_activations) and interp.key_activations.__name__ == "key_activations"
-    res = subprocess.run([sys.executable, "-c", "import interp.key_activations, interp; "
-                          "print(type(interp.key_activations).__name__)"],
+    importlib.import_module("interp.neurons.key_activations")
+    assert callable(interp.neurons.key_activations) and interp.neurons.key_activations.__name__ == "key_activations"
+    res = subprocess.run([sys.executable, "-c", "import interp.neurons.key_activations, interp; "
+                          "print(type(interp.neurons.key_activations).__name__)"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.stdout.strip() == "function", res.stderr[-2000:]
 
@@ -166,7 +166,7 @@ def test_runtime_checking_catches_a_wrong_shape_and_a_wrong_index_dtype() -> Non
     from jaxtyping import TypeCheckError
 
     import interp
-    from interp.neurons import rank_value_vectors
+    from interp.neurons.ranking import rank_value_vectors
 
     with pytest.raises(TypeCheckError):
         checked(interp.retrieval_accuracy)(torch.randn(6, 8), torch.randn(5, 8))
@@ -184,8 +184,8 @@ def test_import_hook_checks_every_interp_function_on_the_tour(tmp_path: Path) ->
         f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
         "from jaxtyping import install_import_hook\n"
         f"with install_import_hook(['interp'], {TYPECHECKER!r}):\n"
-        "    import interp.loading\n"
-        "    assert hasattr(interp.loading.load_model, '__wrapped__'), 'import hook inactive'\n"
+        "    import interp.model.loading\n"
+        "    assert hasattr(interp.model.loading.load_model, '__wrapped__'), 'import hook inactive'\n"
         "    from test_public_api import exercise_public_api\n"
         "    print(len(exercise_public_api(lambda f: f)), 'exports called')\n"
     )

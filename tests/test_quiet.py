@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_dpo_train_no_progress_prints_no_library_noise(tmp_path: Path, data_root: Path) -> None:
     model = save_tiny("gpt2", tmp_path / "gpt2")
     out = tmp_path / "dpo"
-    cmd = [sys.executable, "-m", "interp.cli", "dpo", "train", "--preset", "cpu-demo", "--model", str(model),
+    cmd = [sys.executable, "-m", "interp.app.cli", "dpo", "train", "--preset", "cpu-demo", "--model", str(model),
            "--output-dir", str(out), "--no-progress", "--set", "max_steps=2", "--set", "max_pairs=24",
            "--set", "eval_steps=1", "--set", "logging_steps=1", "--set", "heldout_texts=4",
            "--set", f"data_root={data_root}"]

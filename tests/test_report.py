@@ -1,4 +1,4 @@
-"""interp.report: self-contained report.html + summary.json, the prompt-text guard, and a real render
+"""interp.viz.report: self-contained report.html + summary.json, the prompt-text guard, and a real render
 in headless Chromium (screenshot non-blank, plots in the DOM, no JS errors)."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp import figures as F
-from interp.report import PromptTextLeakError, ReportSection, assert_no_prompt_text, render_report, write_report
+from interp.viz import figures as F
+from interp.viz.report import PromptTextLeakError, ReportSection, assert_no_prompt_text, render_report, write_report
 from test_figures import synthetic_tables
 
 MANIFEST = {"kind": "run", "model_id": "tiny-gpt2", "seed": 0, "versions": {"plotly": "x"}}
@@ -102,7 +102,7 @@ def test_guard_catches_json_escaped_non_ascii_and_ignores_short_texts() -> None:
 
 
 def test_guard_no_false_positive_on_real_translated_200(data_root) -> None:
-    from interp.data import load_translated_200
+    from interp.data.rtplx import load_translated_200
 
     texts = [p.text for ps in load_translated_200(data_root, ["en", "de", "zh"]).values() for p in ps]
     page = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, summary=SUMMARY)
@@ -201,7 +201,7 @@ def test_headless_check_catches_js_errors_and_blocked_requests(tmp_path) -> None
 
 # ----------------------------------------------------------------------------- layout
 def test_long_and_wide_tables_scroll_and_fold() -> None:
-    from interp.report import INLINE_ROWS
+    from interp.viz.report import INLINE_ROWS
 
     long = pd.DataFrame({"layer": range(45), "neuron": range(45)})
     wide = pd.DataFrame({f"column_{i}": [1.0] for i in range(40)})
@@ -216,8 +216,8 @@ def test_long_and_wide_tables_scroll_and_fold() -> None:
 
 
 def test_captions_and_the_verdict_table_come_first() -> None:
-    from interp.report import Captioned
-    from interp.verdicts import claim_verdicts
+    from interp.viz.report import Captioned
+    from interp.app.verdicts import claim_verdicts
 
     t = synthetic_tables()
     verdicts = claim_verdicts({})
@@ -278,7 +278,7 @@ def tofu_scripts(measured: dict) -> list[str]:
 
 @needs_chromium
 def test_every_script_renders_in_the_report_font_stack(tmp_path) -> None:
-    from interp.verdicts import claim_verdicts
+    from interp.app.verdicts import claim_verdicts
 
     page = render_report(_sections(), manifest=MANIFEST, scorer_identity=SCORER, verdicts=claim_verdicts({}))
     measured = _font_probe(tmp_path, page)
@@ -309,7 +309,7 @@ def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
     verdicts are the ones the summary's data give."""
     import os
 
-    from interp.verdicts import claim_verdicts
+    from interp.app.verdicts import claim_verdicts
 
     page = (smoke_run / "report.html").read_text(encoding="utf-8")
     summary = json.loads((smoke_run / "summary.json").read_text(encoding="utf-8"))
@@ -318,7 +318,7 @@ def test_smoke_run_report_in_chromium(smoke_run: Path, tmp_path) -> None:
         [(v["claim"], v["verdict"], v["test"]) for v in again]
     # Independent expectations, not the same function again: the model is named in the summary, and
     # C1's verdict follows from its per-language rows by the rule written out here.
-    from interp.verdicts import MIN_PER_LANGUAGE, paper_model
+    from interp.app.verdicts import MIN_PER_LANGUAGE, paper_model
 
     assert summary["model"]["name"] and paper_model(summary["model"]["name"]) in summary["verdicts"][0]["paper"]
     rows = [r for r in summary["toxicity_change_paired"] if r["lang"] != "all"]
@@ -363,7 +363,7 @@ def test_smoke_run_report_layout(smoke_run: Path) -> None:
     n_figs = body.count('<figure class="figure">')
     assert n_figs >= 5 and body.count("<figcaption>") == n_figs
     assert body.count("<table") == body.count('<div class="table-wrap"><table')
-    from interp.report import INLINE_ROWS
+    from interp.viz.report import INLINE_ROWS
 
     tables = re.findall(r'(<summary>[^<]*</summary>)?<div class="table-wrap">(<table.*?</table>)</div>', body, re.S)
     inline = [t for s, t in tables if not s]

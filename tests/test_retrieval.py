@@ -1,4 +1,4 @@
-"""interp.retrieval: planted retrieval cases, pooling vs an unbatched forward, caching, tiny-model runs."""
+"""interp.crosslingual.retrieval: planted retrieval cases, pooling vs an unbatched forward, caching, tiny-model runs."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interp import mean_paired_cosine, retrieval_accuracy
-from interp.retrieval import (PER_LANGUAGE_COLUMNS, PER_LAYER_COLUMNS, RetrievalResult, bilingual_retrieval,
+from interp.crosslingual.retrieval import (PER_LANGUAGE_COLUMNS, PER_LAYER_COLUMNS, RetrievalResult, bilingual_retrieval,
                               layer_representations, parallel_texts, resolve_layers, retrieval_accuracies)
 
 
@@ -60,7 +60,7 @@ def test_resolve_layers() -> None:
 
 @pytest.fixture()
 def tiny_gpt2(tiny_dirs, tmp_path, monkeypatch):
-    from interp.loading import load_model
+    from interp.model.loading import load_model
 
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
     return load_model(str(tiny_dirs["gpt2"]), device="cpu", dtype="float32")
@@ -70,8 +70,8 @@ TEXTS = ["I want to go home now", "Je veux", "what the hell is wrong with you to
 
 
 def test_layer_representations_match_unbatched_forward(tiny_dirs, family) -> None:
-    from interp.architecture import get_adapter
-    from interp.loading import load_model
+    from interp.model.architecture import get_adapter
+    from interp.model.loading import load_model
 
     model = load_model(str(tiny_dirs[family]), device="cpu", dtype="float32")
     reps = layer_representations(model, TEXTS, batch_size=3, progress=False, cache=False)
@@ -99,7 +99,7 @@ def test_layer_representations_match_unbatched_forward(tiny_dirs, family) -> Non
 
 
 def test_layer_representations_cached(tiny_gpt2, monkeypatch) -> None:
-    import interp.retrieval as R
+    import interp.crosslingual.retrieval as R
 
     first = layer_representations(tiny_gpt2, TEXTS, progress=False)
     monkeypatch.setattr(R, "_compute_representations", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detox_train.evaluate import generate
-from interp.data import Prompt
+from interp.data.records import Prompt
 
 GEN = dict(k=2, max_new_tokens=4, seed=3, progress=False, batch_size=4)
 
@@ -26,7 +26,7 @@ def tiny_lm(tiny_tokenizer):
 
 # ----------------------------------------------------------------------------- 1: generation resume
 def test_generation_never_resumes_rows_of_another_bos_policy(tiny_lm, tiny_tokenizer, tmp_path) -> None:
-    from interp.tokenization import set_bos_policy
+    from interp.model.tokenization import set_bos_policy
 
     out = tmp_path / "s.jsonl"
     set_bos_policy(tiny_lm, "never")
@@ -45,7 +45,7 @@ def test_generation_never_resumes_rows_of_another_bos_policy(tiny_lm, tiny_token
 
 def test_generation_never_resumes_rows_of_another_prompt_budget(tiny_lm, tiny_tokenizer, tmp_path,
                                                                monkeypatch) -> None:
-    import interp.tokenization as T
+    import interp.model.tokenization as T
 
     out = tmp_path / "s.jsonl"
     generate(tiny_lm, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
@@ -56,7 +56,7 @@ def test_generation_never_resumes_rows_of_another_prompt_budget(tiny_lm, tiny_to
 
 # ----------------------------------------------------------------------------- 2: paper probe split
 def test_probe_split_is_90_10_train_validation_and_an_extra_test_is_labelled(tmp_path: Path, tiny_dirs) -> None:
-    from interp.loading import load_model
+    from interp.model.loading import load_model
     from probes.train import load_jigsaw_test, load_probe_data, train_probe
     from test_paper_settings import _write_jigsaw
 
@@ -83,8 +83,8 @@ def test_mean_paired_cosine_is_a_named_correlation_signal() -> None:
     import numpy as np
     import pandas as pd
 
-    from interp.multilinguality import dual_multilinguality
-    from interp.pipeline import correlate_available
+    from interp.crosslingual.multilinguality import dual_multilinguality
+    from interp.app.pipeline import correlate_available
 
     langs = ["en", "de", "fr", "ja", "ru", "zh"]
     acc = [0.1, 0.9, 0.2, 0.4, 0.3]
@@ -135,7 +135,7 @@ def _locale(root: Path, de_word: str = "Fenster") -> Path:
 
 
 def test_a_languages_gettext_strings_do_not_depend_on_the_other_languages(tmp_path) -> None:
-    from interp.data import gettext_monolingual, gettext_parallel
+    from interp.data.sources import gettext_monolingual, gettext_parallel
 
     loc = _locale(tmp_path / "loc")
     alone = gettext_monolingual(["en", "de"], loc)
@@ -147,8 +147,8 @@ def test_a_languages_gettext_strings_do_not_depend_on_the_other_languages(tmp_pa
 
 
 def test_token_language_gettext_is_explicit_and_its_strings_are_in_the_stage_key(tmp_path, monkeypatch) -> None:
-    import interp.pipeline as P
-    from interp.run_config import load_run_config
+    import interp.app.pipeline as P
+    from interp.app.run_config import load_run_config
 
     loc = _locale(tmp_path / "loc")
     monkeypatch.setattr(P, "GETTEXT_DIR", str(loc))
@@ -161,30 +161,30 @@ def test_token_language_gettext_is_explicit_and_its_strings_are_in_the_stage_key
     assert off.config.neurons.token_language_gettext is False  # off unless asked for
     key_off, key_on = off.stage_key("neurons"), on.stage_key("neurons")
     assert key_off != key_on
-    from interp import data
+    from interp.data import sources
 
     _locale(loc, de_word="Fensterchen")  # same files, other strings
-    data._gettext_table.cache_clear()
+    sources._gettext_table.cache_clear()
     on2 = P.Pipeline(on.config, tmp_path / "c", log=lambda _m: None)
     off2 = P.Pipeline(off.config, tmp_path / "d", log=lambda _m: None)
     assert on2.stage_key("neurons") != key_on       # the strings used are in the key
     assert off2.stage_key("neurons") == key_off     # and a run that does not use them ignores them
-    data._gettext_table.cache_clear()
+    sources._gettext_table.cache_clear()
 
 
 def test_token_languages_record_the_gettext_strings_they_used(tmp_path, tiny_tokenizer, data_root) -> None:
-    from interp import data
-    from interp.token_languages import gettext_texts, texts_sha, token_languages_from_data
+    from interp.data import sources
+    from interp.crosslingual.token_languages import gettext_texts, texts_sha, token_languages_from_data
 
     loc = _locale(tmp_path / "loc")
-    data._gettext_table.cache_clear()
+    sources._gettext_table.cache_clear()
     plain = token_languages_from_data(tiny_tokenizer, data_root, ["en", "de", "fr"])
     used = token_languages_from_data(tiny_tokenizer, data_root, ["en", "de", "fr"], gettext=True, locale_dir=loc)
     assert plain.meta["gettext"] is False and "gettext_sha" not in plain.meta
     assert used.meta["gettext_sha"] == texts_sha(gettext_texts(["en", "de", "fr"], loc))
     assert used.meta["gettext_strings"] == {"en": 2, "de": 2, "fr": 1}
     assert int(used.totals.sum()) > int(plain.totals.sum())
-    data._gettext_table.cache_clear()
+    sources._gettext_table.cache_clear()
 
 
 # ----------------------------------------------------------------------------- 6: one rule everywhere
@@ -192,8 +192,8 @@ def test_passing_the_bridges_own_tokenizer_keeps_auto(tiny_dirs, tmp_path) -> No
     """generate/continuation_nll/retrieval given ``tokenizer=bridge.tokenizer`` (re-opened by TransformerLens
     with BOS on) must see the ids of ``auto`` (GPT-2: no BOS), as when no tokenizer is passed."""
     from detox_train.evaluate.metrics import continuation_nll
-    from interp.loading import load_model
-    from interp.tokenization import native_adds_bos, token_rule
+    from interp.model.loading import load_model
+    from interp.model.tokenization import native_adds_bos, token_rule
     from test_tokenization import _capture
 
     bridge = load_model(str(tiny_dirs["gpt2"]))
@@ -213,7 +213,7 @@ def test_passing_the_bridges_own_tokenizer_keeps_auto(tiny_dirs, tmp_path) -> No
 
 def test_onpolicy_pairs_prompt_ids_follow_the_rule(tiny_tokenizer) -> None:
     from detox_train.pairs import onpolicy_pairs
-    from interp.tokenization import set_bos_policy
+    from interp.model.tokenization import set_bos_policy
     from tiny_models import make_model
 
     model = make_model("gpt2", len(tiny_tokenizer), seed=0)
@@ -239,7 +239,7 @@ def test_vllm_backend_sends_the_rules_token_ids(tiny_tokenizer, tmp_path) -> Non
     from types import SimpleNamespace
 
     import detox_train.evaluate.generation as G
-    from interp.tokenization import set_bos_policy
+    from interp.model.tokenization import set_bos_policy
 
     class FakeLLM:
         llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=6))
@@ -272,8 +272,8 @@ def test_vllm_backend_sends_the_rules_token_ids(tiny_tokenizer, tmp_path) -> Non
 def test_run_manifest_records_the_resolved_adds_bos_per_model(tmp_path, policy, adds) -> None:
     import json
 
-    from interp.pipeline import Pipeline
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import Pipeline
+    from interp.app.run_config import load_run_config
 
     pipe = Pipeline(load_run_config(preset="smoke", overrides={"bos": policy}), tmp_path / "r", log=lambda _m: None)
     pipe.run(only=["model"])
@@ -290,10 +290,10 @@ def test_run_manifest_records_the_resolved_adds_bos_per_model(tmp_path, policy, 
 def test_standalone_clis_take_bos_and_the_model_carries_it(argv, tiny_dirs) -> None:
     import argparse
 
-    from interp.cli_common import add_model_args, load_model_from_args
-    from interp.tokenization import token_rule
+    from interp.app.cli_common import add_model_args, load_model_from_args
+    from interp.model.tokenization import token_rule
 
-    from interp.cli import build_parser
+    from interp.app.cli import build_parser
 
     helptext = build_parser()._subparsers._group_actions[0].choices[argv[0]]._subparsers._group_actions[0].choices[
         argv[1]].format_help()
@@ -307,8 +307,8 @@ def test_standalone_clis_take_bos_and_the_model_carries_it(argv, tiny_dirs) -> N
 
 # ----------------------------------------------------------------------------- 8: n_languages threshold
 def test_n_languages_ignores_slivers_of_a_measured_distribution(tiny_tokenizer) -> None:
-    from interp.token_languages import count_token_languages
-    from interp.vocab import project_to_vocab
+    from interp.crosslingual.token_languages import count_token_languages
+    from interp.neurons.vocab import project_to_vocab
     from tiny_models import fox_bridge
 
     tok = tiny_tokenizer
@@ -330,7 +330,7 @@ def test_neurons_project_uses_measured_token_languages(tiny_dirs, tmp_path, data
 
     import torch
 
-    from interp.artifacts import save_tensors
+    from interp.core.artifacts import save_tensors
     from test_neurons_cli import run
 
     model = str(tiny_dirs["gpt2"])
@@ -347,8 +347,8 @@ def test_neurons_project_uses_measured_token_languages(tiny_dirs, tmp_path, data
 
 
 def test_data_check_lists_extra_rtplx_locales(tmp_path, capsys) -> None:
-    from interp.artifacts import write_jsonl
-    from interp.cli import main
+    from interp.core.artifacts import write_jsonl
+    from interp.app.cli import main
     from test_data_helpers import make_mini_root, rtplx_row
 
     root = make_mini_root(tmp_path / "data")

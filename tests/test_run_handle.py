@@ -10,10 +10,10 @@ from typing import get_args
 import pandas as pd
 import pytest
 
-from interp.artifacts import InputError, read_json
-from interp.neurons import NeuronRow, ToxicNeurons
-from interp.pipeline import STAGES, StaleStageError
-from interp.run_handle import TABLE_NAMES, TABLES, MissingStageError, TableName, UnknownTableError, open_run
+from interp.core.artifacts import InputError, read_json
+from interp.neurons.ranking import NeuronRow, ToxicNeurons
+from interp.app.pipeline import STAGES, StaleStageError
+from interp.app.run_handle import TABLE_NAMES, TABLES, MissingStageError, TableName, UnknownTableError, open_run
 
 
 def _stage_output(run_dir: Path, stage: str, output: str) -> Path:
@@ -37,7 +37,7 @@ def test_analysed_neurons_are_the_kept_ones_else_all() -> None:
 def test_open_run_reads_every_table_and_object_of_the_smoke_run(smoke_run: Path) -> None:
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.loading import ModelView, model_fingerprint
+    from interp.model.loading import ModelView, model_fingerprint
     from probes import ToxicityProbe
 
     run = open_run(smoke_run)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from interp.pipeline import STAGES
+from interp.app.pipeline import STAGES
 
 
 def test_run_stdout_is_stage_lines_then_the_final_block(smoke_run: Path, tmp_path) -> None:
@@ -17,7 +17,7 @@ def test_run_stdout_is_stage_lines_then_the_final_block(smoke_run: Path, tmp_pat
     shutil.copytree(smoke_run, run)
     for stage in STAGES[STAGES.index("dpo"):]:  # the stages from DPO on run afresh, the earlier ones are cached
         shutil.rmtree(run / "stages" / stage)
-    res = subprocess.run([sys.executable, "-m", "interp.cli", "run", "--preset", "smoke", "--run-dir", str(run)],
+    res = subprocess.run([sys.executable, "-m", "interp.app.cli", "run", "--preset", "smoke", "--run-dir", str(run)],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()

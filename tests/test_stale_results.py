@@ -10,7 +10,7 @@ import torch
 
 from detox_train.evaluate import generate, read_samples, read_scored, score_samples
 from detox_train.evaluate.scorers import ScoreResult
-from interp.data import Prompt, PreferencePair
+from interp.data.records import Prompt, PreferencePair
 
 TEXTS = ["I want", "the quick brown fox jumps", "you are a", "Ich will nach Hause", "我想", "Я хочу"]
 LANGS = ["en", "en", "en", "de", "zh", "ru"]
@@ -39,7 +39,7 @@ def test_generate_never_resumes_samples_of_other_weights(two_models, tiny_tokeni
     with pytest.raises(ValueError, match="another model.*fingerprint"):
         generate(b, _prompts(), out_path=out, tokenizer=tiny_tokenizer, **GEN)
     # The same weights under another name (a bridge with its own id) do resume: nothing is redone.
-    from interp.loading import wrap_bridge
+    from interp.model.loading import wrap_bridge
 
     before = out.read_bytes()
     again = generate(wrap_bridge(a, tiny_tokenizer, model_id="renamed"), _prompts(), out_path=out, **GEN)

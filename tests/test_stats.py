@@ -1,4 +1,4 @@
-"""interp.stats.correlate against scipy on known inputs, and its bad-input errors."""
+"""interp.crosslingual.stats.correlate against scipy on known inputs, and its bad-input errors."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from interp.stats import CorrelationInputError, correlate, correlation_bootstrap_ci, permutation_pvalue
+from interp.crosslingual.stats import CorrelationInputError, correlate, correlation_bootstrap_ci, permutation_pvalue
 
 LANGS = ["ar", "cs", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "nl", "pl", "pt", "ru", "sv", "zh"]
 
@@ -139,7 +139,7 @@ def test_constant_signal_gives_nan_with_warning() -> None:
 def test_default_outcome_is_the_papers_reduction_with_the_papers_sign() -> None:
     """Languages that retrieve better lose more toxicity: r must come out positive, as the paper's 0.73."""
     from detox_train.evaluate.metrics import METRIC_COLUMNS, compare_tables
-    from interp.pipeline import correlate_available
+    from interp.app.pipeline import correlate_available
 
     rng = np.random.default_rng(3)
     langs = [lang for lang in LANGS]

@@ -11,12 +11,12 @@ import transformers as T
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-import interp.architecture as arch
-from interp.activations import bare_modules, bridge_hooks_active, collect_prompt_activations
-from interp.architecture import _unwrap, get_adapter, invalidate_adapter
-from interp.baselines import residual_steering
-from interp.loading import ModelView, adapter_disabled, wrap_bridge
-from interp.record import model_record
+import interp.model.architecture as arch
+from interp.neurons.activations import bare_modules, bridge_hooks_active, collect_prompt_activations
+from interp.model.architecture import _unwrap, get_adapter, invalidate_adapter
+from interp.neurons.baselines import residual_steering
+from interp.model.loading import ModelView, adapter_disabled, wrap_bridge
+from interp.model.record import model_record
 from probes import extract_features
 from tiny_models import FAMILIES, make_model, make_tokenizer
 
@@ -259,7 +259,7 @@ def test_fast_path_gives_the_bridge_path_features(family: str) -> None:
 
 
 def test_loaded_models_carry_no_ad_hoc_attributes(tiny_dirs) -> None:
-    from interp.loading import load_model, model_id
+    from interp.model.loading import load_model, model_id
 
     bridge = load_model(tiny_dirs["llama"], device="cpu", dtype="float32")
     tagged = [k for obj in (bridge, bridge.original_model) for k in vars(obj) if k.startswith("xdetox")]

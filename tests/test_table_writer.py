@@ -1,4 +1,4 @@
-"""Every table goes through the one atomic writer (interp.artifacts.write_csv), with its manifest."""
+"""Every table goes through the one atomic writer (interp.core.artifacts.write_csv), with its manifest."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from interp import artifacts
-from interp.artifacts import make_manifest, table_manifest_path, write_csv
+from interp.core import artifacts
+from interp.core.artifacts import make_manifest, table_manifest_path, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_no_table_write_bypasses_the_artifact_writer() -> None:
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
                 if ".to_csv(" in line:
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert not offenders, "write tables with interp.artifacts.write_csv:\n" + "\n".join(offenders)
+    assert not offenders, "write tables with interp.core.artifacts.write_csv:\n" + "\n".join(offenders)
 
 
 def test_table_and_manifest_are_tied_by_hash(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pyte
 
 
 def test_atomic_dir_replaces_only_when_complete(tmp_path: Path) -> None:
-    from interp.artifacts import atomic_dir
+    from interp.core.artifacts import atomic_dir
 
     target = tmp_path / "model"
     with atomic_dir(target) as d:

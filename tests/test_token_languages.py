@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp.token_languages import UNDETERMINED, count_token_languages, token_languages_from_data
+from interp.crosslingual.token_languages import UNDETERMINED, count_token_languages, token_languages_from_data
 
 
 def _one(tok, text: str) -> int:
@@ -40,8 +40,8 @@ def test_distribution_is_frequency_per_language_with_equal_priors(tiny_tokenizer
 def test_known_tokens_on_the_data_root(data_root) -> None:
     """English " the" is English; " de" is spread over the Romance languages and Dutch, not
     given to one; Cyrillic is Russian, kana Japanese."""
-    from interp.loading import load_model
-    from interp.tokenization import token_rule
+    from interp.model.loading import load_model
+    from interp.model.tokenization import token_rule
 
     tok = token_rule(load_model("default")).tokenizer
     langs = ["en", "de", "es", "fr", "it", "pt", "nl", "ru", "ja"]
@@ -59,7 +59,7 @@ def test_known_tokens_on_the_data_root(data_root) -> None:
 
 def test_value_mass_uses_measured_languages(tiny_tokenizer) -> None:
     """A vector promoting a token measured as half German, half English gives each 0.5/k."""
-    from interp.vocab import project_to_vocab
+    from interp.neurons.vocab import project_to_vocab
     from tiny_models import fox_bridge
 
     tok = tiny_tokenizer

@@ -12,8 +12,8 @@ import contextlib
 import pytest
 import torch
 
-from interp.loading import load_model
-from interp.tokenization import native_adds_bos, set_bos_policy, token_rule
+from interp.model.loading import load_model
+from interp.model.tokenization import native_adds_bos, set_bos_policy, token_rule
 from tiny_models import NATIVE_BOS_FAMILIES
 
 TEXT = "Je veux aller"
@@ -54,11 +54,11 @@ def _stage_ids(bridge, tmp_path) -> dict[str, list[int]]:
     """Return {stage: the ids of TEXT its first forward pass sees}."""
     from detox_train.evaluate import generate
     from detox_train.evaluate.metrics import continuation_nll
-    from interp.data import Prompt
-    from interp.interventions import intervention_sweep
-    from interp.key_activations import key_activations
-    from interp.neurons import find_toxic_neurons
-    from interp.retrieval import layer_representations
+    from interp.data.records import Prompt
+    from interp.neurons.interventions import intervention_sweep
+    from interp.neurons.key_activations import key_activations
+    from interp.neurons.ranking import find_toxic_neurons
+    from interp.crosslingual.retrieval import layer_representations
     from probes import extract_features
 
     d_model = bridge.cfg.d_model if hasattr(bridge, "cfg") else None
@@ -93,7 +93,7 @@ def _dpo_ids(model_dir: str, policy: str, text: str) -> list[int]:
 
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import _load_model, to_dataset
-    from interp.data import PreferencePair
+    from interp.data.records import PreferencePair
 
     _, tok = _load_model(DPOTrainConfig(model=model_dir, bos=policy), "cpu")
     ds = to_dataset([PreferencePair(id="p", prompt=text, chosen=" a", rejected=" b", source="t", meta={})], tok)
@@ -132,7 +132,7 @@ def test_dpo_empty_prompt_is_one_start_token(family, tiny_dirs) -> None:
     from detox_train.config import DPOTrainConfig
     from detox_train.dpo import _load_model, to_dataset
     from detox_train.pairs import filter_pairs_by_tokens
-    from interp.data import PreferencePair
+    from interp.data.records import PreferencePair
     from trl.data_utils import _tokenize
 
     _, tok = _load_model(DPOTrainConfig(model=str(tiny_dirs[family])), "cpu")
@@ -151,7 +151,7 @@ def test_dpo_empty_prompt_is_one_start_token(family, tiny_dirs) -> None:
 
 
 def test_rule_truncates_prompts_from_the_left_and_sentences_from_the_right(tiny_tokenizer) -> None:
-    from interp.tokenization import TokenRule
+    from interp.model.tokenization import TokenRule
 
     rule = TokenRule(tiny_tokenizer, "always", True, False)
     bare = tiny_tokenizer(TEXT, add_special_tokens=False)["input_ids"]
@@ -165,8 +165,8 @@ def test_rule_truncates_prompts_from_the_left_and_sentences_from_the_right(tiny_
 
 
 def test_bad_policy_is_a_config_error() -> None:
-    from interp.configio import ConfigError
-    from interp.run_config import load_run_config
+    from interp.core.configio import ConfigError
+    from interp.app.run_config import load_run_config
 
     with pytest.raises(ConfigError, match="bos"):
         load_run_config(preset="smoke", overrides={"bos": "sometimes"})
@@ -175,8 +175,8 @@ def test_bad_policy_is_a_config_error() -> None:
 def test_policy_is_in_every_stage_key_and_the_run_manifest(tmp_path) -> None:
     import json
 
-    from interp.pipeline import STAGES, Pipeline
-    from interp.run_config import load_run_config
+    from interp.app.pipeline import STAGES, Pipeline
+    from interp.app.run_config import load_run_config
 
     auto = Pipeline(load_run_config(preset="smoke"), tmp_path / "a", log=lambda _m: None)
     always = Pipeline(load_run_config(preset="smoke", overrides={"bos": "always"}), tmp_path / "b",

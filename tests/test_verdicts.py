@@ -1,4 +1,4 @@
-"""interp.verdicts: each claim's verdict follows from the data by its named test, and the statistics
+"""interp.app.verdicts: each claim's verdict follows from the data by its named test, and the statistics
 agree with independent computations."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp import verdicts as V
+from interp.app import verdicts as V
 
 
 def _samples(rows: list[tuple[str, str, float]], failed: set[int] = frozenset()) -> list[SimpleNamespace]:
@@ -75,7 +75,7 @@ def test_c1_verdict_follows_the_per_language_cis(shift: dict[str, float], verdic
 def test_mean_ci_is_the_student_t_interval_and_keeps_its_level_at_small_n() -> None:
     from scipy import stats as sps
 
-    from interp.stats import mean_ci
+    from interp.crosslingual.stats import mean_ci
 
     x = np.array([0.1, -0.3, 0.25, 0.05, -0.1])
     m, lo, hi, p = mean_ci(x)
@@ -102,7 +102,7 @@ def test_paired_emt_change_cis_are_t_intervals_of_the_prompt_differences() -> No
 
 
 def test_holm_matches_the_step_down_definition() -> None:
-    from interp.stats import holm
+    from interp.crosslingual.stats import holm
 
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.005])
     adj = holm(p)
@@ -196,7 +196,7 @@ def test_random_value_vectors_excludes_candidates_and_stays_in_the_layers() -> N
 
     import torch
 
-    from interp import vocab
+    from interp.neurons.ranking import vocab
 
     class FakeAdapter:
         def value_vectors(self, layers):

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.loading import wrap_bridge
-from interp.scripts import char_script, tag_token, token_script
-from interp.figures import visible_token
-from interp.vocab import REPLACEMENT, decode_token, project_to_vocab
+from interp.model.loading import wrap_bridge
+from interp.data.scripts import char_script, tag_token, token_script
+from interp.viz.figures import visible_token
+from interp.neurons.vocab import REPLACEMENT, decode_token, project_to_vocab
 from tiny_models import make_model, make_tokenizer
-from interp.architecture import get_adapter
-from interp.lexicon import Lexicon
+from interp.model.architecture import get_adapter
+from interp.data.lexicon import Lexicon
 
 
 

@@ -109,8 +109,8 @@ def save_tiny(family: str, directory: Path, *, seed: int = 0) -> Path:
 def fox_bridge(tok: T.PreTrainedTokenizerFast) -> tuple[object, int]:
     """Return (bridge, fox id): a tiny GPT-2 whose value vector (1, 0) is 100x the unit unembedding
     column of the " fox" token of "the quick brown fox", so that token ranks first in its projection."""
-    from interp.architecture import _unwrap, get_adapter
-    from interp.loading import wrap_bridge
+    from interp.model.architecture import _unwrap, get_adapter
+    from interp.model.loading import wrap_bridge
 
     hf = make_model("gpt2", len(tok))
     a = get_adapter(hf)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from interp.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
-from interp.languages import normalize_language
+from interp.core.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
+from interp.data.languages import normalize_language
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -124,8 +124,8 @@ class RowSeededSampler:
 # ----------------------------------------------------------------------------- model plumbing
 def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     """Return (hf_model, tokenizer) behind a bridge, ModelView or HF model."""
-    from interp.architecture import hf_model_of
-    from interp.loading import ModelView
+    from interp.model.architecture import hf_model_of
+    from interp.model.loading import ModelView
 
     inner = model.model if isinstance(model, ModelView) else model
     hf = hf_model_of(inner)
@@ -139,8 +139,8 @@ def _resolve_model(model: Any, tokenizer: Any) -> tuple[Any, Any]:
 
 def _prompt_rule(model: Any, tokenizer: Any, max_new_tokens: int) -> tuple[Any, int | None]:
     """Return (tokenization rule, prompt token budget) of the model generation runs on."""
-    from interp.loading import ModelView
-    from interp.tokenization import context_length, token_rule
+    from interp.model.loading import ModelView
+    from interp.model.tokenization import context_length, token_rule
 
     inner = model.model if isinstance(model, ModelView) else model
     rule = token_rule(inner, tokenizer=tokenizer)
@@ -149,7 +149,7 @@ def _prompt_rule(model: Any, tokenizer: Any, max_new_tokens: int) -> tuple[Any, 
 
 
 def _model_id(model: Any) -> str:
-    from interp.loading import model_id
+    from interp.model.loading import model_id
 
     try:
         return model_id(model)
@@ -169,7 +169,7 @@ def _validate(prompts: Sequence[Any]) -> list[Any]:
     for i, p in enumerate(prompts):
         pid = getattr(p, "id", None)
         if not pid:
-            raise ValueError(f"prompt #{i}: missing id; prompts must be interp.data.Prompt records")
+            raise ValueError(f"prompt #{i}: missing id; prompts must be interp.data.records.Prompt records")
         if pid in seen:
             raise ValueError(f"prompt {pid}: duplicate prompt id (each prompt must appear once)")
         seen.add(pid)
@@ -187,7 +187,7 @@ def _check_manifest(out_path: Path, settings: GenerationSettings, fingerprint: s
                     tokenization: Any = None, prompt_budget: int | None = None) -> None:
     """Refuse to resume a file written with other settings or other weights (it would mix two experiments).
 
-    Models are compared by weight fingerprint (:func:`interp.loading.model_fingerprint`), never by
+    Models are compared by weight fingerprint (:func:`interp.model.loading.model_fingerprint`), never by
     name: the same path can hold other weights, and one model can live at two paths.
     """
     mpath = _manifest_path(out_path)
@@ -222,7 +222,7 @@ def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]]
     from transformers import GenerationConfig
 
     if rule is None:
-        from interp.tokenization import token_rule
+        from interp.model.tokenization import token_rule
 
         rule = token_rule(tokenizer=tok)
     device = next(hf.parameters()).device
@@ -256,7 +256,7 @@ def _generate_hf(hf: Any, tok: Any, batch: list[Any], todo: dict[str, list[int]]
 
 def _vllm_prompt_rule(model: Any, max_new_tokens: int) -> tuple[Any, int | None]:
     """Return (tokenization rule, prompt token budget) of a ``vllm.LLM`` (its own HF tokenizer)."""
-    from interp.tokenization import token_rule
+    from interp.model.tokenization import token_rule
 
     rule = token_rule(model, tokenizer=model.get_tokenizer())
     try:
@@ -314,7 +314,7 @@ def _sample_batches(model: Any, pending: list[Any], todo: dict[str, list[int]], 
     from tqdm.auto import tqdm
 
     if pending and s.backend == "hf":
-        from interp.loading import activate
+        from interp.model.loading import activate
 
         hf, tok = _resolve_model(model, tokenizer)
     bar = tqdm(total=len(pending), desc="generate", unit="prompt", disable=not progress or not pending)
@@ -335,7 +335,7 @@ def generate(model: Any, prompts: Sequence[Any], settings: GenerationSettings | 
              tokenizer: Any = None, **overrides: Any) -> list[Sample]:
     """Return ``settings.k`` sampled continuations per prompt, ordered by prompt then sample index.
 
-    ``model`` is a TransformerBridge, a :class:`interp.loading.ModelView`, or an HF causal LM
+    ``model`` is a TransformerBridge, a :class:`interp.model.loading.ModelView`, or an HF causal LM
     (then pass ``tokenizer``); for ``settings.backend == "vllm"`` a ``vllm.LLM``. ``settings``
     defaults to :class:`GenerationSettings`; keyword ``overrides`` (``k=``, ``seed=``, ...) replace
     its fields. Each :class:`Sample` carries its prompt's id, language and text hash.
@@ -347,7 +347,7 @@ def generate(model: Any, prompts: Sequence[Any], settings: GenerationSettings | 
     s = _settings(settings, overrides, batch_size)
     prompts = _validate(prompts)
     if s.backend == "hf":  # encoders (BERT/XLM-R/e5) cannot sample: a clear refusal, not a shape error
-        from interp.architecture import get_adapter, require_generation
+        from interp.model.architecture import get_adapter, require_generation
 
         require_generation(get_adapter(model.model if hasattr(model, "adapter_enabled") else model).spec,
                            "sampling continuations (evaluation)")
@@ -374,7 +374,7 @@ def _generate_resumable(model: Any, prompts: list[Any], s: GenerationSettings, r
     """
     mid = _model_id(model) if s.backend == "hf" else str(getattr(model, "model_id", "vllm"))
     if s.backend == "hf":
-        from interp.loading import model_fingerprint
+        from interp.model.loading import model_fingerprint
 
         fingerprint: str | None = model_fingerprint(model)
     else:
@@ -416,8 +416,8 @@ def _generate_resumable(model: Any, prompts: list[Any], s: GenerationSettings, r
 def refuse_repeated_row(seen: dict[tuple[Any, Any], int], key: tuple[Any, Any], where: str, line: int,
                         noun: str) -> None:
     """Record that ``key`` = (prompt_id, sample_index) was read on ``line``; a key read before is an
-    :class:`~interp.artifacts.InputError` naming both lines (samples and scored-samples files)."""
-    from interp.artifacts import InputError
+    :class:`~interp.core.artifacts.InputError` naming both lines (samples and scored-samples files)."""
+    from interp.core.artifacts import InputError
 
     if key in seen:
         raise InputError(f"{where}: duplicate {noun} (prompt_id {key[0]!r}, sample_index {key[1]}) first seen "
@@ -427,7 +427,7 @@ def refuse_repeated_row(seen: dict[tuple[Any, Any], int], key: tuple[Any, Any], 
 
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     """Return the samples stored in a JSONL written by :func:`generate`."""
-    from interp.artifacts import InputError, numbered_jsonl
+    from interp.core.artifacts import InputError, numbered_jsonl
 
     path = Path(path)
     if not path.is_file() and not path.is_dir():

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from interp.lm_loss import continuation_nll  # the one NLL implementation (re-exported here)
+from interp.model.lm_loss import continuation_nll  # the one NLL implementation (re-exported here)
 
 METRIC_COLUMNS = ["lang", "n_prompts", "n_samples", "n_failed", "n_empty", "emt", "emt_lo", "emt_hi", "toxprob",
                   "toxprob_lo", "toxprob_hi", "avgtox", "avgtox_lo", "avgtox_hi", "ppl_median", "ppl_q1",
@@ -38,8 +38,8 @@ _CHAR_LANGS = {"zh", "ja"}
 # ----------------------------------------------------------------------------- text statistics
 def words(text: str, lang: str) -> list[str]:
     """Return the units n-grams are built from: characters for languages written without spaces
-    (zh, ja, th, ... per :func:`interp.languages.word_separated`), whitespace words otherwise."""
-    from interp.languages import UnknownLanguageError, word_separated
+    (zh, ja, th, ... per :func:`interp.data.languages.word_separated`), whitespace words otherwise."""
+    from interp.data.languages import UnknownLanguageError, word_separated
 
     try:
         spaced = word_separated(lang)
@@ -86,7 +86,7 @@ class Judge:
 
     @classmethod
     def from_prompts(cls, model: Any, prompts: Iterable[Any], **kw: Any) -> "Judge":
-        """Return a judge whose prompt lookup is built from ``interp.data.Prompt`` records."""
+        """Return a judge whose prompt lookup is built from ``interp.data.records.Prompt`` records."""
         return cls(model, {p.id: p.text for p in prompts}, **kw)
 
     def perplexities(self, samples: Sequence[Any]) -> list[float]:
@@ -201,7 +201,7 @@ def compare_tables(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, path_stem: str | os.PathLike[str], **manifest: Any) -> tuple[Path, Path]:
     """Write ``df`` atomically as ``<stem>.csv`` and ``<stem>.json`` (its manifest and the records) and
     return both paths."""
-    from interp.artifacts import make_manifest, write_csv, write_json
+    from interp.core.artifacts import make_manifest, write_csv, write_json
 
     stem = Path(path_stem)
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")

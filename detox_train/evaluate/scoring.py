@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from interp.artifacts import (JsonlAppender, file_sha256, make_manifest, read_jsonl, stable_hash, write_json,
+from interp.core.artifacts import (JsonlAppender, file_sha256, make_manifest, read_jsonl, stable_hash, write_json,
                               write_jsonl)
-from interp.languages import normalize_language
+from interp.data.languages import normalize_language
 
 from .generation import Sample, read_samples, refuse_repeated_row
 from .scorers import CachedScorer, ScoreCache, Scorer, scorer_key
@@ -38,7 +38,7 @@ def read_scored(path: str | os.PathLike[str]) -> list[ScoredSample]:
     """Return the scored samples of a JSONL written by :func:`score_samples`."""
     import math
 
-    from interp.artifacts import InputError, numbered_jsonl
+    from interp.core.artifacts import InputError, numbered_jsonl
 
     path = Path(path)
     if not path.is_file() and not path.is_dir():

@@ -42,7 +42,7 @@ def scorer_key(scorer: Scorer) -> str:
 
 def check_batch(texts: list[str], langs: list[str]) -> list[str]:
     """Return normalised language codes, after checking the two lists line up."""
-    from interp.languages import normalize_language
+    from interp.data.languages import normalize_language
 
     if len(texts) != len(langs):
         raise ValueError(f"score(): got {len(texts)} texts but {len(langs)} languages; pass one language per text")

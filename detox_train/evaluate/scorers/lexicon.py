@@ -1,6 +1,6 @@
 """Lexicon scorer: 1.0 when a text contains any LDNOOBW bad word of its language, else 0.0.
 
-Matching (word boundaries per script, no matches inside other words) is ``interp.lexicon``'s.
+Matching (word boundaries per script, no matches inside other words) is ``interp.data.lexicon``'s.
 A language without a list (Indonesian) scores 0.0 for every text: the scorer cannot see toxicity
 there, which is why it is a coarse cross-check and not the default scorer.
 """
@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from interp.artifacts import stable_hash
+from interp.core.artifacts import stable_hash
 
 from .base import ScoreResult, check_batch
 
 
 class LexiconScorer:
-    """Binary bad-word scorer over ``interp.lexicon.Lexicon`` (id ``lexicon-ldnoobw``)."""
+    """Binary bad-word scorer over ``interp.data.lexicon.Lexicon`` (id ``lexicon-ldnoobw``)."""
 
     id = "lexicon-ldnoobw"
 
     def __init__(self, lexicon: Any = None) -> None:
         """``lexicon``: the lists to match, loaded at the edge (``Lexicon.from_root(root)``); default:
         those of the default data root."""
-        from interp.lexicon import Lexicon
+        from interp.data.lexicon import Lexicon
 
         self.lexicon = lexicon if lexicon is not None else Lexicon.from_root()
         # The version changes whenever any list changes, so cached scores never go stale.

@@ -58,7 +58,7 @@ def truncate_utf8(text: str, max_bytes: int = MAX_TEXT_BYTES) -> tuple[str, bool
 
 def perspective_language(lang: str) -> str:
     """Return Perspective's code for one of our language codes (zh-Hans/zh_CN -> zh)."""
-    from interp.languages import PERSPECTIVE_CODES, normalize_language
+    from interp.data.languages import PERSPECTIVE_CODES, normalize_language
 
     code = normalize_language(lang)
     return PERSPECTIVE_CODES.get(code, code)
@@ -127,7 +127,7 @@ class PerspectiveScorer:
         self._client = httpx.Client(timeout=httpx.Timeout(self.timeout))
 
     def __repr__(self) -> str:
-        from interp.artifacts import redact_url
+        from interp.core.artifacts import redact_url
 
         return (f"PerspectiveScorer(attributes={list(self.attributes)}, qps={self.bucket.rate}, "
                 f"concurrency={self.concurrency}, base_url={redact_url(self.base_url)!r}, key=<from ${KEY_ENV}>)")
@@ -148,7 +148,7 @@ class PerspectiveScorer:
         import httpx
 
         key = f"{self.id}@{self.version}"
-        from interp.languages import language_info
+        from interp.data.languages import language_info
 
         if language_info(lang).perspective is None:  # no request: it could only come back 400
             return ScoreResult.fail(f"Perspective has no TOXICITY model for language {lang!r}", key)
@@ -203,7 +203,7 @@ class PerspectiveScorer:
                 self._n_ok += 1
             return ScoreResult.ok(value, key, truncated=cut)
         if transport and self._n_ok == 0:
-            from interp.artifacts import redact_url
+            from interp.core.artifacts import redact_url
 
             raise PerspectiveUnreachableError(
                 f"Perspective endpoint {redact_url(self.base_url)} is unreachable ({last}, {self.max_retries + 1} "
@@ -218,7 +218,7 @@ class PerspectiveScorer:
         self._warned = True
         import sys
 
-        from interp.artifacts import redact_url
+        from interp.core.artifacts import redact_url
 
         wait = sum(min(self.max_backoff, self.backoff * 2 ** i) for i in range(self.max_retries))
         print(f"perspective: request to {redact_url(self.base_url)} failed ({last}); retrying up to "

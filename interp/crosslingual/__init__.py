@@ -1,0 +1,1 @@
+"""Cross-lingual analysis: retrieval, dual multilinguality, statistics, token languages."""

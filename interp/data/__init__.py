@@ -1,0 +1,1 @@
+"""Data: records, the RTP-LX loaders and the hold-out split, other sources, languages, the lexicon."""

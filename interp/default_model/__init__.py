@@ -1,0 +1,1 @@
+"""The embedded default model: recipe, corpus, training loop, cached build."""

@@ -1,0 +1,127 @@
+"""The embedded default model: a small multilingual GPT-2 trained offline, deterministically. (recipe)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from interp.core.artifacts import stable_hash
+from interp.core.configio import ConfigError, config_from_dict, preset_file, preset_names, read_config_file
+from interp.data.languages import LANGUAGES
+
+#: Bump when the builder's behaviour changes, so cached models are rebuilt.
+BUILDER_VERSION = 1
+
+
+PRESET_ENV = "XDETOX_DEFAULT_PRESET"
+
+
+# ============================================================================ recipe
+@dataclass(frozen=True)
+class DefaultModelRecipe:
+    """Everything that determines the default model; its hash keys the cache."""
+
+    # -- corpus mix
+    languages: tuple[str, ...] = field(default=LANGUAGES, metadata={"help": "languages taken from RTP-LX and gettext"})
+    rtplx_repeat_en: int = field(default=2, metadata={"help": "times each English RTP-LX training prompt appears"})
+    rtplx_repeat_other: int = field(default=3, metadata={
+        "help": "times each non-English RTP-LX training prompt appears (non-English toxic text is scarce)"})
+    paradetox_repeat: int = field(default=2, metadata={"help": "times each ParaDetox toxic sentence appears"})
+    paradetox_neutrals: bool = field(default=True, metadata={"help": "also include ParaDetox neutral paraphrases"})
+    davidson_repeat: int = field(default=2, metadata={"help": "times each Davidson tweet appears (0: none)"})
+    gettext_per_language: int = field(default=50, metadata={
+        "help": "gettext strings per language (keep small: command-line help text invites degeneration)"})
+    max_docs: int = field(default=0, metadata={"help": "seeded cap on corpus documents after mixing (0: no cap)"})
+    val_fraction: float = field(default=0.02, metadata={"help": "fraction of corpus documents held out for val loss"})
+    # -- tokenizer
+    vocab_size: int = field(default=8192, metadata={"help": "byte-level BPE vocabulary size (incl. 2 special tokens)"})
+    # -- model
+    n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "attention heads"})
+    d_model: int = field(default=256, metadata={"help": "residual width"})
+    d_mlp: int = field(default=1024, metadata={"help": "MLP width (number of neurons per layer)"})
+    ctx: int = field(default=128, metadata={"help": "training context length in tokens"})
+    # -- optimisation
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    lr_peak: float = field(default=2.5e-3, metadata={"help": "peak learning rate (after warmup)"})
+    lr_min: float = field(default=1e-4, metadata={"help": "final learning rate of the cosine decay"})
+    warmup_frac: float = field(default=0.05, metadata={"help": "fraction of steps spent in linear warmup"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm"})
+    # -- budgets
+    token_budget: int = field(default=2_000_000, metadata={
+        "help": "training tokens (steps = budget // (batch_size*ctx)); this decides the result"})
+    time_budget_s: float = field(default=3600.0, metadata={
+        "help": "safety cap on training wall time; a run that hits it is marked so in the manifest"})
+    eval_every: int = field(default=100, metadata={"help": "steps between val-loss evaluations"})
+    checkpoint_every_s: float = field(default=60.0, metadata={"help": "seconds between checkpoints"})
+    heldout_per_language: int = field(default=100, metadata={
+        "help": "RTP-LX evaluation prompts per language (seeded draw) for the held-out LM loss"})
+    num_threads: int = field(default=1, metadata={
+        "help": "CPU threads for training (0: torch's default); 1 avoids OpenMP spin-wait stalls on a busy "
+                "machine and is much faster for tiny models"})
+    seed: int = field(default=0, metadata={"help": "seed of corpus shuffling, init and batch order"})
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"recipe: d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.vocab_size < 300:
+            raise ValueError(f"recipe: vocab_size {self.vocab_size} < 300 (byte alphabet + specials)")
+        if not 0 <= self.val_fraction < 0.5:
+            raise ValueError(f"recipe: val_fraction {self.val_fraction} must be in [0, 0.5)")
+
+    @property
+    def steps(self) -> int:
+        """Return the number of optimiser steps the token budget buys."""
+        return max(1, self.token_budget // (self.batch_size * self.ctx))
+
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+#: The recipe of ``load_model("default")`` unless ``$XDETOX_DEFAULT_PRESET`` names another.
+STANDARD_RECIPE = "standard"
+
+
+#: Former recipe names: "default" named the model, a recipe and a config value at once (issue 16).
+RENAMED_RECIPES = {"default": STANDARD_RECIPE}
+
+
+#: Cache folder prefix of a recipe built under its former name, so that build stays valid.
+_CACHE_NAMES = {STANDARD_RECIPE: "default"}
+
+
+def recipe_hash(recipe: DefaultModelRecipe) -> str:
+    """Return the cache key of ``recipe`` (includes the builder version)."""
+    return stable_hash({"recipe": dataclasses.asdict(recipe), "builder": BUILDER_VERSION}, n=12)
+
+
+def recipe_names() -> list[str]:
+    """Return the names of the shipped recipes (``interp/default_model/recipes/NAME.yaml``)."""
+    return preset_names(RECIPE_DIR)
+
+
+def get_recipe(preset: str) -> DefaultModelRecipe:
+    """Return the named recipe (``interp/default_model/recipes/NAME.yaml``), or an error listing the recipes."""
+    path = preset_file(RECIPE_DIR, preset, what="default-model recipe", renamed=RENAMED_RECIPES)
+    try:
+        return config_from_dict(DefaultModelRecipe, read_config_file(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+#: {name: recipe} of the shipped recipes, read from their YAML files.
+RECIPES: dict[str, DefaultModelRecipe] = {name: get_recipe(name) for name in recipe_names()}
+
+
+def named_recipe(preset: str | None = None) -> tuple[str, DefaultModelRecipe]:
+    """Return (name, recipe) of ``preset``; ``None`` is the recipe ``load_model("default")`` builds:
+    ``$XDETOX_DEFAULT_PRESET`` when set, else ``standard``."""
+    if preset is not None:
+        return preset, get_recipe(preset)
+    name = os.environ.get(PRESET_ENV) or STANDARD_RECIPE
+    try:
+        return name, get_recipe(name)
+    except ConfigError as e:
+        raise ConfigError(f"${PRESET_ENV}={name}: {e}") from e

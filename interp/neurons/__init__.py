@@ -1,0 +1,1 @@
+"""Toxic neurons: ranking, activations, vocabulary projection, key activations, interventions."""
