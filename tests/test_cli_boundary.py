@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from interp.app.cli import BUG_REPORT, run_command
+from interp.app.boundary import BUG_REPORT, run_command
 
 
 def _raise(exc: BaseException):

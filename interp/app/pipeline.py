@@ -822,7 +822,7 @@ class Pipeline:
         from interp.app.pipeline_report import build_report
 
         if not self.selected("model"):  # an encoder-only run (preset encoder-analysis)
-            from interp.app.encoder_analysis import write_encoder_report
+            from interp.app.pipeline_report import write_encoder_report
 
             html, summary = write_encoder_report(self)
             return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
