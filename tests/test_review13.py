@@ -84,7 +84,7 @@ def test_mean_paired_cosine_is_a_named_correlation_signal() -> None:
     import pandas as pd
 
     from interp.crosslingual.multilinguality import dual_multilinguality
-    from interp.app.pipeline import correlate_available
+    from interp.app.stages.correlation import correlate_available
 
     langs = ["en", "de", "fr", "ja", "ru", "zh"]
     acc = [0.1, 0.9, 0.2, 0.4, 0.3]

@@ -139,7 +139,7 @@ def test_constant_signal_gives_nan_with_warning() -> None:
 def test_default_outcome_is_the_papers_reduction_with_the_papers_sign() -> None:
     """Languages that retrieve better lose more toxicity: r must come out positive, as the paper's 0.73."""
     from detox_train.evaluate.metrics import METRIC_COLUMNS, compare_tables
-    from interp.app.pipeline import correlate_available
+    from interp.app.stages.correlation import correlate_available
 
     rng = np.random.default_rng(3)
     langs = [lang for lang in LANGS]

@@ -19,15 +19,22 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
-from interp.core.artifacts import (InputError, file_sha256, path_identity, read_json, stable_hash, tree_fingerprint,
-                             write_csv, write_json, write_manifest)
-from interp.core.configio import ConfigError, config_to_dict
 from interp.app.run_config import RunConfig
+from interp.app.stages import STAGE_FUNCTIONS
+from interp.core.artifacts import (
+    InputError,
+    path_identity,
+    read_json,
+    stable_hash,
+    tree_fingerprint,
+    write_json,
+    write_manifest,
+)
+from interp.core.configio import ConfigError, config_to_dict
 from interp.model.tokenization import set_bos_policy
 
 STAGES: tuple[str, ...] = (
@@ -132,16 +139,6 @@ def run_dir_lock(run_dir: str | Path) -> Any:
         f.truncate()
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
-
-
-def weights_fingerprint(model_dir: str | Path) -> str:
-    """Return a hash of the weight and config files of a ``save_pretrained`` directory (model or adapter)."""
-    d = Path(model_dir)
-    files = sorted(p for p in d.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in (
-        "config.json", "adapter_config.json")))
-    if not files:
-        raise FileNotFoundError(f"{d}: no weights (*.safetensors) to fingerprint")
-    return stable_hash([[p.name, file_sha256(p, n=None)] for p in files])
 
 
 def _field(cfg: dict[str, Any], dotted: str) -> Any:
@@ -356,7 +353,7 @@ class Pipeline:
                 last = done
                 continue
             t0 = time.perf_counter()
-            fn = getattr(self, f"stage_{name}")
+            fn = partial(STAGE_FUNCTIONS[name], self)
             # stdout carries only the stage lines; libraries' prints (trainer logs) go to stderr.
             with contextlib.redirect_stdout(sys.stderr):
                 summary, outputs = fn(self._begin_stage(name, key, forced=name in force))
@@ -406,6 +403,11 @@ class Pipeline:
         from interp.core.paths import data_root
 
         return data_root(self.config.data_root)
+
+    @property
+    def locale_dir(self) -> str:
+        """The system gettext catalogs the stages read (the module constant, so tests can point it elsewhere)."""
+        return GETTEXT_DIR
 
     def rel(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
@@ -512,175 +514,6 @@ class Pipeline:
             self._cache["scorer"] = get_scorer(ev.scorer, **opts)
         return self._cache["scorer"]
 
-    # ------------------------------------------------------------------ stages
-    def stage_model(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.model.loading import DEFAULT_MODEL_NAMES, load_model, model_fingerprint
-
-        m = self.config.model
-        if m.name in DEFAULT_MODEL_NAMES:
-            from interp.default_model.build import default_model_dir
-
-            path = str(default_model_dir(m.recipe, self.config.data_root, progress=self.progress))
-        else:
-            path = m.name
-        bridge = load_model(path, adapter=m.adapter, dtype=m.dtype, device=m.device)
-        from interp.model.architecture import get_adapter
-
-        a = get_adapter(bridge)
-        info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
-                "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
-        write_json(d / "model_info.json", info)
-        self._models["base"] = self._policy("base", bridge)
-        self._produced["model"] = info["fingerprint"]
-        return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
-                {"model_info": self.rel(d / "model_info.json")})
-
-    def stage_probe(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from probes import load_probe_data, train_probe, transfer_report
-        from probes.train import load_jigsaw_test
-
-        c = self.config.probe
-        bridge = self.base_model()
-        records = load_probe_data(c.dataset, data_root=self.data_root, jigsaw_path=c.jigsaw_path)
-        test = load_jigsaw_test(c.jigsaw_test_path) if c.jigsaw_test_path is not None else None
-        probe, metrics = train_probe(bridge, records, test=test, solver=c.solver, layer=c.layer,
-                                     pooling=c.pooling, max_examples=c.max_examples,
-                                     seed=self.config.seed if c.seed is None else c.seed,
-                                     random_init_baseline=True, test_fraction=c.test_fraction,
-                                     progress=self.progress)
-        probe_path = d / "probe.safetensors"
-        probe.save(probe_path)
-        write_json(d / "probe_metrics.json", metrics)
-        prompts = [p for ps in self.eval_prompts(c.transfer_prompts, "all", salt="transfer").values() for p in ps]
-        transfer = transfer_report(bridge, probe, prompts, progress=self.progress)
-        write_csv(d / "probe_transfer.csv", transfer)
-        acc = metrics.get("test", metrics).get("accuracy", float("nan"))
-        base = metrics.get("random_init", {}).get("test", {}).get("accuracy", float("nan"))
-        return (f"probe test accuracy {acc:.3f} (random-init model {base:.3f}); transfer AUC mean "
-                f"{transfer['auc'].mean():.3f} over {len(transfer)} languages",
-                {"probe": self.rel(probe_path), "metrics": self.rel(d / "probe_metrics.json"),
-                 "transfer": self.rel(d / "probe_transfer.csv")})
-
-    def stage_neurons(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.data.sources import load_lexicons
-        from interp.neurons.ranking import find_toxic_neurons
-        from interp.neurons.activations import as_neuron_list
-        from interp.neurons.vocab import project_to_vocab
-
-        c = self.config.neurons
-        filter_prompts = [p.text for p in self.filter_prompts()]
-        neurons = find_toxic_neurons(self.base_model(), self.probe(), top_k=c.top_k, filter_prompts=filter_prompts,
-                                     n_new_tokens=c.n_new_tokens, progress=self.progress)
-        neurons.to_json(d / "neurons.json")
-        kept = neurons.kept()
-        chosen = neurons.analysed()
-        from interp.neurons.activations import tokenizer_of
-        from interp.crosslingual.token_languages import token_languages_from_data
-
-        # Token languages measured on the data root's RTP-LX training split (+ gettext if the config says so).
-        tl = token_languages_from_data(tokenizer_of(self.base_model()), self.data_root, self.config.languages,
-                                       gettext=c.token_language_gettext, locale_dir=GETTEXT_DIR)
-        write_json(d / "token_languages.json", {**tl.meta, "evaluation_prompt_split": self.config.evaluation.prompt_split})
-        proj = project_to_vocab(self.base_model(), chosen, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
-                                token_languages=tl)
-        write_csv(d / "vocab_table.csv", proj.table)
-        write_csv(d / "value_language_mass.csv", proj.language_mass)
-        # C2's null: random non-candidate value vectors of the same layers, projected and tagged alike.
-        from interp.neurons.vocab import random_value_vectors
-
-        null_pairs = random_value_vectors(self.base_model(), sorted({int(l) for l, _ in as_neuron_list(chosen)}),
-                                          as_neuron_list(neurons), max(10 * len(chosen), 100), seed=self.config.seed)
-        if null_pairs:
-            null = project_to_vocab(self.base_model(), null_pairs, k=c.vocab_k, lexicons=load_lexicons(self.data_root),
-                                    token_languages=tl)
-            write_csv(d / "vocab_null.csv", null.table)
-        return (f"{len(kept)} of {len(neurons)} candidate value vectors pass the activation filter "
-                f"({len(filter_prompts)} English prompts)",
-                {"neurons": self.rel(d / "neurons.json"), "vocab_table": self.rel(d / "vocab_table.csv"),
-                 "token_languages": self.rel(d / "token_languages.json"),
-                 **({"vocab_null": self.rel(d / "vocab_null.csv")} if (d / "vocab_null.csv").is_file() else {}),
-                 "value_mass": self.rel(d / "value_language_mass.csv")})
-
-    def stage_dpo(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from detox_train import DPOTrainConfig, train_dpo
-
-        c = self.config.dpo
-        cfg = DPOTrainConfig.preset(c.preset, model=self.model_path(), output_dir=str(d / "train"),
-                                    seed=self.config.seed, data_root=self.config.data_root,
-                                    **{"bos": self.config.bos, **c.overrides})
-        # An interrupted stage continues from its last checkpoint, but only one written by this same
-        # config, data and base model; anything else trains afresh (the stage dir is emptied on a key change).
-        out = Path(train_dpo(cfg, resume=True, on_mismatch="restart"))
-        self._produced["dpo"] = weights_fingerprint(out)
-        log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
-        evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]
-        delta = evals[-1]["heldout_lm_loss_delta"] if evals else None
-        extra = f"; held-out LM loss change {delta:+.3f} nats" if isinstance(delta, (int, float)) else ""
-        return (f"DPO ({c.preset}) saved to {self.rel(out)}{extra}", {"model_dir": self.rel(out)})
-
-    def stage_generate(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from detox_train.evaluate import generate
-
-        ev = self.config.evaluation
-        prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
-        counts = {}
-        for tag, model in (("before", self.base_model()), ("after", self.tuned_model())):
-            samples = generate(model, prompts, k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
-                               top_p=ev.top_p, seed=self.config.seed, out_path=d / f"samples_{tag}.jsonl",
-                               batch_size=ev.batch_size, progress=self.progress)
-            counts[tag] = len(samples)
-        man = read_json(d / "samples_before.jsonl.manifest.json")
-        cut = int(man.get("n_prompts_truncated", 0))  # prompts over the context keep their end
-        return (f"{counts['before']} + {counts['after']} samples for {len(prompts)} prompts "
-                f"in {len(self.config.languages)} languages; {cut} prompts cut from the left to fit the context",
-                {"before": self.rel(d / "samples_before.jsonl"), "after": self.rel(d / "samples_after.jsonl")})
-
-    def stage_score(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from detox_train.evaluate import score_samples
-
-        scorer = self.scorer()
-        failed = 0
-        for tag in ("before", "after"):
-            scored = score_samples(self.output("generate", tag), scorer, d / f"scored_{tag}.jsonl",
-                                   progress=self.progress)
-            failed += sum(1 for s in scored if getattr(s, "failed", False))
-        write_json(d / "scorer.json", {"id": scorer.id, "version": scorer.version})
-        return (f"scored with {scorer.id} {scorer.version}; {failed} failed items",
-                {"before": self.rel(d / "scored_before.jsonl"), "after": self.rel(d / "scored_after.jsonl"),
-                 "scorer": self.rel(d / "scorer.json")})
-
-    def stage_metrics(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from detox_train.evaluate import Judge, compare_tables, language_metrics, read_scored
-
-        ev = self.config.evaluation
-        judge = None
-        prompts = [p for ps in self.eval_prompts(ev.n_prompts, ev.prompt_split).values() for p in ps]
-        judge_info: dict[str, Any] = {"judge": ev.judge if ev.perplexity else None}
-        if ev.perplexity:  # conditional PPL of each continuation given its prompt, under the judge LM
-            judge_model = self.judge_model()
-            judge = Judge.from_prompts(judge_model, prompts)
-            judge_info["fingerprint"] = self._judge_fingerprint(judge_model)
-        write_json(d / "judge.json", judge_info)
-        expected = sorted((p.id, j) for p in prompts for j in range(ev.k))
-        tables = {}
-        for tag in ("before", "after"):
-            scored = read_scored(self.output("score", tag))
-            got = sorted((s.prompt_id, s.sample_index) for s in scored)
-            if got != expected:  # the metrics must describe exactly the requested prompt set
-                raise ValueError(f"stage metrics: {self.output('score', tag)} holds {len(got)} samples, not the "
-                                   f"{len(expected)} of the {len(prompts)} requested prompts; rerun with "
-                                   "--from generate")
-            tables[tag] = language_metrics(scored, judge=judge, n_boot=ev.n_boot, seed=self.config.seed)
-            write_csv(d / f"metrics_{tag}.csv", tables[tag])
-        cmp = compare_tables(tables["before"], tables["after"])
-        write_csv(d / "metrics_compare.csv", cmp)
-        write_json(d / "metrics_compare.json", cmp.to_dict(orient="records"))
-        b, a = tables["before"], tables["after"]
-        return (f"mean EMT {b['emt'].mean():.3f} -> {a['emt'].mean():.3f}, ToxProb {b['toxprob'].mean():.3f} -> "
-                f"{a['toxprob'].mean():.3f} over {len(b)} languages",
-                {"before": self.rel(d / "metrics_before.csv"), "after": self.rel(d / "metrics_after.csv"),
-                 "compare": self.rel(d / "metrics_compare.csv"), "judge": self.rel(d / "judge.json")})
-
     def judge_model(self) -> Any:
         """Return the perplexity judge: the base model (``evaluation.judge: base``) or the model at that path/name."""
         name = self.config.evaluation.judge
@@ -712,59 +545,6 @@ class Pipeline:
         """Return the (layer, neuron) pairs analysed downstream: the kept ones, else all candidates."""
         return self.neurons().analysed().layers_neurons()
 
-    def stage_key_activations(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.neurons.key_activations import key_activations
-
-        c = self.config.key_activations
-        prompts = {lang: [p.text for p in ps] for lang, ps in self.key_prompts().items()}
-        tuned = self.tuned_model()
-        res = key_activations({"base": self.base_model(), "dpo": tuned}, self._group_neurons(), prompts,
-                              n_new_tokens=c.n_new_tokens, seed=self.config.seed, progress=self.progress)
-        write_csv(d / "key_activations.csv", res.summary)
-        write_csv(d / "key_activations_per_neuron.csv", res.per_neuron)
-        write_csv(d / "key_ratio.csv", res.ratio_to_english)
-        s = res.summary
-        pre, post = s[s["model"] == "base"]["mean"].mean(), s[s["model"] == "dpo"]["mean"].mean()
-        return (f"mean toxic-neuron activation over languages {pre:+.4f} (base) -> {post:+.4f} (DPO)",
-                {"summary": self.rel(d / "key_activations.csv"), "per_neuron": self.rel(d / "key_activations_per_neuron.csv"),
-                 "ratio": self.rel(d / "key_ratio.csv")})
-
-    def stage_intervention(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.neurons.interventions import intervention_sweep
-
-        c = self.config.intervention
-        if not c.enabled:
-            write_csv(d / "sweep.csv", pd.DataFrame(columns=["offset", "lang", "mean_toxicity", "n"]))
-            return "intervention sweep disabled", {"sweep": self.rel(d / "sweep.csv")}
-        scorer = self.scorer()
-
-        def score_fn(texts: list[str], lang: str) -> list[float]:
-            res = scorer.score(texts, [lang] * len(texts))
-            return [float("nan") if r.failed else float(r.score) for r in res]
-
-        prompts = {lang: [p.text for p in ps] for lang, ps in self.eval_prompts(c.n_prompts, "eval", salt="sweep").items()}
-        df = intervention_sweep(self.base_model(), self._group_neurons(), prompts, offsets=tuple(c.offsets),
-                                score_fn=score_fn, max_new_tokens=c.max_new_tokens, seed=self.config.seed,
-                                progress=self.progress)
-        write_csv(d / "sweep.csv", df)
-        by = df.groupby("offset")["mean_toxicity"].mean()
-        hi, lo = by.index.max(), by.index.min()
-        return (f"mean toxicity {by.loc[hi]:.3f} at offset {hi:g} -> {by.loc[lo]:.3f} at offset {lo:g}",
-                {"sweep": self.rel(d / "sweep.csv")})
-
-    def stage_retrieval(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.crosslingual.retrieval import bilingual_retrieval
-
-        c = self.config.retrieval
-        parallel = self.parallel_texts(c.parallel, c.n_sentences)
-        layers = tuple(c.layer_range) if c.layer_range else None
-        res = bilingual_retrieval(self.base_model(), parallel, pivot="en", layers=layers, progress=self.progress)
-        write_csv(d / "retrieval.csv", res.per_language)
-        write_csv(d / "retrieval_per_layer.csv", res.per_layer)
-        return (f"top-1 retrieval accuracy (en<->X, mean over layers) {res.per_language['retrieval_acc'].mean():.3f} "
-                f"on {c.parallel}", {"per_language": self.rel(d / "retrieval.csv"),
-                                     "per_layer": self.rel(d / "retrieval_per_layer.csv")})
-
     def parallel_texts(self, kind: str, n: int | None) -> dict[str, list[str]]:
         """Return parallel sentences per language (same order in every language)."""
         from interp.crosslingual.retrieval import parallel_texts
@@ -781,83 +561,6 @@ class Pipeline:
             langs = [lang for lang in langs if lang not in missing]
         return parallel_texts(kind, langs, root=self.data_root, limit=n)  # type: ignore[arg-type]
 
-    def stage_correlation(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.crosslingual.multilinguality import dual_multilinguality
-
-        langs = self.config.languages
-        value = pd.read_csv(self.output("neurons", "value_mass"))
-        value = value[value["lang"].isin(langs)]
-        key = pd.read_csv(self.output("key_activations", "ratio"))
-        auc = pd.read_csv(self.output("probe", "transfer"))[["lang", "auc"]].rename(columns={"auc": "probe_auc"})
-        auc = auc.rename(columns={"probe_auc": "auc"})
-        retr = pd.read_csv(self.output("retrieval", "per_language"))
-        # Top-1 retrieval accuracy, and the reference's printed "retrieval acc" under its real name.
-        retr = retr[[c for c in ("lang", "retrieval_acc", "mean_paired_cosine") if c in retr.columns]]
-        # Languages without parallel data have no retrieval: NaN there, their other signals still count.
-        gap = [lang for lang in langs if lang != "en" and lang not in set(retr["lang"])]
-        if gap:
-            retr = pd.concat([retr, pd.DataFrame({"lang": gap, **{c: float("nan") for c in retr.columns if c != "lang"}})],
-                             ignore_index=True)
-        signals = dual_multilinguality(value_mass=value, key_ratio=key, probe_auc=auc, retrieval=retr)
-        write_csv(d / "dual_multilinguality.csv", signals)
-        cmp = pd.read_csv(self.output("metrics", "compare"))
-        stats = correlate_available(signals, cmp, n_boot=self.config.correlation.n_boot,
-                                    n_perm=self.config.correlation.n_perm, seed=self.config.seed)
-        write_csv(d / "correlation.csv", stats)
-        row = stats[(stats["signal"] == "retrieval_acc") & (stats["outcome"] == "emt_reduction_pct")]
-        r = float(row["pearson_r"].iloc[0]) if len(row) and "pearson_r" in row else float("nan")
-        n = int(row["n"].iloc[0]) if len(row) else 0
-        return (f"retrieval vs %EMT reduction (the paper's outcome): Pearson r {r:+.3f} over {n} languages",
-                {"signals": self.rel(d / "dual_multilinguality.csv"), "correlation": self.rel(d / "correlation.csv")})
-
-    def stage_encoder(self, d: Path) -> tuple[str, dict[str, Any]]:
-        """The encoder analysis on real pretrained weights (multilingual-e5-small), when enabled."""
-        if not self.config.encoder.enabled:
-            return "encoder analysis disabled (encoder.enabled: false)", {}
-        from interp.app.encoder_analysis import run_encoder_analysis
-
-        return run_encoder_analysis(self, d, log=self.log)
-
-    def stage_report(self, d: Path) -> tuple[str, dict[str, Any]]:
-        from interp.app.pipeline_report import build_report
-
-        if not self.selected("model"):  # an encoder-only run (preset encoder-analysis)
-            from interp.app.pipeline_report import write_encoder_report
-
-            html, summary = write_encoder_report(self)
-            return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
-        html, summary = build_report(self, d)
-        return (f"report at {html}", {"report": self.rel(html), "summary": self.rel(summary)})
-
-
-def correlate_available(signals: pd.DataFrame, drops: pd.DataFrame, *, outcomes: tuple[str, ...] = (
-        "emt_reduction_pct", "toxprob_reduction"), **kwargs: Any) -> pd.DataFrame:
-    """Correlate every (signal, outcome) pair over the non-English languages where both are finite.
-
-    A pair with fewer than 3 such languages gets a row with ``n`` and a ``skipped`` reason instead of
-    statistics (e.g. %EMT change is undefined where EMT was 0 before DPO).
-    """
-    import numpy as np
-
-    from interp.crosslingual.stats import MIN_N, correlate
-
-    drops = drops[drops["lang"] != "all"].replace([np.inf, -np.inf], np.nan)
-    rows: list[pd.DataFrame] = []
-    for sig in [c for c in signals.columns if c != "lang" and pd.api.types.is_numeric_dtype(signals[c])]:
-        for out in outcomes:
-            if out not in drops.columns:
-                continue
-            both = signals[["lang", sig]].merge(drops[["lang", out]], on="lang").dropna()
-            both = both[both["lang"] != "en"]
-            if len(both) < MIN_N:
-                rows.append(pd.DataFrame([{"signal": sig, "outcome": out, "n": len(both),
-                                           "skipped": f"only {len(both)} languages with finite values"}]))
-                continue
-            res = correlate(both[["lang", sig]], both[["lang", out]], outcomes=[out], signal_columns=[sig], **kwargs)
-            rows.append(res.assign(skipped=""))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["signal", "outcome", "n", "skipped"])
-
-
 def validate_config(config: RunConfig) -> None:
     """Check what the stages will need before the first one starts: scorer name and options, the
     DPO preset and overrides, the model recipe, the data root. Errors name the dotted config key."""
@@ -867,8 +570,8 @@ def validate_config(config: RunConfig) -> None:
 
     from detox_train import DPOTrainConfig
     from detox_train.evaluate.scorers import SCORER_NAMES
-    from interp.default_model.recipe import named_recipe
     from interp.core.paths import data_root
+    from interp.default_model.recipe import named_recipe
 
     data_root(config.data_root)
     m = config.model
