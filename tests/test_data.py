@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from interp.data import records
-from interp.data import rtplx as rtplx_mod
-from interp.data import sources
-from interp.data import split
-from interp.data.languages import LANGUAGES, UnknownLanguageError
 from test_data_helpers import make_mini_root, rtplx_row, write_encrypted_zip, write_jsonl
+
+from interp.data import records, sources, split
+from interp.data import rtplx as rtplx_mod
+from interp.data.languages import LANGUAGES, UnknownLanguageError
 
 RTPLX_ROWS = {"ar": 1051, "cs": 1038, "de": 1029, "en": 999, "es": 1098, "fr": 1038, "hi": 1115, "id": 1099,
               "it": 1113, "ja": 1070, "ko": 1099, "nl": 1075, "pl": 1099, "pt": 1095, "ru": 1225, "sv": 1049,
@@ -335,19 +334,21 @@ def test_translated_200_bad_input(tmp_path: Path) -> None:
         rtplx_mod.load_translated_200(tmp_path, ["en"])
 
 
+def _refuses(load: Any, path: Path, cases: list[tuple[str, str]]) -> None:
+    """Write each (content, message pattern) to ``path`` and check ``load()`` names the file/line/field."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for content, pattern in cases:
+        path.write_text(content)
+        with pytest.raises(records.DataFormatError, match=pattern):
+            load()
+
+
 def test_davidson_bad_input(tmp_path: Path) -> None:
-    folder = tmp_path / "davidson-hate-offensive"
-    folder.mkdir()
-    path = folder / "labeled_data.csv"
-    path.write_text(",count,hate_speech,offensive_language,neither,class,tweet\n0,3,0,0,3,2,ok\n1,3,0,0,3,7,bad\n")
-    with pytest.raises(records.DataFormatError, match=r"labeled_data.csv:3: field 'class': class must be 0, 1 or 2"):
-        sources.load_davidson(tmp_path)
-    path.write_text(",count,class\n0,3,2\n")
-    with pytest.raises(records.DataFormatError, match=r":1: field 'tweet': missing column"):
-        sources.load_davidson(tmp_path)
-    path.write_text("")
-    with pytest.raises(records.DataFormatError, match="file is empty"):
-        sources.load_davidson(tmp_path)
+    _refuses(lambda: sources.load_davidson(tmp_path), tmp_path / "davidson-hate-offensive" / "labeled_data.csv", [
+        (",count,hate_speech,offensive_language,neither,class,tweet\n0,3,0,0,3,2,ok\n1,3,0,0,3,7,bad\n",
+         r"labeled_data.csv:3: field 'class': class must be 0, 1 or 2"),
+        (",count,class\n0,3,2\n", r":1: field 'tweet': missing column"),
+        ("", "file is empty")])
 
 
 def test_jigsaw_schema(tmp_path: Path) -> None:
@@ -371,26 +372,15 @@ def test_jigsaw_schema(tmp_path: Path) -> None:
 
 
 def test_paradetox_bad_input(tmp_path: Path) -> None:
-    folder = tmp_path / "paradetox-en"
-    folder.mkdir()
-    (folder / "paradetox.tsv").write_text("")
-    with pytest.raises(records.DataFormatError, match=r"paradetox.tsv:1: file is empty"):
-        sources.load_paradetox(tmp_path)
-    (folder / "paradetox.tsv").write_text("text\tlabel\nx\t1\n")
-    with pytest.raises(records.DataFormatError, match=r":1: field 'toxic'"):
-        sources.load_paradetox(tmp_path)
+    _refuses(lambda: sources.load_paradetox(tmp_path), tmp_path / "paradetox-en" / "paradetox.tsv", [
+        ("", r"paradetox.tsv:1: file is empty"), ("text\tlabel\nx\t1\n", r":1: field 'toxic'")])
 
 
 def test_pplm_bad_input(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt_text": "a", "unpert_gen_text": "b"}])
-    with pytest.raises(records.DataFormatError, match=r"p.jsonl:1: field 'pert_gen_text': missing field"):
-        sources.load_pplm_pairs(path)
-    path.write_text("not json\n")
-    with pytest.raises(records.DataFormatError, match=r"p.jsonl:1: bad JSON"):
-        sources.load_pplm_pairs(path)
-    path.write_text("\n")
-    with pytest.raises(records.DataFormatError, match="file is empty"):
-        sources.load_pplm_pairs(path)
+    path = tmp_path / "p.jsonl"
+    _refuses(lambda: sources.load_pplm_pairs(path), path, [
+        (json.dumps({"prompt_text": "a", "unpert_gen_text": "b"}) + "\n", r"p.jsonl:1: field 'pert_gen_text': missing field"),
+        ("not json\n", r"p.jsonl:1: bad JSON"), ("\n", "file is empty")])
 
 
 def test_lexicon_bad_input(tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.data import records
-from interp.data import rtplx
-from interp.data import sources
+from interp.data import records, rtplx, sources
 from interp.data import split as split_mod
 from interp.default_model.build import _threads, build_default_model, default_model_dir, is_built
 from interp.default_model.corpus import build_corpus, tokenize_stream, train_tokenizer
