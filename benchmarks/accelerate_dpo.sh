@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, "tests")
 from tiny_models import save_tiny
 from detox_train.pairs import write_pairs_jsonl
-from interp.data import PreferencePair
+from interp.data.records import PreferencePair
 work = Path(sys.argv[1])
 save_tiny("gpt2", work / "model")
 prompts = ["I want to", "this is a", "Je veux", "the quick brown"]

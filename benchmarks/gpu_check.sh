@@ -80,7 +80,7 @@ if [ "${NGPU:-0}" -gt 1 ] && [ "$DEVICE" != cpu ]; then
   "$PY" - "$WORK/pairs.jsonl" <<'EOF'
 import sys
 from detox_train.pairs import write_pairs_jsonl
-from interp.data import PreferencePair
+from interp.data.records import PreferencePair
 p = ["I want to", "this is a", "Je veux", "the quick brown"]
 write_pairs_jsonl(sys.argv[1], [PreferencePair(id=f"p{i}", prompt=p[i % 4], chosen=" go home now",
                   rejected=" stupid idiot", source="gpu-check") for i in range(256)])

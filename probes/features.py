@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from interp.neurons.activations import bare_modules
-from interp.model.architecture import _unwrap, get_adapter, hf_model_of
+from interp.model.architecture import unwrap, get_adapter, hf_model_of
 from interp.model.tokenization import tokenizer_fingerprint  # noqa: F401  (part of the feature-cache key; re-exported)
 
 Pooling = Literal["mean", "last", "max"]
@@ -238,7 +238,7 @@ def extract_features(model: Any, texts: list[str], *, layer: int | None = None, 
     try:
         swapped = bare.__enter__()
         # With wrappers swapped out, the hook must sit on the module that now runs.
-        handle = (_unwrap(target) if swapped else target).register_forward_hook(capture)
+        handle = (unwrap(target) if swapped else target).register_forward_hook(capture)
         with torch.inference_mode():
             for chunk in _chunks(len(texts), batch_size * CHUNK_BATCHES):
                 seqs = _tokenize(rule, [texts[i] for i in chunk], max_length=max_length)

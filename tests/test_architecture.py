@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import interp.model.architecture as arch
-from interp.model.architecture import UnsupportedArchitectureError, _unwrap, get_adapter
+from interp.model.architecture import UnsupportedArchitectureError, unwrap, get_adapter
 from interp.model.loading import wrap_bridge
 from tiny_models import ALL_FAMILIES, FAMILIES, GATED, make_config, make_model, make_tokenizer
 
@@ -33,7 +33,7 @@ def test_mlp_output_is_sum_of_activation_times_value_vector(family: str, layer: 
     reference = copy.deepcopy(hf)  # untouched HF model: the independent computation
     ids = _ids(320)
     ref_adapter = get_adapter(reference)
-    out_mod = _unwrap(ref_adapter.out_proj(layer))
+    out_mod = unwrap(ref_adapter.out_proj(layer))
     captured: dict[str, torch.Tensor] = {}
     handle = out_mod.register_forward_hook(lambda m, a, o: captured.setdefault("out", o))
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_unembedding_final_residual_reproduces_logits(family: str) -> None:
     ids = _ids(320)
     adapter = get_adapter(hf)
     resid: dict[str, torch.Tensor] = {}
-    norm = _unwrap(adapter.final_norm())
+    norm = unwrap(adapter.final_norm())
     h = norm.register_forward_hook(lambda m, a, o: resid.update(pre=a[0]))
     with torch.no_grad():
         logits = hf(ids).logits
@@ -82,7 +82,7 @@ def test_shapes_and_orientation(family: str) -> None:
     assert (gates is not None) == (family in GATED)
     # Key vector i must be the weight that produces pre-activation i: x @ k_i == up_proj(x)[i] - bias
     x = torch.randn(4, 32)
-    up = _unwrap(a.in_proj(0))
+    up = unwrap(a.in_proj(0))
     bias = getattr(up, "bias", None)
     expected = up(x) - (0 if bias is None else bias)
     torch.testing.assert_close(x @ a.key_vectors([0])[0].T, expected, atol=1e-5, rtol=1e-4)
@@ -236,14 +236,14 @@ def test_key_parts_reproduce_the_activation(family: str) -> None:
     a = get_adapter(hf)
     parts = a.key_parts([1])
     assert set(parts) == ({"up", "gate"} if family in GATED else {"up"})
-    mlp = _unwrap(a.block(1)).mlp
+    mlp = unwrap(a.block(1)).mlp
     seen: dict[str, torch.Tensor] = {}
-    h = _unwrap(a.out_proj(1)).register_forward_pre_hook(lambda m, args: seen.update(act=args[0]))
+    h = unwrap(a.out_proj(1)).register_forward_pre_hook(lambda m, args: seen.update(act=args[0]))
     x = torch.randn(5, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         mlp(x[None], torch.zeros(1, 5, 32)) if family == "bloom" else mlp(x[None])  # BLOOM's MLP adds a residual
     h.remove()
-    up_bias = getattr(_unwrap(a.in_proj(1)), "bias", None)
+    up_bias = getattr(unwrap(a.in_proj(1)), "bias", None)
     pre_up = x @ parts["up"][0].T + (0 if up_bias is None else up_bias)
     if "gate" in parts:
         from transformers.activations import ACT2FN
@@ -273,7 +273,7 @@ def test_table_entry_serves_a_model_the_mapping_cannot(monkeypatch) -> None:
     assert (a.family, a.n_layers, a.d_model, a.d_mlp) == ("ctrl", 2, 16, 32)
     ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
     seen: dict[str, torch.Tensor] = {}
-    out_mod = _unwrap(a.out_proj(1))
+    out_mod = unwrap(a.out_proj(1))
     h = out_mod.register_forward_hook(lambda mod, args, out: seen.update(act=args[0], out=out))
     with torch.no_grad():
         m(ids)

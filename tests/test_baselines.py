@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from interp.model.architecture import _unwrap, get_adapter
+from interp.model.architecture import unwrap, get_adapter
 from interp.neurons.baselines import aura, aura_auroc, auroc_per_column, pooled_activations, residual_steering, scale_keys
 from interp.neurons.interventions import NeuronIntervention, intervene
 from interp.model.loading import wrap_bridge
@@ -71,7 +71,7 @@ def test_scale_keys_equals_scaled_weights(family: str) -> None:
         for l, i in neurons:
             mods = [ea.in_proj(l)] + ([ea.gate_proj(l)] if ea.gate_proj(l) is not None else [])
             for mod in mods:
-                w = _unwrap(mod).weight
+                w = unwrap(mod).weight
                 if ea.spec.out_is_conv1d:  # Conv1D stores [d_in, d_out]: keys are columns
                     w[:, i] *= 10.0
                 else:
@@ -128,7 +128,7 @@ def test_auroc_ties_and_repeated_neuron_edits() -> None:
     bridge = wrap_bridge(make_model("gpt2", 320), make_tokenizer())
     a = get_adapter(bridge)
     got = {}
-    h = _unwrap(a.out_proj(1)).register_forward_hook(lambda m, args, o: got.update(o=o.clone()))
+    h = unwrap(a.out_proj(1)).register_forward_hook(lambda m, args, o: got.update(o=o.clone()))
     with torch.no_grad(), intervene(bridge, NeuronIntervention([(1, 3), (1, 3)], "add", [1.0, 2.0])):
         bridge.original_model(IDS)
     twice = got["o"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformers as T
 
-from interp.model.architecture import GenerationUnsupportedError, _unwrap, get_adapter, hf_model_of
+from interp.model.architecture import GenerationUnsupportedError, unwrap, get_adapter, hf_model_of
 from interp.model.loading import load_model
 from tiny_models import TINY_TEXT, make_tokenizer
 
@@ -78,10 +78,10 @@ def test_mlp_output_is_sum_of_act_times_value(enc):
     seen: dict[str, torch.Tensor] = {}
     handles = []
     for l in range(a.n_layers):
-        out = _unwrap(a.out_proj(l))
+        out = unwrap(a.out_proj(l))
         handles.append(out.register_forward_hook(
             lambda m, i, o, l=l: seen.update({f"act{l}": i[0].detach(), f"out{l}": o.detach()})))
-        handles.append(_unwrap(a.in_proj(l)).register_forward_hook(
+        handles.append(unwrap(a.in_proj(l)).register_forward_hook(
             lambda m, i, o, l=l: seen.update({f"in{l}": i[0].detach(), f"pre{l}": o.detach()})))
     hooked = {}
     names = [a.hook_name(l) for l in range(a.n_layers)]
@@ -93,8 +93,8 @@ def test_mlp_output_is_sum_of_act_times_value(enc):
     V, K = a.value_vectors(), a.key_vectors()
     for l in range(a.n_layers):
         act = seen[f"act{l}"]
-        torch.testing.assert_close(seen[f"out{l}"] - _unwrap(a.out_proj(l)).bias, act @ V[l], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(seen[f"pre{l}"] - _unwrap(a.in_proj(l)).bias, seen[f"in{l}"] @ K[l].T,
+        torch.testing.assert_close(seen[f"out{l}"] - unwrap(a.out_proj(l)).bias, act @ V[l], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(seen[f"pre{l}"] - unwrap(a.in_proj(l)).bias, seen[f"in{l}"] @ K[l].T,
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(hooked[names[l]], act)
 
@@ -112,8 +112,8 @@ def test_post_ln_vocab_projection_matches_layernorm_of_v(enc):
     emb = hf.get_input_embeddings().weight.detach()
     for layer, unit in pairs:
         block = a.block(layer)
-        ln = _unwrap(block.output.LayerNorm)
-        v = _unwrap(block.output.dense).weight.detach()[:, unit]
+        ln = unwrap(block.output.LayerNorm)
+        v = unwrap(block.output.dense).weight.detach()[:, unit]
         with torch.no_grad():
             ref = emb @ (ln(v[None])[0] - ln.bias)
         top = torch.topk(ref, 8)
@@ -149,7 +149,7 @@ def test_prompt_activations_equal_single_prompt_oracle(enc):
     hf = hf_model_of(enc)
     for i, p in enumerate(prompts):
         cap = {}
-        hs = [_unwrap(a.out_proj(l)).register_forward_pre_hook(lambda m, args, l=l: cap.__setitem__(l, args[0]))
+        hs = [unwrap(a.out_proj(l)).register_forward_pre_hook(lambda m, args, l=l: cap.__setitem__(l, args[0]))
               for l in range(a.n_layers)]
         with torch.no_grad():
             hf(_ids(enc, p))
@@ -309,7 +309,7 @@ def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
     a = get_adapter(enc)
     hf = hf_model_of(enc)
     for layer in range(a.n_layers):
-        ln = _unwrap(a.block(layer).output.LayerNorm)
+        ln = unwrap(a.block(layer).output.LayerNorm)
         seen = []
         h = ln.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()[0]))
         try:
@@ -319,7 +319,7 @@ def test_post_ln_vocab_vectors_against_layernorm_jacobian_at_real_states(enc):
             h.remove()
         states = seen[0]  # [pos, d_model], the residual right before the output LayerNorm
         VV = a.vocab_vectors([layer])[0]
-        W = _unwrap(a.block(layer).output.dense).weight.detach()
+        W = unwrap(a.block(layer).output.dense).weight.detach()
         n = states.shape[-1]
         for unit in (0, 5, W.shape[1] - 1):
             v = W[:, unit]

@@ -144,7 +144,7 @@ _SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
     from tiny_models import make_model, make_tokenizer
-    from interp.data import Prompt
+    from interp.data.records import Prompt
     from detox_train.evaluate import generate
     tok = make_tokenizer()
     model = make_model("gpt2", len(tok))

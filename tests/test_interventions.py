@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.model.architecture import _unwrap, get_adapter
+from interp.model.architecture import unwrap, get_adapter
 from interp.neurons.interventions import NeuronIntervention, generate_with_intervention, intervene, intervention_sweep
 from interp.data.languages import UnknownLanguageError
 from interp.model.loading import wrap_bridge
@@ -15,7 +15,7 @@ from tiny_models import make_model, make_tokenizer
 
 def _capture(bridge, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (activation, MLP down-projection output) of ``layer`` via plain torch hooks."""
-    mod = _unwrap(get_adapter(bridge).out_proj(layer))
+    mod = unwrap(get_adapter(bridge).out_proj(layer))
     got: dict[str, torch.Tensor] = {}
     h = mod.register_forward_hook(lambda m, a, o: got.update(act=a[0].detach().clone(), out=o.detach().clone()))
     with torch.no_grad():

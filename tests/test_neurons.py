@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from interp.model.architecture import _unwrap, get_adapter
+from interp.model.architecture import unwrap, get_adapter
 from interp.model.loading import wrap_bridge
 from interp.neurons.ranking import ProbeDimensionError, ToxicNeurons, find_toxic_neurons, rank_value_vectors
 from test_activations import oracle
@@ -18,7 +18,7 @@ from tiny_models import make_model, make_tokenizer
 def plant(model, layer: int, neuron: int, vec: torch.Tensor) -> None:
     """Overwrite value vector (layer, neuron) through the adapter's storage orientation."""
     a = get_adapter(model)
-    w = _unwrap(a.out_proj(layer)).weight
+    w = unwrap(a.out_proj(layer)).weight
     with torch.no_grad():
         if a.spec.out_is_conv1d:
             w[neuron] = vec
@@ -85,7 +85,7 @@ def test_activation_filter_keeps_positive_and_drops_non_positive_means() -> None
     probe = torch.randn(a.d_model, generator=g)
     plant(hf, 1, 3, probe.clone())
     plant(hf, 1, 5, 0.9 * probe + 0.05 * torch.randn(a.d_model, generator=g))
-    fc = _unwrap(a.in_proj(1))
+    fc = unwrap(a.in_proj(1))
     with torch.no_grad():
         for unit, bias in ((3, 10.0), (5, -10.0)):
             fc.weight[:, unit] = 0.0  # Conv1D [d_model, d_mlp]: the key is a column

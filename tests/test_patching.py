@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from interp.neurons.activations import encode_prompts
-from interp.model.architecture import _unwrap, get_adapter
+from interp.model.architecture import unwrap, get_adapter
 from interp.model.loading import wrap_bridge
 from interp.neurons.patching import (PatchingInputError, activation_patching, layer_control, patched_greedy_decode,
                              random_control, share_row)
@@ -31,7 +31,7 @@ def _oracle(target, source, prompts, neurons, n):
         for _ in range(n):
             x = torch.tensor([seq])
             got: dict[int, torch.Tensor] = {}
-            hs = [_unwrap(get_adapter(source).out_proj(l)).register_forward_pre_hook(
+            hs = [unwrap(get_adapter(source).out_proj(l)).register_forward_pre_hook(
                 lambda m, args, _l=l: got.__setitem__(_l, args[0].detach().clone())) for l in by_layer]
             with torch.no_grad():
                 source.original_model(x)
@@ -43,7 +43,7 @@ def _oracle(target, source, prompts, neurons, n):
                 new[..., by_layer[_l]] = got[_l][..., by_layer[_l]]
                 return (new,)
 
-            hs = [_unwrap(a.out_proj(l)).register_forward_pre_hook(lambda m, args, _l=l: put(m, args, _l))
+            hs = [unwrap(a.out_proj(l)).register_forward_pre_hook(lambda m, args, _l=l: put(m, args, _l))
                   for l in by_layer]
             with torch.no_grad():
                 logits = target.original_model(x).logits

@@ -49,7 +49,7 @@ def test_padded_batches_match_unpadded_sentences(family: str, side: str, tok) ->
 
 
 def test_default_feature_is_after_the_final_norm(family: str, tok) -> None:
-    from interp.model.architecture import _unwrap, get_adapter
+    from interp.model.architecture import unwrap, get_adapter
 
     hf = make_model(family, len(tok))
     adapter = get_adapter(hf)
@@ -60,7 +60,7 @@ def test_default_feature_is_after_the_final_norm(family: str, tok) -> None:
         if family in BOS_FAMILIES:
             ids = [tok.bos_token_id] + ids
         seen: dict[str, torch.Tensor] = {}
-        h = _unwrap(adapter.block(adapter.n_layers - 1)).register_forward_hook(
+        h = unwrap(adapter.block(adapter.n_layers - 1)).register_forward_hook(
             lambda m, a, o: seen.update(pre=o[0] if isinstance(o, tuple) else o))
         with torch.no_grad():
             hf(torch.tensor([ids]))

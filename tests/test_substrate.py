@@ -13,7 +13,7 @@ from torch import nn
 
 import interp.model.architecture as arch
 from interp.neurons.activations import bare_modules, bridge_hooks_active, collect_prompt_activations
-from interp.model.architecture import _unwrap, get_adapter, invalidate_adapter
+from interp.model.architecture import unwrap, get_adapter, invalidate_adapter
 from interp.neurons.baselines import residual_steering
 from interp.model.loading import ModelView, adapter_disabled, wrap_bridge
 from interp.model.record import model_record
@@ -202,7 +202,7 @@ def test_hook_rule(family: str) -> None:
     h = bridge.blocks[0].register_forward_hook(lambda m, a, o: None)  # a raw hook on a bridge component
     assert bridge_hooks_active(hf)
     h.remove()
-    h = _unwrap(get_adapter(bridge).out_proj(0)).register_forward_pre_hook(lambda m, a: None)
+    h = unwrap(get_adapter(bridge).out_proj(0)).register_forward_pre_hook(lambda m, a: None)
     assert not bridge_hooks_active(hf), "a hook on the HF module survives the swap"
     with bare_modules(hf) as swapped:
         assert swapped

@@ -196,7 +196,7 @@ def test_random_value_vectors_excludes_candidates_and_stays_in_the_layers() -> N
 
     import torch
 
-    from interp.neurons.ranking import vocab
+    from interp.neurons import vocab
 
     class FakeAdapter:
         def value_vectors(self, layers):

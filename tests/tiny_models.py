@@ -109,7 +109,7 @@ def save_tiny(family: str, directory: Path, *, seed: int = 0) -> Path:
 def fox_bridge(tok: T.PreTrainedTokenizerFast) -> tuple[object, int]:
     """Return (bridge, fox id): a tiny GPT-2 whose value vector (1, 0) is 100x the unit unembedding
     column of the " fox" token of "the quick brown fox", so that token ranks first in its projection."""
-    from interp.model.architecture import _unwrap, get_adapter
+    from interp.model.architecture import unwrap, get_adapter
     from interp.model.loading import wrap_bridge
 
     hf = make_model("gpt2", len(tok))
@@ -117,7 +117,7 @@ def fox_bridge(tok: T.PreTrainedTokenizerFast) -> tuple[object, int]:
     fox = tok("the quick brown fox", add_special_tokens=False)["input_ids"][-2]
     W_U = a.unembed_matrix()
     with torch.no_grad():
-        _unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
+        unwrap(a.out_proj(1)).weight[0] = 100 * W_U[:, fox] / W_U[:, fox].norm()
     return wrap_bridge(hf, tok), fox
 
 

@@ -127,7 +127,7 @@ def _patching(args: argparse.Namespace) -> int:
     kc = cfg.key_activations
     n = args.n_prompts or kc.n_prompts
     prompts = {lang: [p.text for p in ps] for lang, ps in pipe.eval_prompts(n, "eval", salt="patching").items()}
-    res = activation_patching(pipe.base_model(), pipe.tuned_model(), pipe._group_neurons(), prompts, score_fn,
+    res = activation_patching(pipe.base_model(), pipe.tuned_model(), pipe.group_neurons(), prompts, score_fn,
                               n_new_tokens=kc.n_new_tokens, n_random=args.n_random,
                               layer_control_set=not args.no_layer_control, n_boot=cfg.evaluation.n_boot,
                               seed=cfg.seed, progress=not args.no_progress)
@@ -156,5 +156,5 @@ def _refresh_report(pipe: Any) -> None:
     """Re-render the run's report with the experiment's section when the study's stages are all done."""
     from interp.app.pipeline import STAGES
 
-    if all(pipe._done(s, pipe.stage_key(s)) is not None for s in STAGES if s != "report"):
+    if all(pipe.cached(s, pipe.stage_key(s)) is not None for s in STAGES if s != "report"):
         pipe.run(only=["report"], force=["report"])

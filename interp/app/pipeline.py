@@ -184,9 +184,9 @@ class Pipeline:
         self.progress = progress
         self.log = log
         self.results: dict[str, StageResult] = {}
-        self._models: dict[str, Any] = {}
+        self.models: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
-        self._produced: dict[str, str] = {}
+        self.produced: dict[str, str] = {}
         self._rules: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ bookkeeping
@@ -287,7 +287,7 @@ class Pipeline:
                 "the stages that use it")
         return key
 
-    def _done(self, name: str, key: str) -> StageResult | None:
+    def cached(self, name: str, key: str) -> StageResult | None:
         data = self._marker(name)
         if data is None or data.get("key") != key:
             return None
@@ -296,7 +296,7 @@ class Pipeline:
 
     def finished(self, stage: str) -> StageResult | None:
         """Return the result of ``stage`` if it finished under this run's key, else None (another key raises)."""
-        return self.results.get(stage) or self._done(stage, self._key_of(stage))
+        return self.results.get(stage) or self.cached(stage, self._key_of(stage))
 
     def output(self, stage: str, name: str) -> Path:
         """Return the path of output ``name`` of a finished ``stage``."""
@@ -312,7 +312,7 @@ class Pipeline:
             for dep in DEPENDS[name]:
                 if dep in selected:
                     continue
-                if dep not in self.results and self._done(dep, self._key_of(dep)) is None:
+                if dep not in self.results and self.cached(dep, self._key_of(dep)) is None:
                     raise InputError(
                         f"{self.run_dir}: stage {name!r} needs stage {dep!r}, which has not run for this config "
                         f"in this run dir; run it first (add --only {dep}, or run without --only)")
@@ -346,7 +346,7 @@ class Pipeline:
             if (only and name not in only) or not self.selected(name):
                 continue
             key = self.stage_key(name)
-            done = None if name in force else self._done(name, key)
+            done = None if name in force else self.cached(name, key)
             if done is not None:
                 self.results[name] = done
                 self.log(f"[{name}] cached: {done.summary}")
@@ -357,7 +357,7 @@ class Pipeline:
             # stdout carries only the stage lines; libraries' prints (trainer logs) go to stderr.
             with contextlib.redirect_stdout(sys.stderr):
                 summary, outputs = fn(self._begin_stage(name, key, forced=name in force))
-            produced = self._produced.pop(name, None)
+            produced = self.produced.pop(name, None)
             res = StageResult(name, key, summary, outputs, produced=produced)
             write_json(self.stage_dir(name) / "stage.json",
                        {"key": key, "summary": summary, "outputs": outputs, "produced": produced})
@@ -389,11 +389,11 @@ class Pipeline:
             shutil.rmtree(d)
             d.mkdir(parents=True)
         if name == "model":  # a rebuilt model must be reloaded by later stages
-            self._models.clear()
+            self.models.clear()
         elif name == "dpo":
-            self._models.pop("tuned", None)
-            if type(self._models.get("base")).__name__ == "ModelView":
-                self._models.pop("base")
+            self.models.pop("tuned", None)
+            if type(self.models.get("base")).__name__ == "ModelView":
+                self.models.pop("base")
         write_json(started, {"key": key})
         return d
 
@@ -452,27 +452,27 @@ class Pipeline:
         return str(read_json(self.output("model", "model_info"))["path"])
 
     def base_model(self) -> Any:
-        if "base" not in self._models:
+        if "base" not in self.models:
             from interp.model.loading import load_model
 
             m = self.config.model
-            self._models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
-        return self._policy("base", self._models["base"])
+            self.models["base"] = load_model(self.model_path(), adapter=m.adapter, dtype=m.dtype, device=m.device)
+        return self.apply_policy("base", self.models["base"])
 
     def tuned_model(self) -> Any:
         """Return the DPO model: a separate bridge, or a view sharing the base weights (adapters)."""
-        if "tuned" not in self._models:
+        if "tuned" not in self.models:
             from interp.model.loading import ModelView, load_model
 
             out = self.output("dpo", "model_dir")
             m = self.config.model
             if (out / "adapter_config.json").is_file():
                 bridge = load_model(self.model_path(), adapter=out, dtype=m.dtype, device=m.device)
-                self._models["base"] = ModelView(bridge, adapter_enabled=False)
-                self._models["tuned"] = ModelView(bridge, adapter_enabled=True)
+                self.models["base"] = ModelView(bridge, adapter_enabled=False)
+                self.models["tuned"] = ModelView(bridge, adapter_enabled=True)
             else:
-                self._models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
-        return self._policy("tuned", self._models["tuned"])
+                self.models["tuned"] = load_model(out, dtype=m.dtype, device=m.device)
+        return self.apply_policy("tuned", self.models["tuned"])
 
     def probe(self) -> Any:
         from probes import ToxicityProbe
@@ -519,14 +519,14 @@ class Pipeline:
         name = self.config.evaluation.judge
         if name == "base":
             return self.base_model()
-        if "judge" not in self._models:
+        if "judge" not in self.models:
             from interp.model.loading import load_model
 
             m = self.config.model
-            self._models["judge"] = load_model(name, dtype=m.dtype, device=m.device)
-        return self._policy("judge", self._models["judge"])
+            self.models["judge"] = load_model(name, dtype=m.dtype, device=m.device)
+        return self.apply_policy("judge", self.models["judge"])
 
-    def _policy(self, role: str, model: Any) -> Any:
+    def apply_policy(self, role: str, model: Any) -> Any:
         """Set the run's BOS policy on ``model`` and record its resolved rule in the run manifest."""
         from interp.model.tokenization import token_rule
 
@@ -534,14 +534,14 @@ class Pipeline:
         self._rules[role] = token_rule(model).describe()  # into the run manifest when the run ends
         return model
 
-    def _judge_fingerprint(self, model: Any) -> str:
+    def judge_fingerprint(self, model: Any) -> str:
         from interp.model.loading import model_fingerprint
 
         if self.config.evaluation.judge == "base":  # the base weights (also under a LoRA run's adapter-off view)
             return str(read_json(self.output("model", "model_info"))["fingerprint"])
         return model_fingerprint(model)
 
-    def _group_neurons(self) -> list[tuple[int, int]]:
+    def group_neurons(self) -> list[tuple[int, int]]:
         """Return the (layer, neuron) pairs analysed downstream: the kept ones, else all candidates."""
         return self.neurons().analysed().layers_neurons()
 

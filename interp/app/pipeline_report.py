@@ -208,7 +208,7 @@ def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[
     patch_json = root / "patching" / "patching.json"
     if patch_json.is_file():
         data = read_json(patch_json)
-        group = [list(map(int, n)) for n in pipe._group_neurons()]
+        group = [list(map(int, n)) for n in pipe.group_neurons()]
         if [list(map(int, n)) for n in data["meta"].get("neurons", [])] == group:
             summ = pd.DataFrame(data["summary"])
             rel_path = root / "patching" / "patching_relation.csv"

@@ -161,13 +161,13 @@ def _encoder_hidden_states(adapter: Any, runner: torch.nn.Module, input_ids: Int
     bridge's block wrapper is recorded as well), so the states are read off the blocks directly.
     For a post-LN encoder the last block's output is already normalised (= HF's last state).
     """
-    from interp.model.architecture import _unwrap
+    from interp.model.architecture import unwrap
 
     states: list[Tensor] = []
-    first = _unwrap(adapter.block(0))
+    first = unwrap(adapter.block(0))
     handles = [first.register_forward_pre_hook(lambda m, args: states.append(args[0]))]
     for l in range(adapter.n_layers):
-        handles.append(_unwrap(adapter.block(l)).register_forward_hook(
+        handles.append(unwrap(adapter.block(l)).register_forward_hook(
             lambda m, args, out: states.append(out[0] if isinstance(out, (tuple, list)) else out)))
     try:
         runner(input_ids=input_ids, attention_mask=mask)

@@ -12,7 +12,7 @@ and is what the derivation must reproduce for them (tests/test_architecture.py).
 entry is used directly only for a model the derivation cannot serve (no bridge, no dense MLP).
 
 The substrate (one way in): the library reads and edits a model through the HF modules this
-adapter returns (``_unwrap`` strips TransformerBridge wrappers through TransformerLens's public
+adapter returns (``unwrap`` strips TransformerBridge wrappers through TransformerLens's public
 ``original_component``), with plain torch hooks on them; those modules run whether or not the
 bridge's wrappers are in place, so the fast paths may swap the wrappers out
 (``interp.neurons.activations.bare_modules``). The bridge's hook vocabulary (``blocks.{l}.mlp.hook_post``,
@@ -353,7 +353,7 @@ def _bridge_component_class() -> type:
     return GeneralizedComponent
 
 
-def _unwrap(mod: nn.Module) -> nn.Module:
+def unwrap(mod: nn.Module) -> nn.Module:
     """Strip TransformerBridge wrappers, returning the HF module that owns the parameters.
 
     Uses the public ``GeneralizedComponent.original_component`` property (TransformerLens 4).
@@ -366,15 +366,15 @@ def _unwrap(mod: nn.Module) -> nn.Module:
 
 def _is_conv1d(mod: nn.Module) -> bool:
     """Whether a (possibly bridged or LoRA-wrapped) layer is a GPT-2 ``Conv1D`` ([d_in, d_out] storage)."""
-    mod = _unwrap(mod)
+    mod = unwrap(mod)
     if hasattr(mod, "base_layer"):
-        mod = _unwrap(mod.base_layer)
+        mod = unwrap(mod.base_layer)
     return type(mod).__name__ == "Conv1D"
 
 
 def _hf_child_names(mod: nn.Module) -> Iterator[str]:
     """Yield the names of every module under ``mod`` in the HF tree (bridge wrappers' own parts skipped)."""
-    for name, child in _unwrap(mod).named_children():
+    for name, child in unwrap(mod).named_children():
         yield name
         yield from _hf_child_names(child)
 
@@ -398,9 +398,9 @@ def _dense_weight(mod: nn.Module) -> Tensor:
 
 def effective_weight(mod: nn.Module) -> Float[Tensor, "..."]:
     """Return a layer's weight as the forward pass uses it, active unmerged LoRA deltas included."""
-    mod = _unwrap(mod)
+    mod = unwrap(mod)
     if hasattr(mod, "base_layer") and hasattr(mod, "get_delta_weight"):
-        w = _dense_weight(_unwrap(mod.base_layer))
+        w = _dense_weight(unwrap(mod.base_layer))
         if not getattr(mod, "merged", False) and not getattr(mod, "disable_adapters", False):
             for name in mod.active_adapters:
                 if name in getattr(mod, "lora_A", {}):
@@ -555,13 +555,13 @@ class ModelAdapter:
     @torch.no_grad()
     def unembed_matrix(self) -> Float[Tensor, "d_model d_vocab"]:
         """Return W_U with any logit scale folded in: logits = final_norm(resid) @ W_U (+ b_U)."""
-        head = _unwrap(_get(self.hf_model, self.spec.unembed))
+        head = unwrap(_get(self.hf_model, self.spec.unembed))
         return effective_weight(head).float().T * self.logit_scale
 
     @torch.no_grad()
     def unembed_bias(self) -> Float[Tensor, "d_vocab"] | None:
         """Return the unembedding bias with the logit scale folded in, or None."""
-        head = _unwrap(_get(self.hf_model, self.spec.unembed))
+        head = unwrap(_get(self.hf_model, self.spec.unembed))
         b = getattr(head, "bias", None)
         return None if b is None else b.float() * self.logit_scale
 
@@ -592,14 +592,14 @@ class _Layout:
         merging a LoRA, ``merge_and_unload``) or of the block list makes the layout stale.
         """
         blocks = _get(hf, self.spec.layers)
-        return len(blocks) == self.n_layers and _unwrap(_get(blocks[0], self.spec.w_out)) is self.out0
+        return len(blocks) == self.n_layers and unwrap(_get(blocks[0], self.spec.w_out)) is self.out0
 
 
 def _measure_layout(model: Any) -> _Layout:
     """Return the layout of ``model``, reading layer 0's down projection weight once."""
     hf = hf_model_of(model)
     spec = spec_for_model(model)
-    out0 = _unwrap(_get(_get(hf, spec.layers)[0], spec.w_out))
+    out0 = unwrap(_get(_get(hf, spec.layers)[0], spec.w_out))
     w = effective_weight(out0)
     d_model, d_mlp = (int(w.shape[1]), int(w.shape[0])) if spec.out_is_conv1d else (int(w.shape[0]), int(w.shape[1]))
     return _Layout(spec=spec, n_layers=len(_get(hf, spec.layers)), d_model=d_model, d_mlp=d_mlp, out0=out0)

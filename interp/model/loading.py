@@ -542,13 +542,13 @@ def _canonical_parameters(root: nn.Module) -> list[tuple[str, nn.Parameter]]:
     public ``original_component``) and add their own (split q/k/v copies, aliases); only the
     originals are walked, so a model has one fingerprint, bridged or not.
     """
-    from interp.model.architecture import _unwrap
+    from interp.model.architecture import unwrap
 
     out: list[tuple[str, nn.Parameter]] = []
     seen: set[int] = set()
 
     def walk(mod: nn.Module, prefix: str) -> None:
-        mod = _unwrap(mod)
+        mod = unwrap(mod)
         for name, p in mod.named_parameters(recurse=False):
             if id(p) not in seen:
                 seen.add(id(p))

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from interp.model.architecture import _unwrap, get_adapter, hf_model_of, require_generation
+from interp.model.architecture import unwrap, get_adapter, hf_model_of, require_generation
 from interp.model.loading import activate, checked_cache
 
 Neuron = tuple[int, int]
@@ -141,7 +141,7 @@ def activation_hooks(model: Any, fns: dict[int, ActivationHook]) -> Iterator[Non
     handles = []
     try:
         for layer, fn in fns.items():
-            mod = _unwrap(a.out_proj(layer))
+            mod = unwrap(a.out_proj(layer))
 
             def pre(_m: nn.Module, args: tuple, kwargs: dict, _l: int = layer, _f: ActivationHook = fn):
                 new = _f(_l, args[0])
@@ -165,7 +165,7 @@ def _bare_tree(hf: nn.Module) -> Iterator[nn.Module]:
     """Yield the HF modules that run when every bridge wrapper is swapped out (see :func:`bare_modules`)."""
     yield hf
     for _, child in hf.named_children():
-        yield from _bare_tree(_unwrap(child))
+        yield from _bare_tree(unwrap(child))
 
 
 def bridge_hooks_active(hf: nn.Module) -> bool:
@@ -206,7 +206,7 @@ def bare_modules(hf: nn.Module) -> Iterator[bool]:
 
     def visit(mod: nn.Module) -> None:
         for name, child in list(mod.named_children()):
-            inner = _unwrap(child)
+            inner = unwrap(child)
             if inner is not child:
                 swaps.append((mod, name, child))
                 mod.add_module(name, inner)

@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from interp.neurons.activations import activation_hooks, validate_neurons, validate_prompts
-from interp.model.architecture import _unwrap, get_adapter, hf_model_of
+from interp.model.architecture import unwrap, get_adapter, hf_model_of
 from interp.neurons.interventions import NeuronIntervention, intervene
 from interp.model.loading import activate
 
@@ -68,7 +68,7 @@ def residual_steering(model: Any, direction: Any, alpha: float, *, layer: int | 
     with activate(model) as m:
         a = get_adapter(m)
         layer = a.n_layers - 1 if layer is None else int(layer)
-        block = _unwrap(a.block(layer))
+        block = unwrap(a.block(layer))
         d = steering_vector(direction, a.d_model, scale)
 
         def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
@@ -103,7 +103,7 @@ def scale_keys(model: Any, neurons: Sequence[tuple[int, int]], alpha: float) -> 
                 cols = torch.tensor(sorted({u for _, u in group}))
                 mods = [a.in_proj(layer)] + ([a.gate_proj(layer)] if a.gate_proj(layer) is not None else [])
                 for mod in mods:
-                    inner = _unwrap(mod)
+                    inner = unwrap(mod)
                     bias = _bias_of(inner)
 
                     def hook(_m: nn.Module, _args: Any, out: Tensor, _c: Tensor = cols, _b: Tensor | None = bias) -> Tensor:

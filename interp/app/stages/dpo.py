@@ -30,7 +30,7 @@ def stage_dpo(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
     # An interrupted stage continues from its last checkpoint, but only one written by this same
     # config, data and base model; anything else trains afresh (the stage dir is emptied on a key change).
     out = Path(train_dpo(cfg, resume=True, on_mismatch="restart"))
-    pipe._produced["dpo"] = weights_fingerprint(out)
+    pipe.produced["dpo"] = weights_fingerprint(out)
     log = read_json(out / "training_log.json") if (out / "training_log.json").is_file() else {}
     evals = [e for e in log.get("evals", []) if "heldout_lm_loss_delta" in e]
     delta = evals[-1]["heldout_lm_loss_delta"] if evals else None

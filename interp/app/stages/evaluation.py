@@ -53,7 +53,7 @@ def stage_metrics(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
     if ev.perplexity:  # conditional PPL of each continuation given its prompt, under the judge LM
         judge_model = pipe.judge_model()
         judge = Judge.from_prompts(judge_model, prompts)
-        judge_info["fingerprint"] = pipe._judge_fingerprint(judge_model)
+        judge_info["fingerprint"] = pipe.judge_fingerprint(judge_model)
     write_json(d / "judge.json", judge_info)
     expected = sorted((p.id, j) for p in prompts for j in range(ev.k))
     tables = {}

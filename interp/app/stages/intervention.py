@@ -26,7 +26,7 @@ def stage_intervention(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
         return [float("nan") if r.failed else float(r.score) for r in res]
 
     prompts = {lang: [p.text for p in ps] for lang, ps in pipe.eval_prompts(c.n_prompts, "eval", salt="sweep").items()}
-    df = intervention_sweep(pipe.base_model(), pipe._group_neurons(), prompts, offsets=tuple(c.offsets),
+    df = intervention_sweep(pipe.base_model(), pipe.group_neurons(), prompts, offsets=tuple(c.offsets),
                             score_fn=score_fn, max_new_tokens=c.max_new_tokens, seed=pipe.config.seed,
                             progress=pipe.progress)
     write_csv(d / "sweep.csv", df)

@@ -16,7 +16,7 @@ def stage_key_activations(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any
     c = pipe.config.key_activations
     prompts = {lang: [p.text for p in ps] for lang, ps in pipe.key_prompts().items()}
     tuned = pipe.tuned_model()
-    res = key_activations({"base": pipe.base_model(), "dpo": tuned}, pipe._group_neurons(), prompts,
+    res = key_activations({"base": pipe.base_model(), "dpo": tuned}, pipe.group_neurons(), prompts,
                           n_new_tokens=c.n_new_tokens, seed=pipe.config.seed, progress=pipe.progress)
     write_csv(d / "key_activations.csv", res.summary)
     write_csv(d / "key_activations_per_neuron.csv", res.per_neuron)

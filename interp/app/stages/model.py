@@ -28,7 +28,7 @@ def stage_model(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
     info = {"path": path, "fingerprint": model_fingerprint(bridge), "family": a.family,
             "n_layers": a.n_layers, "d_model": a.d_model, "d_mlp": a.d_mlp}
     write_json(d / "model_info.json", info)
-    pipe._models["base"] = pipe._policy("base", bridge)
-    pipe._produced["model"] = info["fingerprint"]
+    pipe.models["base"] = pipe.apply_policy("base", bridge)
+    pipe.produced["model"] = info["fingerprint"]
     return (f"{a.family} model {Path(path).name}: {a.n_layers} layers, d_model {a.d_model}, d_mlp {a.d_mlp}",
             {"model_info": pipe.rel(d / "model_info.json")})
