@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,21 +21,27 @@ def test_import_linter_contracts_hold() -> None:
     assert "0 broken" in proc.stdout and "5 kept" in proc.stdout, proc.stdout[-2000:]
 
 
-def test_import_linter_catches_a_layer_violation(tmp_path: Path) -> None:
-    """The layers contract fails when a core module imports the app (proof that the check can fail)."""
+@pytest.mark.parametrize("module, planted, expect", [
+    ("interp/core/paths.py", "from interp.app import pipeline", "interp.core.paths -> interp.app.pipeline"),
+    ("probes/train.py", "from interp.app import pipeline", "probes.train -> interp.app.pipeline"),
+    ("interp/neurons/ranking.py", "import probes", "interp.neurons.ranking -> probes"),
+    ("detox_train/merge.py", "import probes", "detox_train.merge -> probes"),
+    ("interp/data/records.py", "from interp.data import sources", "No cycles are allowed in interp.data"),
+])
+def test_import_linter_catches_a_violation(tmp_path: Path, module: str, planted: str, expect: str) -> None:
+    """Each contract fails when a planted import breaks it (proof that the checks can fail)."""
     import shutil
 
     for pkg in ("interp", "probes", "detox_train"):
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    bad = tmp_path / "interp" / "core" / "paths.py"
-    bad.write_text(bad.read_text(encoding="utf-8") + "\n\ndef _bad():\n    from interp.app import pipeline  # noqa\n",
-                   encoding="utf-8")
+    bad = tmp_path / module
+    bad.write_text(bad.read_text(encoding="utf-8") + f"\n\ndef _planted():\n    {planted}  # noqa\n", encoding="utf-8")
     lint = Path(sys.executable).with_name("lint-imports")
     proc = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
                           capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "interp.core.paths -> interp.app.pipeline" in proc.stdout, proc.stdout[-3000:]
+    assert expect in proc.stdout, proc.stdout[-3000:]
 
 
 def test_only_architecture_module_names_families() -> None:
