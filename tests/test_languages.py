@@ -110,6 +110,7 @@ def test_correlation_stage_keeps_a_language_without_retrieval(tmp_path: Path) ->
 
     from interp.core.artifacts import write_json
     from interp.app.pipeline import Pipeline
+    from interp.app.stages import STAGE_FUNCTIONS
     from interp.app.run_config import load_run_config
 
     cfg = load_run_config(preset="smoke", overrides={"languages": "[en, de, sw]"})
@@ -127,7 +128,7 @@ def test_correlation_stage_keeps_a_language_without_retrieval(tmp_path: Path) ->
         df.to_csv(d / f"{name}.csv", index=False)
         write_json(d / "stage.json", {"key": pipe.stage_key(stage), "summary": "", "outputs": {
             name: str((d / f"{name}.csv").relative_to(pipe.run_dir))}})
-    summary, out = pipe.stage_correlation(pipe.stage_dir("correlation"))
+    summary, out = STAGE_FUNCTIONS["correlation"](pipe, pipe.stage_dir("correlation"))
     signals = pd.read_csv(pipe.run_dir / out["signals"]).set_index("lang")
     assert list(signals.index) == ["en", "de", "sw"]
     assert pd.isna(signals.loc["sw", "retrieval_acc"]) and signals.loc["sw", "key_ratio"] == 0.6

@@ -118,15 +118,15 @@ def test_dir_lists_every_export_and_each_resolves() -> None:
 
 
 def test_submodule_of_the_same_name_never_shadows_an_export() -> None:
-    """``interp.neurons.key_activations`` is the function, even after the submodule ``interp.neurons.key_activations`` is imported."""
+    """``interp.key_activations`` is the function, even after the submodule ``interp.neurons.key_activations`` is imported."""
     import importlib
 
     import interp
 
     importlib.import_module("interp.neurons.key_activations")
-    assert callable(interp.neurons.key_activations) and interp.neurons.key_activations.__name__ == "key_activations"
+    assert callable(interp.key_activations) and interp.key_activations.__name__ == "key_activations"
     res = subprocess.run([sys.executable, "-c", "import interp.neurons.key_activations, interp; "
-                          "print(type(interp.neurons.key_activations).__name__)"],
+                          "print(type(interp.key_activations).__name__)"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.stdout.strip() == "function", res.stderr[-2000:]
 

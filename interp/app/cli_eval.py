@@ -33,7 +33,7 @@ def eval_prompts(data_root: str | None, languages: list[str] | None, n_prompts: 
 def _generate(args: argparse.Namespace) -> int:
     from interp.app.cli_common import load_model_from_args
 
-    from .evaluate import GenerationSettings, generate
+    from detox_train.evaluate import GenerationSettings, generate
 
     for flag, value in (("--n-prompts", args.n_prompts), ("--k", args.k), ("--max-new-tokens", args.max_new_tokens),
                         ("--batch-size", args.batch_size)):
@@ -57,7 +57,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _scorer_from_args(args: argparse.Namespace) -> Any:
-    from .evaluate import get_scorer
+    from detox_train.evaluate import get_scorer
 
     if args.scorer == "perspective":
         check_flag("--qps", args.qps, gt=0)
@@ -76,7 +76,7 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
     if args.scorer == "e5" and args.e5_head and not Path(args.e5_head).is_dir():
         raise FileNotFoundError(f"--e5-head {args.e5_head}: no such head folder (omit it to build/reuse the cached one)")
     if args.scorer == "e5":
-        from .evaluate.scorers.e5 import build_e5_head
+        from detox_train.evaluate.scorers.e5 import build_e5_head
 
         return get_scorer("e5", head_dir=args.e5_head or build_e5_head(root=args.data_root))
     from interp.data.lexicon import Lexicon
@@ -87,9 +87,9 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 def _score(args: argparse.Namespace) -> int:
     from interp.core.paths import cache_dir
 
-    from .evaluate import score_samples
+    from detox_train.evaluate import score_samples
 
-    from .evaluate.generation import read_samples
+    from detox_train.evaluate.generation import read_samples
 
     check_flag("--batch-size", args.batch_size, ge=1)
     check_out_file(args.out)
@@ -109,7 +109,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from .evaluate import Judge, compare_tables, language_metrics, read_scored, write_table
+    from detox_train.evaluate import Judge, compare_tables, language_metrics, read_scored, write_table
 
     check_flag("--n-boot", args.n_boot, ge=1)
     check_out_dir(args.out)
