@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence

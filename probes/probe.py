@@ -234,26 +234,6 @@ class ToxicityProbe(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         return int(self.n_features_in_)
 
-    @property
-    def direction(self) -> Float[Tensor, "d_model"]:
-        """Deprecated: ``direction_`` as a float32 tensor."""
-        warnings.warn("ToxicityProbe.direction is deprecated; use direction_ (a NumPy array)", FutureWarning,
-                      stacklevel=2)
-        self._check_fitted()
-        return torch.as_tensor(self.direction_, dtype=torch.float32)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """Deprecated: ``meta_``."""
-        warnings.warn("ToxicityProbe.meta is deprecated; use meta_", FutureWarning, stacklevel=2)
-        self._check_fitted()
-        return self.meta_
-
-    @meta.setter
-    def meta(self, value: dict[str, Any]) -> None:
-        warnings.warn("ToxicityProbe.meta is deprecated; use meta_", FutureWarning, stacklevel=2)
-        self.meta_ = value
-
     @classmethod
     def from_weights(cls, weight: Any, bias: Any = None, *, classes: Sequence[Any] = (0, 1),
                      meta: dict[str, Any] | None = None, **params: Any) -> "ToxicityProbe":

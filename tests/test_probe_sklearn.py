@@ -151,27 +151,20 @@ def test_tensor_and_half_precision_inputs() -> None:
     assert probe.classes_.tolist() == [0, 1]
 
 
-def test_deprecated_aliases_and_interp_reads_direction_() -> None:
+def test_interp_reads_direction_and_the_old_aliases_are_gone() -> None:
     from interp.neurons.baselines import steering_vector
     from interp.neurons.ranking import probe_direction
 
     X, y = _planted(seed=10)
     probe = ToxicityProbe(solver="logreg").fit(X, y)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # interp reads direction_/coef_, never the deprecated alias
+        warnings.simplefilter("error")  # interp reads direction_/coef_
         got = probe_direction(probe, X.shape[1])
         raw, unit = steering_vector(probe, X.shape[1]), steering_vector(probe, X.shape[1], "unit")
     np.testing.assert_allclose(got.numpy(), probe.direction_, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(unit.numpy(), probe.direction_, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(raw.numpy(), probe.coef_[0], rtol=1e-6)
-    with pytest.warns(FutureWarning, match="use direction_"):
-        old = probe.direction
-    assert old.dtype == torch.float32 and torch.allclose(old.double(), torch.from_numpy(probe.direction_))
-    with pytest.warns(FutureWarning, match="use meta_"):
-        assert probe.meta is probe.meta_
-    with pytest.warns(FutureWarning, match="use meta_"):
-        probe.meta = {"layer": 3}
-    assert probe.meta_ == {"layer": 3}
+    assert not hasattr(probe, "direction") and not hasattr(probe, "meta")  # removed: direction_, meta_
 
 
 def test_string_classes_round_trip_and_saved_format(tmp_path) -> None:

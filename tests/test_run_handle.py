@@ -13,7 +13,8 @@ import pytest
 from interp.core.artifacts import InputError, read_json
 from interp.neurons.ranking import NeuronRow, ToxicNeurons
 from interp.app.pipeline import STAGES, StaleStageError
-from interp.app.run_handle import TABLE_NAMES, TABLES, MissingStageError, TableName, UnknownTableError, open_run
+from interp.app import open_run
+from interp.app.run_handle import TABLE_NAMES, TABLES, MissingStageError, TableName, UnknownTableError
 
 
 def _stage_output(run_dir: Path, stage: str, output: str) -> Path:
@@ -115,3 +116,22 @@ def test_open_run_refuses_what_is_not_a_finished_run(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "toxic-neurons", "config": {}}))
     with pytest.raises(InputError, match="not the manifest of an `xdetox run`"):
         open_run(tmp_path)
+
+
+def test_the_report_is_rebuilt_from_the_run_directory_alone(smoke_run: Path, tmp_path: Path) -> None:
+    """``build_report(open_run(d))`` on a copy of the run (report removed) writes the summary the report
+    stage wrote, and refuses a run whose stage outputs belong to another config."""
+    from interp.app.run_report import build_report
+
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("*.safetensors", "checkpoint-*"))
+    (copy / "summary.json").unlink()
+    (copy / "report.html").unlink()
+    html, summary = build_report(open_run(copy))
+    assert html == copy / "report.html" and html.is_file()
+    assert read_json(summary) == read_json(smoke_run / "summary.json")
+    stage_json = copy / "stages" / "metrics" / "stage.json"
+    record = read_json(stage_json)
+    stage_json.write_text(json.dumps({**record, "key": "another-config"}))
+    with pytest.raises(StaleStageError, match="metrics"):
+        build_report(open_run(copy))

@@ -333,7 +333,7 @@ def test_claim_verdicts_reads_the_summary_by_name_and_adds_the_encoder_row() -> 
                    "P-enc": V.HOLDS}
     assert df.attrs["paper_model"] == "BLOOM-1.7B"
     assert "0.493 → 0.185" in df.loc[0, "paper"] and "r = 0.590" in df.loc[3, "paper"]
-    # Without model_name, the summary's own model.name decides (as pipeline_report saves it).
+    # Without model_name, the summary's own model.name decides (as run_report saves it).
     again = V.claim_verdicts({**summary, "model": {"name": "bigscience/bloom-1b7"}})
     assert again.attrs["paper_model"] == "BLOOM-1.7B"
     assert V.paper_model("/root/.cache/xdetox/default-model/demo-1") == "mGPT"

@@ -9,16 +9,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from interp.app.run_handle import RunHandle, open_run
+    from interp.app.pipeline import open_run
+    from interp.app.run_handle import RunHandle
 
 __all__ = ["open_run", "RunHandle"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from interp.app import run_handle
+    if name == "open_run":
+        from interp.app.pipeline import open_run
 
-        return getattr(run_handle, name)
+        return open_run
+    if name == "RunHandle":
+        from interp.app.run_handle import RunHandle
+
+        return RunHandle
     raise AttributeError(f"module 'interp.app' has no attribute {name!r}")
 
 

@@ -3,7 +3,6 @@ over :mod:`interp.viz.figures`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from interp.app.run_config import RunConfig
 from interp.app.stages import STAGE_FUNCTIONS
@@ -34,8 +34,11 @@ from interp.core.artifacts import (
     write_json,
     write_manifest,
 )
-from interp.core.configio import ConfigError, config_to_dict
+from interp.core.configio import ConfigError, config_from_dict, config_to_dict
 from interp.model.tokenization import set_bos_policy
+
+if TYPE_CHECKING:
+    from interp.app.run_handle import RunHandle
 
 STAGES: tuple[str, ...] = (
     "model", "probe", "neurons", "dpo", "generate", "score", "metrics",
@@ -297,6 +300,17 @@ class Pipeline:
     def finished(self, stage: str) -> StageResult | None:
         """Return the result of ``stage`` if it finished under this run's key, else None (another key raises)."""
         return self.results.get(stage) or self.cached(stage, self._key_of(stage))
+
+    def finished_stages(self) -> list[str]:
+        """Return the selected stages finished under this run's keys, in order (stale ones left out)."""
+        out = []
+        for s in STAGES:
+            try:
+                if self.selected(s) and self.finished(s) is not None:
+                    out.append(s)
+            except StaleStageError:
+                continue
+        return out
 
     def output(self, stage: str, name: str) -> Path:
         """Return the path of output ``name`` of a finished ``stage``."""
@@ -625,3 +639,22 @@ def run_pipeline(config: RunConfig, run_dir: str | Path, *, only: list[str] | No
     pipe = Pipeline(config, run_dir, progress=progress, log=log)
     pipe.run(only=only, from_stage=from_stage, force=force)
     return pipe.run_dir / "report.html", pipe.run_dir / "summary.json"
+
+
+def open_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> "RunHandle":
+    """Return a handle on the finished run in ``run_dir`` (made by ``xdetox run``), with the config it recorded."""
+    from interp.app.run_handle import RunHandle
+
+    d = Path(run_dir)
+    manifest = d / "manifest.json"
+    if not d.is_dir():
+        raise InputError(f"{d}: no such run directory; make one with `xdetox run --preset demo --run-dir {d}`")
+    if not manifest.is_file():
+        raise InputError(f"{d}: no manifest.json, so no finished run to open; finish it with "
+                         f"`xdetox run --run-dir {d}` (same preset or config)")
+    data = read_json(manifest)
+    if not isinstance(data, dict) or data.get("kind") != "xdetox-run" or not isinstance(data.get("config"), dict):
+        raise InputError(f"{manifest}: not the manifest of an `xdetox run` (expected kind 'xdetox-run' and a "
+                         "'config' object)")
+    config = config_from_dict(RunConfig, data["config"], where=str(manifest))
+    return RunHandle(Pipeline(config, d, progress=progress))

@@ -1,4 +1,4 @@
-"""``open_run(run_dir)``: a finished ``xdetox run`` directory as typed objects (app layer).
+"""The handle :func:`interp.app.open_run` returns: a finished ``xdetox run`` directory as typed objects (app layer).
 
 Notebooks and scripts read a run through this handle instead of the pipeline's internals: the base
 and DPO models, the probe, the toxic neurons and every table by name. Each output is proved to
@@ -7,20 +7,21 @@ before it is read; a stage built from something else is refused, a missing one n
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pandas as pd
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp.core.artifacts import InputError, read_json
-from interp.core.configio import config_from_dict
+from interp.core.artifacts import InputError
+from interp.data.records import Prompt
 from interp.model.loading import ModelView
 from interp.neurons.ranking import ToxicNeurons
-from interp.app.pipeline import STAGES, Pipeline, StaleStageError
 from interp.app.run_config import RunConfig
 from probes import ToxicityProbe
+
+if TYPE_CHECKING:  # the pipeline imports this module's reader (the report stage), not the other way round
+    from interp.app.pipeline import Pipeline
 
 TableName = Literal[
     "probe_transfer", "vocab_table", "vocab_null", "value_mass",
@@ -64,7 +65,7 @@ class MissingStageError(InputError):
 class RunHandle:
     """A finished run: ``model()``, ``tuned_model()``, ``probe()``, ``neurons()``, ``table(name)``."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: "Pipeline") -> None:
         self._pipe = pipeline
 
     @property
@@ -80,16 +81,21 @@ class RunHandle:
     def data_root(self) -> Path:
         return self._pipe.data_root
 
+    def selected(self, stage: str) -> bool:
+        """Whether the run's config runs ``stage`` (``stages: [...]`` restricts a preset to some stages)."""
+        return self._pipe.selected(stage)
+
+    def data_fingerprint(self) -> str:
+        """Return the content fingerprint of the run's data root (every file's path and sha256)."""
+        return self._pipe.data_fingerprint()
+
+    def rtplx_prompts(self) -> list[Prompt]:
+        """Return the run's RTP-LX prompts (ids and texts: the report checks its pages against them; never print them)."""
+        return self._pipe.rtplx()
+
     def stages(self) -> list[str]:
         """Return the stages finished for this run's config, in pipeline order (stale ones left out)."""
-        out = []
-        for s in STAGES:
-            try:
-                if self._pipe.selected(s) and self._pipe.finished(s) is not None:
-                    out.append(s)
-            except StaleStageError:
-                continue
-        return out
+        return self._pipe.finished_stages()
 
     def tables(self) -> list[str]:
         """Return the names of the tables this run holds (see :data:`TableName`)."""
@@ -104,6 +110,11 @@ class RunHandle:
                 f"{self.run_dir}: {what} comes from stage {stage!r}, which this run has not finished (finished "
                 f"stages: {have}; tables: {', '.join(self.tables()) or 'none'}); run it with "
                 f"`xdetox run --run-dir {self.run_dir} --only {stage}` (or the whole study without --only)")
+
+    def artifact(self, stage: str, output: str) -> Path:
+        """Return the path of file ``output`` that ``stage`` recorded in its ``stage.json`` for this run's config."""
+        self._require(stage, f"output {output!r}")
+        return self._pipe.output(stage, output)
 
     def model(self) -> TransformerBridge | ModelView:
         """Return the base model (a view with the adapter off when the run tuned a LoRA adapter)."""
@@ -147,21 +158,4 @@ class RunHandle:
         return f"RunHandle({str(self.run_dir)!r}, stages: {', '.join(self.stages()) or 'none'})"
 
 
-def open_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> RunHandle:
-    """Return a handle on the finished run in ``run_dir`` (made by ``xdetox run``), with the config it recorded."""
-    d = Path(run_dir)
-    manifest = d / "manifest.json"
-    if not d.is_dir():
-        raise InputError(f"{d}: no such run directory; make one with `xdetox run --preset demo --run-dir {d}`")
-    if not manifest.is_file():
-        raise InputError(f"{d}: no manifest.json, so no finished run to open; finish it with "
-                         f"`xdetox run --run-dir {d}` (same preset or config)")
-    data = read_json(manifest)
-    if not isinstance(data, dict) or data.get("kind") != "xdetox-run" or not isinstance(data.get("config"), dict):
-        raise InputError(f"{manifest}: not the manifest of an `xdetox run` (expected kind 'xdetox-run' and a "
-                         "'config' object)")
-    config = config_from_dict(RunConfig, data["config"], where=str(manifest))
-    return RunHandle(Pipeline(config, d, progress=progress))
-
-
-__all__ = ["open_run", "RunHandle", "TableName", "TABLE_NAMES", "TABLES", "UnknownTableError", "MissingStageError"]
+__all__ = ["RunHandle", "TableName", "TABLE_NAMES", "TABLES", "UnknownTableError", "MissingStageError"]

@@ -473,7 +473,7 @@ def claim_verdicts(summary: Mapping[str, Any], *, model_name: str | None = None)
             verdict_c3(summary.get("key_activations"), model),
             verdict_c4(summary.get("correlation"), model),
             verdict_transfer(summary.get("probe_transfer"), model)]
-    encoder = summary.get("encoder_analysis")  # written by interp.app.pipeline_report.encoder_report_sections
+    encoder = summary.get("encoder_analysis")  # written by interp.app.run_report.encoder_report_sections
     if isinstance(encoder, Mapping) and encoder.get("probe_transfer"):
         rows.append(verdict_transfer(encoder["probe_transfer"], model, claim="P-enc",
                                      what=f"the English probe on the encoder {encoder.get('name', '')}".rstrip()))

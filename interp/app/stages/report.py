@@ -1,4 +1,4 @@
-"""The run report: report.html and summary.json from the stage outputs."""
+"""The run report: report.html and summary.json built from the run directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +9,9 @@ if TYPE_CHECKING:
 
 
 def stage_report(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
-    from interp.app.pipeline_report import build_report
+    """Write report.html and summary.json from the run directory (read through :class:`RunHandle`)."""
+    from interp.app.run_handle import RunHandle
+    from interp.app.run_report import build_report
 
-    if not pipe.selected("model"):  # an encoder-only run (preset encoder-analysis)
-        from interp.app.pipeline_report import write_encoder_report
-
-        html, summary = write_encoder_report(pipe)
-        return (f"report at {html}", {"report": pipe.rel(html), "summary": pipe.rel(summary)})
-    html, summary = build_report(pipe, d)
+    html, summary = build_report(RunHandle(pipe))
     return (f"report at {html}", {"report": pipe.rel(html), "summary": pipe.rel(summary)})

@@ -1,4 +1,8 @@
-"""Assemble report.html and summary.json from a finished run's stage outputs (app layer).
+"""Assemble report.html and summary.json from a finished run directory (app layer).
+
+The report reads the run through :func:`interp.app.run_handle.open_run`'s handle only: every table
+and file is the one its stage recorded for the run's config, so ``build_report(open_run(d))`` rebuilds
+the report of any finished run directory without the pipeline that made it.
 
 Only ids and aggregates reach the report: every page is checked against the RTP-LX prompts
 before it is written. ``summary.json`` carries no timestamps or absolute paths, so the same
@@ -15,7 +19,7 @@ import pandas as pd
 from interp.core.artifacts import InputError, make_manifest, read_json
 
 if TYPE_CHECKING:
-    from interp.app.pipeline import Pipeline
+    from interp.app.run_handle import RunHandle
 
 
 def _round(obj: Any, digits: int = 6) -> Any:
@@ -45,17 +49,22 @@ def _figure_or_note(fn: Any, *args: Any) -> Any:
         return f"Figure not drawn: {e}"
 
 
-def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
-    """Write report.html and summary.json into the run directory and return their paths."""
+def build_report(run: "RunHandle") -> tuple[Path, Path]:
+    """Write report.html and summary.json into the run directory and return their paths.
+
+    A run whose config leaves out the model stage (preset ``encoder-analysis``) gets the encoder report.
+    """
+    if not run.selected("model"):
+        return write_encoder_report(run)
     from interp.viz import figures as F
     from interp.data.coverage import language_coverage
     from interp.viz.report import Captioned, ReportSection, write_report
 
-    out = pipe.output
+    out = run.artifact
     model_info = read_json(out("model", "model_info"))
     probe_metrics = read_json(out("probe", "metrics"))
     transfer = pd.read_csv(out("probe", "transfer"))
-    neurons = pipe.neurons()
+    neurons = run.neurons()
     vocab = pd.read_csv(out("neurons", "vocab_table"))
     value_mass = pd.read_csv(out("neurons", "value_mass"))
     cmp = pd.read_csv(out("metrics", "compare"))
@@ -71,8 +80,8 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     averages = F.table_language_averages(cmp)
     neuron_frame = neurons.to_frame()
     kept = neuron_frame[neuron_frame["kept"]] if "kept" in neuron_frame else neuron_frame
-    cfg = pipe.config
-    verdict_inputs = _verdict_inputs(pipe, vocab)
+    cfg = run.config
+    verdict_inputs = _verdict_inputs(run, vocab)
 
     def fig(fn: Any, *args: Any) -> Any:
         drawn = _figure_or_note(fn, *args)
@@ -86,7 +95,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
             "Prompts are shown by id only; RTP-LX text never appears in this report.",
         ]),
         ReportSection("Languages: data and facts per language (gaps are reported, not fatal)",
-                      [language_coverage(cfg.languages, pipe.data_root, prompts=pipe.rtplx())]),
+                      [language_coverage(cfg.languages, run.data_root, prompts=run.rtplx_prompts())]),
         ReportSection("Table 2: averages over languages, before and after English DPO",
                       [averages]),
         ReportSection("Fig. 1: toxicity per language before and after English DPO",
@@ -114,11 +123,11 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
         sections.append(ReportSection("DPO training log (held-out LM loss on neutral text, reward margins)",
                                       [evals[keep]]))
 
-    extra_sections, beyond = _experiment_sections(pipe, model_info)
+    extra_sections, beyond = _experiment_sections(run, model_info)
     sections += extra_sections
     encoder_summary = None
     if cfg.encoder.enabled:  # the mechanism on real pretrained weights, next to the generative default
-        enc_sections, encoder_summary = encoder_report_sections(pipe)
+        enc_sections, encoder_summary = encoder_report_sections(run)
         sections.extend(enc_sections)
 
     summary = _round({
@@ -129,7 +138,7 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
                   **{k: model_info[k] for k in ("family", "n_layers", "d_model", "d_mlp", "fingerprint")}},
         "scorer": scorer,
         "perplexity_judge": read_json(out("metrics", "judge")),
-        "data_fingerprint": pipe.data_fingerprint(),
+        "data_fingerprint": run.data_fingerprint(),
         "probe": _flatten_metrics(probe_metrics),
         "probe_transfer": _records(transfer),
         "dpo": _records(evals[[c for c in ("step", "heldout_lm_loss_delta", "eval_rewards/margins")
@@ -151,33 +160,33 @@ def build_report(pipe: "Pipeline", stage_dir: Path) -> tuple[Path, Path]:
     verdicts = claim_verdicts(summary)  # reads summary["model"]["name"], as a recompute from summary.json does
     summary["verdicts"] = _round(verdicts.to_dict(orient="records"))
     manifest = make_manifest(kind="xdetox-report", config=cfg, seed=cfg.seed, model_id=model_info["path"])
-    forbidden = {p.id: p.text for p in pipe.rtplx()}
+    forbidden = {p.id: p.text for p in run.rtplx_prompts()}
     note = ("Each verdict comes from this run's data by the test named in its row (95% level); "
             "\"inconclusive\" means the test could not decide at this sample size. The paper's figures are "
             f"for {verdicts.attrs.get('paper_model', 'mGPT')} (Li, Yong, Bach 2024).")
-    return write_report(pipe.run_dir, sections=sections, manifest=manifest, scorer_identity=scorer,
+    return write_report(run.run_dir, sections=sections, manifest=manifest, scorer_identity=scorer,
                         summary=summary, forbidden_texts=forbidden, title="xdetox: cross-lingual toxicity report",
                         verdicts=verdicts, verdict_note=note)
 
 
-def _verdict_inputs(pipe: "Pipeline", vocab: pd.DataFrame) -> dict[str, Any]:
+def _verdict_inputs(run: "RunHandle", vocab: pd.DataFrame) -> dict[str, Any]:
     """Return the summary entries the verdicts read that no stage table holds: the paired EMT change
     (C1, from the scored samples) and the value-token counts with the vocabulary's toxic share (C2)."""
     from detox_train.evaluate import read_scored
     from interp.app.verdicts import paired_emt_change, value_token_stats
 
-    ev = pipe.config.evaluation
-    paired = paired_emt_change(read_scored(pipe.output("score", "before")), read_scored(pipe.output("score", "after")),
-                               n_boot=ev.n_boot, seed=pipe.config.seed)
+    ev = run.config.evaluation
+    paired = paired_emt_change(read_scored(run.artifact("score", "before")), read_scored(run.artifact("score", "after")),
+                               n_boot=ev.n_boot, seed=run.config.seed)
     try:  # C2's null (random non-candidate vectors); a run from before it existed has none: C2 inconclusive
-        null = pd.read_csv(pipe.output("neurons", "vocab_null"))
+        null = pd.read_csv(run.artifact("neurons", "vocab_null"))
     except InputError:
         null = None
     return {"toxicity_change_paired": _records(paired),
-            "value_tokens": value_token_stats(vocab, null, languages=pipe.config.languages, seed=pipe.config.seed)}
+            "value_tokens": value_token_stats(vocab, null, languages=run.config.languages, seed=run.config.seed)}
 
 
-def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+def _experiment_sections(run: "RunHandle", model_info: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Return report sections and summary entries for the experiments run on this run directory.
 
     An experiment is shown only when it belongs to this run: the algorithm comparison must have
@@ -187,7 +196,7 @@ def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[
 
     sections: list[Any] = []
     summary: dict[str, Any] = {}
-    root = pipe.run_dir / "experiments"
+    root = run.run_dir / "experiments"
     algo_json = root / "algorithms" / "algorithms.json"
     if algo_json.is_file():
         data = read_json(algo_json)
@@ -202,13 +211,13 @@ def _experiment_sections(pipe: "Pipeline", model_info: dict[str, Any]) -> tuple[
                     "on the same prompts; reductions are before − after (positive = less toxic) with paired "
                     "bootstrap 95% CIs over prompts; 'all' pools the prompts of every language. Held-out LM loss "
                     "change is after − before on neutral English text (nats/token).",
-                    f"Figure: {fig.relative_to(pipe.run_dir)}" if fig.is_file() else "",
+                    f"Figure: {fig.relative_to(run.run_dir)}" if fig.is_file() else "",
                     table[table["lang"] == "all"].reset_index(drop=True), table, timings]))
             summary["algorithms"] = _records(table[table["lang"] == "all"])
     patch_json = root / "patching" / "patching.json"
     if patch_json.is_file():
         data = read_json(patch_json)
-        group = [list(map(int, n)) for n in pipe.group_neurons()]
+        group = [list(map(int, n)) for n in run.neurons().analysed().layers_neurons()]
         if [list(map(int, n)) for n in data["meta"].get("neurons", [])] == group:
             summ = pd.DataFrame(data["summary"])
             rel_path = root / "patching" / "patching_relation.csv"
@@ -240,12 +249,12 @@ def _flatten_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return flat
 
 
-def encoder_report_sections(pipe: "Pipeline") -> tuple[list[Any], dict[str, Any]]:
+def encoder_report_sections(run: "RunHandle") -> tuple[list[Any], dict[str, Any]]:
     """Return the report sections and the summary.json entry of a finished encoder stage."""
     from interp.viz import figures as F
     from interp.viz.report import ReportSection
 
-    out = lambda name: pipe.output("encoder", name)  # noqa: E731
+    out = lambda name: run.artifact("encoder", name)  # noqa: E731
     info = read_json(out("info"))
     bars = read_json(out("bars"))
     transfer = pd.read_csv(out("transfer"))
@@ -296,15 +305,15 @@ def encoder_report_sections(pipe: "Pipeline") -> tuple[list[Any], dict[str, Any]
     return sections, summary
 
 
-def write_encoder_report(pipe: "Pipeline") -> tuple[Path, Path]:
+def write_encoder_report(run: "RunHandle") -> tuple[Path, Path]:
     """Write report.html + summary.json for a run that holds only the encoder analysis."""
     from interp.viz.report import write_report
 
-    sections, summary = encoder_report_sections(pipe)
-    cfg = pipe.config
+    sections, summary = encoder_report_sections(run)
+    cfg = run.config
     manifest = make_manifest(kind="xdetox-encoder-report", config=cfg, seed=cfg.seed, model_id=cfg.encoder.model)
-    forbidden = {p.id: p.text for p in pipe.rtplx()}
-    return write_report(pipe.run_dir, sections=sections, manifest=manifest,
+    forbidden = {p.id: p.text for p in run.rtplx_prompts()}
+    return write_report(run.run_dir, sections=sections, manifest=manifest,
                         scorer_identity={"id": "none", "version": "no generation on encoders"},
                         summary={"languages": cfg.languages, "seed": cfg.seed, "encoder_analysis": summary},
                         forbidden_texts=forbidden, title="xdetox: encoder analysis (multilingual-e5-small)")
