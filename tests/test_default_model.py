@@ -14,6 +14,7 @@ from interp.data import split as split_mod
 from interp.default_model.build import _threads, build_default_model, default_model_dir, is_built
 from interp.default_model.corpus import build_corpus, tokenize_stream, train_tokenizer
 from interp.default_model.recipe import RECIPES, get_recipe, recipe_hash
+from interp.model.lm_loss import lm_loss
 from interp.default_model.train import batch_at, lm_loss_by_language, lr_at, make_model, to_blocks, train
 
 SMOKE = RECIPES["smoke"]
@@ -34,7 +35,7 @@ def smoke_dir(tmp_path_factory, data_root) -> Path:
     from interp.default_model.build import resolve_preset
 
     out = root / "default-model" / resolve_preset("smoke", data_root)[2].name  # recipe + data tag
-    build_default_model(SMOKE, data_root, out, progress=False)
+    build_default_model(SMOKE, data_root, out, heldout_loss=lm_loss, progress=False)
     return out
 
 
@@ -176,7 +177,7 @@ def test_lm_loss_matches_hf_loss(micro_data) -> None:
     tok, _, _ = micro_data
     model = make_model(MICRO, tok).eval()
     texts = ["the quick brown fox", "Ich will nach Hause gehen, jetzt sofort"]
-    got = lm_loss_by_language(model, tok, {"xx": texts})["xx"]
+    got = lm_loss_by_language(model, tok, {"xx": texts}, loss=lm_loss)["xx"]
     # Independent: HF's own shifted loss per text, weighted by its number of predicted tokens.
     total, n = 0.0, 0
     for t in texts:

@@ -294,9 +294,10 @@ def test_model_without_tokenizer_loads_for_weight_only_analysis(tiny, tmp_path) 
 def test_damaged_default_model_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, caplog) -> None:
     from interp.core.artifacts import check_safetensors, read_json
     from interp.default_model.build import default_model_dir, is_built
+    from interp.model.lm_loss import lm_loss
 
     monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "cache"))
-    d = default_model_dir("smoke", progress=False)
+    d = default_model_dir("smoke", progress=False, heldout_loss=lm_loss)
     weights = d / "model.safetensors"
     assert read_json(d / "manifest.json")["files"]["model.safetensors"]["size"] == weights.stat().st_size
     data = weights.read_bytes()
@@ -304,7 +305,7 @@ def test_damaged_default_model_cache_is_detected_and_rebuilt(tmp_path, monkeypat
     with caplog.at_level("WARNING"):
         assert not is_built(d)
     assert "model.safetensors" in caplog.text and "rebuilding" in caplog.text
-    d2 = default_model_dir("smoke", progress=False)
+    d2 = default_model_dir("smoke", progress=False, heldout_loss=lm_loss)
     assert d2 == d and is_built(d)
     check_safetensors(d / "model.safetensors")
     # Same size, other bytes: only the recorded sha256 can tell.

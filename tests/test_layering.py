@@ -19,6 +19,7 @@ def test_import_linter_contracts_hold() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout and "5 kept" in proc.stdout, proc.stdout[-2000:]
+    assert "ignored" not in proc.stdout and "ignore_imports" not in (ROOT / "pyproject.toml").read_text()
 
 
 @pytest.mark.parametrize("module, planted, expect", [
@@ -27,6 +28,9 @@ def test_import_linter_contracts_hold() -> None:
     ("interp/neurons/ranking.py", "import probes", "interp.neurons.ranking -> probes"),
     ("detox_train/merge.py", "import probes", "detox_train.merge -> probes"),
     ("interp/data/records.py", "from interp.data import sources", "No cycles are allowed in interp.data"),
+    ("interp/default_model/train.py", "from interp.model.lm_loss import lm_loss",
+     "interp.default_model.train -> interp.model.lm_loss"),
+    ("interp/model/lm_loss.py", "from interp.model.loading import load_model", "No cycles are allowed in interp.model"),
 ])
 def test_import_linter_catches_a_violation(tmp_path: Path, module: str, planted: str, expect: str) -> None:
     """Each contract fails when a planted import breaks it (proof that the checks can fail)."""

@@ -61,5 +61,5 @@ def test_users_share_the_implementation() -> None:
     scored = text_nll(model, tok, TEXTS)
     assert counts.tolist() == [n for _, n in scored] and counts[-1] == 0 and losses[-1] == 0.0
     np.testing.assert_allclose(losses[:-1], [x / n for x, n in scored[:-1]], rtol=1e-6)
-    assert lm_loss_by_language(model, tok, {"de": TEXTS[1:2], "en": TEXTS[:1]}) == pytest.approx(
+    assert lm_loss_by_language(model, tok, {"de": TEXTS[1:2], "en": TEXTS[:1]}, loss=lm_loss) == pytest.approx(
         {"de": lm_loss(model, tok, TEXTS[1:2]), "en": lm_loss(model, tok, TEXTS[:1])})

@@ -33,7 +33,7 @@ import torch
 from interp.core.artifacts import read_json, write_json, write_manifest
 from interp.default_model.corpus import build_corpus, heldout_texts_by_language, tokenize_stream, train_tokenizer
 from interp.default_model.recipe import _CACHE_NAMES, BUILDER_VERSION, DefaultModelRecipe, named_recipe, recipe_hash
-from interp.default_model.train import CURVE_NAME, lm_loss_by_language, make_model, to_blocks, train
+from interp.default_model.train import CURVE_NAME, HeldoutLoss, lm_loss_by_language, make_model, to_blocks, train
 from interp.core.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,13 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 
 # ============================================================================ build + cache
 def build_default_model(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None = None,
-                        out_dir: str | os.PathLike[str] | None = None, *, resume: bool = True,
-                        progress: bool = True, device: str | None = None, max_steps: int | None = None) -> Path:
+                        out_dir: str | os.PathLike[str] | None = None, *, heldout_loss: HeldoutLoss,
+                        resume: bool = True, progress: bool = True, device: str | None = None,
+                        max_steps: int | None = None) -> Path:
     """Return ``out_dir`` after building the default model of ``recipe`` into it.
+
+    ``heldout_loss`` measures the held-out text per language: pass :func:`interp.model.lm_loss.lm_loss`
+    (the model layer's one LM loss; :func:`interp.model.loading.load_model` ``("default")`` does).
 
     Writes an HF ``save_pretrained`` directory (model + tokenizer), ``manifest.json`` (recipe,
     hash, corpus counts, stop reason, throughput, held-out loss per language) and
@@ -55,7 +59,8 @@ def build_default_model(recipe: DefaultModelRecipe, data_root: str | os.PathLike
     """
     out = Path(out_dir) if out_dir is not None else cache_dir("default-model") / f"custom-{recipe_hash(recipe)}"
     with _threads(recipe.num_threads):
-        return _build(recipe, data_root, out, resume=resume, progress=progress, device=device, max_steps=max_steps)
+        return _build(recipe, data_root, out, heldout_loss=heldout_loss, resume=resume, progress=progress,
+                      device=device, max_steps=max_steps)
 
 
 @contextlib.contextmanager
@@ -70,8 +75,8 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None, out: Path, *, resume: bool,
-           progress: bool, device: str | None, max_steps: int | None) -> Path:
+def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None, out: Path, *,
+           heldout_loss: HeldoutLoss, resume: bool, progress: bool, device: str | None, max_steps: int | None) -> Path:
     work = out / "_train"
     if not resume and work.exists():
         shutil.rmtree(work)
@@ -97,7 +102,7 @@ def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None,
         return out
     model.to("cpu")
     heldout = lm_loss_by_language(model, tokenizer, heldout_texts_by_language(
-        recipe, data_root, per_language=recipe.heldout_per_language, seed=recipe.seed))
+        recipe, data_root, per_language=recipe.heldout_per_language, seed=recipe.seed), loss=heldout_loss)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     write_json(out / CURVE_NAME, result.curve)
@@ -213,8 +218,11 @@ def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] 
 
 
 def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
-                      build: bool = True, progress: bool = True) -> Path:
+                      build: bool = True, progress: bool = True, heldout_loss: HeldoutLoss | None = None) -> Path:
     """Return the cached ``save_pretrained`` directory of recipe ``preset``, building it on first use.
+
+    A build needs ``heldout_loss`` (see :func:`build_default_model`); :func:`interp.model.loading.load_model`
+    and ``xdetox model build-default`` pass the model layer's :func:`interp.model.lm_loss.lm_loss`.
 
     ``preset=None`` (what ``load_model("default")`` uses) is ``$XDETOX_DEFAULT_PRESET`` when set (tests
     and CI use ``smoke``), else ``standard``. With ``build=False`` a missing model is an error instead of a build.
@@ -225,7 +233,10 @@ def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[st
     if not build:
         raise FileNotFoundError(f"default model {preset!r} is not built at {directory}; "
                                 f"run `xdetox model build-default --preset {preset}`")
+    if heldout_loss is None:
+        raise TypeError(f"default model {preset!r} is not built at {directory}: building it needs heldout_loss= "
+                        "(interp.model.lm_loss.lm_loss), or load it with interp.load_model('default')")
     with _build_lock(directory):
         if not is_built(directory):
-            build_default_model(recipe, data_root, directory, progress=progress)
+            build_default_model(recipe, data_root, directory, heldout_loss=heldout_loss, progress=progress)
     return directory

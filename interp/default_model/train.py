@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from jaxtyping import Int
@@ -14,6 +14,13 @@ from torch import Tensor
 
 from interp.core.artifacts import load_tensors, save_tensors
 from interp.default_model.recipe import DefaultModelRecipe
+
+
+class HeldoutLoss(Protocol):
+    """What the build measures held-out text with: :func:`interp.model.lm_loss.lm_loss`'s signature."""
+
+    def __call__(self, model: Any, tokenizer: Any, texts: list[str], *, batch_size: int,
+                 max_length: int | None) -> float: ...
 
 CURVE_NAME = "training_curve.json"
 
@@ -205,11 +212,10 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
 
 
 # ============================================================================ held-out loss
-def lm_loss_by_language(model: Any, tokenizer: Any, texts_by_lang: dict[str, list[str]], *,
+def lm_loss_by_language(model: Any, tokenizer: Any, texts_by_lang: dict[str, list[str]], *, loss: "HeldoutLoss",
                         batch_size: int = 32) -> dict[str, float]:
-    """Return {lang: mean next-token loss in nats} over each language's texts (:func:`interp.model.lm_loss.lm_loss`:
-    each text after the start token, EOS for this tokenizer, at most 256 tokens)."""
-    from interp.model.lm_loss import lm_loss
-
-    return {lang: lm_loss(model, tokenizer, texts_by_lang[lang], batch_size=batch_size, max_length=256)
+    """Return {lang: mean next-token loss in nats} over each language's texts, by ``loss``
+    (:func:`interp.model.lm_loss.lm_loss`: each text after the start token, EOS for this tokenizer, at most
+    256 tokens). The model layer passes its one LM-loss implementation in, so this layer imports nothing above it."""
+    return {lang: loss(model, tokenizer, texts_by_lang[lang], batch_size=batch_size, max_length=256)
             for lang in sorted(texts_by_lang)}

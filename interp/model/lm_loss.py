@@ -29,7 +29,7 @@ def continuation_nll(model: Any, prompts: Sequence[str], continuations: Sequence
     in that view's adapter state.
     """
     from interp.model.architecture import hf_model_of
-    from interp.model.loading import ModelView, activate
+    from interp.model.views import ModelView, activate
     from interp.model.tokenization import context_length, token_rule
 
     if len(prompts) != len(continuations):
