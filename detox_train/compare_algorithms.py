@@ -162,11 +162,20 @@ def compare_algorithms(
                batch_size=batch_size, progress=progress)
 
     def evaluate(model_path: str, tag: Path) -> tuple[list[Any], float, float]:
+        """Return (scored samples, wall s, CPU s); a rerun that reads cached samples reports the first timing."""
+        fresh = not (tag / "samples.jsonl").is_file()
         t0, c0 = time.perf_counter(), time.process_time()
         model = load_model(model_path, dtype="float32", device=base_config.device)
         samples = generate(model, list(prompts), out_path=tag / "samples.jsonl", **gen)
         scored = score(samples, scorer, out_path=tag / "scored.jsonl", progress=progress)
-        return scored, time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        timing_file = tag / "eval_timing.json"
+        if fresh:
+            write_json(timing_file, {"eval_s": wall, "eval_cpu_s": cpu})
+        elif timing_file.is_file():
+            rec = read_json(timing_file)
+            wall, cpu = float(rec["eval_s"]), float(rec["eval_cpu_s"])
+        return scored, wall, cpu
 
     base_scored, base_eval_s, _ = evaluate(base_config.model, out / "base")
     before = _per_prompt(base_scored)

@@ -368,14 +368,25 @@ def _clear_run(out: Path) -> None:
             c.unlink()
 
 
+def _finished(out: Path, key: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a finished run (its manifest, written last, and weights) of run key ``key``."""
+    if not (out / "manifest.json").is_file() or not (out / RUN_KEY).is_file():
+        return False
+    if read_json(out / RUN_KEY) != to_jsonable(key) or read_json(out / "manifest.json").get("kind") != "dpo":
+        return False
+    return any(out.glob("*.safetensors"))
+
+
 def train_dpo(config: DPOTrainConfig, *, pairs: Sequence[PreferencePair] | None = None, resume: bool = False,
               callbacks: Sequence[Any] = (), score_fn: Callable[[list[str]], list[float]] | None = None,
               on_mismatch: str = "refuse") -> Path:
     """Return the output directory after DPO training per ``config`` (model/adapter, manifest, training log).
 
     ``pairs`` overrides ``config.pairs`` (e.g. on-policy pairs built by the pipeline). With
-    ``resume=True`` training continues from the last complete checkpoint in ``config.output_dir``;
-    without it an output directory that already holds checkpoints is refused. A checkpoint only
+    ``resume=True`` training continues from the last complete checkpoint in ``config.output_dir``, and a
+    finished run of the same key is returned as it is (resuming it would retrain from its last checkpoint,
+    and not every TRL trainer resumes bit for bit); without it an output directory that already holds
+    checkpoints is refused. A checkpoint only
     resumes into the run that wrote it: same config (less output_dir/logging), same base-model
     weights and same pairs (``run_key.json``). Otherwise ``on_mismatch="refuse"`` raises
     :class:`CheckpointMismatchError` and ``"restart"`` deletes the old checkpoints and outputs and
@@ -422,6 +433,11 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
     else:
         info = {"source": "given"}
     train_pairs, eval_pairs, report = prepare_pairs(pairs, tokenizer, config)
+    data_hash = stable_hash([[p.id, p.prompt, p.chosen, p.rejected] for p in train_pairs + eval_pairs])
+    key = run_key(config, base_fingerprint, data_hash)
+    if resume and _finished(out, key):  # a finished run of this very config, base and pairs: nothing to train
+        log.info("%s: finished run of this config, base weights and pairs: reused, not retrained", out)
+        return out
     heldout = heldout_neutral_texts(config, eval_pairs)
 
     peft_cfg = None
@@ -451,8 +467,6 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             f"model {config.model!r} ({config.method}) has no trainable parameters; unfreeze weights or fix "
             "lora_target_modules")
 
-    data_hash = stable_hash([[p.id, p.prompt, p.chosen, p.rejected] for p in train_pairs + eval_pairs])
-    key = run_key(config, base_fingerprint, data_hash)
     if resume and ckpt is not None:
         old = read_json(out / RUN_KEY) if (out / RUN_KEY).is_file() else {}
         if old != to_jsonable(key):

@@ -218,6 +218,11 @@ def test_default_model_dir_uses_cache_and_preset_env(smoke_dir, monkeypatch) -> 
     monkeypatch.setenv("XDETOX_DEFAULT_PRESET", "smoke")
     assert default_model_dir(build=False) == smoke_dir
     assert default_model_dir("smoke", build=False) == smoke_dir
+    with pytest.raises(TypeError, match="heldout_loss"):  # a build needs the LM loss, even with a warm cache
+        default_model_dir("smoke")
+    from interp.model.loading import default_model_path
+
+    assert default_model_path("smoke") == smoke_dir
     hf, tok = load_hf_model("default", device="cpu")
     assert hf.config.n_layer == SMOKE.n_layer
     monkeypatch.delenv("XDETOX_DEFAULT_PRESET")

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from detox_train.config import PRESETS, DPOTrainConfig
-from detox_train.dpo import NoTrainableParametersError, last_checkpoint, lm_loss, lora_config, train_dpo
+from detox_train.dpo import CheckpointMismatchError, NoTrainableParametersError, last_checkpoint, lm_loss, lora_config, train_dpo
 from interp.core.configio import ConfigError
 from interp.data.records import PreferencePair
 from tiny_models import make_model
@@ -132,6 +132,11 @@ def test_full_dpo_raises_the_margin_and_logs_heldout_loss(gpt2_dir: Path, tmp_pa
     assert lm_loss(base, tok, texts) == pytest.approx(nll / n, rel=1e-5)
 
 
+class _NoTraining(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001 - TrainerCallback signature
+        raise AssertionError("a finished run was trained again")
+
+
 class _Crash(TrainerCallback):
     def __init__(self, at: int) -> None:
         self.at = at
@@ -162,6 +167,13 @@ def test_kill_and_resume_matches_an_uninterrupted_run(gpt2_dir: Path, tmp_path: 
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     hist = json.loads((out / "training_log.json").read_text())["evals"]
     assert [e["step"] for e in hist] == [0, 4]   # step-0 baseline came back with the checkpoint
+
+    # A finished run resumed again is returned as it is: no trainer starts, no file changes.
+    stamp = {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file()}
+    out2 = train_dpo(cfg, pairs=toy_pairs(), resume=True, callbacks=[_NoTraining()])
+    assert out2 == out and {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file()} == stamp
+    with pytest.raises(CheckpointMismatchError, match="learning_rate"):  # another config is still refused
+        train_dpo(cfg.replace(learning_rate=cfg.learning_rate * 2), pairs=toy_pairs(), resume=True)
 
 
 def test_qlora_on_cpu_adapter_reload_and_merge(gpt2_dir: Path, tmp_path: Path) -> None:

@@ -99,6 +99,19 @@ def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
     for name in ALGORITHMS:
         settings = meta["runs"][name]["preference"]["settings"]
         assert "sft" not in settings.get("loss_type", []) and not meta["runs"][name]["preference"]["sft_weight_applied"]
+    # A rerun reuses each finished model and its samples (KTO included: resuming it would retrain), with
+    # the first run's figures and timings.
+    rc = main(["experiment", "algorithms", *TINY, "--run-dir", str(run), "--algorithms", "kto", "orpo",
+               "--train-set", "max_steps=1", "--train-set", "warmup_steps=0", "--train-set", "learning_rate=1e-3",
+               "--train-set", "eval_steps=1"])
+    assert rc == 0, capsys.readouterr().err
+    again = pd.read_csv(out / "algorithms.csv")
+    pd.testing.assert_frame_equal(again.reset_index(drop=True),
+                                  table[table.algorithm.isin(["kto", "orpo"])].reset_index(drop=True))
+    t2 = pd.read_csv(out / "algorithm_timings.csv").set_index("algorithm")
+    t1 = timings.set_index("algorithm").loc[["kto", "orpo"]]
+    pd.testing.assert_series_equal(t2["eval_s"], t1["eval_s"])
+    assert not t2["train_time_unknown"].any()
 
 
 def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None:

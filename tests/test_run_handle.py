@@ -135,3 +135,14 @@ def test_the_report_is_rebuilt_from_the_run_directory_alone(smoke_run: Path, tmp
     stage_json.write_text(json.dumps({**record, "key": "another-config"}))
     with pytest.raises(StaleStageError, match="metrics"):
         build_report(open_run(copy))
+    stage_json.write_text(json.dumps(record))
+    manifest = read_json(copy / "manifest.json")  # the run's recorded config changed: its stages are not its own
+    manifest["config"]["probe"]["seed"] = (manifest["config"]["probe"].get("seed") or 0) + 7
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StaleStageError, match="probe"):
+        build_report(open_run(copy))
+    (copy / "manifest.json").write_text(json.dumps(read_json(smoke_run / "manifest.json")))
+    scored = _stage_output(copy, "score", "before")
+    scored.unlink()  # a recorded output that is gone is named, not a raw FileNotFoundError
+    with pytest.raises(MissingStageError, match="score"):
+        build_report(open_run(copy))

@@ -57,15 +57,15 @@ def _recipe(name: str) -> str:
 def cmd_build(args: argparse.Namespace) -> int:
     """Build (or find) the preset's default model and print its directory and headline figures."""
     from interp.core.artifacts import read_json
-    from interp.default_model.build import default_model_dir, resolve_preset
-    from interp.model.lm_loss import lm_loss
+    from interp.default_model.build import resolve_preset
+    from interp.model.loading import default_model_path
 
     from interp.core.paths import data_root
 
     data_root(args.data_root)  # a missing data root is reported even when a cached build exists
     if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
         shutil.rmtree(resolve_preset(args.preset, args.data_root)[2], ignore_errors=True)
-    directory = default_model_dir(args.preset, args.data_root, progress=not args.no_progress, heldout_loss=lm_loss)
+    directory = default_model_path(args.preset, args.data_root, progress=not args.no_progress)
     m = read_json(directory / "manifest.json")
     print(directory)
     print(f"steps {m['steps']}/{m['planned_steps']}, {m['tokens_trained']} tokens at {m['tokens_per_s']:.0f} tok/s, "
@@ -76,8 +76,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     """Print the quality criteria; exit 0 when all pass, 1 otherwise."""
     from interp.core.artifacts import write_json
-    from interp.default_model.build import default_model_dir
-    from interp.model.lm_loss import lm_loss
+    from interp.model.loading import default_model_path
     from interp.app.quality import QualityConfig, format_report, quality_report
     from interp.app.cli_common import check_flag, check_out_file
 
@@ -94,8 +93,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         for f in sorted(Path(args.model_dir).glob("*.safetensors")):
             check_safetensors(f)
 
-    directory = args.model_dir or default_model_dir(args.preset, args.data_root, progress=not args.no_progress,
-                                                    heldout_loss=lm_loss)
+    directory = args.model_dir or default_model_path(args.preset, args.data_root, progress=not args.no_progress)
     cfg = QualityConfig(probe_examples=args.probe_examples, n_prompts=args.prompts)
     criteria = quality_report(directory, args.data_root, cfg, progress=not args.no_progress)
     print(f"default model: {directory}")

@@ -114,7 +114,11 @@ class RunHandle:
     def artifact(self, stage: str, output: str) -> Path:
         """Return the path of file ``output`` that ``stage`` recorded in its ``stage.json`` for this run's config."""
         self._require(stage, f"output {output!r}")
-        return self._pipe.output(stage, output)
+        path = self._pipe.output(stage, output)
+        if not path.exists():
+            raise MissingStageError(f"{path}: stage {stage!r} recorded output {output!r} here, but it is gone; rerun "
+                                    f"it with `xdetox run --run-dir {self.run_dir} --only {stage} --force {stage}`")
+        return path
 
     def model(self) -> TransformerBridge | ModelView:
         """Return the base model (a view with the adapter off when the run tuned a LoRA adapter)."""

@@ -1,8 +1,11 @@
 """Assemble report.html and summary.json from a finished run directory (app layer).
 
-The report reads the run through :func:`interp.app.run_handle.open_run`'s handle only: every table
-and file is the one its stage recorded for the run's config, so ``build_report(open_run(d))`` rebuilds
-the report of any finished run directory without the pipeline that made it.
+The report reads the run's stages through the handle :func:`interp.app.open_run` returns: every table
+and file is the one its stage recorded under the key of the run's config and data, so
+``build_report(open_run(d))`` rebuilds a finished run's report without the pipeline that made it (on
+the data and machine that made it: the keys hold the data's content and the gettext catalogs'
+fingerprint). Experiments under ``experiments/`` are matched by their own metadata: the algorithm
+comparison by its base model, the patching by its neuron group.
 
 Only ids and aggregates reach the report: every page is checked against the RTP-LX prompts
 before it is written. ``summary.json`` carries no timestamps or absolute paths, so the same

@@ -221,21 +221,21 @@ def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[st
                       build: bool = True, progress: bool = True, heldout_loss: HeldoutLoss | None = None) -> Path:
     """Return the cached ``save_pretrained`` directory of recipe ``preset``, building it on first use.
 
-    A build needs ``heldout_loss`` (see :func:`build_default_model`); :func:`interp.model.loading.load_model`
-    and ``xdetox model build-default`` pass the model layer's :func:`interp.model.lm_loss.lm_loss`.
+    ``build=True`` needs ``heldout_loss`` (see :func:`build_default_model`), even when the model is cached;
+    :func:`interp.model.loading.default_model_path` passes the model layer's :func:`interp.model.lm_loss.lm_loss`.
 
     ``preset=None`` (what ``load_model("default")`` uses) is ``$XDETOX_DEFAULT_PRESET`` when set (tests
     and CI use ``smoke``), else ``standard``. With ``build=False`` a missing model is an error instead of a build.
     """
+    if build and heldout_loss is None:  # checked before the cache, so a warm cache cannot hide the omission
+        raise TypeError("default_model_dir(build=True) needs heldout_loss= (interp.model.lm_loss.lm_loss); "
+                        "interp.model.loading.default_model_path(preset, data_root) passes it")
     preset, recipe, directory = resolve_preset(preset, data_root)
     if is_built(directory):
         return directory
     if not build:
         raise FileNotFoundError(f"default model {preset!r} is not built at {directory}; "
                                 f"run `xdetox model build-default --preset {preset}`")
-    if heldout_loss is None:
-        raise TypeError(f"default model {preset!r} is not built at {directory}: building it needs heldout_loss= "
-                        "(interp.model.lm_loss.lm_loss), or load it with interp.load_model('default')")
     with _build_lock(directory):
         if not is_built(directory):
             build_default_model(recipe, data_root, directory, heldout_loss=heldout_loss, progress=progress)

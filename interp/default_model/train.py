@@ -20,7 +20,7 @@ class HeldoutLoss(Protocol):
     """What the build measures held-out text with: :func:`interp.model.lm_loss.lm_loss`'s signature."""
 
     def __call__(self, model: Any, tokenizer: Any, texts: list[str], *, batch_size: int,
-                 max_length: int | None) -> float: ...
+                 max_length: int) -> float: ...
 
 CURVE_NAME = "training_curve.json"
 

@@ -131,16 +131,23 @@ def _quant_config(quantization: Quantization | None) -> Any:
     raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
 
 
+def default_model_path(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
+                       build: bool = True, progress: bool = True) -> Path:
+    """Return the embedded default model's directory (:func:`interp.default_model.build.default_model_dir`),
+    building it on first use with its held-out loss measured by the one LM loss (:func:`interp.model.lm_loss.lm_loss`)."""
+    from interp.default_model.build import default_model_dir
+    from interp.model.lm_loss import lm_loss
+
+    return default_model_dir(preset, data_root, build=build, progress=progress, heldout_loss=lm_loss)
+
+
 def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
                   device: str | None = None, quantization: Quantization | None = None,
                   revision: str | None = None) -> tuple[PreTrainedModel, Any]:
     """Return ``(hf_model, tokenizer)`` for a supported causal LM, after checking its family."""
     name = str(name_or_path)
     if name in DEFAULT_MODEL_NAMES:
-        from interp.default_model.build import default_model_dir
-        from interp.model.lm_loss import lm_loss
-
-        name = str(default_model_dir(heldout_loss=lm_loss))
+        name = str(default_model_path())
     elif name in E5_MODEL_NAMES and not Path(name).expanduser().exists():
         from interp.model.e5 import e5_model_dir
 
@@ -539,5 +546,5 @@ def supported_families_text() -> str:
 __all__ = [
     "load_model", "load_hf_model", "wrap_bridge", "adapter_disabled", "ModelView", "activate",
     "base_and_tuned", "model_id", "model_fingerprint", "ModelNotFoundError", "UnsupportedArchitectureError",
-    "default_device", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
+    "default_device", "default_model_path", "DEFAULT_MODEL_NAMES", "E5_MODEL_NAMES",
 ]

@@ -16,10 +16,9 @@ def stage_model(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
 
     m = pipe.config.model
     if m.name in DEFAULT_MODEL_NAMES:
-        from interp.default_model.build import default_model_dir
-        from interp.model.lm_loss import lm_loss
+        from interp.model.loading import default_model_path
 
-        path = str(default_model_dir(m.recipe, pipe.config.data_root, progress=pipe.progress, heldout_loss=lm_loss))
+        path = str(default_model_path(m.recipe, pipe.config.data_root, progress=pipe.progress))
     else:
         path = m.name
     bridge = load_model(path, adapter=m.adapter, dtype=m.dtype, device=m.device)
