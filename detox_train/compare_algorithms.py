@@ -162,7 +162,8 @@ def compare_algorithms(
                batch_size=batch_size, progress=progress)
 
     def evaluate(model_path: str, tag: Path) -> tuple[list[Any], float, float]:
-        """Return (scored samples, wall s, CPU s); a rerun that reads cached samples reports the first timing."""
+        """Return (scored samples, wall s, CPU s); a rerun that reads cached samples reports the first timing,
+        and NaN when none was recorded (samples from an interrupted or older run)."""
         fresh = not (tag / "samples.jsonl").is_file()
         t0, c0 = time.perf_counter(), time.process_time()
         model = load_model(model_path, dtype="float32", device=base_config.device)
@@ -175,6 +176,8 @@ def compare_algorithms(
         elif timing_file.is_file():
             rec = read_json(timing_file)
             wall, cpu = float(rec["eval_s"]), float(rec["eval_cpu_s"])
+        else:
+            wall = cpu = float("nan")
         return scored, wall, cpu
 
     base_scored, base_eval_s, _ = evaluate(base_config.model, out / "base")
@@ -221,7 +224,8 @@ def compare_algorithms(
         man = read_json(Path(model_dir) / "manifest.json")
         manifests[name] = {"run": str(run), "key": key, "preference": man.get("preference", preference_manifest(cfg))}
         timings.append({"algorithm": name, "train_s": train_s, "eval_s": eval_s, "train_cpu_s": train_cpu,
-                        "eval_cpu_s": eval_cpu, "train_time_unknown": resumed, "global_step": man.get("global_step"),
+                        "eval_cpu_s": eval_cpu, "train_time_unknown": resumed,
+                        "eval_time_unknown": bool(np.isnan(eval_s)), "global_step": man.get("global_step"),
                         "n_prompts": len(ids), "n_languages": len(langs)})
     meta = {"algorithms": algos, "base_config": base_config.to_dict(), "generation": {**gen, "progress": None},
             "scorer": {"id": getattr(scorer, "id", "?"), "version": getattr(scorer, "version", "?")},
@@ -241,11 +245,13 @@ def estimate_seconds(timings: Any, *, n_languages: int, n_prompts: int, k: int, 
     evaluation scales with the number of samples (languages x prompts x k), plus one base-model
     evaluation. ``column="_cpu"`` uses process CPU seconds (a single-threaded run on an idle core)
     instead of wall seconds (this machine's load included). Rows marked ``train_time_unknown`` (resumed
-    without a recorded training time) are left out; the result is NaN when every row is.
+    without a recorded training time) or ``eval_time_unknown`` (cached samples without a recorded
+    evaluation time) are left out; the result is NaN when every row is.
     """
     t = timings
-    if "train_time_unknown" in t:
-        t = t[~t["train_time_unknown"].astype(bool)]
+    for unknown in ("train_time_unknown", "eval_time_unknown"):
+        if unknown in t:
+            t = t[~t[unknown].astype(bool)]
     if len(t) == 0:
         return float("nan")
     per_sample = (t[f"eval{column}_s"] / (t["n_prompts"] * measured_k)).mean()

@@ -369,10 +369,12 @@ def _clear_run(out: Path) -> None:
 
 
 def _finished(out: Path, key: dict[str, Any]) -> bool:
-    """Whether ``out`` holds a finished run (its manifest, written last, and weights) of run key ``key``."""
-    if not (out / "manifest.json").is_file() or not (out / RUN_KEY).is_file():
+    """Whether ``out`` holds a finished run of run key ``key``: the manifest (written atomically, after the
+    weights) records that key's hash. ``run_key.json`` is not proof: it is written when training starts."""
+    if not (out / "manifest.json").is_file():
         return False
-    if read_json(out / RUN_KEY) != to_jsonable(key) or read_json(out / "manifest.json").get("kind") != "dpo":
+    man = read_json(out / "manifest.json")
+    if not isinstance(man, dict) or man.get("kind") != "dpo" or man.get("run_key_hash") != stable_hash(key):
         return False
     return any(out.glob("*.safetensors"))
 
@@ -474,7 +476,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             if on_mismatch == "refuse":
                 raise CheckpointMismatchError(
                     f"{out}: cannot resume {ckpt.name}: it was written by another run ({why}); choose a new "
-                    "output_dir, or delete the old checkpoints to train afresh")
+                    "output_dir, or delete that folder to train afresh")
             log.warning("%s: %s belongs to another run (%s): training from scratch", out, ckpt.name, why)
             trainer.accelerator.wait_for_everyone()
             if trainer.is_world_process_zero():
@@ -484,6 +486,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
     main = trainer.is_world_process_zero()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").unlink(missing_ok=True)  # an older run's manifest must not mark this one finished
         write_json(out / RUN_KEY, key)
         write_pairs_jsonl(out / PAIRS_FILE, train_pairs + eval_pairs)
 
@@ -512,6 +515,7 @@ def _train(config: DPOTrainConfig, device: str, *, pairs: Sequence[PreferencePai
             inputs={"pairs": info, "data_hash": data_hash, "pairs_file": PAIRS_FILE},
             extra={
                 "method": config.method,
+                "run_key_hash": stable_hash(key),  # what `_finished` checks before returning a finished run
                 "preference": preference_manifest(config, args),
                 "n_pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "in": report.n_in,
                             "dropped_prompt_too_long": report.n_prompt_too_long,

@@ -174,6 +174,18 @@ def test_kill_and_resume_matches_an_uninterrupted_run(gpt2_dir: Path, tmp_path: 
     assert out2 == out and {f.name: f.stat().st_mtime_ns for f in out.iterdir() if f.is_file()} == stamp
     with pytest.raises(CheckpointMismatchError, match="learning_rate"):  # another config is still refused
         train_dpo(cfg.replace(learning_rate=cfg.learning_rate * 2), pairs=toy_pairs(), resume=True)
+    # Run A's folder, its checkpoints deleted, starts run B (other pairs), which is killed: resuming B must
+    # resume B, never return A's weights under B's key (run_key.json is written when training starts).
+    import shutil
+
+    for c in out.glob("checkpoint-*"):
+        shutil.rmtree(c)
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(cfg, pairs=toy_pairs(24), resume=True, callbacks=[_Crash(3)])
+    assert not (out / "manifest.json").exists()
+    out3 = train_dpo(cfg, pairs=toy_pairs(24), resume=True)
+    man3 = json.loads((out3 / "manifest.json").read_text())
+    assert man3["resumed_from"] == "checkpoint-2" and man3["run_key_hash"] != man["run_key_hash"]
 
 
 def test_qlora_on_cpu_adapter_reload_and_merge(gpt2_dir: Path, tmp_path: Path) -> None:

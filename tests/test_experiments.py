@@ -101,6 +101,8 @@ def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
         assert "sft" not in settings.get("loss_type", []) and not meta["runs"][name]["preference"]["sft_weight_applied"]
     # A rerun reuses each finished model and its samples (KTO included: resuming it would retrain), with
     # the first run's figures and timings.
+    weights = {n: (Path(meta["runs"][n]["run"]) / "train" / "model.safetensors") for n in ("kto", "orpo")}
+    stamps = {n: (w.stat().st_mtime_ns, (w.parent / "manifest.json").stat().st_mtime_ns) for n, w in weights.items()}
     rc = main(["experiment", "algorithms", *TINY, "--run-dir", str(run), "--algorithms", "kto", "orpo",
                "--train-set", "max_steps=1", "--train-set", "warmup_steps=0", "--train-set", "learning_rate=1e-3",
                "--train-set", "eval_steps=1"])
@@ -112,6 +114,8 @@ def test_every_algorithm_runs_end_to_end(tmp_path: Path, capsys) -> None:
     t1 = timings.set_index("algorithm").loc[["kto", "orpo"]]
     pd.testing.assert_series_equal(t2["eval_s"], t1["eval_s"])
     assert not t2["train_time_unknown"].any()
+    assert {n: (w.stat().st_mtime_ns, (w.parent / "manifest.json").stat().st_mtime_ns)
+            for n, w in weights.items()} == stamps  # not retrained, not re-saved
 
 
 def test_algorithms_experiment_rejects_bad_input(tmp_path: Path, capsys) -> None:

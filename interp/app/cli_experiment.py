@@ -101,9 +101,10 @@ def _algorithms(args: argparse.Namespace) -> int:
           f"{t['train_cpu_s'].sum():.0f}s + {t['eval_cpu_s'].sum():.0f}s) for {len(algos)} algorithms; linear estimate "
           f"for {len(LANGUAGES)} languages x {n_ev} prompts x k={ev.k}: {estimate_seconds(t, **kw) / 60:.1f} min wall, "
           f"{estimate_seconds(t, column='_cpu', **kw) / 60:.1f} min CPU")
-    if "train_time_unknown" in t and t["train_time_unknown"].any():
-        print(f"  (estimate leaves out {', '.join(t.loc[t['train_time_unknown'], 'algorithm'])}: resumed with no "
-              "recorded training time)")
+    for unknown, what in (("train_time_unknown", "resumed with no recorded training time"),
+                          ("eval_time_unknown", "cached samples with no recorded evaluation time")):
+        if unknown in t and t[unknown].any():
+            print(f"  (estimate leaves out {', '.join(t.loc[t[unknown], 'algorithm'])}: {what})")
     _refresh_report(pipe)
     print(f"table:  {(out / 'algorithms.csv').resolve()}")
     print(f"figure: {(out / 'algorithms_figure.html').resolve()}")
