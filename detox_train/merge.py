@@ -7,7 +7,6 @@ directory that any tool can load. The merge is recorded in both manifests (the m
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal

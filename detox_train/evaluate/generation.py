@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from interp.core.artifacts import JsonlAppender, make_manifest, read_json, read_jsonl, to_jsonable, write_json, write_jsonl
+from interp.core.artifacts import JsonlAppender, make_manifest, read_json, to_jsonable, write_json, write_jsonl
 from interp.data.languages import normalize_language
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from interp.core.artifacts import (JsonlAppender, file_sha256, make_manifest, read_jsonl, stable_hash, write_json,
+from interp.core.artifacts import (JsonlAppender, file_sha256, make_manifest, stable_hash, write_json,
                               write_jsonl)
 from interp.data.languages import normalize_language
 
