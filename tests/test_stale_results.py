@@ -168,10 +168,13 @@ def test_dpo_checkpoint_resumes_only_into_the_run_that_wrote_it(tmp_path, heldou
     save_tiny("gpt2", model_dir, seed=1)
     with pytest.raises(CheckpointMismatchError, match="base model weights"):
         train_dpo(new, pairs=_pairs(), resume=True)
-    # ... while the same run resumes (here: its finished last checkpoint) without complaint.
+    # ... while the same (finished) run is returned as it is, without complaint and without retraining.
     save_tiny("gpt2", model_dir, seed=0)
+    finished = (out / "manifest.json").read_text()
     again = train_dpo(new, pairs=_pairs(), resume=True)
-    assert json.loads((again / "manifest.json").read_text())["resumed_from"] == "checkpoint-2"
+    assert again == out and (again / "manifest.json").read_text() == finished
+    for k, v in _weights(again).items():
+        torch.testing.assert_close(v, got[k], rtol=0, atol=0, msg=k)
 
 
 def test_dpo_restart_clears_the_old_run_between_two_barriers(tmp_path, heldout, monkeypatch) -> None:
