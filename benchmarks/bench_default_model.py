@@ -1,9 +1,10 @@
 """Benchmark: default-model training throughput (tokens/s) of the recipe's settings against baselines.
 
 One run measures, on the ``default`` architecture with random tokens, a few optimiser steps each of
-(a) bf16 autocast with the recipe's thread count (what ``train`` uses), (b) fp32 with the same
-threads (baseline 1) and (c) bf16 with torch's default thread count (baseline 2), and prints the
-ratios. Absolute numbers depend on how busy the machine is; the ratios are the result.
+(a) the recipe's precision on this machine (``effective_precision``: bf16 autocast where the
+hardware computes bf16 natively, else fp32) with the recipe's thread count (what ``train`` uses),
+(b) the other precision with the same threads (baseline 1) and (c) the recipe's precision with
+torch's default thread count (baseline 2), and prints the ratios. Absolute numbers depend on how busy the machine is; the ratios are the result.
 ``--shape`` (benchmarks/shapes.py) runs the same three settings on a random-init model of a paper
 shape (fp32 weights, as DPO's full fine-tuning keeps them) with that shape's vocabulary.
 Run: ``.venv/bin/python benchmarks/bench_default_model.py [--shape mgpt]``.
@@ -54,8 +55,8 @@ def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = N
         for i in range(steps + 1):
             if i == 1:
                 t0 = time.perf_counter()
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-            with ctx:
+            amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with amp:
                 logits = model(input_ids=batch[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
             opt.zero_grad()
@@ -72,12 +73,16 @@ def main() -> dict[str, float]:
     ap.add_argument("--shape", default=None, help="a paper shape from benchmarks/shapes.py (default: the default model)")
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args()
+    from interp.default_model.recipe import effective_precision, native_bf16
+
     threads = RECIPES["standard"].num_threads or torch.get_num_threads()
-    ours = tokens_per_s(True, threads, args.steps, args.shape)
-    fp32 = tokens_per_s(False, threads, args.steps, args.shape)
-    default_threads = tokens_per_s(True, 0, args.steps, args.shape)
-    out = {"threads": float(threads), "bf16_tok_s": ours, "fp32_tok_s": fp32,
-           "bf16_default_threads_tok_s": default_threads, "bf16_over_fp32": ours / fp32,
+    bf16 = effective_precision(RECIPES["standard"], "cpu") == "bf16"
+    ours = tokens_per_s(bf16, threads, args.steps, args.shape)
+    other = tokens_per_s(not bf16, threads, args.steps, args.shape)
+    default_threads = tokens_per_s(bf16, 0, args.steps, args.shape)
+    print(f"native bf16: {native_bf16('cpu')}; recipe precision here: {'bf16' if bf16 else 'fp32'}")
+    out = {"threads": float(threads), "recipe_tok_s": ours, "other_precision_tok_s": other,
+           "recipe_default_threads_tok_s": default_threads, "recipe_over_other_precision": ours / other,
            "recipe_threads_over_default_threads": ours / default_threads}
     print(" ".join(f"{k}={v:.2f}" for k, v in out.items()))
     return out

@@ -271,3 +271,37 @@ def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
                          cwd=Path(__file__).resolve().parents[1]).stdout.split()
     assert float(out[0]) == pytest.approx(0.5 * (1 << 26), rel=1e-6)  # independent: n * 0.5
     assert int(out[1]) < 100, f"peak memory grew by {out[1]} MB while summing"
+
+
+def test_release_freed_heap_returns_fragmented_free_memory() -> None:
+    """Freed tensors below glibc's mmap threshold stay resident (as bridging's QKV split leaves them) until
+    trimmed: release_freed_heap must give them back, and wrap_bridge calls it."""
+    import subprocess
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("glibc malloc_trim is Linux-only")
+    code = (
+        "import torch\n"
+        "from interp.model.loading import release_freed_heap\n"
+        "def anon():\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon')) // 1024\n"
+        "x = torch.ones(1 << 22); del x  # one freed 16 MB chunk raises glibc's mmap threshold to 16 MB\n"
+        "tmp, kept = [], []\n"
+        "for _ in range(48):  # a freed temporary between kept tensors, as a split leaves them\n"
+        "    tmp.append(torch.ones((1 << 22) - 4096)); kept.append(torch.ones(1 << 20))\n"
+        "del tmp\n"
+        "before = anon(); release_freed_heap(); print(before, anon())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    before, after = map(int, out)
+    assert before - after > 400, f"RssAnon {before} MB -> {after} MB: the freed 750 MB stayed resident"
+
+
+def test_wrap_bridge_releases_the_freed_heap(tiny_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import interp.model.loading as loading
+
+    calls = []
+    monkeypatch.setattr(loading, "release_freed_heap", lambda: calls.append(1))
+    load_model(tiny_dirs["gpt2"])
+    assert calls == [1]

@@ -1,10 +1,12 @@
-"""``xdetox experiment algorithms | patching``: studies that go beyond the paper, on a run's stages.
+"""``xdetox experiment algorithms | patching | seeds``: studies that go beyond the paper, on a run's stages.
 
 * ``algorithms``: train each preference algorithm on the same English pairs, evaluate all on the
   same prompts (detox_train.compare_algorithms).
 * ``patching``: activation patching between the base and the tuned model of the run
   (interp.neurons.patching), with random and whole-layer controls and the relation to the key-activation
   drop and to retrieval.
+* ``seeds``: the whole study on the embedded model built from several recipe seeds; each headline
+  figure as its mean and range (interp.app.seed_spread).
 
 Both reuse the run's cached stages (model, probe, neurons, dpo, retrieval) and write under
 RUN_DIR/experiments/<name>/.
@@ -30,7 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     from detox_train.preference import ALGORITHMS, DEFAULT_COMPARISON
 
-    p = sub.add_parser("experiment", help="studies beyond the paper: preference algorithms, activation patching")
+    p = sub.add_parser("experiment", help="studies beyond the paper: preference algorithms, activation patching, seed spread")
     esub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     a = esub.add_parser("algorithms", help="train each preference algorithm on the same pairs; compare transfer")
     _common(a)
@@ -47,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n-random", type=int, default=1, help="random control sets (same size and layer mix)")
     q.add_argument("--no-layer-control", action="store_true", help="skip the all-neurons-of-those-layers control")
     q.set_defaults(func=_patching)
+    sd = esub.add_parser("seeds", help="the study on the embedded model of several recipe seeds: mean and range")
+    _common(sd)
+    sd.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N",
+                    help="recipe seeds (default: 0 1 2); the recipe's own seed is the run itself")
+    sd.set_defaults(func=_seeds)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -150,6 +157,26 @@ def _patching(args: argparse.Namespace) -> int:
         index=False, float_format=lambda x: f"{x:+.3f}"))
     _refresh_report(pipe)
     print(f"summary: {(out / 'patching_summary.csv').resolve()}")
+    return 0
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from interp.app.cli_common import check_flag
+    from interp.app.pipeline import run_pipeline
+    from interp.app.seed_spread import run_seed_spread
+
+    for s in args.seeds:
+        check_flag("--seeds", s, ge=0)
+    cfg, pipe = _setup(args)
+    progress = not args.no_progress
+    paths = run_seed_spread(cfg, pipe.run_dir, args.seeds,
+                            run=lambda c, d: run_pipeline(c, d, progress=progress)[1])
+    table = pd.read_csv(paths["spread"])
+    print(table[["figure", "n_seeds", "mean", "min", "max"]].to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
+    print(f"spread:        {paths['spread'].resolve()}")
+    print(f"per language:  {paths['languages'].resolve()}")
     return 0
 
 

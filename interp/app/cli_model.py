@@ -21,12 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = msub.add_parser("build-default", help="train (or resume) the default model into the cache")
     b.add_argument("--preset", default=None, metavar="RECIPE", type=_recipe, help=recipe_help)
     add_data_root_arg(b)
+    b.add_argument("--seed", type=int, default=None, help="replace the recipe's seed (another model, cached on its own)")
     b.add_argument("--force", action="store_true", help="delete a cached build of this preset and rebuild")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_build)
 
     q = msub.add_parser("quality", help="print each quality criterion of the default model against its bar")
     q.add_argument("--preset", default=None, metavar="RECIPE", type=_recipe, help=recipe_help)
+    q.add_argument("--seed", type=int, default=None, help="the recipe built with this seed (see build-default --seed)")
     q.add_argument("--model-dir", default=None, help="a built default-model directory (default: the preset's cache)")
     add_data_root_arg(q)
     q.add_argument("--probe-examples", type=int, default=6000, help="ParaDetox texts for the probe")
@@ -60,12 +62,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from interp.default_model.build import resolve_preset
     from interp.model.loading import default_model_path
 
+    from interp.app.cli_common import check_flag
     from interp.core.paths import data_root
 
     data_root(args.data_root)  # a missing data root is reported even when a cached build exists
+    check_flag("--seed", args.seed, ge=0)
     if args.force:  # a finished build or a partial one with its checkpoint: start from scratch
-        shutil.rmtree(resolve_preset(args.preset, args.data_root)[2], ignore_errors=True)
-    directory = default_model_path(args.preset, args.data_root, progress=not args.no_progress)
+        shutil.rmtree(resolve_preset(args.preset, args.data_root, args.seed)[2], ignore_errors=True)
+    directory = default_model_path(args.preset, args.data_root, progress=not args.no_progress, seed=args.seed)
     m = read_json(directory / "manifest.json")
     print(directory)
     print(f"steps {m['steps']}/{m['planned_steps']}, {m['tokens_trained']} tokens at {m['tokens_per_s']:.0f} tok/s, "
@@ -82,6 +86,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     check_flag("--prompts", args.prompts, ge=1)
     check_flag("--probe-examples", args.probe_examples, ge=2)
+    check_flag("--seed", args.seed, ge=0)
     check_out_file(args.json, "--json")
     if args.model_dir:
         from pathlib import Path
@@ -93,7 +98,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
         for f in sorted(Path(args.model_dir).glob("*.safetensors")):
             check_safetensors(f)
 
-    directory = args.model_dir or default_model_path(args.preset, args.data_root, progress=not args.no_progress)
+    directory = args.model_dir or default_model_path(args.preset, args.data_root, progress=not args.no_progress,
+                                                     seed=args.seed)
     cfg = QualityConfig(probe_examples=args.probe_examples, n_prompts=args.prompts)
     criteria = quality_report(directory, args.data_root, cfg, progress=not args.no_progress)
     print(f"default model: {directory}")

@@ -228,7 +228,8 @@ class Pipeline:
         if name == "model" and self.config.model.name in _default_names():
             from interp.default_model.build import resolve_preset
 
-            parts["default_model"] = resolve_preset(self.config.model.recipe, self.config.data_root)[2].name
+            parts["default_model"] = resolve_preset(self.config.model.recipe, self.config.data_root,
+                                                     self.config.model.recipe_seed)[2].name
         if name == "encoder" and self.config.encoder.enabled:  # the encoder's weights: the stage loads no model stage
             parts["encoder_model"] = self.encoder_model_identity()
         parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
@@ -594,6 +595,13 @@ def validate_config(config: RunConfig) -> None:
             named_recipe(m.recipe)
         except ConfigError as e:
             raise ConfigError(f"model.recipe: {e}") from e
+        try:
+            named_recipe(m.recipe, m.recipe_seed)
+        except ConfigError as e:
+            raise ConfigError(f"model.recipe_seed: {e}") from e
+    elif m.recipe_seed is not None:
+        raise ConfigError(f"model.recipe_seed: only the embedded model (model.name 'default') has a recipe; "
+                          f"model.name is {m.name!r}. Remove model.recipe_seed")
     for key, value in (("model.name", m.name), ("model.adapter", m.adapter)):
         # Hub names ("org/name") never start with . / ~; a path that does must exist.
         if value and value.startswith((".", "/", "~")) and not Path(value).expanduser().exists():

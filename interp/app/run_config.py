@@ -25,6 +25,9 @@ class ModelStageConfig:
     recipe: str | None = field(default=None, metadata={
         "help": "recipe of the embedded model when name is 'default' (interp/default_model/recipes/NAME.yaml: standard, "
                 "smoke); null = $XDETOX_DEFAULT_PRESET when set, else standard"})
+    recipe_seed: int | None = field(default=None, metadata={
+        "help": "seed of the embedded model's recipe when name is 'default' (another seed is another model, built "
+                "and cached on its own: the run-to-run spread); null = the recipe's own seed"})
     adapter: str | None = field(default=None, metadata={"help": "PEFT adapter directory to apply on top of the model"})
     dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or auto (bf16 on GPU, fp32 on CPU)"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})

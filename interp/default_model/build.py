@@ -7,7 +7,7 @@ model this module trains from the data root. It reads top to bottom like nanoGPT
    evaluation prompt removed (by RTP-LX Index in every language and by normalised text);
 2. :func:`train_tokenizer` – a byte-level BPE trained with ``tokenizers``;
 3. :func:`make_model` – a ``GPT2LMHeadModel`` (so the mGPT code path of the adapter is exercised);
-4. :func:`train` – one readable loop: AdamW, warmup + cosine, bf16 autocast, atomic checkpoints,
+4. :func:`train` – one readable loop: AdamW, warmup + cosine, bf16 autocast where native (else fp32), atomic checkpoints,
    a token budget (deterministic) and a time budget (a recorded safety cap).
 
 :func:`build_default_model` runs the four stages into a ``save_pretrained`` directory with a
@@ -111,6 +111,7 @@ def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None,
         out, kind="default-model", config=recipe, seed=recipe.seed, model_id=str(out),
         extra={"recipe_hash": recipe_hash(recipe), "builder_version": BUILDER_VERSION,
                "stopped_by": result.stopped_by, "steps": result.steps_done, "planned_steps": recipe.steps,
+               "precision": result.precision,
                "tokens_trained": result.steps_done * recipe.batch_size * recipe.ctx,
                "train_tokens_available": int(train_blocks.numel()), "epochs": round(
                    result.steps_done * recipe.batch_size / max(1, train_blocks.shape[0]), 3),
@@ -205,37 +206,40 @@ def data_tag(data_root: str | os.PathLike[str] | None = None) -> str:
                         "gettext": tree_fingerprint(loc, content=False) if loc.is_dir() else None}, n=12)
 
 
-def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] | None = None
-                   ) -> tuple[str, DefaultModelRecipe, Path]:
+def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] | None = None,
+                   seed: int | None = None) -> tuple[str, DefaultModelRecipe, Path]:
     """Return (recipe name, recipe, cache directory); ``None`` is ``$XDETOX_DEFAULT_PRESET``, else ``standard``.
 
-    The directory is keyed by the recipe and by the data it is trained from (:func:`data_tag`), so a
-    model built from one data root is never reused for another.
+    The directory is keyed by the recipe (``seed`` replaces its seed) and by the data it is trained
+    from (:func:`data_tag`), so a model built from one data root is never reused for another.
     """
-    preset, recipe = named_recipe(preset)
+    preset, recipe = named_recipe(preset, seed)
     name = _CACHE_NAMES.get(preset, preset)
     return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{data_tag(data_root)}"
 
 
 def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
-                      build: bool = True, progress: bool = True, heldout_loss: HeldoutLoss | None = None) -> Path:
+                      build: bool = True, progress: bool = True, heldout_loss: HeldoutLoss | None = None,
+                      seed: int | None = None) -> Path:
     """Return the cached ``save_pretrained`` directory of recipe ``preset``, building it on first use.
 
     ``build=True`` needs ``heldout_loss`` (see :func:`build_default_model`), even when the model is cached;
     :func:`interp.model.loading.default_model_path` passes the model layer's :func:`interp.model.lm_loss.lm_loss`.
 
     ``preset=None`` (what ``load_model("default")`` uses) is ``$XDETOX_DEFAULT_PRESET`` when set (tests
-    and CI use ``smoke``), else ``standard``. With ``build=False`` a missing model is an error instead of a build.
+    and CI use ``smoke``), else ``standard``. ``seed`` replaces the recipe's seed. With ``build=False`` a
+    missing model is an error instead of a build.
     """
     if build and heldout_loss is None:  # checked before the cache, so a warm cache cannot hide the omission
         raise TypeError("default_model_dir(build=True) needs heldout_loss= (interp.model.lm_loss.lm_loss); "
                         "interp.model.loading.default_model_path(preset, data_root) passes it")
-    preset, recipe, directory = resolve_preset(preset, data_root)
+    preset, recipe, directory = resolve_preset(preset, data_root, seed)
     if is_built(directory):
         return directory
     if not build:
+        seed_flag = f" --seed {seed}" if seed is not None else ""
         raise FileNotFoundError(f"default model {preset!r} is not built at {directory}; "
-                                f"run `xdetox model build-default --preset {preset}`")
+                                f"run `xdetox model build-default --preset {preset}{seed_flag}`")
     with _build_lock(directory):
         if not is_built(directory):
             build_default_model(recipe, data_root, directory, heldout_loss=heldout_loss, progress=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 from interp.core.artifacts import stable_hash
@@ -58,6 +59,10 @@ class DefaultModelRecipe:
     checkpoint_every_s: float = field(default=60.0, metadata={"help": "seconds between checkpoints"})
     heldout_per_language: int = field(default=100, metadata={
         "help": "RTP-LX evaluation prompts per language (seeded draw) for the held-out LM loss"})
+    precision: Literal["auto", "bf16", "fp32"] = field(default="auto", metadata={
+        "help": "bf16 autocast or fp32 training. auto: bf16 where the hardware computes it natively (a bf16 GPU, "
+                "or a CPU with AVX512-BF16 or AMX), else fp32: emulated bf16 is ~7x slower than fp32 on an AVX2-only "
+                "CPU (measured). The precision used is part of the cache key"})
     num_threads: int = field(default=1, metadata={
         "help": "CPU threads for training (0: torch's default); 1 avoids OpenMP spin-wait stalls on a busy "
                 "machine and is much faster for tiny models"})
@@ -92,9 +97,42 @@ RENAMED_RECIPES = {"default": STANDARD_RECIPE}
 _CACHE_NAMES = {STANDARD_RECIPE: "default"}
 
 
-def recipe_hash(recipe: DefaultModelRecipe) -> str:
-    """Return the cache key of ``recipe`` (includes the builder version)."""
-    return stable_hash({"recipe": dataclasses.asdict(recipe), "builder": BUILDER_VERSION}, n=12)
+def native_bf16(device: str) -> bool:
+    """Return whether ``device`` computes bf16 natively (a bf16 GPU; a CPU with AVX512-BF16 or AMX tiles)."""
+    import torch
+
+    if device.split(":")[0] == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def training_device() -> str:
+    """Return the device the default model trains on: CUDA when available, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def effective_precision(recipe: DefaultModelRecipe, device: str | None = None) -> str:
+    """Return ``"bf16"`` or ``"fp32"``: the recipe's precision, with ``auto`` resolved for ``device``."""
+    if recipe.precision != "auto":
+        return recipe.precision
+    return "bf16" if native_bf16(device or training_device()) else "fp32"
+
+
+def recipe_hash(recipe: DefaultModelRecipe, device: str | None = None) -> str:
+    """Return the cache key of ``recipe`` (includes the builder version and the precision it trains in).
+
+    Every build from before the ``precision`` field trained in bf16, so a bf16 build keeps the
+    hash it always had; an fp32 build gets its own.
+    """
+    fields = dataclasses.asdict(recipe)
+    del fields["precision"]
+    precision = effective_precision(recipe, device)
+    if precision != "bf16":
+        fields["precision"] = precision
+    return stable_hash({"recipe": fields, "builder": BUILDER_VERSION}, n=12)
 
 
 def recipe_names() -> list[str]:
@@ -115,13 +153,20 @@ def get_recipe(preset: str) -> DefaultModelRecipe:
 RECIPES: dict[str, DefaultModelRecipe] = {name: get_recipe(name) for name in recipe_names()}
 
 
-def named_recipe(preset: str | None = None) -> tuple[str, DefaultModelRecipe]:
+def named_recipe(preset: str | None = None, seed: int | None = None) -> tuple[str, DefaultModelRecipe]:
     """Return (name, recipe) of ``preset``; ``None`` is the recipe ``load_model("default")`` builds:
-    ``$XDETOX_DEFAULT_PRESET`` when set, else ``standard``."""
+    ``$XDETOX_DEFAULT_PRESET`` when set, else ``standard``. ``seed`` replaces the recipe's seed (the
+    run-to-run spread of one recipe); the recipe hash, and so the cache folder, then differ."""
     if preset is not None:
-        return preset, get_recipe(preset)
-    name = os.environ.get(PRESET_ENV) or STANDARD_RECIPE
-    try:
-        return name, get_recipe(name)
-    except ConfigError as e:
-        raise ConfigError(f"${PRESET_ENV}={name}: {e}") from e
+        name, recipe = preset, get_recipe(preset)
+    else:
+        name = os.environ.get(PRESET_ENV) or STANDARD_RECIPE
+        try:
+            recipe = get_recipe(name)
+        except ConfigError as e:
+            raise ConfigError(f"${PRESET_ENV}={name}: {e}") from e
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"recipe seed must be an integer >= 0, got {seed!r}")
+        recipe = dataclasses.replace(recipe, seed=seed)
+    return name, recipe

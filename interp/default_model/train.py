@@ -13,7 +13,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.core.artifacts import load_tensors, save_tensors
-from interp.default_model.recipe import DefaultModelRecipe
+from interp.default_model.recipe import DefaultModelRecipe, effective_precision, training_device
 
 
 class HeldoutLoss(Protocol):
@@ -77,21 +77,22 @@ def to_blocks(stream: Int[Tensor, "n_tokens"], ctx: int) -> Int[Tensor, "n_block
     return torch.stack([stream[i * ctx: i * ctx + ctx + 1] for i in range(n)])
 
 
-def _autocast(device: str) -> contextlib.AbstractContextManager[Any]:
-    dev = device.split(":")[0]
-    if dev == "cuda" and not torch.cuda.is_bf16_supported():
+def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``precision`` "bf16" (see :func:`effective_precision`), else plain fp32."""
+    if precision != "bf16":
         return contextlib.nullcontext()
-    return torch.autocast(dev, dtype=torch.bfloat16)
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
 
 
 @torch.no_grad()
-def eval_loss(model: Any, blocks: Int[Tensor, "n ctx_plus_1"], *, device: str, batch_size: int = 32) -> float:
-    """Return the mean next-token loss (nats) of ``model`` over ``blocks``."""
+def eval_loss(model: Any, blocks: Int[Tensor, "n ctx_plus_1"], *, device: str, batch_size: int = 32,
+              precision: str = "fp32") -> float:
+    """Return the mean next-token loss (nats) of ``model`` over ``blocks`` (``precision`` as in training)."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, blocks.shape[0], batch_size):
         b = blocks[i:i + batch_size].to(device)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(input_ids=b[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1),
                                                  reduction="sum")
@@ -149,6 +150,7 @@ class TrainResult:
     curve: list[dict[str, Any]]
     elapsed_s: float
     tokens_per_s: float
+    precision: str = "bf16"  # "bf16" (autocast) or "fp32": effective_precision(recipe, device)
 
 
 def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int[Tensor, "m ctx_plus_1"],
@@ -162,7 +164,8 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
     """
     from tqdm.auto import tqdm
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or training_device()
+    precision = effective_precision(recipe, device)
     model.to(device).train()
     opt = _optimizer(model, recipe)
     step, curve, elapsed_before = 0, [], 0.0
@@ -185,7 +188,7 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
         for g in opt.param_groups:
             g["lr"] = lr
         batch = batch_at(step, train_blocks, recipe).to(device)
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = model(input_ids=batch[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -199,7 +202,7 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
         bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.2e}")
         if step % recipe.eval_every == 0 or step == total:
             curve.append({"step": step, "tokens": step * tokens_per_step, "lr": lr, "train_loss": running,
-                          "val_loss": eval_loss(model, val_blocks, device=device) if val_blocks.numel() else None,
+                          "val_loss": eval_loss(model, val_blocks, device=device, precision=precision) if val_blocks.numel() else None,
                           "elapsed_s": round(elapsed_before + time.monotonic() - t0, 2)})
         if checkpoint is not None and (time.monotonic() - last_ckpt > recipe.checkpoint_every_s or step == stop):
             _save_checkpoint(checkpoint, model, opt, step, curve, elapsed_before + time.monotonic() - t0)
@@ -208,7 +211,7 @@ def train(model: Any, train_blocks: Int[Tensor, "n ctx_plus_1"], val_blocks: Int
     run_s = time.monotonic() - t0
     model.eval()
     return TrainResult(steps_done=step, stopped_by=stopped_by, curve=curve, elapsed_s=elapsed_before + run_s,
-                       tokens_per_s=(step - start_step) * tokens_per_step / max(run_s, 1e-9))
+                       tokens_per_s=(step - start_step) * tokens_per_step / max(run_s, 1e-9), precision=precision)
 
 
 # ============================================================================ held-out loss

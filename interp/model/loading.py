@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,13 +133,13 @@ def _quant_config(quantization: Quantization | None) -> Any:
 
 
 def default_model_path(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
-                       build: bool = True, progress: bool = True) -> Path:
+                       build: bool = True, progress: bool = True, seed: int | None = None) -> Path:
     """Return the embedded default model's directory (:func:`interp.default_model.build.default_model_dir`),
     building it on first use with its held-out loss measured by the one LM loss (:func:`interp.model.lm_loss.lm_loss`)."""
     from interp.default_model.build import default_model_dir
     from interp.model.lm_loss import lm_loss
 
-    return default_model_dir(preset, data_root, build=build, progress=progress, heldout_loss=lm_loss)
+    return default_model_dir(preset, data_root, build=build, progress=progress, heldout_loss=lm_loss, seed=seed)
 
 
 def load_hf_model(name_or_path: str | os.PathLike[str], *, dtype: str | torch.dtype | None = None,
@@ -261,6 +262,23 @@ def _reloadable_tokenizer(tokenizer: Any) -> Any:
     return reloaded
 
 
+def release_freed_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Bridging splits fused QKV weights into per-layer tensors (16 MB each at BLOOM-1.7B), below
+    glibc's mmap threshold: the temporaries of the split stay in the heap after they are freed,
+    0.18x the weights of resident memory no tensor uses (measured: 1.15 GiB at BLOOM-1.7B).
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim with
+        pass
+
+
 def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | None = None) -> TransformerBridge:
     """Wrap an HF causal LM (possibly with injected LoRA layers) in a ``TransformerBridge``."""
     from transformer_lens.model_bridge.sources import build_bridge_from_module
@@ -278,6 +296,7 @@ def wrap_bridge(hf_model: nn.Module, tokenizer: Any = None, *, model_id: str | N
     tokenizer = _reloadable_tokenizer(tokenizer)
     bridge = build_bridge_from_module(hf_model, archs[0], hf_config=config, tokenizer=tokenizer,
                                       model_name=model_id or getattr(config, "_name_or_path", "") or spec.family)
+    release_freed_heap()
     rec = model_record(bridge)
     rec.model_id = model_id or getattr(config, "_name_or_path", "") or spec.family
     rec.peft, rec.native_bos = None, native_bos

@@ -18,7 +18,7 @@ def stage_model(pipe: "Pipeline", d: Path) -> tuple[str, dict[str, Any]]:
     if m.name in DEFAULT_MODEL_NAMES:
         from interp.model.loading import default_model_path
 
-        path = str(default_model_path(m.recipe, pipe.config.data_root, progress=pipe.progress))
+        path = str(default_model_path(m.recipe, pipe.config.data_root, progress=pipe.progress, seed=m.recipe_seed))
     else:
         path = m.name
     bridge = load_model(path, adapter=m.adapter, dtype=m.dtype, device=m.device)
