@@ -11,14 +11,13 @@ Run: ``.venv/bin/python benchmarks/bench_default_model.py [--shape mgpt]``.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
 
 from interp.default_model.build import _threads
 from interp.default_model.recipe import RECIPES
-from interp.default_model.train import make_model
+from interp.default_model.train import _autocast, make_model
 
 
 class _Vocab:
@@ -55,8 +54,7 @@ def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = N
         for i in range(steps + 1):
             if i == 1:
                 t0 = time.perf_counter()
-            amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-            with amp:
+            with _autocast("cpu", "bf16" if bf16 else "fp32"):  # the training loop's own switch
                 logits = model(input_ids=batch[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
             opt.zero_grad()

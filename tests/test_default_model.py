@@ -195,6 +195,32 @@ def test_precision_auto_follows_native_bf16_and_fp32_trains_in_fp32(micro_data, 
     assert res.curve[0]["train_loss"] == pytest.approx(want, rel=1e-5)
 
 
+def test_native_bf16_probes_exist_in_this_torch() -> None:
+    """auto reads torch's private CPU probes: if an upgrade removes them, a bf16 machine would silently train in fp32."""
+    import torch
+
+    assert callable(torch.cpu._is_avx512_bf16_supported) and callable(torch.cpu._is_amx_tile_supported)
+
+
+def test_a_cached_build_of_other_inputs_is_refused(smoke_dir, monkeypatch, tmp_path) -> None:
+    import shutil
+
+    from interp.core.artifacts import InputError
+    from interp.default_model.build import resolve_preset
+
+    monkeypatch.setenv("XDETOX_CACHE", str(smoke_dir.parents[1]))
+    assert default_model_dir("smoke", heldout_loss=lm_loss) == smoke_dir
+    copy = tmp_path / "xdetox_cache" / "default-model" / smoke_dir.name
+    shutil.copytree(smoke_dir, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["precision"] = "fp32" if m["precision"] == "bf16" else "bf16"  # as if trained in the other precision
+    (copy / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setenv("XDETOX_CACHE", str(tmp_path / "xdetox_cache"))
+    assert resolve_preset("smoke")[2] == copy
+    with pytest.raises(InputError, match="built from"):
+        default_model_dir("smoke", heldout_loss=lm_loss)
+
+
 def test_checkpoint_of_another_model_is_a_clear_error(micro_data, tmp_path) -> None:
     _run(micro_data, tmp_path, max_steps=2)
     tok, tr, va = micro_data
@@ -228,6 +254,9 @@ def test_smoke_build_writes_a_loadable_model_with_manifest_and_curve(smoke_dir) 
     assert is_built(smoke_dir)
     m = json.loads((smoke_dir / "manifest.json").read_text())
     assert m["kind"] == "default-model" and m["recipe_hash"] == recipe_hash(SMOKE)
+    from interp.default_model.recipe import effective_precision
+
+    assert m["precision"] == effective_precision(SMOKE)  # the folder's hash, the training and the manifest agree
     assert m["stopped_by"] == "token_budget" and m["steps"] == SMOKE.steps
     assert m["tokens_trained"] == SMOKE.steps * SMOKE.batch_size * SMOKE.ctx
     assert set(m["heldout_loss_by_language"]) == set(SMOKE.languages)

@@ -214,6 +214,11 @@ class Pipeline:
         cfg = config_to_dict(self.config)
         parts = {s: {k: v for k, v in cfg[s].items() if f"{s}.{k}" not in NOT_READ.get(name, ())}
                  for s in SECTIONS[name]}
+        if "model" in parts and parts["model"].get("recipe_seed") is not None and self.config.model.name in _default_names():
+            from interp.default_model.recipe import named_recipe
+
+            if parts["model"]["recipe_seed"] == named_recipe(self.config.model.recipe)[1].seed:
+                parts["model"] = {**parts["model"], "recipe_seed": None}  # the recipe's own seed: the same model
         parts["languages"] = cfg["languages"]
         parts["seed"] = cfg["seed"]
         if name != "model":  # every stage after the model tokenizes text by the run's BOS policy

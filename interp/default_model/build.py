@@ -57,7 +57,7 @@ def build_default_model(recipe: DefaultModelRecipe, data_root: str | os.PathLike
     ``training_curve.json``. A checkpoint under ``out_dir/_train`` makes an interrupted build
     resume; ``resume=False`` starts over. ``max_steps`` simulates an interruption (for tests).
     """
-    out = Path(out_dir) if out_dir is not None else cache_dir("default-model") / f"custom-{recipe_hash(recipe)}"
+    out = Path(out_dir) if out_dir is not None else cache_dir("default-model") / f"custom-{recipe_hash(recipe, device)}"
     with _threads(recipe.num_threads):
         return _build(recipe, data_root, out, heldout_loss=heldout_loss, resume=resume, progress=progress,
                       device=device, max_steps=max_steps)
@@ -109,7 +109,7 @@ def _build(recipe: DefaultModelRecipe, data_root: str | os.PathLike[str] | None,
     write_json(out / "corpus_stats.json", corpus.stats)
     write_manifest(
         out, kind="default-model", config=recipe, seed=recipe.seed, model_id=str(out),
-        extra={"recipe_hash": recipe_hash(recipe), "builder_version": BUILDER_VERSION,
+        extra={"recipe_hash": recipe_hash(recipe, device), "builder_version": BUILDER_VERSION,
                "stopped_by": result.stopped_by, "steps": result.steps_done, "planned_steps": recipe.steps,
                "precision": result.precision,
                "tokens_trained": result.steps_done * recipe.batch_size * recipe.ctx,
@@ -218,6 +218,19 @@ def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] 
     return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{data_tag(data_root)}"
 
 
+def _check_belongs(directory: Path, recipe: DefaultModelRecipe) -> None:
+    """Raise unless the build in ``directory`` was made from ``recipe`` as it resolves here (hash, precision)."""
+    from interp.core.artifacts import InputError, read_json
+    from interp.default_model.recipe import effective_precision
+
+    m = read_json(directory / "manifest.json")
+    want = {"recipe_hash": recipe_hash(recipe), "precision": effective_precision(recipe)}
+    got = {"recipe_hash": m.get("recipe_hash"), "precision": m.get("precision", "bf16")}  # older builds: bf16
+    if got != want:
+        raise InputError(f"{directory}: the cached default model was built from {got}, not {want}; delete the "
+                         f"folder or rebuild with `xdetox model build-default --force`")
+
+
 def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[str] | None = None, *,
                       build: bool = True, progress: bool = True, heldout_loss: HeldoutLoss | None = None,
                       seed: int | None = None) -> Path:
@@ -235,6 +248,7 @@ def default_model_dir(preset: str | None = None, data_root: str | os.PathLike[st
                         "interp.model.loading.default_model_path(preset, data_root) passes it")
     preset, recipe, directory = resolve_preset(preset, data_root, seed)
     if is_built(directory):
+        _check_belongs(directory, recipe)
         return directory
     if not build:
         seed_flag = f" --seed {seed}" if seed is not None else ""

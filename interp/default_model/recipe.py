@@ -61,8 +61,8 @@ class DefaultModelRecipe:
         "help": "RTP-LX evaluation prompts per language (seeded draw) for the held-out LM loss"})
     precision: Literal["auto", "bf16", "fp32"] = field(default="auto", metadata={
         "help": "bf16 autocast or fp32 training. auto: bf16 where the hardware computes it natively (a bf16 GPU, "
-                "or a CPU with AVX512-BF16 or AMX), else fp32: emulated bf16 is ~7x slower than fp32 on an AVX2-only "
-                "CPU (measured). The precision used is part of the cache key"})
+                "or a CPU with AVX512-BF16 or AMX), else fp32: emulated bf16 is ~11x slower than fp32 on an AVX2-only "
+                "CPU (measured). bf16 on a GPU without bf16 is an error. The precision used is part of the cache key"})
     num_threads: int = field(default=1, metadata={
         "help": "CPU threads for training (0: torch's default); 1 avoids OpenMP spin-wait stalls on a busy "
                 "machine and is much faster for tiny models"})
@@ -102,8 +102,11 @@ def native_bf16(device: str) -> bool:
     import torch
 
     if device.split(":")[0] == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
+        if not torch.cuda.is_available():
+            return False
+        with torch.cuda.device(torch.device(device)):  # that GPU, not the current one
+            return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu  # private probes (torch >= 2.1); tests/test_default_model.py fails if they vanish
     return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
@@ -115,17 +118,25 @@ def training_device() -> str:
 
 
 def effective_precision(recipe: DefaultModelRecipe, device: str | None = None) -> str:
-    """Return ``"bf16"`` or ``"fp32"``: the recipe's precision, with ``auto`` resolved for ``device``."""
+    """Return ``"bf16"`` or ``"fp32"``: the recipe's precision, with ``auto`` resolved for ``device``.
+
+    Explicit ``bf16`` on a GPU without bf16 is an error (a CPU emulates it, slowly but correctly).
+    """
+    device = device or training_device()
+    if recipe.precision == "bf16" and device.startswith("cuda") and not native_bf16(device):
+        raise ConfigError(f"recipe precision: bf16 on {device}, a GPU without bf16; use precision auto or fp32")
     if recipe.precision != "auto":
         return recipe.precision
-    return "bf16" if native_bf16(device or training_device()) else "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def recipe_hash(recipe: DefaultModelRecipe, device: str | None = None) -> str:
     """Return the cache key of ``recipe`` (includes the builder version and the precision it trains in).
 
-    Every build from before the ``precision`` field trained in bf16, so a bf16 build keeps the
-    hash it always had; an fp32 build gets its own.
+    Builds from before the ``precision`` field trained with bf16 autocast (emulated on an AVX2
+    CPU, same arithmetic), so a bf16 build keeps the hash it always had; an fp32 build gets its
+    own. (The one exception: before the field, a CUDA GPU without bf16 trained in fp32 under
+    the bf16 hash; such a cached build is rebuilt under its fp32 hash now.)
     """
     fields = dataclasses.asdict(recipe)
     del fields["precision"]
