@@ -192,7 +192,8 @@ def _features(bridge: Any, bare: Any, tok: Any, a: argparse.Namespace) -> dict[s
         def run() -> None:
             with torch.inference_mode():
                 for ids, mask in batches:
-                    m(ids.to(a.device), attention_mask=mask.to(a.device))
+                    # no KV cache, as extract_features runs the model: the same work, not more
+                    m(ids.to(a.device), attention_mask=mask.to(a.device), use_cache=False)
         return run
 
     t = paired({
@@ -282,6 +283,15 @@ def _estimated_weights_bytes(shape: str, dtype: str, device: str) -> int:
     return n * torch.tensor([], dtype=resolve_dtype(dtype, device)).element_size()
 
 
+def _code_version() -> dict[str, Any]:
+    """Return the git commit of the code measured and whether the tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     """Run the requested stages, each in a fresh subprocess; return {stage: result} plus the bar checks."""
     est = _estimated_weights_bytes(a.shape, a.dtype, a.device)
@@ -292,7 +302,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                          f"({a.mem_factor}x {est / 2**30:.1f} GiB of weights) but only {avail / 2**30:.1f} GiB are "
                          "available; run it on a bigger machine (or --force)")
     out: dict[str, Any] = {"shape": describe(a.shape), "device": a.device, "threads": torch.get_num_threads(),
-                           "machine": a.machine, "stages": {}}
+                           "machine": a.machine, "argv": sys.argv[1:], "code": _code_version(), "stages": {}}
     child = [sys.executable, __file__, "--shape", a.shape, "--dtype", a.dtype, "--device", a.device,
              "--rounds", str(a.rounds), "--prompts", str(a.prompts), "--new-tokens", str(a.new_tokens),
              "--batch-size", str(a.batch_size), "--texts", str(a.texts), "--dpo-preset", a.dpo_preset,

@@ -252,11 +252,17 @@ def test_fingerprint_is_memoised_and_follows_every_weight_change(monkeypatch) ->
         assert after != before and after == _fresh_fingerprint(model)
 
 
-def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
-    """A 64M-element fp16 weight (128 MB) must not be copied to float32 (256 MB) to be summed."""
+def _python_snippet(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter at the repo root (so its memory readings are its own); return its words."""
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1]).stdout.split()
+
+
+def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
+    """A 64M-element fp16 weight (128 MB) must not be copied to float32 (256 MB) to be summed."""
     code = (
         "import resource, torch\n"
         "from torch import nn\n"
@@ -267,8 +273,7 @@ def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
         "text = _param_sum(p, flat, s)\n"
         "r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(text, (r1 - r0) // 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    out = _python_snippet(code)
     assert float(out[0]) == pytest.approx(0.5 * (1 << 26), rel=1e-6)  # independent: n * 0.5
     assert int(out[1]) < 100, f"peak memory grew by {out[1]} MB while summing"
 
@@ -276,7 +281,6 @@ def test_fingerprint_makes_no_full_size_copy(tmp_path) -> None:
 def test_release_freed_heap_returns_fragmented_free_memory() -> None:
     """Freed tensors below glibc's mmap threshold stay resident (as bridging's QKV split leaves them) until
     trimmed: release_freed_heap must give them back, and wrap_bridge calls it."""
-    import subprocess
     import sys
 
     if sys.platform != "linux":
@@ -292,8 +296,7 @@ def test_release_freed_heap_returns_fragmented_free_memory() -> None:
         "    tmp.append(torch.ones((1 << 22) - 4096)); kept.append(torch.ones(1 << 20))\n"
         "del tmp\n"
         "before = anon(); release_freed_heap(); print(before, anon())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    out = _python_snippet(code)
     before, after = map(int, out)
     assert before - after > 400, f"RssAnon {before} MB -> {after} MB: the freed 750 MB stayed resident"
 
