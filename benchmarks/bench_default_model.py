@@ -32,7 +32,7 @@ class _Vocab:
         return self.n
 
 
-def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = None) -> float:
+def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = None, dtype: str = "fp32") -> float:
     """Return training tokens/s of the default architecture (or ``shape``) for ``steps`` steps (after one warm-up)."""
     r = RECIPES["standard"]
     if shape is None:
@@ -45,7 +45,7 @@ def tokens_per_s(bf16: bool, threads: int, steps: int = 4, shape: str | None = N
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from shapes import build
 
-        model = build(shape, dtype="fp32", tokenizer=False)[0].train()
+        model = build(shape, dtype=dtype, tokenizer=False)[0].train()
         vocab, bsz, ctx = model.config.vocab_size, 2, 64
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = torch.randint(0, vocab, (bsz, ctx + 1), generator=torch.Generator().manual_seed(0))
@@ -68,16 +68,25 @@ def main() -> dict[str, float]:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", default=None, help="a paper shape from benchmarks/shapes.py (default: the default model)")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from shapes import SHAPES
+
+    ap.add_argument("--shape", default=None, choices=list(SHAPES),
+                    help="a paper shape from benchmarks/shapes.py (default: the embedded default model)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                    help="weights of a --shape model (default fp32, as full fine-tuning keeps them)")
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args()
     from interp.default_model.recipe import effective_precision, native_bf16
 
     threads = RECIPES["standard"].num_threads or torch.get_num_threads()
     bf16 = effective_precision(RECIPES["standard"], "cpu") == "bf16"
-    ours = tokens_per_s(bf16, threads, args.steps, args.shape)
-    other = tokens_per_s(not bf16, threads, args.steps, args.shape)
-    default_threads = tokens_per_s(bf16, 0, args.steps, args.shape)
+    ours = tokens_per_s(bf16, threads, args.steps, args.shape, args.dtype)
+    other = tokens_per_s(not bf16, threads, args.steps, args.shape, args.dtype)
+    default_threads = tokens_per_s(bf16, 0, args.steps, args.shape, args.dtype)
     print(f"native bf16: {native_bf16('cpu')}; recipe precision here: {'bf16' if bf16 else 'fp32'}")
     out = {"threads": float(threads), "recipe_tok_s": ours, "other_precision_tok_s": other,
            "recipe_default_threads_tok_s": default_threads, "recipe_over_other_precision": ours / other,

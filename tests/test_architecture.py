@@ -163,15 +163,16 @@ def _derived_without_override(monkeypatch, family: str):
         arch._SPECS.clear()
 
 
-def test_override_cohere_logit_scale_is_needed_and_right(monkeypatch) -> None:
-    hf = make_model("cohere", 320)
+@pytest.mark.parametrize("fam", ["cohere", "cohere2"])
+def test_override_cohere_logit_scale_is_needed_and_right(fam: str, monkeypatch) -> None:
+    hf = make_model(fam, 320)
     ids = _ids(320)
     with torch.no_grad():
         logits = hf(ids).logits
         hidden = hf.model(ids).last_hidden_state  # after the final norm
     a = get_adapter(hf)
     torch.testing.assert_close(hidden @ a.unembed_matrix(), logits, atol=1e-5, rtol=1e-4)
-    bare = _derived_without_override(monkeypatch, "cohere")  # the mapping alone misses the 1/16
+    bare = _derived_without_override(monkeypatch, fam)  # the mapping alone misses the 1/16
     assert bare.logit_scale == 1.0
     assert not torch.allclose(hidden @ bare.unembed_matrix(), logits, atol=1e-3)
 

@@ -98,3 +98,32 @@ def test_step_timer_times_each_step_on_its_own_instance() -> None:
         time.sleep(0.01)
         a.on_step_end(None, None, None)
     assert len(a.steps) == 2 and all(s >= 0.01 for s in a.steps) and b.steps == []
+
+
+def test_every_model_benchmark_offers_every_shape() -> None:
+    """Each benchmark that loads a causal LM takes --shape with all seven paper shapes (issue 20)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert set(SHAPES) == {"tiny", "mgpt", "bloom-1b7", "bloom-7b1", "llama2-7b", "llama3-8b", "aya23-8b"}
+    for script in ("bench_scale.py", "bench_neurons.py", "bench_probes.py", "bench_eval.py", "bench_default_model.py"):
+        text = (root / script).read_text()
+        assert "add_shape_arg(" in text or re.search(r'"--shape".*choices=list\(SHAPES\)', text), script
+
+
+def test_bench_scale_runs_its_stages_and_checks_its_bars(tmp_path: Path) -> None:
+    """bench_scale end to end at the tiny shape: every requested stage in its own process, results and bars
+    written, the code version recorded."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tiny.json"
+    subprocess.run([sys.executable, "benchmarks/bench_scale.py", "--shape", "tiny", "--stages", "rank",
+                    "--rounds", "1", "--out", str(out)], cwd=root, check=True, capture_output=True, text=True)
+    res = json.loads(out.read_text())
+    assert set(res["stages"]) == {"rank"} and "error" not in res["stages"]["rank"]
+    assert res["stages"]["rank"]["n_value_vectors"] == 4 * 1024  # tiny: 4 layers x d_mlp 1024
+    assert {"rss_rank", "ranking"} <= set(res["bars"]) and res["argv"][:2] == ["--shape", "tiny"]
+    if (root / ".git").exists():
+        assert len(res["code"]["commit"]) == 40

@@ -15,9 +15,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 FAMILIES = ("gpt2", "bloom", "llama", "cohere")
 # Newer multilingual families, served through TransformerLens's mapping with no table entry of ours.
-EXTRA_FAMILIES = ("qwen2", "mistral", "gemma2", "xglm")
+EXTRA_FAMILIES = ("qwen2", "mistral", "gemma2", "xglm", "cohere2")
 ALL_FAMILIES = FAMILIES + EXTRA_FAMILIES
-GATED = ("llama", "cohere", "qwen2", "mistral", "gemma2")
+GATED = ("llama", "cohere", "qwen2", "mistral", "gemma2", "cohere2")
 
 TINY_TEXT = [
     "the quick brown fox jumps over the lazy dog", "I want to go home now", "you are a stupid idiot",
@@ -74,6 +74,9 @@ def make_config(family: str, vocab_size: int, *, n_layers: int = 2, d_model: int
     if family == "gemma2":  # a small soft cap so that tests which ignore it fail
         return T.Gemma2Config(head_dim=d_model // 2, final_logit_softcapping=0.5, attn_logit_softcapping=50.0,
                               query_pre_attn_scalar=d_model // 2, sliding_window=64, **gqa)
+    if family == "cohere2":  # Aya Expanse: Cohere's parallel block with sliding-window layers, same logit scale
+        return T.Cohere2Config(logit_scale=0.0625, sliding_window=64, layer_types=["sliding_attention", "full_attention"]
+                               [:n_layers] + ["full_attention"] * max(0, n_layers - 2), **gqa)
     if family == "xglm":
         return T.XGLMConfig(d_model=d_model, ffn_dim=d_mlp, num_layers=n_layers, attention_heads=2,
                             max_position_embeddings=128, decoder_start_token_id=0, **common)
