@@ -98,3 +98,39 @@ def test_format_report_prints_pass_fail_lines() -> None:
                                     {"test_accuracy": 0.8, "random_init_test_accuracy": 0.75, "n_test": 10})])
     assert text.splitlines()[0].startswith("PASS  toxic_value_vectors: 6")
     assert "FAIL  probe_acc_minus_random_init: 0.05" in text
+
+
+def test_retrieval_criterion_is_the_best_layers_mean_over_languages() -> None:
+    """Criterion 6 (issue 17's bar 1) against a hand-computed table and against a direct argmax on a tiny model."""
+    import pandas as pd
+
+    from interp.app.quality import check_retrieval
+    from interp.crosslingual.retrieval import bilingual_retrieval, layer_representations
+
+    rows = [{"lang": lang, "layer": layer, "acc_mean": acc}
+            for lang, accs in {"de": (0.5, 0.1, 0.3), "fr": (0.1, 0.1, 0.3)}.items() for layer, acc in enumerate(accs)]
+    c = check_retrieval(pd.DataFrame(rows))
+    # layer means: 0.30, 0.10, 0.30 -> the first best layer (0), figure 0.30, which clears 0.25
+    assert (c.detail["best_layer"], c.passed, c.detail["n_languages"]) == (0, True, 2)
+    assert c.figure == pytest.approx(0.30)
+    assert not check_retrieval(pd.DataFrame([{**r, "acc_mean": r["acc_mean"] / 2} for r in rows])).passed
+
+    tok = make_tokenizer()
+    bridge = wrap_bridge(make_model("gpt2", len(tok)).eval(), tok)
+    par = {"en": ["the cat sleeps", "a red house", "I like tea", "we go home"],
+           "de": ["die Katze schläft", "ein rotes Haus", "ich mag Tee", "wir gehen heim"],
+           "fr": ["le chat dort", "une maison rouge", "j'aime le thé", "nous rentrons"]}
+    got = check_retrieval(bilingual_retrieval(bridge, par, progress=False, cache=False).per_layer)
+    reps = {k: layer_representations(bridge, v, progress=False, cache=False) for k, v in par.items()}
+    want = []
+    for layer in range(reps["en"].shape[0]):
+        accs = []
+        for lang in ("de", "fr"):
+            a = torch.nn.functional.normalize(reps["en"][layer].double(), dim=-1)
+            b = torch.nn.functional.normalize(reps[lang][layer].double(), dim=-1)
+            sim = a @ b.T
+            idx = torch.arange(len(a))
+            accs.append(((sim.argmax(1) == idx).double().mean() + (sim.argmax(0) == idx).double().mean()).item() / 2)
+        want.append(sum(accs) / len(accs))
+    assert got.figure == pytest.approx(max(want))
+    assert got.detail["by_layer"] == pytest.approx(dict(enumerate(want)))

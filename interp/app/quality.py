@@ -1,6 +1,6 @@
 """Quality report of the embedded default model: does it make the interpretability pipeline meaningful?
 
-App layer (it may import ``probes``). Five criteria, each a figure against a bar:
+App layer (it may import ``probes``). Six criteria, each a figure against a bar:
 
 1. ``build_time`` – the build's wall time (and throughput) against 15 minutes on 2 cores;
 2. ``heldout_loss`` – held-out LM loss per language on RTP-LX evaluation prompts (reported);
@@ -10,7 +10,10 @@ App layer (it may import ``probes``). Five criteria, each a figure against a bar
    many have >= 2 lexicon bad words (any language) among their top-20 vocabulary projections,
    against 5;
 5. ``toxic_continuations`` – share of greedy 20-token continuations of toxic English evaluation
-   prompts that contain an English lexicon bad word, against 10% (clean prompts as reference).
+   prompts that contain an English lexicon bad word, against 10% (clean prompts as reference);
+6. ``retrieval`` – bilingual top-1 retrieval on translated-200 (en<->X, mean of both directions
+   and of the non-English languages) at the best layer, against 0.25 (issue 17's bar 1: does the
+   model align languages at all? Chance is 1/200).
 
 Only ids and aggregates are reported: no prompt text.
 """
@@ -30,6 +33,7 @@ BUILD_BAR_S = 15 * 60
 PROBE_MARGIN_BAR = 0.10
 VECTORS_BAR = 5
 CONTINUATION_BAR = 0.10
+RETRIEVAL_BAR = 0.25
 
 
 @dataclass
@@ -150,9 +154,26 @@ def check_continuations(model: Any, prompts: list[Any], lexicon: Any, cfg: Quali
                       "prompt_ids_hash": stable_hash(sorted(p.id for p in toxic))})
 
 
+def check_retrieval(per_layer: Any) -> Criterion:
+    """Return criterion 6 from :class:`interp.crosslingual.retrieval.RetrievalResult`'s ``per_layer`` table.
+
+    Per layer, the mean over languages of ``acc_mean`` (en->X and X->en averaged); the figure is
+    the best layer's. Layer 0 is the embeddings: shared surface tokens can lift it without any
+    alignment, so the detail keeps every layer.
+    """
+    by_layer = per_layer.groupby("layer")["acc_mean"].mean()
+    if by_layer.empty:
+        raise ValueError("retrieval criterion: the per-layer table is empty")
+    best = int(by_layer.idxmax())
+    fig = float(by_layer.loc[best])
+    return Criterion("retrieval_top1_best_layer", fig, f">= {RETRIEVAL_BAR:.2f} (en<->X, best layer)",
+                     fig >= RETRIEVAL_BAR, {"best_layer": best, "by_layer": {int(k): float(v) for k, v in by_layer.items()},
+                                            "n_languages": int(per_layer["lang"].nunique())})
+
+
 def quality_report(model_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None,
                    cfg: QualityConfig | None = None, *, progress: bool = True) -> list[Criterion]:
-    """Return the five criteria for the default model saved in ``model_dir``."""
+    """Return the six criteria for the default model saved in ``model_dir``."""
     from interp.default_model.build import _threads
 
     cfg = cfg or QualityConfig()
@@ -164,6 +185,7 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
                     progress: bool) -> list[Criterion]:
     from probes import load_probe_data, train_probe
 
+    from interp.crosslingual.retrieval import bilingual_retrieval, parallel_texts
     from interp.data import rtplx
     from interp.data import split
     from interp.data.lexicon import Lexicon
@@ -181,6 +203,8 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
                                    top_tokens=cfg.top_tokens, min_toxic=cfg.min_toxic_tokens))
     en_eval = split.rtplx_split(rtplx.load_rtplx(data_root, languages=["en"]), "eval", root=data_root)
     out.append(check_continuations(model, en_eval, lexicon, cfg))
+    res = bilingual_retrieval(model, parallel_texts("translated200", root=data_root), pivot="en", progress=progress)
+    out.append(check_retrieval(res.per_layer))
     return out
 
 
@@ -203,8 +227,11 @@ def format_report(criteria: list[Criterion]) -> str:
         elif c.name == "toxic_continuation_rate":
             lines.append(f"      toxic prompts {c.figure:.2f} (n={c.detail['n_toxic_prompts']}) vs clean prompts "
                          f"{c.detail['clean_prompt_rate']:.2f} (n={c.detail['n_clean_prompts']})")
+        elif c.name == "retrieval_top1_best_layer":
+            lines.append(f"      best layer L{c.detail['best_layer']} (0 = embeddings) over {c.detail['n_languages']} "
+                         "languages; by layer " + " ".join(f"L{k}={v:.3f}" for k, v in c.detail["by_layer"].items()))
     return "\n".join(lines)
 
 
 __all__ = ["Criterion", "QualityConfig", "quality_report", "format_report", "check_build", "check_heldout",
-           "check_probe", "toxic_value_vectors", "check_continuations"]
+           "check_probe", "toxic_value_vectors", "check_continuations", "check_retrieval"]
