@@ -74,7 +74,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path) -> None:
 
 def test_ctrl_c_prints_one_resumable_line_and_exits_130(tiny, tmp_path) -> None:
     out = tmp_path / "s.jsonl"
-    proc = subprocess.Popen(_gen_cmd(tiny, out), env=_env(), stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN: restore the default so the child sees Ctrl-C as a terminal user's run does.
+    proc = subprocess.Popen(_gen_cmd(tiny, out), env=_env(), stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_lines(out, 2, proc)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)

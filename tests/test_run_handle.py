@@ -146,3 +146,24 @@ def test_the_report_is_rebuilt_from_the_run_directory_alone(smoke_run: Path, tmp
     scored.unlink()  # a recorded output that is gone is named, not a raw FileNotFoundError
     with pytest.raises(MissingStageError, match="score"):
         build_report(open_run(copy))
+
+
+def test_a_handle_walks_each_data_tree_once(smoke_run: Path, monkeypatch) -> None:
+    """Every dependent stage's key recomputes the model stage's; the data root and the gettext folder
+    are still walked once per handle (they were walked once per key: ~0.7 s each, minutes per handle)."""
+    import interp.app.pipeline as pipeline_mod
+    import interp.core.artifacts as artifacts
+
+    walks: list[str] = []
+    real = artifacts.tree_fingerprint
+
+    def counting(root, *args, **kwargs):
+        walks.append(str(root))
+        return real(root, *args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "tree_fingerprint", counting)
+    monkeypatch.setattr(pipeline_mod, "tree_fingerprint", counting)
+    run = open_run(smoke_run)
+    assert run.stages() == list(STAGES) and run.tables()
+    run.table("correlation")
+    assert walks and max(walks.count(w) for w in set(walks)) <= 2, sorted(set(walks))

@@ -231,10 +231,7 @@ class Pipeline:
 
             parts["gettext_strings"] = texts_sha(gettext_texts(self.config.languages, GETTEXT_DIR))
         if name == "model" and self.config.model.name in _default_names():
-            from interp.default_model.build import resolve_preset
-
-            parts["default_model"] = resolve_preset(self.config.model.recipe, self.config.data_root,
-                                                     self.config.model.recipe_seed)[2].name
+            parts["default_model"] = self.default_model_build()
         if name == "encoder" and self.config.encoder.enabled:  # the encoder's weights: the stage loads no model stage
             parts["encoder_model"] = self.encoder_model_identity()
         parts["inputs"] = {f: path_identity(v) for f in PATH_FIELDS.get(name, ())
@@ -253,6 +250,19 @@ class Pipeline:
         if "data_fingerprint" not in self._cache:
             self._cache["data_fingerprint"] = tree_fingerprint(self.data_root)
         return self._cache["data_fingerprint"]
+
+    def default_model_build(self) -> str:
+        """Return the cache folder name of the embedded model this run builds (recipe, its hash, data tag).
+
+        Computed once per pipeline, as the data fingerprints are: every dependent stage's key
+        recomputes the model stage's, and the data tag walks the data root and the gettext folder.
+        """
+        if "default_model_build" not in self._cache:
+            from interp.default_model.build import resolve_preset
+
+            self._cache["default_model_build"] = resolve_preset(self.config.model.recipe, self.config.data_root,
+                                                                self.config.model.recipe_seed)[2].name
+        return self._cache["default_model_build"]
 
     def gettext_fingerprint(self) -> str | None:
         """Return a (path, size, mtime) fingerprint of the gettext catalogs that gettext_parallel reads."""
