@@ -51,8 +51,11 @@ notebooks: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m interp.app.notebooks --preset demo --run-dir $(RUN_DIR)
 
 ## The test suite (CI runs exactly this through .ci/run). Exit code 5 (no tests collected) counts as failure.
+## pytest-xdist runs one worker per core (at most 4: each holds its own smoke run), a test file per worker
+## at a time, so a file's tests keep their order; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(CHROMIUM_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile tests
 
 smoke: $(STAMP)
 	$(VENV)/bin/xdetox run --preset smoke --run-dir runs/smoke
