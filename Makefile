@@ -51,11 +51,12 @@ notebooks: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m interp.app.notebooks --preset demo --run-dir $(RUN_DIR)
 
 ## The test suite (CI runs exactly this through .ci/run). Exit code 5 (no tests collected) counts as failure.
-## pytest-xdist runs one worker per core (at most 4: each holds its own smoke run), a test file per worker
-## at a time, so a file's tests keep their order; TEST_WORKERS=0 runs everything in this process.
-TEST_WORKERS ?= auto
+## pytest-xdist runs one worker per CPU this process may use (its affinity, so a container's limit counts;
+## at most 4: each worker holds its own smoke run), a test file per worker at a time, so a file's tests keep
+## their order; TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= $(shell python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))' 2>/dev/null || echo 2)
 test: $(STAMP) $(CHROMIUM_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile tests
 
 smoke: $(STAMP)
 	$(VENV)/bin/xdetox run --preset smoke --run-dir runs/smoke

@@ -99,17 +99,39 @@ def smoke_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def isolation_leaks() -> list[str]:
-    """Return what the session wrote into HOME or the checkout (both must stay as they were)."""
+def isolation_leaks(*, checkout: bool = True) -> list[str]:
+    """Return what the session wrote into HOME or (``checkout``) left in the checkout (both must stay as they were)."""
     leaked = sorted(f"~/{p.relative_to(HOME)}" for p in HOME.rglob("*"))
-    return leaked + sorted(f"{ROOT}: {n}" for n in _checkout_entries() - _CHECKOUT_BEFORE)
+    if checkout:
+        leaked += sorted(f"{ROOT}: {n}" for n in _checkout_entries() - _CHECKOUT_BEFORE)
+    return leaked
+
+
+_WORKER_LEAKS: list[str] = []  # HOME leaks the pytest-xdist workers reported (controller only)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist controller: collect the HOME leaks a finished worker reported."""
+    _WORKER_LEAKS.extend(getattr(node, "workeroutput", {}).get("home_leaks", []))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any test wrote into HOME or left files (e.g. runs/) in the checkout."""
-    leaked = isolation_leaks()
+    """Fail the run if any test wrote into HOME or left files (e.g. runs/) in the checkout.
+
+    Under pytest-xdist each worker has its own sandbox and HOME: a worker reports its HOME leaks
+    to the controller (a worker's own exit status does not reach the run's), and only the
+    controller checks the checkout, once every worker is down.
+    """
+    worker = hasattr(session.config, "workerinput")
+    leaked = isolation_leaks(checkout=not worker)
+    if worker:
+        session.config.workeroutput["home_leaks"] = leaked
+    else:
+        leaked = _WORKER_LEAKS + leaked
     if leaked:
         print(f"\nisolation: the suite wrote outside its temporary directories: {leaked[:20]}", file=sys.stderr)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if not worker:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
         shutil.rmtree(SANDBOX, ignore_errors=True)

@@ -74,11 +74,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path) -> None:
 
 def test_ctrl_c_prints_one_resumable_line_and_exits_130(tiny, tmp_path) -> None:
     out = tmp_path / "s.jsonl"
-    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
-    # inherited SIG_IGN: restore the default so the child sees Ctrl-C as a terminal user's run does.
-    proc = subprocess.Popen(_gen_cmd(tiny, out), env=_env(), stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A shell without job control starts background jobs with SIGINT ignored, and a child keeps an
+    # ignored signal across exec (Python then installs no Ctrl-C handler). With a Python handler here
+    # the child starts with the default, as a terminal user's run does.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(_gen_cmd(tiny, out), env=_env(), stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     _wait_lines(out, 2, proc)
+    assert out.exists() and out.read_bytes().count(b"\n") >= 2, "no samples written within the wait"
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

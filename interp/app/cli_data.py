@@ -10,6 +10,7 @@ from typing import Callable
 
 from interp.app.cli_common import add_data_root_arg
 from interp.data.languages import LANGUAGES
+from interp.data.sources import GETTEXT_DIR
 
 
 @dataclass
@@ -26,7 +27,7 @@ class DataCheck:
 COLUMNS = ("rtplx", "eval", "train", "t200", "lexicon", "gettext")
 
 
-def check_data(root: str | Path | None = None, *, locale_dir: str = "/usr/share/locale") -> DataCheck:
+def check_data(root: str | Path | None = None, *, locale_dir: str = GETTEXT_DIR) -> DataCheck:
     """Return a :class:`DataCheck` after loading every data set under ``root``."""
     from interp.data import rtplx as rtplx_mod
     from interp.data import sources
@@ -135,6 +136,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "table of counts (RTP-LX rows and eval/train split, translated-200, "
                                       "lexicon sizes, gettext strings) plus English totals")
     add_data_root_arg(c)
-    c.add_argument("--locale-dir", default="/usr/share/locale",
-                   help="gettext catalog folder for the parallel-sentence count (default: /usr/share/locale)")
+    c.add_argument("--locale-dir", default=GETTEXT_DIR,
+                   help=f"gettext catalog folder for the parallel-sentence count (default: {GETTEXT_DIR})")
     c.set_defaults(func=_run_check)

@@ -73,7 +73,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 
 # Stages that may read the system's gettext catalogs (interp.data.sources.gettext_parallel's default folder).
 READS_GETTEXT = ("model", "dpo", "retrieval")
-GETTEXT_DIR = "/usr/share/locale"
+from interp.data.sources import GETTEXT_DIR  # noqa: E402  (a module name of its own: tests point it elsewhere)
 
 # Fields of those sections a stage provably never reads (everything else is in its key, so a new
 # field invalidates by default): the perplexity judge and metric CIs only shape the metrics.
@@ -254,15 +254,16 @@ class Pipeline:
     def default_model_build(self) -> str:
         """Return the cache folder name of the embedded model this run builds (recipe, its hash, data tag).
 
-        Computed once per pipeline, as the data fingerprints are: every dependent stage's key
-        recomputes the model stage's, and the data tag walks the data root and the gettext folder.
+        Its data tag is made from this pipeline's data fingerprints, each taken once per pipeline:
+        every dependent stage's key recomputes the model stage's, and walking the data root and the
+        gettext folder per key made ``open_run`` take minutes. Like those fingerprints it is a
+        snapshot: a handle opened before the data changes keeps the keys of the data it saw.
         """
-        if "default_model_build" not in self._cache:
-            from interp.default_model.build import resolve_preset
+        from interp.default_model.build import data_tag_from, resolve_preset
 
-            self._cache["default_model_build"] = resolve_preset(self.config.model.recipe, self.config.data_root,
-                                                                self.config.model.recipe_seed)[2].name
-        return self._cache["default_model_build"]
+        tag = data_tag_from(self.data_fingerprint(), self.gettext_fingerprint())
+        return resolve_preset(self.config.model.recipe, self.config.data_root, self.config.model.recipe_seed,
+                              tag=tag)[2].name
 
     def gettext_fingerprint(self) -> str | None:
         """Return a (path, size, mtime) fingerprint of the gettext catalogs that gettext_parallel reads."""

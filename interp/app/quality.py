@@ -157,18 +157,36 @@ def check_continuations(model: Any, prompts: list[Any], lexicon: Any, cfg: Quali
 def check_retrieval(per_layer: Any) -> Criterion:
     """Return criterion 6 from :class:`interp.crosslingual.retrieval.RetrievalResult`'s ``per_layer`` table.
 
-    Per layer, the mean over languages of ``acc_mean`` (en->X and X->en averaged); the figure is
-    the best layer's. Layer 0 is the embeddings: shared surface tokens can lift it without any
-    alignment, so the detail keeps every layer.
+    The figure is :func:`interp.crosslingual.retrieval.best_layer`'s (per layer, the mean over
+    languages of en->X and X->en). Layer 0 is the embeddings, where shared surface tokens lift
+    retrieval without any alignment, so the detail also names the best transformer block.
     """
-    by_layer = per_layer.groupby("layer")["acc_mean"].mean()
-    if by_layer.empty:
-        raise ValueError("retrieval criterion: the per-layer table is empty")
-    best = int(by_layer.idxmax())
-    fig = float(by_layer.loc[best])
-    return Criterion("retrieval_top1_best_layer", fig, f">= {RETRIEVAL_BAR:.2f} (en<->X, best layer)",
-                     fig >= RETRIEVAL_BAR, {"best_layer": best, "by_layer": {int(k): float(v) for k, v in by_layer.items()},
-                                            "n_languages": int(per_layer["lang"].nunique())})
+    from interp.crosslingual.retrieval import best_layer
+
+    b = best_layer(per_layer)
+    return Criterion("retrieval_top1_best_layer", b.figure, f">= {RETRIEVAL_BAR:.2f} (en<->X, best layer)",
+                     b.figure >= RETRIEVAL_BAR,
+                     {"best_layer": b.layer, "best_block": b.block_layer, "best_block_figure": b.block_figure,
+                      "by_layer": b.by_layer, "n_languages": int(per_layer["lang"].nunique())})
+
+
+def retrieval_criterion(model: Any, data_root: str | os.PathLike[str] | None = None, *,
+                        progress: bool = True) -> Criterion:
+    """Return criterion 6 on translated-200 (English pivot, every language with a file).
+
+    A data root without a complete translated-200 set fails this criterion, naming the file, and
+    leaves the other five to be reported.
+    """
+    from interp.crosslingual.retrieval import bilingual_retrieval, parallel_texts
+    from interp.data.records import DataFormatError
+
+    try:
+        parallel = parallel_texts("translated200", root=data_root)
+    except (DataFormatError, FileNotFoundError) as e:
+        return Criterion("retrieval_top1_best_layer", float("nan"), f">= {RETRIEVAL_BAR:.2f} (en<->X, best layer)",
+                         False, {"error": " ".join(str(e).split())})
+    res = bilingual_retrieval(model, parallel, pivot="en", progress=progress)
+    return check_retrieval(res.per_layer)
 
 
 def quality_report(model_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None,
@@ -185,7 +203,6 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
                     progress: bool) -> list[Criterion]:
     from probes import load_probe_data, train_probe
 
-    from interp.crosslingual.retrieval import bilingual_retrieval, parallel_texts
     from interp.data import rtplx
     from interp.data import split
     from interp.data.lexicon import Lexicon
@@ -203,8 +220,7 @@ def _quality_report(model_dir: Path, data_root: str | os.PathLike[str] | None, c
                                    top_tokens=cfg.top_tokens, min_toxic=cfg.min_toxic_tokens))
     en_eval = split.rtplx_split(rtplx.load_rtplx(data_root, languages=["en"]), "eval", root=data_root)
     out.append(check_continuations(model, en_eval, lexicon, cfg))
-    res = bilingual_retrieval(model, parallel_texts("translated200", root=data_root), pivot="en", progress=progress)
-    out.append(check_retrieval(res.per_layer))
+    out.append(retrieval_criterion(model, data_root, progress=progress))
     return out
 
 
@@ -227,11 +243,16 @@ def format_report(criteria: list[Criterion]) -> str:
         elif c.name == "toxic_continuation_rate":
             lines.append(f"      toxic prompts {c.figure:.2f} (n={c.detail['n_toxic_prompts']}) vs clean prompts "
                          f"{c.detail['clean_prompt_rate']:.2f} (n={c.detail['n_clean_prompts']})")
+        elif c.name == "retrieval_top1_best_layer" and "error" in c.detail:
+            lines.append(f"      not measured: {c.detail['error']}")
         elif c.name == "retrieval_top1_best_layer":
-            lines.append(f"      best layer L{c.detail['best_layer']} (0 = embeddings) over {c.detail['n_languages']} "
-                         "languages; by layer " + " ".join(f"L{k}={v:.3f}" for k, v in c.detail["by_layer"].items()))
+            lines.append(f"      best layer L{c.detail['best_layer']} (0 = embeddings), best block "
+                         f"L{c.detail['best_block']} {c.detail['best_block_figure']:.3f}, over "
+                         f"{c.detail['n_languages']} languages; by layer "
+                         + " ".join(f"L{k}={v:.3f}" for k, v in c.detail["by_layer"].items()))
     return "\n".join(lines)
 
 
 __all__ = ["Criterion", "QualityConfig", "quality_report", "format_report", "check_build", "check_heldout",
-           "check_probe", "toxic_value_vectors", "check_continuations", "check_retrieval"]
+           "check_probe", "toxic_value_vectors", "check_continuations", "check_retrieval",
+           "retrieval_criterion"]

@@ -42,6 +42,8 @@ HEADLINES: dict[str, str] = {
 
 def headline_figures(summary: dict[str, Any], retrieval_per_layer: pd.DataFrame) -> dict[str, float]:
     """Return the :data:`HEADLINES` of one finished run from its ``summary.json`` and its per-layer retrieval table."""
+    from interp.crosslingual.retrieval import best_layer
+
     probe = summary["probe"]
     table2 = {r["metric"]: r for r in summary["table2"]}
     per_lang = pd.DataFrame(summary["per_language"])
@@ -70,8 +72,7 @@ def headline_figures(summary: dict[str, Any], retrieval_per_layer: pd.DataFrame)
         "key_activation_change": by_model["dpo"] - by_model["base"] if {"dpo", "base"} <= set(by_model.index) else nan,
         "sweep_effect": nan,
         "retrieval_mean": float(retr["retrieval_acc"].mean()) if len(retr) else nan,
-        "retrieval_best_layer": float(retrieval_per_layer.groupby("layer")["acc_mean"].mean().max())
-        if len(retrieval_per_layer) else nan,
+        "retrieval_best_layer": best_layer(retrieval_per_layer).figure if len(retrieval_per_layer) else nan,
         "correlation_r": corr[0]["pearson_r"] if corr and corr[0]["pearson_r"] is not None else nan,
         "correlation_p_below_0_05": float(corr[0]["perm_p"] < 0.05) if corr and corr[0]["perm_p"] is not None else nan,
     }

@@ -349,5 +349,32 @@ def bilingual_retrieval(model: Any, parallel: Mapping[str, Sequence[str]], *, pi
                            layers=chosen, n_pairs=lengths[pivot])
 
 
-__all__ = ["retrieval_accuracy", "retrieval_accuracies", "mean_paired_cosine", "paired_cosines",
+@dataclass(frozen=True)
+class BestLayer:
+    """Retrieval per layer (mean over languages of ``acc_mean``) and the best layer's figure."""
+
+    layer: int                  # the best layer of all (0 = embeddings)
+    figure: float
+    block_layer: int | None     # the best transformer block (layer >= 1): surface tokens alone can lift layer 0
+    block_figure: float
+    by_layer: dict[int, float]
+
+
+def best_layer(per_layer: pd.DataFrame) -> BestLayer:
+    """Return the best layer of a :class:`RetrievalResult` ``per_layer`` table (first one on a tie).
+
+    Per layer the accuracy is averaged over languages (each already the mean of both directions);
+    this is issue 17's "retrieval at the best layer" and the seed spread's ``retrieval_best_layer``.
+    """
+    by_layer = per_layer.groupby("layer")["acc_mean"].mean()
+    if by_layer.empty:
+        raise ValueError("best_layer: the per-layer retrieval table is empty")
+    blocks = by_layer[by_layer.index >= 1]
+    return BestLayer(layer=int(by_layer.idxmax()), figure=float(by_layer.max()),
+                     block_layer=int(blocks.idxmax()) if len(blocks) else None,
+                     block_figure=float(blocks.max()) if len(blocks) else float("nan"),
+                     by_layer={int(k): float(v) for k, v in by_layer.items()})
+
+
+__all__ = ["best_layer", "BestLayer", "retrieval_accuracy", "retrieval_accuracies", "mean_paired_cosine", "paired_cosines",
            "layer_representations", "bilingual_retrieval", "RetrievalResult", "parallel_texts", "resolve_layers"]

@@ -92,7 +92,7 @@ def count_token_languages(tokenizer: Any, texts_by_language: Mapping[str, Sequen
     return TokenLanguages(langs, counts, totals, min_count, info)
 
 
-GETTEXT_DIR = "/usr/share/locale"
+from interp.data.sources import GETTEXT_DIR  # noqa: E402
 
 
 def gettext_texts(languages: Iterable[str] | None = None, locale_dir: str | os.PathLike[str] = GETTEXT_DIR

@@ -311,8 +311,12 @@ def _gettext_cached(langs: tuple[str, ...], locale_dir: str) -> dict[str, tuple[
     return {lang: tuple(common if lang == "en" else [per_lang[lang][k] for k in common]) for lang in langs}
 
 
+#: The system gettext catalogs (one ``LANG/LC_MESSAGES/*.mo`` folder per locale) every reader defaults to.
+GETTEXT_DIR = "/usr/share/locale"
+
+
 def gettext_parallel(languages: Iterable[str] | None = None,
-                     locale_dir: str | Path = "/usr/share/locale") -> dict[str, list[str]]:
+                     locale_dir: str | Path = GETTEXT_DIR) -> dict[str, list[str]]:
     """Return ``{lang: [strings]}``: parallel lists (same length and order) from gettext catalogs.
 
     English is the msgid, other languages the msgstr of ``<locale_dir>/<lang>/LC_MESSAGES/*.mo``
@@ -326,7 +330,7 @@ def gettext_parallel(languages: Iterable[str] | None = None,
 
 
 def gettext_monolingual(languages: Iterable[str] | None = None,
-                        locale_dir: str | Path = "/usr/share/locale") -> dict[str, list[str]]:
+                        locale_dir: str | Path = GETTEXT_DIR) -> dict[str, list[str]]:
     """Return ``{lang: [strings]}`` of each language's own gettext messages, independent of the others.
 
     Unlike :func:`gettext_parallel` (strings translated into *every* requested language), a

@@ -198,24 +198,34 @@ def _build_lock(directory: Path) -> Iterator[None]:
 
 def data_tag(data_root: str | os.PathLike[str] | None = None) -> str:
     """Return a fingerprint of what the corpus is built from: the data root's content and the gettext catalogs."""
-    from interp.core.artifacts import stable_hash, tree_fingerprint
+    from interp.core.artifacts import tree_fingerprint
     from interp.core.paths import data_root as resolve_root
+    from interp.data.sources import GETTEXT_DIR
 
-    loc = Path("/usr/share/locale")  # interp.data.sources.gettext_parallel's default folder
-    return stable_hash({"data": tree_fingerprint(resolve_root(data_root)),
-                        "gettext": tree_fingerprint(loc, content=False) if loc.is_dir() else None}, n=12)
+    loc = Path(GETTEXT_DIR)
+    return data_tag_from(tree_fingerprint(resolve_root(data_root)),
+                         tree_fingerprint(loc, content=False) if loc.is_dir() else None)
+
+
+def data_tag_from(data_fingerprint: str, gettext_fingerprint: str | None) -> str:
+    """Return :func:`data_tag` from fingerprints already taken (the data root's content, the catalogs' (path, size, mtime))."""
+    from interp.core.artifacts import stable_hash
+
+    return stable_hash({"data": data_fingerprint, "gettext": gettext_fingerprint}, n=12)
 
 
 def resolve_preset(preset: str | None = None, data_root: str | os.PathLike[str] | None = None,
-                   seed: int | None = None) -> tuple[str, DefaultModelRecipe, Path]:
+                   seed: int | None = None, *, tag: str | None = None) -> tuple[str, DefaultModelRecipe, Path]:
     """Return (recipe name, recipe, cache directory); ``None`` is ``$XDETOX_DEFAULT_PRESET``, else ``standard``.
 
     The directory is keyed by the recipe (``seed`` replaces its seed) and by the data it is trained
-    from (:func:`data_tag`), so a model built from one data root is never reused for another.
+    from (:func:`data_tag`), so a model built from one data root is never reused for another. ``tag``
+    is that data tag when the caller has it already (:func:`data_tag_from`).
     """
     preset, recipe = named_recipe(preset, seed)
     name = _CACHE_NAMES.get(preset, preset)
-    return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{data_tag(data_root)}"
+    tag = tag if tag is not None else data_tag(data_root)
+    return preset, recipe, cache_dir("default-model") / f"{name}-{recipe_hash(recipe)}-{tag}"
 
 
 def _check_belongs(directory: Path, recipe: DefaultModelRecipe) -> None:
