@@ -268,7 +268,12 @@ def _tofu_in_static_export(tmp_path: Path) -> list[str]:
             fig.update_layout(width=240, height=120, margin=dict(l=5, r=5, t=5, b=40), xaxis_tickfont_size=24)
             figs.append(fig)
             files.append(tmp_path / f"{name}_{kind}.png")
-    pio.write_images(figs, files, format="png")  # one kaleido (Chromium) session for all of them
+    for _ in range(2):  # one kaleido (Chromium) session for all; a cold Chromium start can write nothing
+        pio.write_images(figs, files, format="png")
+        if all(f.is_file() for f in files):
+            break
+    missing = [f.name for f in files if not f.is_file()]
+    assert not missing, f"kaleido wrote no file for {missing} (twice)"
     return [n for n in SCRIPT_SAMPLES
             if np.array_equal(_png_pixels(tmp_path / f"{n}_glyphs.png"), _png_pixels(tmp_path / f"{n}_tofu.png"))]
 
